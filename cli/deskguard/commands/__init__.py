@@ -1,0 +1,1 @@
+"""Click commands; each module is imported only when its command runs."""

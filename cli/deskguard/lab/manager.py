@@ -1,0 +1,116 @@
+"""`lab up / down / status`: brings the three tiers up and down and keeps the lab inventory in step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UsageError
+from ..fsutil import atomic_write
+from . import container, fleet, network, vm
+from .image import ensure_rootfs, lab_key
+from .state import LabHost, LabState, is_alive, locked
+
+# Bounds that keep a 2-core, 24 GiB machine usable; see docs/lab.md for the measurements behind them.
+MAX_LAPTOPS = 2  # CPU-bound under TCG: more than two busy VMs starve each other
+MAX_CONTAINERS = 50
+MAX_FLEET = 1000
+
+GROUPS = {"vm": "lab_laptops", "container": "lab_containers", "fleet": "lab_fleet"}
+
+
+def check_counts(laptops: int, containers: int, fleet_hosts: int) -> None:
+    for name, value, bound in (("--laptops", laptops, MAX_LAPTOPS), ("--containers", containers, MAX_CONTAINERS),
+                               ("--fleet", fleet_hosts, MAX_FLEET)):
+        if value < 0 or value > bound:
+            raise UsageError(f"{name} must be between 0 and {bound} on this machine (got {value})")
+
+
+def up(laptops: int = 0, containers: int = 0, fleet_hosts: int = 0, inventory_dir: Path | None = None,
+       log=print) -> LabState:
+    """Make the lab have at least the requested hosts of each kind running; returns the state."""
+    check_counts(laptops, containers, fleet_hosts)
+    with locked():
+        state = LabState.load()
+        forget_dead(state)
+        if containers or fleet_hosts:
+            network.ensure_bridge(state)
+        rootfs = ensure_rootfs() if (laptops or containers) else None
+        if laptops:
+            vm.start_vms(state, laptops, rootfs, log=log)
+        if containers:
+            container.start_containers(state, containers, rootfs, log=log)
+        if fleet_hosts:
+            fleet.start_fleet(state, fleet_hosts, log=log)
+        state.save()
+        if inventory_dir is not None:
+            write_inventory(state, inventory_dir)
+        return state
+
+
+STOPPERS = {"vm": vm.stop_vm, "container": container.stop_container, "fleet": fleet.stop_fleet_host}
+
+
+def down(inventory_dir: Path | None = None, log=print) -> int:
+    """Stop every host the lab started (by PID), remove its namespaces and mounts; idempotent."""
+    with locked():
+        state = LabState.load()
+        stopped = 0
+        for host in sorted(state.hosts.values(), key=lambda h: h.name):
+            STOPPERS[host.kind](host)
+            del state.hosts[host.name]
+            stopped += 1
+            state.save()  # after each host, so an interrupted `down` resumes where it stopped
+        network.remove_bridge(state)
+        state.save()
+        if inventory_dir is not None:
+            (inventory_dir / "hosts.yml").unlink(missing_ok=True)
+        return stopped
+
+
+def forget_dead(state: LabState) -> None:
+    """A host whose process died (qemu crashed, container killed) is cleaned up and started again by `up`."""
+    for host in list(state.hosts.values()):
+        if not is_alive(host):
+            STOPPERS[host.kind](host)
+            del state.hosts[host.name]
+
+
+def status() -> list[tuple[LabHost, bool]]:
+    state = LabState.load()
+    return [(h, is_alive(h)) for h in sorted(state.hosts.values(), key=lambda h: (h.kind, h.name))]
+
+
+def inventory_text(state: LabState) -> str:
+    """The lab's inventory (YAML). Lab only: host keys are not pinned because every lab host is rebuilt often."""
+    key = lab_key()
+    lines = [
+        "# Written by `deskguard lab up`; do not edit (rewritten on every lab change).",
+        "all:",
+        "  children:",
+        "    lab:",
+        "      vars:",
+        f"        ansible_ssh_private_key_file: {key}",
+        "        ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+        "      children:",
+    ]
+    for kind, group in GROUPS.items():
+        hosts = state.of_kind(kind)
+        lines.append(f"        {group}:")
+        if not hosts:
+            lines.append("          hosts: {}")
+            continue
+        lines.append("          hosts:")
+        for h in hosts:
+            lines.append(f"            {h.name}:")
+            lines.append(f"              ansible_host: {h.address}")
+            lines.append(f"              ansible_port: {h.port}")
+            lines.append(f"              ansible_user: {h.user}")
+            for k, v in sorted(h.extra.get("hostvars", {}).items()):
+                lines.append(f"              {k}: {v}")
+    return "\n".join(lines) + "\n"
+
+
+def write_inventory(state: LabState, inventory_dir: Path) -> Path:
+    path = inventory_dir / "hosts.yml"
+    atomic_write(path, inventory_text(state))
+    return path

@@ -1,0 +1,89 @@
+"""Live progress for playbook runs: a rich display on a terminal, plain lines elsewhere (CI, logs)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from .runner import EventCollector, PlaybookResult
+
+
+class LiveProgress:
+    """Context manager wrapped around a run; `refresh()` is called on every ansible-runner event."""
+
+    def __init__(self, collector: EventCollector, title: str, total_hosts: int, stream=None):
+        self.collector = collector
+        self.title = title
+        self.total = total_hosts
+        self.stream = stream or sys.stderr
+        self.interactive = self.stream.isatty()
+        self._live = None
+        self._last_task = None
+        self._start = time.monotonic()
+
+    def _counts(self) -> dict[str, int]:
+        counts = {"ok": 0, "changed": 0, "failed": 0, "unreachable": 0}
+        for outcome in self.collector.hosts.values():
+            counts[outcome.state] += 1
+        return counts
+
+    def render(self):
+        from rich.table import Table
+
+        c = self._counts()
+        table = Table.grid(padding=(0, 2))
+        table.add_row(f"[bold]{self.title}[/]", f"{time.monotonic() - self._start:5.0f} s")
+        table.add_row(
+            f"hosts {len(self.collector.hosts)}/{self.total}",
+            f"[green]ok {c['ok']}[/]  [yellow]changed {c['changed']}[/]  "
+            f"[red]failed {c['failed']}[/]  [magenta]unreachable {c['unreachable']}[/]",
+        )
+        table.add_row("task", self.collector.current_task or "(starting)")
+        return table
+
+    def __enter__(self):
+        if self.interactive:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(self.render(), console=Console(file=self.stream), refresh_per_second=4,
+                              transient=False)
+            self._live.__enter__()
+        else:
+            print(f"== {self.title}: {self.total} host(s)", file=self.stream, flush=True)
+        return self
+
+    def refresh(self) -> None:
+        if self._live:
+            self._live.update(self.render())
+        elif self.collector.current_task != self._last_task:
+            self._last_task = self.collector.current_task
+            c = self._counts()
+            print(f"   [{time.monotonic() - self._start:6.1f}s] {self._last_task}  "
+                  f"(failed {c['failed']}, unreachable {c['unreachable']})", file=self.stream, flush=True)
+
+    def __exit__(self, *exc):
+        if self._live:
+            self._live.update(self.render())
+            self._live.__exit__(*exc)
+        return False
+
+
+def progress_factory(title: str, total_hosts: int, stream=None):
+    return lambda collector: LiveProgress(collector, title, total_hosts, stream)
+
+
+def print_summary(result: PlaybookResult, stream=None) -> None:
+    """One line per host, worst first, then the totals."""
+    from rich.console import Console
+    from rich.table import Table
+
+    order = {"unreachable": 0, "failed": 1, "changed": 2, "ok": 3}
+    table = Table(title=f"{result.playbook}: {result.seconds:.1f} s")
+    for col in ("host", "state", "ok", "changed", "failed", "module calls", "detail"):
+        table.add_column(col)
+    for name, h in sorted(result.hosts.items(), key=lambda kv: (order[kv[1].state], kv[0])):
+        detail = (h.failed_tasks[:1] or h.messages[:1] or [""])[0]
+        table.add_row(name, h.state, str(h.ok), str(h.changed), str(h.failed), str(h.module_calls),
+                      detail[:80])
+    Console(file=stream or sys.stdout, width=140).print(table)

@@ -1,0 +1,187 @@
+"""Run a playbook through ansible-runner, show live progress, and return per-host outcomes.
+
+Every command that touches laptops goes through `run_playbook`; nothing parses ansible-playbook's text.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from .errors import EXIT_HOST_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE
+from .site import ansible_cfg
+
+# Actions that run on the controller only; they are not round trips to the laptop.
+CONTROLLER_ACTIONS = frozenset(
+    a
+    for name in (
+        "set_fact", "assert", "debug", "fail", "meta", "include_tasks", "import_tasks", "include_role",
+        "import_role", "include_vars", "add_host", "group_by", "validate_argument_spec", "set_stats", "pause",
+    )
+    for a in (name, f"ansible.builtin.{name}")
+)
+
+
+@dataclass
+class HostOutcome:
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    unreachable: bool = False
+    module_calls: int = 0
+    failed_tasks: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        if self.unreachable:
+            return "unreachable"
+        if self.failed:
+            return "failed"
+        return "changed" if self.changed else "ok"
+
+
+@dataclass
+class PlaybookResult:
+    playbook: str
+    rc: int
+    status: str
+    seconds: float
+    hosts: dict[str, HostOutcome]
+    events: list[dict] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        if any(h.unreachable for h in self.hosts.values()):
+            return EXIT_UNREACHABLE
+        if any(h.failed for h in self.hosts.values()) or self.rc != 0:
+            return EXIT_HOST_FAILED
+        return EXIT_OK
+
+    @property
+    def module_calls(self) -> int:
+        return sum(h.module_calls for h in self.hosts.values())
+
+
+class EventCollector:
+    """Turns ansible-runner events into per-host outcomes; knows nothing about display."""
+
+    def __init__(self, keep_events: bool = False):
+        self.hosts: dict[str, HostOutcome] = {}
+        self.current_task = ""
+        self.keep_events = keep_events
+        self.events: list[dict] = []
+
+    def host(self, name: str) -> HostOutcome:
+        return self.hosts.setdefault(name, HostOutcome())
+
+    def __call__(self, event: dict) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        if kind == "playbook_on_task_start":
+            self.current_task = data.get("task", "")
+        elif kind.startswith("runner_on_") and data.get("host"):
+            self._on_host_event(kind, data)
+        elif kind == "playbook_on_stats":
+            for name in data.get("processed", {}):
+                self.host(name)
+            for name in data.get("dark", {}) or {}:
+                self.host(name).unreachable = True
+        if self.keep_events:
+            self.events.append(event)
+        return False  # do not let ansible-runner keep events in memory/artifacts for us
+
+    def _on_host_event(self, kind: str, data: dict) -> None:
+        h = self.host(data["host"])
+        action = data.get("task_action", "")
+        if kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable") and action not in CONTROLLER_ACTIONS:
+            h.module_calls += 1
+        res = data.get("res") or {}
+        if kind == "runner_on_ok":
+            h.ok += 1
+            h.changed += bool(res.get("changed"))
+        elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+            h.failed += 1
+            h.failed_tasks.append(data.get("task", ""))
+            if res.get("msg"):
+                h.messages.append(str(res["msg"]))
+        elif kind == "runner_on_unreachable":
+            h.unreachable = True
+            if res.get("msg"):
+                h.messages.append(str(res["msg"]))
+        elif kind == "runner_on_skipped":
+            h.skipped += 1
+
+
+def _ansible_env(site: Path, extra: dict | None) -> dict:
+    bindir = str(Path(sys.executable).parent)
+    env = {
+        "ANSIBLE_CONFIG": str(ansible_cfg(site)),
+        "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
+        "ANSIBLE_FORCE_COLOR": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update(extra or {})
+    return env
+
+
+def run_playbook(
+    site: Path,
+    playbook: str,
+    inventory: Iterable[Path],
+    *,
+    limit: str | None = None,
+    extravars: dict | None = None,
+    check: bool = False,
+    envvars: dict | None = None,
+    forks: int | None = None,
+    progress: Callable[[EventCollector], object] | None = None,
+    keep_events: bool = False,
+) -> PlaybookResult:
+    """Run `playbooks/<playbook>` against `inventory`; `progress` builds a display around the collector."""
+    import ansible_runner
+
+    collector = EventCollector(keep_events=keep_events)
+    display = progress(collector) if progress else None
+    private = Path(tempfile.mkdtemp(prefix="deskguard-run-"))
+    cmdline = "--check --diff" if check else None
+    start = time.monotonic()
+    interrupted = False
+    try:
+        if display:
+            display.__enter__()
+        try:
+            runner = ansible_runner.run(
+                private_data_dir=str(private),
+                project_dir=str(site / "playbooks"),
+                playbook=playbook,
+                inventory=[str(p) for p in inventory],
+                limit=limit,
+                extravars=extravars or {},
+                envvars=_ansible_env(site, envvars),
+                cmdline=cmdline,
+                forks=forks,
+                quiet=True,
+                suppress_env_files=True,
+                event_handler=lambda ev: (collector(ev), display and display.refresh())[0],
+            )
+            rc, status = runner.rc, runner.status
+        except KeyboardInterrupt:
+            interrupted, rc, status = True, EXIT_INTERRUPTED, "canceled"
+    finally:
+        if display:
+            display.__exit__(None, None, None)
+        # Artifacts hold task results; they are not kept on the controller.
+        shutil.rmtree(private, ignore_errors=True)
+    return PlaybookResult(playbook, rc, status, time.monotonic() - start, collector.hosts,
+                          collector.events, interrupted)

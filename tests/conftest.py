@@ -1,0 +1,48 @@
+"""Shared fixtures. The lab is brought up once per session, per tier, and always brought down at the end."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def lab_inventory_dir() -> Path:
+    return REPO / "inventory" / "lab"
+
+
+@pytest.fixture(scope="session")
+def lab_session(lab_inventory_dir):
+    """Tears the whole lab down once, after the last test of the session that used it."""
+    from deskguard.lab import manager
+
+    if os.geteuid() != 0:
+        pytest.fail("lab tests need root")
+    yield manager
+    manager.down(lab_inventory_dir, log=lambda m: None)
+
+
+def _up(lab_session, lab_inventory_dir, **counts):
+    return lab_session.up(inventory_dir=lab_inventory_dir, log=lambda m: None, **counts)
+
+
+@pytest.fixture(scope="session")
+def lab_fleet(lab_session, lab_inventory_dir):
+    """Twenty fleet hosts (network namespaces with their own sshd)."""
+    return _up(lab_session, lab_inventory_dir, fleet_hosts=20)
+
+
+@pytest.fixture(scope="session")
+def lab_container(lab_session, lab_inventory_dir):
+    """Two laptop containers (systemd-nspawn)."""
+    return _up(lab_session, lab_inventory_dir, containers=2)
+
+
+@pytest.fixture(scope="session")
+def lab_laptop(lab_session, lab_inventory_dir):
+    """One laptop VM (qemu TCG, root on LUKS2)."""
+    return _up(lab_session, lab_inventory_dir, laptops=1)
