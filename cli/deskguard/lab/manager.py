@@ -15,6 +15,9 @@ MAX_LAPTOPS = 2  # CPU-bound under TCG: more than two busy VMs starve each other
 MAX_CONTAINERS = 50
 MAX_FLEET = 1000
 
+# Where the controller's SSH comes from, as the lab hosts see it.
+LAB_MANAGEMENT_NETWORKS = ("10.213.0.0/16", "10.0.2.0/24")
+
 GROUPS = {"vm": "lab_laptops", "container": "lab_containers", "fleet": "lab_fleet"}
 
 
@@ -81,18 +84,9 @@ def status() -> list[tuple[LabHost, bool]]:
 
 
 def inventory_text(state: LabState) -> str:
-    """The lab's inventory (YAML). Lab only: host keys are not pinned because every lab host is rebuilt often."""
-    key = lab_key()
-    lines = [
-        "# Written by `deskguard lab up`; do not edit (rewritten on every lab change).",
-        "all:",
-        "  children:",
-        "    lab:",
-        "      vars:",
-        f"        ansible_ssh_private_key_file: {key}",
-        "        ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
-        "      children:",
-    ]
+    """The lab's hosts (YAML); their shared connection settings are in group_vars/lab.yml."""
+    lines = ["# Written by `deskguard lab up`; do not edit (rewritten on every lab change).", "all:",
+             "  children:", "    lab:", "      children:"]
     for kind, group in GROUPS.items():
         hosts = state.of_kind(kind)
         lines.append(f"        {group}:")
@@ -110,7 +104,25 @@ def inventory_text(state: LabState) -> str:
     return "\n".join(lines) + "\n"
 
 
+def lab_group_vars_text() -> str:
+    """Lab only: host keys are not pinned, because every lab host is rebuilt often."""
+    return "\n".join([
+        "# Written by `deskguard lab up`; do not edit.",
+        f"ansible_ssh_private_key_file: {lab_key()}",
+        "ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+        "# The controller's SSH reaches lab hosts from the lab bridge (containers, fleet) and qemu's user network (VMs).",
+        f"firewall_management_sources: {list(LAB_MANAGEMENT_NETWORKS)}",
+    ]) + "\n"
+
+
 def write_inventory(state: LabState, inventory_dir: Path) -> Path:
+    """The lab inventory shares the site's policy and host vars (Ansible reads them beside each inventory)."""
     path = inventory_dir / "hosts.yml"
     atomic_write(path, inventory_text(state))
+    # group_vars/lab.yml outranks group_vars/all (the policy), which inventory-file group vars would not.
+    atomic_write(inventory_dir / "group_vars" / "lab.yml", lab_group_vars_text())
+    for link, target in ((inventory_dir / "group_vars" / "all", Path("..", "..", "group_vars", "all")),
+                         (inventory_dir / "host_vars", Path("..", "host_vars"))):
+        if not link.is_symlink():
+            link.symlink_to(target)
     return path

@@ -26,7 +26,7 @@ for home in /root /home/dgadmin; do
 done
 chown -R dgadmin:dgadmin /home/dgadmin/.ssh
 printf 'PasswordAuthentication no\nKbdInteractiveAuthentication no\nUseDNS no\n' > /etc/ssh/sshd_config.d/10-lab.conf
-/usr/sbin/sshd -t
+mkdir -p /run/sshd && /usr/sbin/sshd -t
 
 # Off until the kit turns them on (usbguard-dbus would start usbguard behind the kit's back).
 systemctl mask usbguard.service usbguard-dbus.service
