@@ -14,6 +14,9 @@ from .errors import EXIT_INTERRUPTED, DeskguardError
 COMMANDS = {
     "lab": "deskguard.commands.lab:lab",
     "demo": "deskguard.commands.demo:demo",
+    "init": "deskguard.commands.init:init",
+    "devices": "deskguard.commands.devices:devices",
+    "audit": "deskguard.commands.audit:audit",
 }
 
 

@@ -1,0 +1,104 @@
+"""`deskguard devices ...`: the managed laptops the store knows about."""
+
+from __future__ import annotations
+
+import click
+
+_site_option = click.option("--site", type=click.Path(file_okay=False), default=None,
+                            help="Site directory (default: $DESKGUARD_SITE, else the kit checkout).")
+
+
+def _open(site):
+    from ..site import site_dir
+    from ..store import Store
+
+    root = site_dir(site)
+    return root, Store.open(root)
+
+
+@click.group()
+def devices():
+    """List, show and remove managed devices."""
+
+
+@devices.command("list")
+@_site_option
+@click.option("--all", "include_removed", is_flag=True, help="Include removed devices.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_(site, include_removed, as_json):
+    """Every managed device, one per line."""
+    _root, store = _open(site)
+    with store:
+        rows = store.list_devices(include_removed=include_removed)
+    if as_json:
+        import json
+
+        click.echo(json.dumps([d.to_dict() for d in rows], indent=2))
+        return
+    if not rows:
+        click.echo("devices: none (add one with `deskguard onboard`)")
+        return
+    click.echo(f"{'HOSTNAME':24} {'STATE':12} {'OS':8} {'ADDRESS':22} {'USER':12} {'OPERATOR':20} UUID")
+    for d in rows:
+        click.echo(f"{d.hostname:24} {d.state:12} {d.os:8} {d.address + ':' + str(d.port):22} "
+                   f"{d.ssh_user:12} {(d.operator or '-'):20} {d.uuid}")
+
+
+@devices.command()
+@_site_option
+@click.argument("host")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def show(site, host, as_json):
+    """One device: its record, escrowed secrets (metadata only) and latest audit entries."""
+    from ..inventory import list_hosts, validate_hostname
+
+    hostname = validate_hostname(host)
+    root, store = _open(site)
+    with store:
+        device = store.require_device(hostname, include_removed=True)
+        secrets = store.list_secrets(device.uuid)
+        history = store.list_audit(target=hostname, limit=10)
+    in_inventory = hostname in list_hosts(root)
+    if as_json:
+        import json
+
+        click.echo(json.dumps({**device.to_dict(), "in_inventory": in_inventory,
+                               "secrets": [s.to_dict() for s in secrets],
+                               "audit": [a.to_dict() for a in history]}, indent=2))
+        return
+    for key, value in device.to_dict().items():
+        click.echo(f"{key + ':':12} {value if value is not None else '-'}")
+    click.echo(f"{'inventory:':12} {'listed in inventory/hosts.yml' if in_inventory else 'not listed'}")
+    click.echo("secrets:" + ("" if secrets else "     none"))
+    for s in secrets:
+        state = f"destroyed {s.to_dict()['destroyed_at']}" if s.destroyed_at else "escrowed"
+        click.echo(f"  #{s.id} {s.kind} {s.key_id} ({state}, sealed to {s.escrow_key_id or '?'})")
+    click.echo("audit:" + ("" if history else "       none"))
+    for a in history:
+        click.echo(f"  #{a.id} {a.to_dict()['at']} {a.actor} {a.action}")
+
+
+@devices.command()
+@_site_option
+@click.argument("host")
+@click.option("--yes", is_flag=True, help="Do not ask to type the hostname.")
+def remove(site, host, yes):
+    """Stop managing HOST: mark it removed (audited) and take it out of the inventory.
+
+    Its escrowed secrets are kept until they are destroyed explicitly."""
+    from ..errors import UsageError
+    from ..inventory import remove_and_unlist, validate_hostname
+
+    hostname = validate_hostname(host)
+    root, store = _open(site)
+    with store:
+        device = store.require_device(hostname)
+        if not yes:
+            typed = click.prompt(f"Type the hostname to remove {hostname} ({device.uuid})", err=True,
+                                 default="", show_default=False)
+            if typed.strip().lower() != hostname:
+                raise UsageError(f"the typed name does not match {hostname!r}; nothing removed")
+        device = remove_and_unlist(root, store, hostname)
+        kept = len(store.list_secrets(device.uuid, include_destroyed=False))
+    click.echo(f"devices: removed {hostname} ({device.uuid}) from the store and the inventory; "
+               f"{kept} escrowed secret(s) kept")

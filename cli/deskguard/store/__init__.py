@@ -1,0 +1,15 @@
+"""The deskguard store: devices, escrowed secrets (ciphertext only) and the hash-chained audit log.
+
+SQLite under ``<site>/.deskguard/deskguard.db`` by default, ``DESKGUARD_DB_URL`` to use another database.
+Schema changes are Alembic revisions in ``migrations/versions``, applied when a store is opened.
+See docs/store.md.
+"""
+
+from .core import (DB_URL_ENV, DeviceExists, DeviceNotFound, Store, StoreError, db_url_for, default_actor,
+                   default_db_path, migrate, state_dir)
+from .models import DEVICE_STATES, AuditEntry, Device, Secret
+
+__all__ = [
+    "DB_URL_ENV", "DEVICE_STATES", "AuditEntry", "Device", "DeviceExists", "DeviceNotFound", "Secret", "Store",
+    "StoreError", "db_url_for", "default_actor", "default_db_path", "migrate", "state_dir",
+]

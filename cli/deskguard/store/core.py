@@ -1,0 +1,448 @@
+"""The `Store`: devices, escrowed secrets and the audit log, behind a small explicit API.
+
+Every public write runs in one transaction, and the audit row that records a change is written in that same
+transaction. Calls made inside ``with store.transaction():`` join it, so a caller can make a store change and
+a file change (the inventory) succeed or fail together: see ``deskguard.inventory.register_and_add``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import getpass
+import os
+import threading
+import uuid as uuidlib
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from ..errors import DeskguardError, UsageError
+from .auditchain import GENESIS, canonical_json, row_hash
+from .models import DEVICE_STATES, AuditEntry, Device, Secret, utcnow
+
+DB_URL_ENV = "DESKGUARD_DB_URL"
+STATE_DIR = ".deskguard"
+DB_NAME = "deskguard.db"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_PG_MIGRATION_LOCK = 0x6465736B  # "desk": serialises concurrent `deskguard` processes migrating one database
+
+
+class StoreError(DeskguardError):
+    """The store cannot do it (missing, locked, broken): exit 4."""
+
+
+class DeviceExists(UsageError):
+    """A live device already has this hostname: exit 2."""
+
+
+class DeviceNotFound(UsageError):
+    """No live device has this hostname: exit 2."""
+
+
+def default_actor() -> str:
+    """The OS user running deskguard; under sudo, the user who ran sudo is named too."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry (containers): the uid still says who
+        user = f"uid:{os.getuid()}"
+    sudo_user = os.environ.get("SUDO_USER")
+    if sudo_user and sudo_user != user:
+        return f"{sudo_user} (sudo {user})"
+    return user
+
+
+def state_dir(site: Path) -> Path:
+    return Path(site) / STATE_DIR
+
+
+def default_db_path(site: Path) -> Path:
+    return state_dir(site) / DB_NAME
+
+
+def db_url_for(site: Path) -> str:
+    """DESKGUARD_DB_URL if set (e.g. postgresql+psycopg://...), else the SQLite file under the site."""
+    return os.environ.get(DB_URL_ENV) or f"sqlite:///{default_db_path(site)}"
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):
+            # Let SQLAlchemy's "begin" hook below issue BEGIN itself, so writers can take the lock up front.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):
+            # Writers take SQLite's write lock at BEGIN: the audit chain head they read stays the head until
+            # they commit, and two admins never interleave. Readers do not block anyone (WAL).
+            write = conn.get_execution_options().get("deskguard_write")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def migrate(engine: Engine) -> str | None:
+    """Bring the schema to the newest revision (no-op when current). Returns the revision now in place."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("path_separator", "os")
+    with engine.connect() as conn:
+        conn.execution_options(deskguard_write=True)
+        with conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+            return MigrationContext.configure(conn).get_current_revision()
+
+
+def _clean(value: str | None, what: str, *, required: bool = True, max_len: int = 255) -> str | None:
+    if value is None or value == "":
+        if required:
+            raise UsageError(f"{what} is required")
+        return None
+    if not isinstance(value, str) or len(value) > max_len or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise UsageError(f"invalid {what} {str(value)[:80]!r}: printable text of at most {max_len} characters")
+    return value
+
+
+class Store:
+    """Open with ``Store.open(site)`` (or ``Store(url)``); the schema is migrated on open."""
+
+    def __init__(self, url: str, *, run_migrations: bool = True):
+        self.url = url
+        self.engine = _make_engine(url)
+        self._local = threading.local()
+        if run_migrations:
+            try:
+                self.revision = migrate(self.engine)
+            except OperationalError as exc:
+                raise StoreError(f"cannot open the store {self.safe_url}: {exc.orig}") from None
+
+    @classmethod
+    def open(cls, site: Path, *, create: bool = False) -> "Store":
+        """The site's store. ``create=False`` refuses a missing SQLite file (run `deskguard init` first)."""
+        url = db_url_for(site)
+        if not os.environ.get(DB_URL_ENV):
+            path = default_db_path(site)
+            if not path.exists():
+                if not create:
+                    raise StoreError(f"no store at {path}; run `deskguard init` first")
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # 0600 before SQLite creates it
+        return cls(url)
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without a password, for messages."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- transactions ------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One write transaction; store calls made inside join it. Commits at the end, rolls back on any
+        exception (KeyboardInterrupt included)."""
+        with self._session(write=True) as session:
+            yield session
+
+    @contextlib.contextmanager
+    def _session(self, *, write: bool) -> Iterator[Session]:
+        current = getattr(self._local, "session", None)
+        if current is not None:
+            yield current
+            return
+        session = Session(self.engine, expire_on_commit=False, autoflush=True)
+        try:
+            session.connection(execution_options={"deskguard_write": write})
+        except OperationalError as exc:
+            session.close()
+            raise StoreError(f"cannot use the store {self.safe_url}: {exc.orig}") from None
+        self._local.session = session
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            self._local.session = None
+            session.close()
+
+    # -- devices -----------------------------------------------------------------------------------------
+
+    def register_device(self, hostname: str, os: str, address: str, port: int, ssh_user: str,
+                        operator: str | None, *, os_version: str | None = None,
+                        actor: str | None = None) -> Device:
+        """A new device in state "registered", with a fresh UUID. DeviceExists if the hostname is live."""
+        from ..inventory import validate_hostname
+
+        hostname = validate_hostname(hostname)
+        fields = _device_fields(os=os, address=address, port=port, ssh_user=ssh_user, operator=operator,
+                                os_version=os_version)
+        with self._session(write=True) as s:
+            existing = self._live(s, hostname)
+            if existing is not None:
+                raise _exists(existing)
+            device = Device(uuid=str(uuidlib.uuid4()), hostname=hostname, state="registered", **fields)
+            s.add(device)
+            try:
+                with s.begin_nested():
+                    s.flush()
+            except IntegrityError:  # another admin won the race (PostgreSQL; SQLite serialises writers)
+                raise _exists(self._live(s, hostname) or device) from None
+            self._append_audit(s, actor, "device.register", hostname, {"uuid": device.uuid, **fields})
+            return device
+
+    def get_device(self, hostname: str, *, include_removed: bool = False) -> Device | None:
+        """The live device with this hostname; with include_removed, else the most recently removed one."""
+        with self._session(write=False) as s:
+            device = self._live(s, hostname)
+            if device is None and include_removed:
+                device = s.scalars(select(Device).where(Device.hostname == hostname)
+                                   .order_by(Device.updated_at.desc())).first()
+            return device
+
+    def require_device(self, hostname: str, *, include_removed: bool = False) -> Device:
+        device = self.get_device(hostname, include_removed=include_removed)
+        if device is None:
+            raise DeviceNotFound(f"no device named {hostname!r} in the store (see `deskguard devices list`)")
+        return device
+
+    def list_devices(self, *, include_removed: bool = False) -> list[Device]:
+        with self._session(write=False) as s:
+            q = select(Device).order_by(Device.hostname, Device.created_at)
+            if not include_removed:
+                q = q.where(Device.state != "removed")
+            return list(s.scalars(q))
+
+    def update_device(self, hostname: str, *, actor: str | None = None, **changes) -> Device:
+        """Change connection details (os, os_version, address, port, ssh_user, operator); audited with the
+        old and new values. No-op (and no audit row) when nothing changes."""
+        allowed = {"os", "os_version", "address", "port", "ssh_user", "operator"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise UsageError(f"cannot change {', '.join(sorted(unknown))} with update_device")
+        with self._session(write=True) as s:
+            device = self._require_live(s, hostname)
+            current = {k: getattr(device, k) for k in allowed}
+            fields = _device_fields(**{**current, **changes})
+            diff = {k: {"old": current[k], "new": v} for k, v in fields.items() if current[k] != v}
+            if diff:
+                for k, v in fields.items():
+                    setattr(device, k, v)
+                device.updated_at = utcnow()
+                s.flush()
+                self._append_audit(s, actor, "device.update", device.hostname, {"uuid": device.uuid, **diff})
+            return device
+
+    def set_device_state(self, hostname: str, state: str, *, actor: str | None = None,
+                         detail: dict | None = None) -> Device:
+        if state not in DEVICE_STATES:
+            raise UsageError(f"unknown device state {state!r} (one of: {', '.join(DEVICE_STATES)})")
+        if state == "removed":
+            return self.remove_device(hostname, actor=actor)
+        with self._session(write=True) as s:
+            device = self._require_live(s, hostname)
+            old = device.state
+            if old != state:
+                device.state = state
+                device.updated_at = utcnow()
+                s.flush()
+                self._append_audit(s, actor, "device.state", device.hostname,
+                                   {"uuid": device.uuid, "old": old, "new": state, **(detail or {})})
+            return device
+
+    def remove_device(self, hostname: str, actor: str | None = None) -> Device:
+        """Mark removed (the row stays; its escrowed secrets stay until destroy_secrets), audited."""
+        with self._session(write=True) as s:
+            device = self._require_live(s, hostname)
+            old = device.state
+            device.state = "removed"
+            device.updated_at = utcnow()
+            s.flush()
+            kept = s.scalar(select(func.count()).select_from(Secret).where(
+                Secret.device_uuid == device.uuid, Secret.destroyed_at.is_(None)))
+            self._append_audit(s, actor, "device.remove", device.hostname,
+                               {"uuid": device.uuid, "old_state": old, "secrets_kept": kept})
+            return device
+
+    # -- escrowed secrets (ciphertext only) ---------------------------------------------------------------
+
+    def add_secret(self, device_uuid: str, kind: str, key_id: str, ciphertext: bytes, *,
+                   escrow_key_id: str | None = None, actor: str | None = None) -> Secret:
+        """Store a sealed secret (deskguard.keys.seal output). The audit row names it, never its value."""
+        if not isinstance(ciphertext, (bytes, bytearray)) or not ciphertext:
+            raise UsageError("a secret must be stored sealed (bytes from deskguard.keys.seal)")
+        with self._session(write=True) as s:
+            device = s.get(Device, device_uuid)
+            if device is None:
+                raise DeviceNotFound(f"no device with uuid {device_uuid!r} in the store")
+            secret = Secret(device_uuid=device_uuid, kind=_clean(kind, "secret kind", max_len=64),
+                            key_id=_clean(key_id, "key id", max_len=128), escrow_key_id=escrow_key_id,
+                            ciphertext=bytes(ciphertext))
+            s.add(secret)
+            s.flush()
+            self._append_audit(s, actor, "secret.escrow", device.hostname,
+                               {"uuid": device_uuid, "secret_id": secret.id, "kind": kind, "key_id": key_id,
+                                "escrow_key_id": escrow_key_id})
+            return secret
+
+    def list_secrets(self, device_uuid: str, *, include_destroyed: bool = True) -> list[Secret]:
+        with self._session(write=False) as s:
+            q = select(Secret).where(Secret.device_uuid == device_uuid).order_by(Secret.id)
+            if not include_destroyed:
+                q = q.where(Secret.destroyed_at.is_(None))
+            return list(s.scalars(q))
+
+    def get_secret(self, secret_id: int) -> Secret | None:
+        with self._session(write=False) as s:
+            return s.get(Secret, secret_id)
+
+    def destroy_secrets(self, device_uuid: str, *, kind: str | None = None, actor: str | None = None,
+                        reason: str | None = None) -> int:
+        """Erase the ciphertext of a device's live secrets (all, or of one kind) and stamp destroyed_at."""
+        with self._session(write=True) as s:
+            device = s.get(Device, device_uuid)
+            if device is None:
+                raise DeviceNotFound(f"no device with uuid {device_uuid!r} in the store")
+            q = select(Secret).where(Secret.device_uuid == device_uuid, Secret.destroyed_at.is_(None))
+            if kind:
+                q = q.where(Secret.kind == kind)
+            rows = list(s.scalars(q))
+            now = utcnow()
+            for row in rows:
+                row.ciphertext = None
+                row.destroyed_at = now
+            s.flush()
+            if rows:
+                self._append_audit(s, actor, "secret.destroy", device.hostname,
+                                   {"uuid": device_uuid, "secret_ids": [r.id for r in rows], "kind": kind,
+                                    "reason": reason})
+            return len(rows)
+
+    # -- audit ----------------------------------------------------------------------------------------------
+
+    def audit(self, actor: str | None, action: str, target: str, detail: dict | None = None) -> AuditEntry:
+        """Append one entry (in the current transaction if there is one)."""
+        with self._session(write=True) as s:
+            return self._append_audit(s, actor, action, target, detail)
+
+    def list_audit(self, *, target: str | None = None, limit: int | None = None) -> list[AuditEntry]:
+        """Entries oldest first; with limit, the newest `limit` ones."""
+        with self._session(write=False) as s:
+            q = select(AuditEntry)
+            if target:
+                q = q.where(AuditEntry.target == target)
+            q = q.order_by(AuditEntry.id.desc())
+            if limit:
+                q = q.limit(limit)
+            return list(reversed(list(s.scalars(q))))
+
+    def verify_audit(self) -> tuple[bool, int | None]:
+        """Walk the chain: (True, None) if intact, else (False, id of the first bad row)."""
+        ok, bad, _count, _head = self.verify_audit_detail()
+        return ok, bad
+
+    def verify_audit_detail(self) -> tuple[bool, int | None, int, str]:
+        """(ok, first_bad_id, rows checked, head hash). Record the head elsewhere to detect truncation."""
+        prev, expected_id, count = GENESIS, None, 0
+        with self._session(write=False) as s:
+            rows = s.execute(select(AuditEntry.id, AuditEntry.at, AuditEntry.actor, AuditEntry.action,
+                                    AuditEntry.target, AuditEntry.detail, AuditEntry.prev_hash,
+                                    AuditEntry.hash).order_by(AuditEntry.id)).yield_per(1000)
+            for row in rows:
+                count += 1
+                if expected_id is not None and row.id != expected_id:
+                    return False, row.id, count, prev  # a row was deleted before this one
+                try:
+                    good = row.prev_hash == prev and row.hash == row_hash(
+                        id=row.id, at=row.at, actor=row.actor, action=row.action, target=row.target,
+                        detail=row.detail, prev_hash=row.prev_hash)
+                except (ValueError, TypeError, AttributeError):
+                    good = False
+                if not good:
+                    return False, row.id, count, prev
+                prev, expected_id = row.hash, row.id + 1
+        return True, None, count, prev
+
+    def _append_audit(self, s: Session, actor: str | None, action: str, target: str,
+                      detail: dict | None) -> AuditEntry:
+        if s.get_bind().dialect.name == "postgresql":
+            # SQLite writers already hold the database lock (BEGIN IMMEDIATE); PostgreSQL needs it explicit.
+            s.execute(text("LOCK TABLE audit IN SHARE ROW EXCLUSIVE MODE"))
+        head = s.execute(select(AuditEntry.id, AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)).first()
+        new_id, prev = (head.id + 1, head.hash) if head else (1, GENESIS)
+        detail_text = canonical_json(detail or {})
+        entry = AuditEntry(id=new_id, at=utcnow(), actor=actor or default_actor(), action=action,
+                           target=target, detail=detail_text, prev_hash=prev)
+        entry.hash = row_hash(id=entry.id, at=entry.at, actor=entry.actor, action=action, target=target,
+                              detail=detail_text, prev_hash=prev)
+        s.add(entry)
+        s.flush()
+        return entry
+
+    # -- helpers --------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _live(s: Session, hostname: str) -> Device | None:
+        return s.scalars(select(Device).where(Device.hostname == hostname, Device.state != "removed")).first()
+
+    def _require_live(self, s: Session, hostname: str) -> Device:
+        device = self._live(s, hostname)
+        if device is None:
+            raise DeviceNotFound(f"no device named {hostname!r} in the store (see `deskguard devices list`)")
+        return device
+
+
+def _exists(device: Device) -> DeviceExists:
+    return DeviceExists(f"device {device.hostname!r} is already registered (uuid {device.uuid}, "
+                        f"state {device.state}); see `deskguard devices show {device.hostname}`")
+
+
+def _device_fields(*, os, address, port, ssh_user, operator, os_version=None) -> dict:
+    import re
+
+    if not isinstance(os, str) or not re.fullmatch(r"[a-z][a-z0-9._-]{0,31}", os or ""):
+        raise UsageError(f"invalid os {str(os)[:40]!r}: a lower-case name such as ubuntu, debian or windows")
+    try:
+        port_i = int(port)
+    except (TypeError, ValueError):
+        raise UsageError(f"invalid port {str(port)[:20]!r}: a number from 1 to 65535") from None
+    if isinstance(port, bool) or not 1 <= port_i <= 65535:
+        raise UsageError(f"invalid port {str(port)[:20]!r}: a number from 1 to 65535")
+    address = _clean(address, "address")
+    if any(c.isspace() for c in address) or address.startswith("-"):
+        raise UsageError(f"invalid address {address[:80]!r}: a host name or IP address")
+    if not isinstance(ssh_user, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._@\\-]{0,63}", ssh_user or ""):
+        raise UsageError(f"invalid user {str(ssh_user)[:40]!r}: letters, digits, '.', '_', '-', '@', '\\'")
+    return {"os": os, "os_version": _clean(os_version, "os version", required=False, max_len=64),
+            "address": address, "port": port_i, "ssh_user": ssh_user,
+            "operator": _clean(operator, "operator", required=False, max_len=128)}

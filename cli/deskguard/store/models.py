@@ -1,0 +1,122 @@
+"""The store's tables, as typed SQLAlchemy 2 ORM classes.
+
+Keep column types portable (SQLite today, PostgreSQL later): no dialect-only types, naive UTC timestamps,
+JSON kept as canonical text. Every change here needs an Alembic revision in ``migrations/versions``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Text, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Stable constraint names so migrations (and SQLite batch mode) can refer to them.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Lifecycle of a device. Other parts of the kit (wipe, lock) add to this tuple; the column is a plain string
+# so a new state needs no migration.
+DEVICE_STATES = (
+    "registered",   # in the store and the inventory, not provisioned yet
+    "onboarded",    # the onboarding playbook succeeded
+    "wipe-pending", "wiping", "wiped", "locked",
+    "removed",      # no longer managed; the row and its escrowed secrets are kept until destroyed
+)
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC, microseconds: what both SQLite and PostgreSQL `timestamp` store without loss."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def iso(t: dt.datetime | None) -> str | None:
+    return None if t is None else t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Device(Base):
+    __tablename__ = "devices"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(253))
+    os: Mapped[str] = mapped_column(String(32))
+    os_version: Mapped[str | None] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    ssh_user: Mapped[str] = mapped_column(String(64))
+    operator: Mapped[str | None] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(32), default="registered")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    # A hostname is unique among devices that are not removed: a replaced laptop may reuse its name and gets a
+    # new UUID, while the removed row (and its escrowed secrets) stays for the record.
+    __table_args__ = (
+        Index("uq_devices_hostname_live", "hostname", unique=True,
+              sqlite_where=text("state <> 'removed'"), postgresql_where=text("state <> 'removed'")),
+    )
+
+    def to_dict(self) -> dict:
+        return {
+            "uuid": self.uuid, "hostname": self.hostname, "os": self.os, "os_version": self.os_version,
+            "address": self.address, "port": self.port, "ssh_user": self.ssh_user, "operator": self.operator,
+            "state": self.state, "created_at": iso(self.created_at), "updated_at": iso(self.updated_at),
+        }
+
+    def __repr__(self) -> str:
+        return f"Device({self.hostname!r}, uuid={self.uuid!r}, state={self.state!r})"
+
+
+class Secret(Base):
+    """An escrowed secret: ciphertext only (see deskguard.keys.seal), never the clear value."""
+
+    __tablename__ = "secrets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_uuid: Mapped[str] = mapped_column(ForeignKey("devices.uuid"), index=True)
+    kind: Mapped[str] = mapped_column(String(64))          # e.g. "luks-recovery", "bitlocker-recovery"
+    key_id: Mapped[str] = mapped_column(String(128))       # which secret on the device (LUKS UUID + slot, ...)
+    escrow_key_id: Mapped[str | None] = mapped_column(String(64))  # fingerprint of the escrow key it is sealed to
+    ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)  # NULL once destroyed
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    destroyed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+    def to_dict(self) -> dict:
+        """Metadata only: the ciphertext never goes into listings or reports."""
+        return {"id": self.id, "device_uuid": self.device_uuid, "kind": self.kind, "key_id": self.key_id,
+                "escrow_key_id": self.escrow_key_id, "created_at": iso(self.created_at),
+                "destroyed_at": iso(self.destroyed_at)}
+
+
+class AuditEntry(Base):
+    """Append-only, hash-chained. ``hash`` = sha256(canonical JSON of the row, including prev_hash)."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[dt.datetime] = mapped_column(DateTime)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(255), index=True)
+    detail: Mapped[str] = mapped_column(Text)  # canonical JSON text
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+    @property
+    def detail_obj(self):
+        return json.loads(self.detail)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "at": iso(self.at), "actor": self.actor, "action": self.action,
+                "target": self.target, "detail": self.detail_obj, "prev_hash": self.prev_hash,
+                "hash": self.hash}
