@@ -1,11 +1,292 @@
-"""The lab's isolated bridge. (To be implemented.)"""
+"""The lab's isolated network: one bridge, `dglab0`, that is attached to no uplink.
+
+The host has 10.213.0.1/16 on it; laptop containers and fleet hosts hang off it through veth pairs. IP
+forwarding is left exactly as it was (off on a normal machine), so lab hosts reach each other and the host,
+never anything beyond it.
+
+Address plan (one function each, the only place it is written down):
+  host (bridge)       10.213.0.1
+  container N (1..)   10.213.1.N
+  fleet host i (0..)  10.213.(2 + i // 250).(i % 250 + 1)   (lab-f001 is i = 0)
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
+from pathlib import Path
 
-def ensure_bridge(state):
-    raise NotImplementedError
+from ..errors import LabError
+
+BRIDGE = "dglab0"
+HOST_ADDRESS = "10.213.0.1"
+PREFIX = 16
+GATEWAY = HOST_ADDRESS
 
 
-def remove_bridge(state):
-    raise NotImplementedError
+def container_address(n: int) -> str:
+    """Address of laptop container number n (lab-ctN, n >= 1)."""
+    if not 1 <= n <= 250:
+        raise ValueError(f"container number out of the address plan: {n}")
+    return f"10.213.1.{n}"
+
+
+def fleet_address(i: int) -> str:
+    """Address of fleet host index i (0-based: lab-f001 is i = 0)."""
+    if not 0 <= i < 250 * 250:
+        raise ValueError(f"fleet index out of the address plan: {i}")
+    return f"10.213.{2 + i // 250}.{i % 250 + 1}"
+
+
+def ip(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True, input=input)
+    if check and proc.returncode != 0:
+        raise LabError(f"`ip {' '.join(args)}` failed: {proc.stderr.strip() or proc.returncode}")
+    return proc
+
+
+def link_exists(name: str) -> bool:
+    return Path("/sys/class/net", name).exists()
+
+
+def wait_link_gone(name: str, timeout: float = 10.0) -> None:
+    """veths vanish asynchronously after their namespace goes: wait before a name is reused."""
+    deadline = time.monotonic() + timeout
+    while link_exists(name):
+        if time.monotonic() > deadline:
+            raise LabError(f"network interface {name} did not go away within {timeout:.0f} s")
+        time.sleep(0.02)
+
+
+def ensure_bridge(state) -> None:
+    """Create (or repair) the isolated bridge and record it in `state.network`."""
+    if not link_exists(BRIDGE):
+        ip("link", "add", BRIDGE, "type", "bridge", "stp_state", "0", "forward_delay", "0")
+    # No IPv6 chatter (router solicitations, DAD) on the lab bridge.
+    v6 = Path(f"/proc/sys/net/ipv6/conf/{BRIDGE}/disable_ipv6")
+    if v6.exists():
+        v6.write_text("1\n")
+    have = ip("-o", "-4", "addr", "show", "dev", BRIDGE).stdout
+    if f"{HOST_ADDRESS}/{PREFIX}" not in have:
+        ip("addr", "add", f"{HOST_ADDRESS}/{PREFIX}", "dev", BRIDGE)
+    ip("link", "set", BRIDGE, "up")
+    # A re-created host comes back with a new MAC: a stale neighbour entry for its address would make the
+    # first connections to it hang for ~9 s (until the kernel re-probes). Forget them; running hosts are
+    # simply resolved again.
+    ip("neigh", "flush", "dev", BRIDGE, check=False)
+    state.network = {"bridge": BRIDGE, "address": f"{HOST_ADDRESS}/{PREFIX}", "gateway": GATEWAY}
+    state.save()
+
+
+def remove_bridge(state) -> None:
+    """Delete the bridge (idempotent).
+
+    Called by `lab down` after every recorded host is stopped, so anything of the lab still around now is a
+    leftover of an interrupted run that the state file never recorded: remove those too, so `down` always
+    leaves nothing behind.
+    """
+    from . import container, fleet
+
+    keep = set(state.hosts)
+    container.sweep_strays(keep)
+    fleet.sweep_strays(keep)
+    if link_exists(BRIDGE):
+        ip("link", "del", BRIDGE, check=False)
+        wait_link_gone(BRIDGE)
+    state.network = {}
+    state.save()
+
+
+def netns_list() -> list[str]:
+    try:
+        return sorted(os.listdir("/run/netns"))
+    except FileNotFoundError:
+        return []
+
+
+# --- Processes and namespaces (shared by the container and fleet tiers) ------------------------------------
+# Lab processes are started detached (own session, re-parented to PID 1), so whichever process runs
+# `lab down` later can stop them, and the one that ran `lab up` never collects zombies.
+
+
+def proc_state(pid: int) -> str | None:
+    """The one-letter state of a process (R, S, Z, ...), or None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def same_process(pid: int | None, start: int | None) -> bool:
+    """True while `pid` is still the very process that was recorded (start time matches) and not a zombie."""
+    from .state import proc_start_time
+
+    if pid is None:
+        return False
+    if proc_start_time(pid) != start:
+        return False
+    return proc_state(pid) not in (None, "Z", "X")
+
+
+def wait_gone(pid: int, start: int | None, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    pause = 0.001  # most lab processes exit within milliseconds of a signal: poll fast first
+    while same_process(pid, start):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+    return True
+
+
+def signal_process(pid: int, start: int | None, sig: int) -> None:
+    """Signal `pid` only if it is still the recorded process (a recycled PID is never hit)."""
+    if same_process(pid, start):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def stop_process(pid: int, start: int | None, sig: int, grace: float) -> None:
+    """Send `sig`, wait up to `grace` seconds, then SIGKILL; returns once the process is gone."""
+    import signal
+
+    signal_process(pid, start, sig)
+    if not wait_gone(pid, start, grace):
+        signal_process(pid, start, signal.SIGKILL)
+        if not wait_gone(pid, start, 10):
+            raise LabError(f"process {pid} did not exit even after SIGKILL")
+
+
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                out += [int(p) for p in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return out
+
+
+def all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return []
+    return raw.decode(errors="replace").split("\0")[:-1]
+
+
+def netns_inode(name: str) -> int | None:
+    try:
+        return os.stat(f"/run/netns/{name}").st_ino
+    except FileNotFoundError:
+        return None
+
+
+def netns_delete(name: str) -> None:
+    """`ip netns del` without a process: detach and remove the namespace's bind mount in /run/netns.
+
+    The kernel then frees the namespace (and the veth pair in it) asynchronously: callers that reuse a
+    name or remove the bridge wait for the veth to vanish (lab-notes gotcha 2)."""
+    import ctypes
+
+    path = f"/run/netns/{name}"
+    if not os.path.exists(path):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    MNT_DETACH = 2
+    if libc.umount2(path.encode(), MNT_DETACH) != 0 and ctypes.get_errno() not in (22,):  # EINVAL: not mounted
+        ip("netns", "del", name, check=False)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    if os.path.exists(path):
+        raise LabError(f"could not delete network namespace {name}")
+
+
+def pids_in_netns(inode: int) -> list[int]:
+    """Processes whose network namespace is `inode` (what `ip netns pids` does, without a process per call)."""
+    out = []
+    for pid in all_pids():
+        try:
+            if os.stat(f"/proc/{pid}/ns/net").st_ino == inode:
+                out.append(pid)
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            pass
+    return out
+
+
+def kill_pids(pids: list[int], grace: float = 2.0) -> None:
+    """SIGTERM, then SIGKILL after `grace`, each process by PID and start time."""
+    import signal
+
+    from .state import proc_start_time
+
+    recorded = [(pid, proc_start_time(pid)) for pid in pids if pid != os.getpid()]
+    for pid, start in recorded:
+        signal_process(pid, start, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for pid, start in recorded:
+        if not wait_gone(pid, start, max(0.0, deadline - time.monotonic())):
+            signal_process(pid, start, signal.SIGKILL)
+    for pid, start in recorded:
+        wait_gone(pid, start, 10)
+
+
+def mounts_under(folder: Path) -> list[str]:
+    """Mount points in this mount namespace at or below `folder`, deepest first."""
+    prefix = str(folder).rstrip("/") + "/"
+    points = []
+    with open("/proc/mounts") as fh:
+        for line in fh:
+            point = line.split()[1].replace("\\040", " ")
+            if point == prefix[:-1] or point.startswith(prefix):
+                points.append(point)
+    return sorted(points, key=len, reverse=True)
+
+
+def unmount_all(folder: Path) -> None:
+    for point in mounts_under(folder):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+
+
+def remove_folder(folder: Path) -> None:
+    """Unmount whatever is left below `folder`, then delete it (idempotent)."""
+    import shutil
+
+    unmount_all(folder)
+    if folder.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        if folder.exists():
+            raise LabError(f"could not remove {folder}")
+
+
+def launch_detached(jobs: list[tuple[str, list[str], Path]]) -> dict[str, int]:
+    """Start each (key, argv, log) detached: own session, stdin from /dev/null, output to log, re-parented
+    to PID 1. One shell starts a whole batch (hundreds of hosts cost one fork of ours). Returns key -> PID;
+    the PID is the one the final program keeps, because every step of a launcher chain execs the next."""
+    import shlex
+
+    lines = []
+    for key, argv, log in jobs:
+        lines.append(f"setsid {shlex.join(argv)} </dev/null >{shlex.quote(str(log))} 2>&1 & "
+                     f"echo {shlex.quote(key)} $!")
+    proc = subprocess.run(["/bin/sh", "-c", "\n".join(lines)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise LabError(f"could not start lab processes: {proc.stderr.strip()}")
+    pids = {}
+    for line in proc.stdout.splitlines():
+        key, pid = line.rsplit(" ", 1)
+        pids[key] = int(pid)
+    return pids

@@ -1,0 +1,16 @@
+#!/bin/sh
+# Becomes one deskguard lab laptop container. Started as
+#   setsid unshare --mount --propagation private /bin/sh ct-launch.sh NAME LOWER DIR BRIDGE
+# The overlay is mounted in this private mount namespace only: when systemd-nspawn goes, so does the mount,
+# and no stale mount can outlive the container. exec keeps the PID: the lab records nspawn's PID.
+set -eu
+name=$1 lower=$2 dir=$3 bridge=$4
+
+mount -t overlay "dg-$name" -o "lowerdir=$lower,upperdir=$dir/upper,workdir=$dir/work" "$dir/root"
+# This machine's PID 1 is not systemd: no registration with machined and no scope unit of our own.
+# --network-bridge gives the container its own network namespace with full network admin capability
+# (nft and ufw work inside); the host side of the veth (vb-NAME) is put on the lab bridge.
+exec systemd-nspawn --quiet --boot --directory="$dir/root" --machine="$name" \
+  --register=no --keep-unit --network-bridge="$bridge" \
+  --console=read-only --resolv-conf=off --timezone=off --link-journal=no \
+  --setenv="DESKGUARD_LAB_CT=$name"
