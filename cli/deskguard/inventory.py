@@ -79,7 +79,7 @@ def host_vars_file(site: Path, hostname: str) -> Path:
 
 # -- locking ------------------------------------------------------------------------------------------------
 
-_held: dict[tuple[str, int], list[int]] = {}  # (lock path, thread) -> [fd, depth]: re-entrant per thread
+_held: dict[tuple[str, int, int], list[int]] = {}  # (lock, pid, thread) -> [fd, depth]: re-entrant
 
 
 @contextlib.contextmanager
@@ -88,7 +88,7 @@ def locked(site: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     one process, so register_and_add can hold it around the store transaction and add_host."""
     path = inventory_dir(site) / ".lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = (str(path.resolve()), threading.get_ident())
+    key = (str(path.resolve()), os.getpid(), threading.get_ident())
     if key in _held:
         _held[key][1] += 1
         try:

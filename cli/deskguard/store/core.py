@@ -28,6 +28,9 @@ DB_URL_ENV = "DESKGUARD_DB_URL"
 STATE_DIR = ".deskguard"
 DB_NAME = "deskguard.db"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# The newest revision in migrations/versions. A store already there is opened without loading Alembic
+# (a test checks this matches Alembic's head: bump it with every new revision).
+SCHEMA_HEAD = "0001"
 _PG_MIGRATION_LOCK = 0x6465736B  # "desk": serialises concurrent `deskguard` processes migrating one database
 
 
@@ -93,8 +96,18 @@ def _make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def current_revision(engine: Engine) -> str | None:
+    """The schema revision recorded in the database, None if it has none yet."""
+    with engine.connect() as conn:
+        if not conn.dialect.has_table(conn, "alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
 def migrate(engine: Engine) -> str | None:
     """Bring the schema to the newest revision (no-op when current). Returns the revision now in place."""
+    if current_revision(engine) == SCHEMA_HEAD:
+        return SCHEMA_HEAD
     from alembic import command
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext

@@ -1,0 +1,117 @@
+"""`deskguard devices ...` and `deskguard audit ...` through the real entry point (subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+HV = dict(os="ubuntu", address="10.8.0.42", port=22, ssh_user="tanaka", operator="Tanaka Yui")
+
+
+def deskguard(*args, site, stdin=None):
+    env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_DB_URL", "DESKGUARD_SITE")}
+    env["DESKGUARD_SITE"] = str(site)
+    return subprocess.run([sys.executable, "-m", "deskguard", *args], capture_output=True, text=True,
+                          timeout=60, env=env, input=stdin)
+
+
+def one_line_error(proc, code):
+    assert proc.returncode == code, (proc.stdout, proc.stderr)
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("deskguard: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """An initialised site with two devices, one with an escrowed secret."""
+    monkeypatch.delenv("DESKGUARD_DB_URL", raising=False)
+    from deskguard import keys
+    from deskguard.inventory import ensure_hosts_file, register_and_add
+    from deskguard.store import Store
+
+    keys.init_keys(tmp_path, "correct horse battery staple")
+    ensure_hosts_file(tmp_path)
+    with Store.open(tmp_path, create=True) as store:
+        d, _ = register_and_add(tmp_path, store, "tanaka-laptop", **HV)
+        register_and_add(tmp_path, store, "sato-laptop", **{**HV, "address": "10.8.0.43", "ssh_user": "sato"})
+        blob = keys.seal(keys.load_escrow_public_key(tmp_path), b"RECOVERY-KEY-1234", d.uuid, "luks-recovery",
+                         "slot1")
+        store.add_secret(d.uuid, "luks-recovery", "slot1", blob, escrow_key_id=keys.envelope_key_id(blob))
+    return tmp_path
+
+
+def test_list_and_show(site):
+    proc = deskguard("devices", "list", site=site)
+    assert proc.returncode == 0 and "tanaka-laptop" in proc.stdout and "sato-laptop" in proc.stdout
+    rows = json.loads(deskguard("devices", "list", "--json", site=site).stdout)
+    assert [r["hostname"] for r in rows] == ["sato-laptop", "tanaka-laptop"]
+    shown = json.loads(deskguard("devices", "show", "TANAKA-laptop", "--json", site=site).stdout)
+    assert shown["hostname"] == "tanaka-laptop" and shown["in_inventory"] is True
+    assert [s["kind"] for s in shown["secrets"]] == ["luks-recovery"] and "ciphertext" not in shown["secrets"][0]
+    text = deskguard("devices", "show", "tanaka-laptop", site=site).stdout
+    assert "luks-recovery slot1 (escrowed" in text and "RECOVERY" not in text
+
+
+def test_show_unknown_and_invalid_hosts(site):
+    one_line_error(deskguard("devices", "show", "nobody", site=site), 2)
+    one_line_error(deskguard("devices", "show", "bad;host", site=site), 2)
+    one_line_error(deskguard("devices", "remove", "--yes", "bad host", site=site), 2)
+
+
+def test_remove_needs_the_typed_hostname(site):
+    before = (site / "inventory" / "hosts.yml").read_bytes()
+    proc = deskguard("devices", "remove", "tanaka-laptop", site=site, stdin="sato-laptop\n")
+    # The prompt (stderr) is followed by the one-line error.
+    assert proc.returncode == 2 and proc.stderr.startswith("Type the hostname to remove tanaka-laptop")
+    assert proc.stderr.count("\n") == 1 and ": deskguard: the typed name does not match" in proc.stderr
+    assert (site / "inventory" / "hosts.yml").read_bytes() == before
+    proc = deskguard("devices", "remove", "tanaka-laptop", site=site, stdin="tanaka-laptop\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 escrowed secret(s) kept" in proc.stdout
+    assert "tanaka-laptop" not in (site / "inventory" / "hosts.yml").read_text()
+    assert not (site / "inventory" / "host_vars" / "tanaka-laptop.yml").exists()
+    assert [r["hostname"] for r in json.loads(deskguard("devices", "list", "--json", site=site).stdout)] == \
+        ["sato-laptop"]
+    shown = json.loads(deskguard("devices", "show", "tanaka-laptop", "--json", site=site).stdout)
+    assert shown["state"] == "removed" and shown["secrets"][0]["destroyed_at"] is None
+    entries = json.loads(deskguard("audit", "list", "--json", "--target", "tanaka-laptop", site=site).stdout)
+    assert entries[-1]["action"] == "device.remove" and entries[-1]["detail"]["secrets_kept"] == 1
+    one_line_error(deskguard("devices", "remove", "--yes", "tanaka-laptop", site=site), 2)  # already gone
+
+
+def test_remove_with_yes(site):
+    proc = deskguard("devices", "remove", "sato-laptop", "--yes", site=site)
+    assert proc.returncode == 0, proc.stderr
+    assert "sato-laptop" not in (site / "inventory" / "hosts.yml").read_text()
+
+
+def test_audit_verify_intact_then_tampered(site):
+    proc = deskguard("audit", "verify", site=site)
+    assert proc.returncode == 0 and "chain intact" in proc.stdout
+    c = sqlite3.connect(site / ".deskguard" / "deskguard.db")
+    c.execute("DROP TRIGGER audit_no_update")
+    c.execute("UPDATE audit SET actor = 'mallory' WHERE id = 2")
+    c.commit()
+    c.close()
+    proc = deskguard("audit", "verify", site=site)
+    one_line_error(proc, 1)
+    assert "entry 2" in proc.stderr
+    assert json.loads(deskguard("audit", "verify", "--json", site=site).stdout)["first_bad_id"] == 2
+
+
+def test_uninitialised_site_is_one_line_exit_4(tmp_path):
+    for args in (("devices", "list"), ("audit", "verify"), ("devices", "show", "x")):
+        one_line_error(deskguard(*args, site=tmp_path / "empty"), 4)
+
+
+def test_help_lists_the_new_commands(site):
+    out = deskguard("--help", site=site).stdout
+    for name in ("init", "devices", "audit"):
+        assert f"  {name} " in out
