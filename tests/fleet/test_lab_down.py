@@ -1,0 +1,95 @@
+"""`lab down` leaves nothing behind: no lab process (checked against the PIDs the lab recorded), no bridge,
+no namespace, no mount, no overlay folder; and a second `lab down` is a no-op.
+
+Runs after every other lab test of the session (tests/fleet/conftest.py orders it last): it brings up one
+container and a few fleet hosts itself (on top of whatever the session has up) and takes everything down
+through the real CLI, in another process than the one that started the hosts.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.fleet, pytest.mark.container]
+
+
+def deskguard(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "deskguard", *args], capture_output=True, text=True, timeout=600)
+
+
+def still_running(pid: int | None, start: int | None) -> bool:
+    """The recorded process still exists and is not a zombie (zombies are already dead: this machine's PID 1
+    reaps them within a couple of seconds)."""
+    from deskguard.lab.state import proc_start_time
+
+    if pid is None or proc_start_time(pid) != start:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def lab_processes(run_dir: Path) -> list[str]:
+    """Processes that belong to a lab: refer to its runtime folder or carry a lab container's marker."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            env = Path(f"/proc/{pid}/environ").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state == "Z":
+            continue
+        if str(run_dir) in cmd or b"DESKGUARD_LAB_CT=" in env:
+            found.append(f"{pid} {cmd.strip()}")
+    return found
+
+
+def test_lab_down_leaves_nothing_behind(lab_session, lab_inventory_dir):
+    from deskguard.lab.paths import runtime_dir
+    from deskguard.lab.state import LabState
+
+    state = lab_session.up(containers=1, fleet_hosts=3, inventory_dir=lab_inventory_dir, log=lambda m: None)
+    kinds = {h.kind for h in state.hosts.values()}
+    assert {"container", "fleet"} <= kinds
+    recorded = []
+    for h in state.hosts.values():
+        recorded.append((h.name, h.pid, h.pid_start))
+        if h.extra.get("init_pid"):
+            recorded.append((h.name + " init", h.extra["init_pid"], h.extra.get("init_start")))
+    assert all(still_running(pid, start) for _, pid, start in recorded)
+    assert lab_processes(runtime_dir())
+
+    proc = deskguard("lab", "down")
+    assert proc.returncode == 0, proc.stderr
+    assert f"{len(state.hosts)} host(s) stopped" in proc.stdout
+
+    deadline = time.monotonic() + 5
+    while any(still_running(pid, start) for _, pid, start in recorded) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [n for n, pid, start in recorded if still_running(pid, start)] == []
+    assert lab_processes(runtime_dir()) == []
+    assert not Path("/sys/class/net/dglab0").exists()
+    lab_links = [n for n in os.listdir("/sys/class/net") if n.startswith(("dg-f", "vb-lab-", "dglab"))]
+    assert lab_links == []
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    assert [line for line in netns.splitlines() if line.startswith("lab-")] == []
+    mounts = Path("/proc/mounts").read_text()
+    assert str(runtime_dir()) not in mounts
+    assert "/run/netns/lab-" not in mounts
+    assert not (runtime_dir() / "ct").exists() and not (runtime_dir() / "fleet").exists()
+    assert LabState.load().hosts == {}
+    assert not (lab_inventory_dir / "hosts.yml").exists()
+
+    again = deskguard("lab", "down")
+    assert again.returncode == 0, again.stderr
+    assert "0 host(s) stopped" in again.stdout
