@@ -17,6 +17,7 @@ COMMANDS = {
     "init": "deskguard.commands.init:init",
     "devices": "deskguard.commands.devices:devices",
     "audit": "deskguard.commands.audit:audit",
+    "onboard": "deskguard.commands.onboard:onboard",
 }
 
 

@@ -6,6 +6,7 @@ Every command that touches laptops goes through `run_playbook`; nothing parses a
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -28,6 +29,11 @@ CONTROLLER_ACTIONS = frozenset(
 )
 
 
+# Task names start with a control ID: "LCK-001 | PATCH | ...".
+CONTROL_TASK = re.compile(r"^([A-Z]{2,4}-\d{3}) \| ")
+CONTROL_RANK = {"failed": 3, "applied": 2, "compliant": 1, "skipped": 0}
+
+
 @dataclass
 class HostOutcome:
     ok: int = 0
@@ -38,6 +44,15 @@ class HostOutcome:
     module_calls: int = 0
     failed_tasks: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
+    # control ID -> failed | applied | compliant | skipped (the worst of its tasks)
+    controls: dict[str, str] = field(default_factory=dict)
+
+    def record_control(self, task: str, state: str) -> None:
+        match = CONTROL_TASK.match(task or "")
+        if match:
+            cid = match.group(1)
+            if CONTROL_RANK[state] >= CONTROL_RANK.get(self.controls.get(cid, "skipped"), 0):
+                self.controls[cid] = state
 
     @property
     def state(self) -> str:
@@ -104,14 +119,20 @@ class EventCollector:
     def _on_host_event(self, kind: str, data: dict) -> None:
         h = self.host(data["host"])
         action = data.get("task_action", "")
-        if kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable") and action not in CONTROLLER_ACTIONS:
-            h.module_calls += 1
         res = data.get("res") or {}
+        if kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable") and action not in CONTROLLER_ACTIONS:
+            # A loop makes one round trip per item that ran.
+            items = res.get("results")
+            h.module_calls += (sum(1 for r in items if not (isinstance(r, dict) and r.get("skipped")))
+                               if isinstance(items, list) else 1)
+        task = data.get("task", "")
         if kind == "runner_on_ok":
             h.ok += 1
             h.changed += bool(res.get("changed"))
+            h.record_control(task, "applied" if res.get("changed") else "compliant")
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
             h.failed += 1
+            h.record_control(task, "failed")
             h.failed_tasks.append(data.get("task", ""))
             if res.get("msg"):
                 h.messages.append(str(res["msg"]))
@@ -121,6 +142,7 @@ class EventCollector:
                 h.messages.append(str(res["msg"]))
         elif kind == "runner_on_skipped":
             h.skipped += 1
+            h.record_control(task, "skipped")
 
 
 def _ansible_env(site: Path, extra: dict | None) -> dict:

@@ -1,0 +1,53 @@
+"""`deskguard onboard HOST`: provision a new-hire laptop."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..preflight import SUPPORTED_OS
+
+
+@click.command()
+@click.argument("hostname")
+@click.option("--os", "os_name", type=click.Choice(SUPPORTED_OS), required=True, help="The laptop's OS.")
+@click.option("--address", required=True, help="IP address or DNS name the controller reaches it at.")
+@click.option("--user", "operator", required=True, help="The operator (standard user) who uses the laptop.")
+@click.option("--ssh-user", default="dgadmin", show_default=True, help="Management account (key login, sudo).")
+@click.option("--port", type=int, default=22, show_default=True, help="SSH port.")
+@click.option("--ssh-key", type=click.Path(dir_okay=False), default=None, help="Admin private key (default: ssh's own).")
+@click.option("--check", is_flag=True, help="Show what would change; change and record nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--site", default=None, help="Site folder (default: DESKGUARD_SITE or the checkout).")
+def onboard(hostname, os_name, address, operator, ssh_user, port, ssh_key, check, yes, as_json, site):
+    """Check HOSTNAME is reachable, record it, and apply every control."""
+    import json
+
+    from ..onboarding import OnboardRequest, onboard as run_onboard, summary_rows
+    from ..progress import print_summary, progress_factory
+    from ..site import site_dir
+
+    req = OnboardRequest(hostname, os_name, address, operator, ssh_user, port, ssh_key, check)
+    if not (yes or check or as_json) and sys.stdin.isatty():
+        click.confirm(f"Onboard {hostname} ({address}) for {operator}? This changes the laptop", abort=True)
+    result, device = run_onboard(site_dir(site), req,
+                                 progress=None if as_json else progress_factory(f"onboard {hostname}", 1))
+    rows = summary_rows(result, hostname, check)
+    if as_json:
+        click.echo(json.dumps({"device": device, "check": check, "exit_code": result.exit_code,
+                               "seconds": round(result.seconds, 1), "module_calls": result.module_calls,
+                               "controls": rows}, indent=2))
+    else:
+        print_summary(result)
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"{hostname}: controls" + (" (check mode: nothing changed)" if check else ""))
+        for col in ("control", "state", "next"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["control"], r["state"], r["next"])
+        Console().print(table)
+    sys.exit(result.exit_code)

@@ -1,0 +1,124 @@
+"""Onboard one laptop: preflight → store + inventory → onboard.yml through the runner → per-control summary."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import EXIT_OK, DeskguardError, UsageError
+from .runner import PlaybookResult
+
+OPERATOR_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+NEXT_STEP = {
+    "failed": "read the failure above, fix the cause, run onboard again",
+    "applied": "nothing: applied now",
+    "compliant": "nothing",
+    "skipped": "disabled in the policy",
+}
+
+
+@dataclass
+class OnboardRequest:
+    hostname: str
+    os: str
+    address: str
+    operator: str
+    ssh_user: str = "dgadmin"
+    port: int = 22
+    ssh_key: Path | None = None
+    check: bool = False
+
+
+def validate(req: OnboardRequest) -> None:
+    from .inventory import validate_hostname
+
+    validate_hostname(req.hostname)
+    if not OPERATOR_NAME.match(req.operator or ""):
+        raise UsageError(f"--user {req.operator!r} is not a valid account name (lower case, digits, _ . -)")
+    if not OPERATOR_NAME.match(req.ssh_user or ""):
+        raise UsageError(f"--ssh-user {req.ssh_user!r} is not a valid account name")
+    if not 1 <= req.port <= 65535:
+        raise UsageError(f"--port must be between 1 and 65535 (got {req.port})")
+    if not req.address or any(c.isspace() or c in ";&|`$<>\\'\"" for c in req.address):
+        raise UsageError(f"--address {req.address!r} is not a host name or IP address")
+    if req.ssh_key and not Path(req.ssh_key).is_file():
+        raise UsageError(f"--ssh-key {req.ssh_key} does not exist")
+    if req.os == "windows":
+        raise DeskguardError("onboarding Windows laptops (WinRM preflight) is not available yet; see docs/status.md")
+
+
+def known_hosts(site: Path) -> Path:
+    return site / ".deskguard" / "known_hosts"
+
+
+def connection_vars(site: Path, req: OnboardRequest) -> dict:
+    hv = {"ansible_become": True,
+          "ansible_ssh_common_args": f"-o UserKnownHostsFile={known_hosts(site)} -o StrictHostKeyChecking=yes"}
+    if req.ssh_key:
+        hv["ansible_ssh_private_key_file"] = str(Path(req.ssh_key).resolve())
+    return hv
+
+
+def onboard(site: Path, req: OnboardRequest, progress=None) -> tuple[PlaybookResult, dict]:
+    """Returns the play's result and the device record (as a dict). Nothing is written before preflight."""
+    from . import inventory, preflight
+    from .runner import run_playbook
+    from .store import Store
+
+    validate(req)
+    store = Store.open(site)
+    existing = store.get_device(req.hostname)
+    if existing is not None and (existing.address, existing.port) != (req.address, req.port):
+        raise UsageError(f"{req.hostname} is already registered at {existing.address}:{existing.port}; "
+                         f"remove it first (`deskguard devices remove {req.hostname}`) or use another name")
+    pre = preflight.check_linux(req.address, req.port, req.ssh_user, req.os, req.ssh_key, known_hosts(site))
+    hostvars = connection_vars(site, req)
+    if req.check:
+        # Check mode records nothing: the host goes into a throw-away inventory file beside the real one, so
+        # that the site's group_vars (the policy) still apply, and is removed afterwards.
+        return _run_check(site, req, hostvars, pre, progress), {"hostname": req.hostname, "uuid": None,
+                                                                 "os": pre.os, "os_version": pre.os_version}
+    device, _created = inventory.register_and_add(
+        site, store, req.hostname, os=req.os, address=req.address, port=req.port, ssh_user=req.ssh_user,
+        operator=req.operator, os_version=pre.os_version, hostvars=hostvars)
+    result = run_playbook(site, "onboard.yml", [inventory.hosts_file(site)], limit=req.hostname,
+                          extravars={"deskguard_hosts": req.hostname}, progress=progress)
+    if result.exit_code == EXIT_OK:
+        store.set_device_state(req.hostname, "onboarded")
+    store.audit(None, "device.onboard", req.hostname, {"exit_code": result.exit_code,
+                                                       "controls": _controls(result, req.hostname)})
+    return result, {"hostname": device.hostname, "uuid": device.uuid, "os": pre.os, "os_version": pre.os_version}
+
+
+def _run_check(site: Path, req: OnboardRequest, hostvars: dict, pre, progress) -> PlaybookResult:
+    import yaml
+
+    from .fsutil import atomic_write
+    from .runner import run_playbook
+
+    path = site / "inventory" / f".check-{req.hostname}-{os.getpid()}.yml"
+    host = {"ansible_host": req.address, "ansible_port": req.port, "ansible_user": req.ssh_user, **hostvars}
+    atomic_write(path, yaml.safe_dump({"all": {"children": {"laptops": {"hosts": {req.hostname: host}}}}}),
+                 mode=0o600)
+    try:
+        return run_playbook(site, "onboard.yml", [path], limit=req.hostname, check=True,
+                            extravars={"deskguard_hosts": req.hostname}, progress=progress)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _controls(result: PlaybookResult, hostname: str) -> dict[str, str]:
+    outcome = result.hosts.get(hostname)
+    return dict(sorted(outcome.controls.items())) if outcome else {}
+
+
+def summary_rows(result: PlaybookResult, hostname: str, check: bool) -> list[dict]:
+    rows = []
+    for cid, state in _controls(result, hostname).items():
+        shown = {"applied": "would change" if check else "applied", "compliant": "already compliant",
+                 "skipped": "disabled", "failed": "failed"}[state]
+        rows.append({"control": cid, "state": shown, "next": NEXT_STEP[state] if not check or state != "applied"
+                     else "run without --check to apply"})
+    return rows

@@ -1,0 +1,48 @@
+"""Preflight: OS detection from /etc/os-release, and refusals before anything is written."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from deskguard import preflight
+from deskguard.errors import EXIT_UNREACHABLE, UsageError
+from deskguard.onboarding import OnboardRequest, validate
+
+pytestmark = pytest.mark.unit
+
+DEBIAN = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nID=debian\n'
+ROCKY = 'NAME="Rocky Linux"\nID="rocky"\nID_LIKE="rhel centos fedora"\nVERSION_ID="9.4"\n'
+ARCH = 'NAME="Arch Linux"\nID=arch\n'
+
+
+@pytest.mark.parametrize("text,expected", [(DEBIAN, "debian"), (ROCKY, "rhel"), (ARCH, None),
+                                           ('ID=linuxmint\nID_LIKE="ubuntu debian"\n', "ubuntu")])
+def test_os_detection(text, expected):
+    assert preflight.os_name(preflight.parse_os_release(text)) == expected
+
+
+def test_version_and_pretty_name():
+    release = preflight.parse_os_release(DEBIAN)
+    assert release["VERSION_ID"] == "12" and release["PRETTY_NAME"] == "Debian GNU/Linux 12 (bookworm)"
+
+
+def test_closed_port_is_unreachable_quickly():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(preflight.Unreachable) as err:
+        preflight.tcp_reach("127.0.0.1", port, timeout=5)
+    assert err.value.exit_code == EXIT_UNREACHABLE
+
+
+@pytest.mark.parametrize("field,value", [("hostname", "bad host"), ("hostname", "x;rm -rf /"),
+                                         ("operator", "Tanaka San"), ("port", 0), ("address", "1.2.3.4;id"),
+                                         ("ssh_user", "root$(id)")])
+def test_bad_requests_refused(field, value):
+    req = OnboardRequest("lap-01", "debian", "10.0.0.5", "tanaka")
+    setattr(req, field, value)
+    with pytest.raises(UsageError):
+        validate(req)
