@@ -111,6 +111,15 @@ def test_uninitialised_site_is_one_line_exit_4(tmp_path):
         one_line_error(deskguard(*args, site=tmp_path / "empty"), 4)
 
 
+def test_corrupt_database_is_one_line_exit_4(tmp_path):
+    db = tmp_path / ".deskguard" / "deskguard.db"
+    db.parent.mkdir()
+    db.write_bytes(b"this is not a database " * 10)
+    proc = deskguard("devices", "list", site=tmp_path)
+    one_line_error(proc, 4)
+    assert "not a database" in proc.stderr
+
+
 def test_help_lists_the_new_commands(site):
     out = deskguard("--help", site=site).stdout
     for name in ("init", "devices", "audit"):

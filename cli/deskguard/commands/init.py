@@ -58,7 +58,7 @@ def init(site, officer_passphrase_file):
 
     root = site_dir(site)
     root.mkdir(parents=True, exist_ok=True)
-    done: list[tuple[str, str]] = []
+    done: list[tuple[str, str, str]] = []  # (status, path, note)
 
     # Ask for (and check) the passphrase before creating anything, and only if the escrow key is new.
     kdir = keys.keys_dir(root)
@@ -71,37 +71,37 @@ def init(site, officer_passphrase_file):
     existed = sdir.exists()
     sdir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(sdir, 0o700)
-    done.append(("kept" if existed else "created", f"{sdir}/ (0700)"))
+    done.append(("kept" if existed else "created", f"{sdir}/", "0700"))
 
     if os.environ.get(DB_URL_ENV):
         with Store.open(root, create=True) as store:
-            done.append(("ready", f"store {store.safe_url} (schema {store.revision})"))
+            done.append(("ready", store.safe_url, f"store, schema {store.revision}"))
     else:
         db = default_db_path(root)
         db_existed = db.exists()
         with Store.open(root, create=True) as store:
-            done.append(("kept" if db_existed else "created", f"{db} (store, schema {store.revision})"))
+            done.append(("kept" if db_existed else "created", str(db), f"store, schema {store.revision}"))
 
     results = keys.init_keys(root, passphrase)
     for r in results:
-        done.append((r.status if r.status != "absent" else "absent", f"{r.path} ({r.what}"
-                     + (", not on this controller: good)" if r.status == "absent" else ")")))
+        done.append((r.status, str(r.path),
+                     r.what + (", not on this controller: good" if r.status == "absent" else "")))
 
     policy = root / "inventory" / "group_vars" / "all" / "policy.yml"
     if policy.exists():
-        done.append(("kept", str(policy)))
+        done.append(("kept", str(policy), "policy"))
     else:
         atomic_write(policy, POLICY_PLACEHOLDER)
-        done.append(("created", f"{policy} (placeholder policy)"))
-    done.append(("created" if ensure_hosts_file(root) else "kept", str(hosts_file(root))))
+        done.append(("created", str(policy), "placeholder policy"))
+    done.append(("created" if ensure_hosts_file(root) else "kept", str(hosts_file(root)), "inventory"))
 
-    created = [what for status, what in done if status == "created"]
+    created = [path for status, path, _note in done if status == "created"]
     if created:
         with Store.open(root) as store:
             store.audit(None, "site.init", str(root), {"created": created})
 
-    for status, what in done:
-        click.echo(f"{status:8} {what}")
+    for status, path, note in done:
+        click.echo(f"{status:8} {path} ({note})")
     officer = next((r for r in results if r.path.name == keys.ESCROW_PRIVATE), None)
     if officer is not None and officer.status == "created":
         click.secho(keys.OFFICER_KEY_NOTICE.format(path=officer.path, pub=Path(kdir / keys.ESCROW_PUBLIC)),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from sqlalchemy import Engine, create_engine, event, func, select, text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from ..errors import DeskguardError, UsageError
@@ -145,8 +145,9 @@ class Store:
         if run_migrations:
             try:
                 self.revision = migrate(self.engine)
-            except OperationalError as exc:
-                raise StoreError(f"cannot open the store {self.safe_url}: {exc.orig}") from None
+            except DBAPIError as exc:
+                self.engine.dispose()
+                raise StoreError(f"cannot open the store {self.safe_url}: {_one_line(exc)}") from None
 
     @classmethod
     def open(cls, site: Path, *, create: bool = False) -> "Store":
@@ -195,13 +196,16 @@ class Store:
         session = Session(self.engine, expire_on_commit=False, autoflush=True)
         try:
             session.connection(execution_options={"deskguard_write": write})
-        except OperationalError as exc:
+        except DBAPIError as exc:
             session.close()
-            raise StoreError(f"cannot use the store {self.safe_url}: {exc.orig}") from None
+            raise StoreError(f"cannot use the store {self.safe_url}: {_one_line(exc)}") from None
         self._local.session = session
         try:
             yield session
             session.commit()
+        except DBAPIError as exc:
+            session.rollback()
+            raise StoreError(f"store {self.safe_url}: {_one_line(exc)}; nothing was changed") from None
         except BaseException:
             session.rollback()
             raise
@@ -433,6 +437,10 @@ class Store:
         if device is None:
             raise DeviceNotFound(f"no device named {hostname!r} in the store (see `deskguard devices list`)")
         return device
+
+
+def _one_line(exc: DBAPIError) -> str:
+    return " ".join(str(exc.orig if exc.orig is not None else exc).split())[:300]
 
 
 def _exists(device: Device) -> DeviceExists:
