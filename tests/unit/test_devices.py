@@ -19,7 +19,7 @@ def deskguard(*args, site, stdin=None):
     env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_DB_URL", "DESKGUARD_SITE")}
     env["DESKGUARD_SITE"] = str(site)
     return subprocess.run([sys.executable, "-m", "deskguard", *args], capture_output=True, text=True,
-                          timeout=60, env=env, input=stdin)
+                          timeout=180, env=env, input=stdin)
 
 
 def one_line_error(proc, code):

@@ -18,7 +18,7 @@ def deskguard(*args, site=None, stdin=None, env_site=None):
     if env_site:
         env["DESKGUARD_SITE"] = str(env_site)
     argv = [sys.executable, "-m", "deskguard", *args] + (["--site", str(site)] if site else [])
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, input=stdin)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env, input=stdin)
 
 
 def one_line_error(proc, code):
