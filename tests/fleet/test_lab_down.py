@@ -54,6 +54,45 @@ def lab_processes(run_dir: Path) -> list[str]:
     return found
 
 
+def test_lab_up_recovers_a_half_up_lab(lab_session, lab_inventory_dir):
+    """Killed processes, a namespace and a mount left behind, an orphaned container: `lab up` cleans them up
+    and starts what is missing, without manual clean-up."""
+    import signal
+
+    from deskguard.lab import container, fleet
+    from deskguard.lab.access import SSH_OPTS
+    from deskguard.lab.image import lab_key
+
+    state = lab_session.up(containers=1, fleet_hosts=3, inventory_dir=lab_inventory_dir, log=lambda m: None)
+    f2, ct1 = state.hosts["lab-f002"], state.hosts["lab-ct1"]
+    orphan = (ct1.extra["init_pid"], ct1.extra["init_start"])
+    os.kill(f2.pid, signal.SIGKILL)  # a fleet host's sshd dies
+    os.kill(ct1.pid, signal.SIGKILL)  # nspawn dies, its container keeps running, orphaned
+    stray_ns = fleet.host_name(997)
+    subprocess.run(["ip", "netns", "add", stray_ns], check=True)  # a namespace the state does not know
+    stale = container.container_dir("lab-ct9") / "root"
+    stale.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "dg-stale", str(stale)], check=True)  # a stale mount
+    try:
+        state = lab_session.up(containers=1, fleet_hosts=3, inventory_dir=lab_inventory_dir, log=lambda m: None)
+        assert state.hosts["lab-f002"].pid != f2.pid and still_running(state.hosts["lab-f002"].pid,
+                                                                        state.hosts["lab-f002"].pid_start)
+        assert state.hosts["lab-ct1"].pid != ct1.pid
+        assert all(still_running(h.pid, h.pid_start) for h in state.hosts.values())
+        assert not still_running(*orphan), "the orphaned container was not stopped"
+        assert stray_ns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert str(stale) not in Path("/proc/mounts").read_text()
+        assert not stale.exists()
+        for name in ("lab-f002", "lab-ct1"):
+            host = state.hosts[name]
+            r = subprocess.run(["ssh", *SSH_OPTS, "-i", str(lab_key()), f"{host.user}@{host.address}", "hostname"],
+                               capture_output=True, text=True, timeout=60)
+            assert r.stdout.strip() == name, r.stderr
+    finally:
+        subprocess.run(["ip", "netns", "del", stray_ns], capture_output=True)
+        subprocess.run(["umount", "-l", str(stale)], capture_output=True)
+
+
 def test_lab_down_leaves_nothing_behind(lab_session, lab_inventory_dir):
     from deskguard.lab.paths import runtime_dir
     from deskguard.lab.state import LabState

@@ -13,8 +13,9 @@ import pytest
 pytestmark = pytest.mark.unit
 
 
-def lab_snapshot() -> dict:
-    """Machine-wide traces a started lab would leave: the bridge, lab namespaces, lab processes."""
+def lab_snapshot(own: Path) -> dict:
+    """Machine-wide traces a started lab would leave: the bridge, lab namespaces, and processes that use
+    the test's own runtime or cache folder (every lab process names one of them on its command line)."""
     netns = sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else []
     procs = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -22,7 +23,7 @@ def lab_snapshot() -> dict:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "systemd-nspawn" in cmd or "qemu-system" in cmd or "deskguard-lab" in cmd:
+        if str(own) in cmd:
             procs.append(pid)
     return {"bridge": Path("/sys/class/net/dglab0").exists(), "netns": [n for n in netns if n.startswith("lab-")],
             "procs": sorted(procs)}
@@ -37,7 +38,7 @@ def lab_snapshot() -> dict:
 ])
 def test_out_of_bounds_counts_are_refused_before_anything_starts(args, word, tmp_path):
     env = {**os.environ, "DESKGUARD_LAB_RUN": str(tmp_path / "run"), "DESKGUARD_LAB_CACHE": str(tmp_path / "cache")}
-    before = lab_snapshot()
+    before = lab_snapshot(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "deskguard", "lab", "up", *args], capture_output=True, text=True,
                           timeout=60, env=env)
     assert proc.returncode == 2, proc.stderr
@@ -47,7 +48,7 @@ def test_out_of_bounds_counts_are_refused_before_anything_starts(args, word, tmp
     # Nothing started: no state, no cache (no image build, no key), no new bridge, namespace or process.
     assert not (tmp_path / "run" / "state.json").exists()
     assert not (tmp_path / "cache").exists()
-    assert lab_snapshot() == before
+    assert lab_snapshot(tmp_path) == before
 
 
 def test_manager_check_counts_bounds():
