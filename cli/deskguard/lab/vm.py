@@ -1,19 +1,562 @@
-"""Laptop VMs: qemu-system-x86_64 under TCG, root on LUKS2. (To be implemented.)"""
+"""Laptop VMs: qemu-system-x86_64 under TCG (never KVM on these machines), root on LUKS2 (real dm-crypt).
+
+Each VM runs on its own copy-on-write overlay in `runtime_dir()/vm/<name>/`. The first VM ever started from
+an image cold-boots once to make the image's *booted snapshot* (disk + RAM state, cached beside the image);
+every VM after that starts from it: a fresh overlay on top of the snapshot disk, and qemu `-incoming` reading
+the saved RAM state, so a laptop answers SSH in seconds instead of about a minute. See docs/lab-vm.md.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
 
-def start_vms(state, count, rootfs, log=print):
-    raise NotImplementedError
+from ..errors import LabError
+from .paths import runtime_dir
+
+KIND = "vm"
+PORT_BASE = 2220
+MEMORY_MB = 768
+SMP = 2
+COLD_BOOT_TIMEOUT = 480.0  # seconds to SSH after a cold boot (~50 s measured; the host may be busy)
+RESTORE_TIMEOUT = 120.0  # seconds to SSH after a snapshot restore (~3 s measured)
+SNAPSHOT_VERSION = 1  # bump when the snapshot procedure changes: old snapshots are then ignored
+USB_KINDS = {"storage": "usb-storage", "keyboard": "usb-kbd", "mouse": "usb-mouse"}
+USB_STICK_BYTES = 64 << 20
+_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,31}$")
+_SERIAL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-def stop_vm(host):
-    raise NotImplementedError
+# ----------------------------------------------------------------------------------------------- helpers
+
+def port_base() -> int:
+    raw = os.environ.get("DESKGUARD_LAB_PORT_BASE")
+    if raw is None or raw == "":
+        return PORT_BASE
+    try:
+        value = int(raw)
+    except ValueError:
+        raise LabError(f"DESKGUARD_LAB_PORT_BASE must be a port number (got {raw!r})") from None
+    if not 1024 <= value <= 65000:
+        raise LabError(f"DESKGUARD_LAB_PORT_BASE must be between 1024 and 65000 (got {value})")
+    return value
 
 
-def usb_plug(name, kind="storage", serial=None, device_id=None):
-    raise NotImplementedError
+def vm_dir(name: str) -> Path:
+    return runtime_dir() / "vm" / name
 
 
-def usb_unplug(name, device_id):
-    raise NotImplementedError
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _port_busy_error(port: int) -> LabError:
+    return LabError(f"port 127.0.0.1:{port} is in use by another program; free it or set DESKGUARD_LAB_PORT_BASE")
+
+
+def _running(pid: int | None, start: int | None) -> bool:
+    """Alive, the very process we started (same start time), and not a zombie."""
+    from .state import proc_start_time
+
+    if pid is None or start is None or proc_start_time(pid) != start:
+        return False
+    try:
+        st = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return st not in ("Z", "X")
+
+
+def host_running(host) -> bool:
+    return _running(host.pid, host.pid_start)
+
+
+def _opt(path: Path | str) -> str:
+    """A path inside a qemu option string (commas are doubled)."""
+    return str(path).replace(",", ",,")
+
+
+def _qemu_img_overlay(backing: Path, overlay: Path, relative: bool = False) -> None:
+    backing_ref = os.path.relpath(backing, overlay.parent) if relative else str(backing)
+    proc = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", backing_ref,
+                           str(overlay)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise LabError(f"qemu-img create {overlay} failed: {_last_line(proc.stderr)}")
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def _wait_gone(pid: int, start: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while _running(pid, start):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+class _Probe:
+    """What access.wait_for_ssh needs to know about a host."""
+
+    def __init__(self, name: str, port: int):
+        self.name, self.address, self.port, self.user = name, "127.0.0.1", port, "dgadmin"
+
+
+def ssh(host, command: str, timeout: float = 120.0, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run a shell command on a lab VM as its management user (a single round trip)."""
+    from .access import SSH_OPTS
+    from .image import lab_key
+
+    argv = ["ssh", *SSH_OPTS, "-i", str(lab_key()), "-p", str(host.port), f"{host.user}@{host.address}", command]
+    try:
+        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise LabError(f"{host.name}: `{command}` did not finish within {timeout:.0f} s over SSH") from None
+
+
+# ------------------------------------------------------------------------------------------ qemu command
+
+def machine_args() -> list[str]:
+    """The virtual hardware. Identical for cold boots and snapshot restores (a restore needs the same
+    devices in the same order), so it is also part of the snapshot's cache key."""
+    return ["-nodefaults", "-no-user-config", "-machine", "pc",
+            "-accel", "tcg,thread=multi,tb-size=256", "-smp", str(SMP), "-m", str(MEMORY_MB), "-rtc", "base=utc",
+            "-device", "virtio-blk-pci,drive=disk0,serial=dg-root",
+            "-device", "virtio-net-pci,netdev=net0",
+            "-device", "qemu-xhci,id=xhci",
+            "-display", "none"]
+
+
+def kernel_cmdline(name: str) -> str:
+    return f"root=/dev/mapper/root ro console=ttyS0 systemd.hostname={name}"
+
+
+def qemu_argv(name: str, image, disk: Path, port: int, rundir: Path, incoming: str | None = None,
+              daemon: bool = True) -> list[str]:
+    from .image import QEMU
+
+    argv = [QEMU, "-name", f"{name},process=deskguard-{name}", *machine_args(),
+            "-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", kernel_cmdline(name),
+            "-drive", f"file={_opt(disk)},format=qcow2,if=none,id=disk0,cache=unsafe,discard=unmap",
+            "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
+            "-qmp", f"unix:{_opt(rundir / 'qmp.sock')},server=on,wait=off",
+            "-serial", f"file:{_opt(rundir / 'serial.log')}"]
+    if incoming:
+        argv += ["-incoming", incoming]
+    if daemon:
+        argv += ["-daemonize", "-pidfile", str(rundir / "qemu.pid")]
+    return argv
+
+
+def _launch_error(name: str, port: int, stderr: str) -> LabError:
+    if "host forwarding" in stderr or "hostfwd" in stderr:
+        return _port_busy_error(port)
+    return LabError(f"{name}: qemu did not start: {_last_line(stderr)}")
+
+
+def _daemonize(name: str, argv: list[str], rundir: Path, port: int) -> tuple[int, int]:
+    """Start a daemonized qemu; returns (pid, start time)."""
+    from .state import proc_start_time
+
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise LabError(f"{name}: qemu did not daemonize within 120 s") from None
+    if proc.returncode != 0:
+        raise _launch_error(name, port, proc.stderr)
+    try:
+        pid = int((rundir / "qemu.pid").read_text().strip())
+    except (OSError, ValueError):
+        raise LabError(f"{name}: qemu started but wrote no PID file in {rundir}") from None
+    start = proc_start_time(pid)
+    if start is None:
+        raise LabError(f"{name}: qemu exited right after starting; see {rundir / 'serial.log'}")
+    return pid, start
+
+
+# ------------------------------------------------------------------------------------- booted snapshot
+
+def snapshot_key(image) -> str:
+    from .image import qemu_version, recipe_hash
+
+    return recipe_hash(image.path.name, machine_args(), qemu_version(), SNAPSHOT_VERSION)
+
+
+def snapshot_dir(image) -> Path:
+    return image.path / f"booted-{snapshot_key(image)}"
+
+
+def snapshot_ready(image) -> bool:
+    d = snapshot_dir(image)
+    return all((d / f).exists() for f in ("disk.qcow2", "vmstate", "snapshot.json"))
+
+
+def discard_snapshot(image) -> None:
+    from .image import remove_tree
+
+    remove_tree(snapshot_dir(image))
+
+
+def build_snapshot(image, name: str, port: int, log=print) -> Path:
+    """Cold-boot a laptop once, wait until systemd has settled, and save its disk and RAM state.
+
+    The builder qemu is a child of this process (killed with it: an interrupted build leaves only a
+    `.partial` folder, which the next build removes). Its disk lives in the partial folder, so no copy is
+    needed: the snapshot disk is that overlay (backing file `../disk.qcow2`, relative) frozen after the save.
+    """
+    from .access import wait_for_ssh
+    from .image import die_with_parent, file_lock, partial_dir, unmount_under
+    from .qmp import monitor
+
+    final = snapshot_dir(image)
+    with file_lock(image.path / "snapshot.lock"):
+        if snapshot_ready(image):
+            return final
+        if final.exists():
+            shutil.rmtree(final, ignore_errors=True)
+        unmount_under(final.with_name(final.name + ".partial"))
+        rundir = vm_dir(name)
+        shutil.rmtree(rundir, ignore_errors=True)
+        rundir.mkdir(parents=True)
+        log(f"{name}: cold boot to make the booted snapshot (about a minute, once per image)")
+        t0 = time.monotonic()
+        with partial_dir(final) as work:
+            disk = work / "disk.qcow2"
+            _qemu_img_overlay(image.disk, disk, relative=True)
+            argv = qemu_argv(name, image, disk, port, rundir, daemon=False)
+            with open(rundir / "qemu.log", "wb") as out:
+                proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        preexec_fn=die_with_parent)
+            try:
+                alive = lambda: proc.poll() is None  # noqa: E731
+                probe = _Probe(name, port)
+                try:
+                    boot = wait_for_ssh(probe, COLD_BOOT_TIMEOUT, alive=alive)
+                except LabError:
+                    if proc.poll() is not None:
+                        err = (rundir / "qemu.log").read_text(errors="replace")
+                        if proc.returncode != 0 and err.strip():
+                            raise _launch_error(name, port, err) from None
+                    raise LabError(f"{name} did not boot to SSH within {COLD_BOOT_TIMEOUT:.0f} s; see its serial "
+                                   f"console {rundir / 'serial.log'}; if the image is damaged, remove "
+                                   f"{image.path}") from None
+                # Let boot-time jobs finish so every restored laptop starts quiet, then flush the guest.
+                ssh(probe, "systemctl is-system-running --wait >/dev/null 2>&1; sync", timeout=300)
+                state_file = work / "vmstate"
+                with monitor(rundir / "qmp.sock", name) as mon:
+                    mon.cmd("stop")
+                    mon.cmd("migrate-set-parameters", **{"max-bandwidth": 16 << 30})
+                    mon.cmd("migrate", uri=f"exec:cat > {shlex.quote(str(state_file))}")
+                    deadline = time.monotonic() + 300
+                    while True:
+                        info = mon.cmd("query-migrate")
+                        status = info.get("status")
+                        if status == "completed":
+                            break
+                        if status in ("failed", "cancelled") or time.monotonic() > deadline:
+                            raise LabError(f"{name}: saving the booted snapshot failed "
+                                           f"({info.get('error-desc', status)})")
+                        time.sleep(0.1)
+                    mon.quit()
+                proc.wait(timeout=60)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            meta = {"name": name, "boot_to_ssh_seconds": round(boot, 1),
+                    "build_seconds": round(time.monotonic() - t0, 1), "taken": time.time(),
+                    "vmstate_bytes": state_file.stat().st_size, "key": snapshot_key(image)}
+            (work / "snapshot.json").write_text(json.dumps(meta, indent=2))
+        shutil.rmtree(rundir, ignore_errors=True)
+        log(f"{name}: booted snapshot saved (cold boot to SSH {boot:.0f} s)")
+        return final
+
+
+# ------------------------------------------------------------------------------------------- lifecycle
+
+def _record(state, name: str, image, port: int, pid: int, start: int, rundir: Path, how: str):
+    from .state import LabHost
+
+    host = LabHost(name=name, kind=KIND, address="127.0.0.1", port=port, user="dgadmin", pid=pid,
+                   pid_start=start,
+                   extra={"dir": str(rundir), "qmp": str(rundir / "qmp.sock"), "overlay": str(rundir / "disk.qcow2"),
+                          "serial_log": str(rundir / "serial.log"), "boot": how, "image": str(image.path),
+                          "hostvars": {"ansible_become": "true"}})
+    state.hosts[name] = host
+    state.save()
+    return host
+
+
+def _fresh_rundir(name: str) -> Path:
+    rundir = vm_dir(name)
+    shutil.rmtree(rundir, ignore_errors=True)
+    rundir.mkdir(parents=True)
+    os.chmod(rundir, 0o700)
+    return rundir
+
+
+def _restore(state, name: str, image, port: int, log=print):
+    """Start `name` from the image's booted snapshot; returns its LabHost once it answers SSH."""
+    from .access import wait_for_ssh
+    from .qmp import monitor
+
+    snap = snapshot_dir(image)
+    t0 = time.monotonic()
+    rundir = _fresh_rundir(name)
+    disk = rundir / "disk.qcow2"
+    _qemu_img_overlay(snap / "disk.qcow2", disk)
+    argv = qemu_argv(name, image, disk, port, rundir, incoming=f"exec:cat {shlex.quote(str(snap / 'vmstate'))}")
+    pid, start = _daemonize(name, argv, rundir, port)
+    host = _record(state, name, image, port, pid, start, rundir, "snapshot")
+    alive = lambda: _running(pid, start)  # noqa: E731
+    with monitor(rundir / "qmp.sock", name) as mon:
+        # The snapshot was saved from a stopped VM, so the restored one arrives paused: continue it.
+        st = mon.wait_status({"paused", "running", "postmigrate"}, RESTORE_TIMEOUT, alive=alive)
+        if st != "running":
+            mon.cmd("cont")
+            mon.wait_status({"running"}, 30, alive=alive)
+    wait_for_ssh(host, RESTORE_TIMEOUT, alive=alive)
+    # The guest clock stopped when the snapshot was saved: set it, and give the laptop its own name.
+    fix = ssh(host, f"sudo -n sh -c 'date -u -s @{time.time():.3f} >/dev/null && echo {name} > "
+                    f"/proc/sys/kernel/hostname'", timeout=60)
+    if fix.returncode != 0:
+        raise LabError(f"{name}: setting the clock after the restore failed: {_last_line(fix.stderr)}")
+    host.extra["boot_seconds"] = round(time.monotonic() - t0, 1)
+    state.save()
+    log(f"{name}: up from the booted snapshot in {time.monotonic() - t0:.1f} s (ssh -p {port} dgadmin@127.0.0.1)")
+    return host
+
+
+def _cold_boot(state, name: str, image, port: int, log=print):
+    """Boot `name` from the base image (the fallback when no snapshot can be made or restored)."""
+    from .access import wait_for_ssh
+
+    t0 = time.monotonic()
+    rundir = _fresh_rundir(name)
+    disk = rundir / "disk.qcow2"
+    _qemu_img_overlay(image.disk, disk)
+    pid, start = _daemonize(name, qemu_argv(name, image, disk, port, rundir), rundir, port)
+    host = _record(state, name, image, port, pid, start, rundir, "cold")
+    try:
+        wait_for_ssh(host, COLD_BOOT_TIMEOUT, alive=lambda: _running(pid, start))
+    except LabError as exc:
+        raise LabError(f"{exc}; see its serial console {rundir / 'serial.log'}") from None
+    host.extra["boot_seconds"] = round(time.monotonic() - t0, 1)
+    state.save()
+    log(f"{name}: up after a cold boot in {time.monotonic() - t0:.0f} s (ssh -p {port} dgadmin@127.0.0.1)")
+    return host
+
+
+def _start_one(state, name: str, image, port: int, log=print):
+    for attempt in (1, 2):
+        if not snapshot_ready(image):
+            build_snapshot(image, name, port, log=log)
+        try:
+            return _restore(state, name, image, port, log=log)
+        except LabError as exc:
+            if not _port_free(port) and name not in state.hosts:
+                raise
+            _forget(state, name)
+            if attempt == 2:
+                log(f"{name}: the fresh booted snapshot does not restore ({exc}); cold-booting instead")
+                discard_snapshot(image)
+                break
+            log(f"{name}: the booted snapshot does not restore ({exc}); rebuilding it")
+            discard_snapshot(image)
+    try:
+        return _cold_boot(state, name, image, port, log=log)
+    except BaseException:
+        _forget(state, name)
+        raise
+
+
+def _forget(state, name: str) -> None:
+    host = state.hosts.pop(name, None)
+    if host is not None:
+        stop_vm(host)
+        state.save()
+
+
+def start_vms(state, count: int, rootfs, log=print) -> None:
+    """Make sure laptop VMs lab-vm1..count run (those already alive are left alone)."""
+    from .image import ensure_laptop_image
+
+    if count <= 0:
+        return
+    base = port_base()
+    image = None
+    for i in range(1, count + 1):
+        name = f"lab-vm{i}"
+        host = state.hosts.get(name)
+        if host is not None and host_running(host):
+            continue
+        if host is not None:  # dead: clean up what it left
+            _forget(state, name)
+        port = base + i
+        if not _port_free(port):
+            raise _port_busy_error(port)
+        if image is None:
+            image = ensure_laptop_image(rootfs, log=log)
+        try:
+            _start_one(state, name, image, port, log=log)
+        except BaseException:
+            _forget(state, name)
+            raise
+
+
+def stop_vm(host) -> None:
+    """Stop a laptop VM the lab started and remove its overlay folder. Idempotent."""
+    from .qmp import monitor
+
+    if host_running(host):
+        sock = Path(host.extra.get("qmp") or vm_dir(host.name) / "qmp.sock")
+        try:
+            with monitor(sock, host.name, timeout=5) as mon:
+                mon.quit()
+        except LabError:
+            pass
+        if not _wait_gone(host.pid, host.pid_start, 15):
+            for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+                if not _running(host.pid, host.pid_start):  # re-checked right before each signal
+                    break
+                try:
+                    os.kill(host.pid, sig)
+                except ProcessLookupError:
+                    break
+                if _wait_gone(host.pid, host.pid_start, wait):
+                    break
+    rundir = Path(host.extra.get("dir") or vm_dir(host.name))
+    root = (runtime_dir() / "vm").resolve()
+    try:
+        inside = rundir.resolve().is_relative_to(root) and rundir.resolve() != root
+    except OSError:
+        inside = False
+    if inside:
+        shutil.rmtree(rundir, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------- USB
+
+def _vm_host(name: str):
+    from .state import LabState
+
+    host = LabState.load().hosts.get(name)
+    if host is None:
+        raise LabError(f"no lab host named {name!r}; see `deskguard lab status`")
+    if host.kind != KIND:
+        raise LabError(f"{name} is a lab {host.kind}, not a laptop VM: USB devices plug into VMs only "
+                       f"(start one with `deskguard lab up --laptops 1`)")
+    return host
+
+
+def _qmp_sock(host) -> Path:
+    return Path(host.extra.get("qmp") or vm_dir(host.name) / "qmp.sock")
+
+
+def usb_plug(name: str, kind: str = "storage", serial: str | None = None, device_id: str | None = None) -> str:
+    """Hot-plug a USB stick (a fresh 64 MiB vfat/ext4 image), keyboard or mouse into laptop VM `name`."""
+    from .qmp import monitor
+
+    if kind not in USB_KINDS:
+        raise LabError(f"unknown USB device kind {kind!r}; use one of: {', '.join(USB_KINDS)}")
+    if serial is not None and not _SERIAL_RE.match(serial):
+        raise LabError(f"USB serial {serial!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    if device_id is not None and not _ID_RE.match(device_id):
+        raise LabError(f"device id {device_id!r} must start with a letter and have at most 32 letters, digits, "
+                       f"'.', '_' or '-'")
+    host = _vm_host(name)
+    sock = _qmp_sock(host)
+    if not sock.exists() or not host_running(host):
+        raise LabError(f"{name}'s QMP socket {sock} is missing: the VM is not running; "
+                       f"run `deskguard lab up --laptops 1`")
+    rundir = Path(host.extra.get("dir") or vm_dir(name))
+    with monitor(sock, name) as mon:
+        present = mon.peripherals()
+        if device_id is None:
+            n = 1
+            while f"usb{n}" in present:
+                n += 1
+            device_id = f"usb{n}"
+        elif device_id in present:
+            raise LabError(f"{name} already has a device {device_id!r}; unplug it first or choose another --id")
+        dev = {"driver": USB_KINDS[kind], "id": device_id, "bus": "xhci.0"}
+        if serial:
+            dev["serial"] = serial
+        if kind == "storage":
+            img = rundir / f"{device_id}.img"
+            _make_stick(img, serial or device_id)
+            node = f"{device_id}-drive"
+            if node in mon.block_nodes():
+                mon.cmd("blockdev-del", **{"node-name": node})
+            mon.cmd("blockdev-add", **{"driver": "raw", "node-name": node,
+                                       "file": {"driver": "file", "filename": str(img)}})
+            dev["drive"] = node
+            dev["removable"] = True
+            try:
+                mon.cmd("device_add", **dev)
+            except LabError:
+                mon.cmd("blockdev-del", **{"node-name": node})
+                img.unlink(missing_ok=True)
+                raise
+        else:
+            mon.cmd("device_add", **dev)
+    return device_id
+
+
+def _make_stick(img: Path, label: str) -> None:
+    """A small USB stick image with a file system the guest can mount (vfat if mkfs.vfat exists)."""
+    with open(img, "wb") as fh:
+        fh.truncate(USB_STICK_BYTES)
+    label = re.sub(r"[^A-Za-z0-9]", "", label)[:11].upper() or "DGUSB"
+    if shutil.which("mkfs.vfat"):
+        cmd = ["mkfs.vfat", "-n", label, str(img)]
+    else:
+        cmd = ["mkfs.ext4", "-q", "-F", "-L", label[:16], str(img)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        img.unlink(missing_ok=True)
+        raise LabError(f"making the USB stick image failed: {_last_line(proc.stderr)}")
+
+
+def usb_unplug(name: str, device_id: str) -> None:
+    """Unplug USB device `device_id` from laptop VM `name` (and free its backing image)."""
+    from .qmp import monitor
+
+    host = _vm_host(name)
+    sock = _qmp_sock(host)
+    if not sock.exists() or not host_running(host):
+        raise LabError(f"{name}'s QMP socket {sock} is missing: the VM is not running; "
+                       f"run `deskguard lab up --laptops 1`")
+    rundir = Path(host.extra.get("dir") or vm_dir(name))
+    with monitor(sock, name) as mon:
+        present = mon.peripherals()
+        if present.get(device_id) not in USB_KINDS.values():
+            usb = sorted(k for k, v in present.items() if v in USB_KINDS.values())
+            raise LabError(f"{name} has no USB device {device_id!r} (plugged: {', '.join(usb) or 'none'})")
+        mon.cmd("device_del", id=device_id)
+        deadline = time.monotonic() + 30
+        while device_id in mon.peripherals():
+            if time.monotonic() > deadline:
+                raise LabError(f"{name}: USB device {device_id} was not released within 30 s")
+            time.sleep(0.1)
+        node = f"{device_id}-drive"
+        if node in mon.block_nodes():
+            mon.cmd("blockdev-del", **{"node-name": node})
+    (rundir / f"{device_id}.img").unlink(missing_ok=True)

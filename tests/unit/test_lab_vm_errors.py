@@ -1,0 +1,137 @@
+"""Laptop VM tier: the cheap bad-input and fault paths, without starting a VM."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from deskguard.errors import LabError
+from deskguard.lab import vm
+from deskguard.lab.state import LabHost, LabState, proc_start_time
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def lab_run(tmp_path, monkeypatch):
+    """A private lab runtime folder, so these tests never see (or touch) a real lab."""
+    run = tmp_path / "run"
+    monkeypatch.setenv("DESKGUARD_LAB_RUN", str(run))
+    monkeypatch.delenv("DESKGUARD_LAB_PORT_BASE", raising=False)
+    run.mkdir()
+    return run
+
+
+def _save(*hosts: LabHost) -> None:
+    state = LabState()
+    for h in hosts:
+        state.hosts[h.name] = h
+    state.save()
+
+
+def _vm_host(run: Path, name: str = "lab-vm1", pid=None, pid_start=None) -> LabHost:
+    d = run / "vm" / name
+    return LabHost(name=name, kind="vm", address="127.0.0.1", port=2221, user="dgadmin", pid=pid,
+                   pid_start=pid_start, extra={"dir": str(d), "qmp": str(d / "qmp.sock")})
+
+
+def test_usb_plug_unknown_host(lab_run):
+    _save()
+    with pytest.raises(LabError, match="no lab host named 'lab-vm9'"):
+        vm.usb_plug("lab-vm9", serial="X1")
+
+
+def test_usb_plug_into_a_container_is_refused(lab_run):
+    _save(LabHost(name="lab-ct1", kind="container", address="10.0.0.2"))
+    with pytest.raises(LabError, match="lab-ct1 is a lab container, not a laptop VM"):
+        vm.usb_plug("lab-ct1", kind="keyboard")
+
+
+def test_usb_plug_and_unplug_with_missing_qmp_socket(lab_run):
+    _save(_vm_host(lab_run))
+    with pytest.raises(LabError) as err:
+        vm.usb_plug("lab-vm1", serial="DG1")
+    msg = str(err.value)
+    assert "lab-vm1's QMP socket" in msg and "is missing" in msg and "deskguard lab up --laptops 1" in msg
+    assert "\n" not in msg
+    with pytest.raises(LabError, match="QMP socket .* is missing"):
+        vm.usb_unplug("lab-vm1", "usb1")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"kind": "printer"}, "unknown USB device kind 'printer'"),
+    ({"serial": "bad serial!"}, "USB serial"),
+    ({"device_id": "1-starts-with-digit"}, "device id"),
+])
+def test_usb_plug_bad_arguments(lab_run, kwargs, match):
+    _save(_vm_host(lab_run))
+    with pytest.raises(LabError, match=match):
+        vm.usb_plug("lab-vm1", **kwargs)
+
+
+def test_stale_qmp_socket_is_one_clear_line(lab_run):
+    from deskguard.lab.qmp import monitor
+
+    sock = lab_run / "stale.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(sock))
+    s.close()  # the file stays, nobody listens: what a crashed qemu leaves behind
+    with pytest.raises(LabError, match="lab-vm1's QMP socket .* does not answer"):
+        with monitor(sock, "lab-vm1", timeout=5):
+            pass
+
+
+def test_busy_port_is_reported_before_anything_starts(lab_run, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        monkeypatch.setenv("DESKGUARD_LAB_PORT_BASE", str(busy - 1))
+        state = LabState()
+        with pytest.raises(LabError) as err:
+            vm.start_vms(state, 1, rootfs=None)
+    assert str(err.value) == (f"port 127.0.0.1:{busy} is in use by another program; free it or set "
+                              f"DESKGUARD_LAB_PORT_BASE")
+    assert state.hosts == {}
+
+
+def test_bad_port_base(lab_run, monkeypatch):
+    monkeypatch.setenv("DESKGUARD_LAB_PORT_BASE", "twenty")
+    with pytest.raises(LabError, match="DESKGUARD_LAB_PORT_BASE must be a port number"):
+        vm.start_vms(LabState(), 1, rootfs=None)
+
+
+def test_stop_vm_is_idempotent_and_removes_the_overlay_folder(lab_run):
+    host = _vm_host(lab_run, pid=2 ** 22 + 7, pid_start=1)  # no such process
+    d = Path(host.extra["dir"])
+    d.mkdir(parents=True)
+    (d / "disk.qcow2").write_bytes(b"overlay")
+    vm.stop_vm(host)
+    assert not d.exists()
+    vm.stop_vm(host)  # again: nothing left, no error
+    vm.stop_vm(_vm_host(lab_run, name="lab-vm2"))  # never started: no PID, no folder
+
+
+def test_stop_vm_never_kills_a_recycled_pid(lab_run):
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        start = proc_start_time(other.pid)
+        host = _vm_host(lab_run, pid=other.pid, pid_start=start + 1)  # same PID, another start time
+        vm.stop_vm(host)
+        assert other.poll() is None, "stop_vm killed a process the lab did not start"
+        assert not vm.host_running(host)
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_stop_vm_leaves_folders_outside_the_lab_alone(lab_run, tmp_path):
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    host = _vm_host(lab_run)
+    host.extra["dir"] = str(outside)
+    vm.stop_vm(host)
+    assert outside.exists()
