@@ -113,7 +113,7 @@ for s in {want}; do
     d=$(dirname "$f")
     echo "$s=$(cat "$d/idVendor"):$(cat "$d/idProduct") $(cat "$d/product")"
     b=$(ls -d "$d"/*/host*/target*/*/block/* 2>/dev/null | head -n1)
-    [ -n "$b" ] && echo "$s.block=$(basename "$b") $(($(cat "$b/size") * 512))"
+    if [ -n "$b" ]; then echo "$s.block=$(basename "$b") $(($(cat "$b/size") * 512))"; fi
   else
     echo "$s=absent"
   fi

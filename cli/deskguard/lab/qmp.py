@@ -59,8 +59,8 @@ class Monitor:
         try:
             return self._mon.cmd(command, **args)
         except ExecuteError as exc:
-            raise LabError(f"{self.name}: QMP {command} failed: {exc.error.desc if hasattr(exc, 'error') else exc}") \
-                from None
+            desc = getattr(getattr(exc, "error", None), "error", None)
+            raise LabError(f"{self.name}: QMP {command} failed: {getattr(desc, 'desc', None) or exc}") from None
         except (TimeoutError, OSError, EOFError) as exc:
             raise LabError(f"{self.name}: QMP {command} got no answer ({exc.__class__.__name__})") from None
         except Exception as exc:  # qemu.qmp's connection-state errors

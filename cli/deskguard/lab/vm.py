@@ -333,9 +333,11 @@ def _restore(state, name: str, image, port: int, log=print):
             mon.cmd("cont")
             mon.wait_status({"running"}, 30, alive=alive)
     wait_for_ssh(host, RESTORE_TIMEOUT, alive=alive)
-    # The guest clock stopped when the snapshot was saved: set it, and give the laptop its own name.
+    # The guest clock stopped when the snapshot was saved: set it; and give this laptop its own name and
+    # machine id (every restore of one snapshot would otherwise share the snapshot's).
     fix = ssh(host, f"sudo -n sh -c 'date -u -s @{time.time():.3f} >/dev/null && echo {name} > "
-                    f"/proc/sys/kernel/hostname'", timeout=60)
+                    f"/proc/sys/kernel/hostname && rm -f /etc/machine-id && systemd-machine-id-setup >/dev/null'",
+              timeout=60)
     if fix.returncode != 0:
         raise LabError(f"{name}: setting the clock after the restore failed: {_last_line(fix.stderr)}")
     host.extra["boot_seconds"] = round(time.monotonic() - t0, 1)
@@ -556,7 +558,13 @@ def usb_unplug(name: str, device_id: str) -> None:
             if time.monotonic() > deadline:
                 raise LabError(f"{name}: USB device {device_id} was not released within 30 s")
             time.sleep(0.1)
+        # The stick's internal SCSI disk lets go of its drive a moment after the device left the bus.
         node = f"{device_id}-drive"
-        if node in mon.block_nodes():
-            mon.cmd("blockdev-del", **{"node-name": node})
+        while node in mon.block_nodes():
+            try:
+                mon.cmd("blockdev-del", **{"node-name": node})
+            except LabError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
     (rundir / f"{device_id}.img").unlink(missing_ok=True)
