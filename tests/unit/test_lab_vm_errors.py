@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -135,3 +136,20 @@ def test_stop_vm_leaves_folders_outside_the_lab_alone(lab_run, tmp_path):
     host.extra["dir"] = str(outside)
     vm.stop_vm(host)
     assert outside.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+def test_a_killed_builds_mounts_are_removed_before_its_partial_folder(tmp_path):
+    from deskguard.lab.image import unmount_under
+
+    partial = tmp_path / "laptop-x.partial"
+    merged = partial / "merged"
+    merged.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(merged)], check=True)
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(merged)], check=True)  # stacked, like proc over dev
+        unmount_under(partial)
+        assert not os.path.ismount(merged)
+    finally:
+        while os.path.ismount(merged):
+            subprocess.run(["umount", "-l", str(merged)], check=False)

@@ -185,4 +185,4 @@ def test_qemu_crash_is_recovered_by_lab_up(laptop, lab_session, lab_inventory_di
     assert r["HOST"] == NAME
     assert r["ROOT"] == "/dev/mapper/root"
     assert r["MARKER"] == "gone", "the recovered VM did not start from a clean disk"
-    assert before - 5 <= float(r["NOW"]) <= after + 5, "guest clock not set after the snapshot restore"
+    assert before - 2 <= float(r["NOW"]) <= after + 2, "guest clock not set after the snapshot restore"

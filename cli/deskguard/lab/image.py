@@ -288,19 +288,19 @@ def file_lock(path: Path):
 
 
 def unmount_under(path: Path) -> None:
-    """Unmount whatever a killed build left mounted inside `path` (deepest first)."""
-    prefix = str(path.resolve()) if path.exists() else str(path)
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return
-    targets = []
-    for line in lines:
-        mnt = line.split()[4].replace("\\040", " ")
-        if mnt == prefix or mnt.startswith(prefix + "/"):
-            targets.append(mnt)
-    for mnt in sorted(set(targets), key=len, reverse=True):
-        subprocess.run(["umount", "-l", mnt], check=False, stderr=subprocess.DEVNULL)
+    """Unmount whatever a killed build left mounted inside `path` (deepest first, stacked mounts too)."""
+    prefix = os.path.realpath(path)
+    for _ in range(32):
+        try:
+            lines = Path("/proc/self/mountinfo").read_text().splitlines()
+        except OSError:
+            return
+        targets = {m for m in (line.split()[4].replace("\\040", " ") for line in lines)
+                   if m == prefix or m.startswith(prefix + "/")}
+        if not targets:
+            return
+        for mnt in sorted(targets, key=len, reverse=True):
+            subprocess.run(["umount", "-l", mnt], check=False, stderr=subprocess.DEVNULL)
 
 
 def die_with_parent() -> None:

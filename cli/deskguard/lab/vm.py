@@ -64,8 +64,12 @@ def _port_free(port: int) -> bool:
     return True
 
 
+class PortBusy(LabError):
+    """The VM's SSH port is taken by a program the lab did not start."""
+
+
 def _port_busy_error(port: int) -> LabError:
-    return LabError(f"port 127.0.0.1:{port} is in use by another program; free it or set DESKGUARD_LAB_PORT_BASE")
+    return PortBusy(f"port 127.0.0.1:{port} is in use by another program; free it or set DESKGUARD_LAB_PORT_BASE")
 
 
 def _running(pid: int | None, start: int | None) -> bool:
@@ -322,28 +326,56 @@ def _restore(state, name: str, image, port: int, log=print):
     rundir = _fresh_rundir(name)
     disk = rundir / "disk.qcow2"
     _qemu_img_overlay(snap / "disk.qcow2", disk)
-    argv = qemu_argv(name, image, disk, port, rundir, incoming=f"exec:cat {shlex.quote(str(snap / 'vmstate'))}")
+    # `-incoming defer`: qemu daemonizes (PID file written, recorded in the state) before it reads the
+    # state file, so a broken snapshot shows up as a recorded VM that exits, never as an unknown process.
+    argv = qemu_argv(name, image, disk, port, rundir, incoming="defer")
     pid, start = _daemonize(name, argv, rundir, port)
     host = _record(state, name, image, port, pid, start, rundir, "snapshot")
     alive = lambda: _running(pid, start)  # noqa: E731
     with monitor(rundir / "qmp.sock", name) as mon:
+        mon.cmd("migrate-incoming", uri=f"exec:cat {shlex.quote(str(snap / 'vmstate'))}")
         # The snapshot was saved from a stopped VM, so the restored one arrives paused: continue it.
         st = mon.wait_status({"paused", "running", "postmigrate"}, RESTORE_TIMEOUT, alive=alive)
         if st != "running":
             mon.cmd("cont")
             mon.wait_status({"running"}, 30, alive=alive)
     wait_for_ssh(host, RESTORE_TIMEOUT, alive=alive)
-    # The guest clock stopped when the snapshot was saved: set it; and give this laptop its own name and
-    # machine id (every restore of one snapshot would otherwise share the snapshot's).
-    fix = ssh(host, f"sudo -n sh -c 'date -u -s @{time.time():.3f} >/dev/null && echo {name} > "
-                    f"/proc/sys/kernel/hostname && rm -f /etc/machine-id && systemd-machine-id-setup >/dev/null'",
-              timeout=60)
-    if fix.returncode != 0:
-        raise LabError(f"{name}: setting the clock after the restore failed: {_last_line(fix.stderr)}")
+    ssh_at = time.monotonic() - t0
+    _after_boot(host)
+    host.extra["ssh_seconds"] = round(ssh_at, 1)
     host.extra["boot_seconds"] = round(time.monotonic() - t0, 1)
     state.save()
     log(f"{name}: up from the booted snapshot in {time.monotonic() - t0:.1f} s (ssh -p {port} dgadmin@127.0.0.1)")
     return host
+
+
+def _after_boot(host, timeout: float = 60.0) -> None:
+    """Set the clock (it stopped when the snapshot was saved), the name and a fresh machine id.
+
+    One SSH round trip; the host's time is sent only once the guest script runs (see vm-after-boot.sh).
+    """
+    import select
+
+    from .access import SSH_OPTS
+    from .image import files_dir, lab_key
+
+    script = (files_dir() / "vm-after-boot.sh").read_text()
+    argv = ["ssh", *SSH_OPTS, "-i", str(lab_key()), "-p", str(host.port), f"{host.user}@{host.address}",
+            f"sudo -n sh -c {shlex.quote(script)} vm-after-boot {shlex.quote(host.name)}"]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        line = proc.stdout.readline() if ready else ""
+        if line.strip() == "ready":
+            proc.stdin.write(f"{time.time():.6f}\n")
+            proc.stdin.flush()
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise LabError(f"{host.name}: setting the clock and name after boot took over {timeout:.0f} s") from None
+    if proc.returncode != 0 or "done" not in out:
+        raise LabError(f"{host.name}: setting the clock and name after boot failed: {_last_line(err)}")
 
 
 def _cold_boot(state, name: str, image, port: int, log=print):
@@ -360,6 +392,7 @@ def _cold_boot(state, name: str, image, port: int, log=print):
         wait_for_ssh(host, COLD_BOOT_TIMEOUT, alive=lambda: _running(pid, start))
     except LabError as exc:
         raise LabError(f"{exc}; see its serial console {rundir / 'serial.log'}") from None
+    _after_boot(host)
     host.extra["boot_seconds"] = round(time.monotonic() - t0, 1)
     state.save()
     log(f"{name}: up after a cold boot in {time.monotonic() - t0:.0f} s (ssh -p {port} dgadmin@127.0.0.1)")
@@ -372,9 +405,9 @@ def _start_one(state, name: str, image, port: int, log=print):
             build_snapshot(image, name, port, log=log)
         try:
             return _restore(state, name, image, port, log=log)
+        except PortBusy:
+            raise
         except LabError as exc:
-            if not _port_free(port) and name not in state.hosts:
-                raise
             _forget(state, name)
             if attempt == 2:
                 log(f"{name}: the fresh booted snapshot does not restore ({exc}); cold-booting instead")
@@ -444,6 +477,14 @@ def stop_vm(host) -> None:
                     break
                 if _wait_gone(host.pid, host.pid_start, wait):
                     break
+    # A killed qemu's leader can look dead (a zombie) while its other threads still hold the SSH port for a
+    # moment: wait for that, as long as the process is still there in some form.
+    from .state import proc_start_time
+
+    deadline = time.monotonic() + 10
+    while (host.pid and host.pid_start and proc_start_time(host.pid) == host.pid_start
+           and not _port_free(host.port) and time.monotonic() < deadline):
+        time.sleep(0.1)
     rundir = Path(host.extra.get("dir") or vm_dir(host.name))
     root = (runtime_dir() / "vm").resolve()
     try:
