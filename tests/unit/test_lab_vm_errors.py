@@ -62,6 +62,19 @@ def test_usb_plug_and_unplug_with_missing_qmp_socket(lab_run):
         vm.usb_unplug("lab-vm1", "usb1")
 
 
+def test_usb_plug_into_a_crashed_vm(lab_run):
+    host = _vm_host(lab_run, pid=2 ** 22 + 7, pid_start=1)  # recorded, but its qemu is gone
+    sock = Path(host.extra["qmp"])
+    sock.parent.mkdir(parents=True)
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(sock))
+    s.close()
+    _save(host)
+    with pytest.raises(LabError, match=r"lab-vm1 is not running \(its qemu exited; QMP socket .* is stale\); "
+                                       r"run `deskguard lab up --laptops 1`"):
+        vm.usb_plug("lab-vm1", kind="mouse")
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"kind": "printer"}, "unknown USB device kind 'printer'"),
     ({"serial": "bad serial!"}, "USB serial"),

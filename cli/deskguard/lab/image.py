@@ -358,6 +358,8 @@ def _build_laptop_image(rootfs: Rootfs, work: Path, log: Path, recipe: dict) -> 
     import uuid
 
     t0 = t = time.monotonic()
+    # The initrd carries the unlock key and the snapshot's RAM state the volume key: root only.
+    work.chmod(0o700)
     kver = _kernel_version(rootfs.tree)
     luks_uuid, src_uuid = str(uuid.uuid4()), str(uuid.uuid4())
     upper, ovl_work, merged = work / "upper", work / "ovl-work", work / "merged"

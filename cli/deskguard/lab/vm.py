@@ -236,12 +236,11 @@ def build_snapshot(image, name: str, port: int, log=print) -> Path:
         if final.exists():
             shutil.rmtree(final, ignore_errors=True)
         unmount_under(final.with_name(final.name + ".partial"))
-        rundir = vm_dir(name)
-        shutil.rmtree(rundir, ignore_errors=True)
-        rundir.mkdir(parents=True)
+        rundir = _fresh_rundir(name)
         log(f"{name}: cold boot to make the booted snapshot (about a minute, once per image)")
         t0 = time.monotonic()
         with partial_dir(final) as work:
+            work.chmod(0o700)  # the RAM state holds the LUKS volume key
             disk = work / "disk.qcow2"
             _qemu_img_overlay(image.disk, disk, relative=True)
             argv = qemu_argv(name, image, disk, port, rundir, daemon=False)
@@ -513,6 +512,17 @@ def _qmp_sock(host) -> Path:
     return Path(host.extra.get("qmp") or vm_dir(host.name) / "qmp.sock")
 
 
+def _live_qmp_sock(host) -> Path:
+    sock = _qmp_sock(host)
+    if not sock.exists():
+        raise LabError(f"{host.name}'s QMP socket {sock} is missing: the VM is not running; "
+                       f"run `deskguard lab up --laptops 1`")
+    if not host_running(host):
+        raise LabError(f"{host.name} is not running (its qemu exited; QMP socket {sock} is stale); "
+                       f"run `deskguard lab up --laptops 1`")
+    return sock
+
+
 def usb_plug(name: str, kind: str = "storage", serial: str | None = None, device_id: str | None = None) -> str:
     """Hot-plug a USB stick (a fresh 64 MiB vfat/ext4 image), keyboard or mouse into laptop VM `name`."""
     from .qmp import monitor
@@ -525,10 +535,7 @@ def usb_plug(name: str, kind: str = "storage", serial: str | None = None, device
         raise LabError(f"device id {device_id!r} must start with a letter and have at most 32 letters, digits, "
                        f"'.', '_' or '-'")
     host = _vm_host(name)
-    sock = _qmp_sock(host)
-    if not sock.exists() or not host_running(host):
-        raise LabError(f"{name}'s QMP socket {sock} is missing: the VM is not running; "
-                       f"run `deskguard lab up --laptops 1`")
+    sock = _live_qmp_sock(host)
     rundir = Path(host.extra.get("dir") or vm_dir(name))
     with monitor(sock, name) as mon:
         present = mon.peripherals()
@@ -583,10 +590,7 @@ def usb_unplug(name: str, device_id: str) -> None:
     from .qmp import monitor
 
     host = _vm_host(name)
-    sock = _qmp_sock(host)
-    if not sock.exists() or not host_running(host):
-        raise LabError(f"{name}'s QMP socket {sock} is missing: the VM is not running; "
-                       f"run `deskguard lab up --laptops 1`")
+    sock = _live_qmp_sock(host)
     rundir = Path(host.extra.get("dir") or vm_dir(name))
     with monitor(sock, name) as mon:
         present = mon.peripherals()
