@@ -49,7 +49,7 @@ def lab_processes(run_dir: Path) -> list[str]:
             continue
         if state == "Z":
             continue
-        if str(run_dir) in cmd or b"DESKGUARD_LAB_CT=" in env:
+        if str(run_dir) in cmd or f"DESKGUARD_LAB_CT={run_dir}/".encode() in env:
             found.append(f"{pid} {cmd.strip()}")
     return found
 

@@ -167,11 +167,13 @@ def _refers_to(pid: int, folder: Path) -> bool:
     return any(p == f or p.startswith(f + "/") for p in _paths_in(pid))
 
 
-MARKER = "DESKGUARD_LAB_CT="  # set in each container's init environment (ct-launch.sh --setenv)
+# Set in each container's init environment (ct-launch.sh --setenv) to the container's folder: it names the
+# container *and* the lab it belongs to (DESKGUARD_LAB_RUN may point a second lab elsewhere).
+MARKER = "DESKGUARD_LAB_CT="
 
 
 def _marked(pid: int) -> str | None:
-    """The lab container a process is the init of (from its environment), or None."""
+    """The folder of the lab container a process is the init of (from its environment), or None."""
     try:
         env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except (FileNotFoundError, ProcessLookupError, PermissionError):
@@ -187,12 +189,15 @@ def _remove(name: str) -> None:
     # Anything still running from this container's folder (a launcher that never reached nspawn, an nspawn
     # the state lost) and any container init of this name left orphaned: SIGKILL on an init ends its whole
     # PID namespace.
-    leftovers = [pid for pid in network.all_pids() if _refers_to(pid, d) or _marked(pid) == name]
+    leftovers = [pid for pid in network.all_pids() if _refers_to(pid, d) or _marked(pid) == str(d)]
     if leftovers:
         network.kill_pids(leftovers, grace=STOP_GRACE)
+    # The veth goes with the container's network namespace, unless orphaned TCP sockets keep that alive for
+    # a while (closing connections): then delete it, which removes both ends at once.
+    network.wait_connections_closed(network.container_address(container_number(name)))
     veth = veth_name(name)
     try:
-        network.wait_link_gone(veth, timeout=10)
+        network.wait_link_gone(veth, timeout=2)
     except LabError:
         network.ip("link", "del", veth, check=False)
         network.wait_link_gone(veth, timeout=5)
@@ -209,13 +214,11 @@ def sweep_strays(keep: set[str]) -> None:
             if path.startswith(prefix):
                 names.add(path[len(prefix):].split("/", 1)[0])
         marked = _marked(pid)
-        if marked:
-            names.add(marked)
+        if marked and marked.startswith(prefix):
+            names.add(marked[len(prefix):].split("/", 1)[0])
     if ct_dir().exists():
         names |= {p.name for p in ct_dir().iterdir() if p.is_dir()}
-    for ifname in Path("/sys/class/net").iterdir():
-        if ifname.name.startswith("vb-lab-ct"):
-            names.add(ifname.name[len("vb-"):])
+    # (A vb-lab-ct* veth alone is no evidence: it vanishes with its container's processes, found above.)
     for name in sorted(n for n in names - keep if NAME_RE.match(n)):
         _remove(name)
     if not any(NAME_RE.match(n) for n in keep):

@@ -54,6 +54,13 @@ def veth_name(name: str) -> str:
     return "dg-f" + name[len("lab-f"):]
 
 
+def host_mac(name: str) -> str:
+    """eth0's MAC, derived from the host number (locally administered): a re-created host keeps its MAC, so
+    the neighbour entries this machine (and open connections) hold for its address stay right."""
+    n = host_number(name)
+    return f"02:d6:13:{(n >> 16) & 255:02x}:{(n >> 8) & 255:02x}:{n & 255:02x}"
+
+
 def fleet_dir() -> Path:
     return runtime_dir() / "fleet"
 
@@ -152,7 +159,7 @@ def start_fleet(state: LabState, count: int, log=print) -> None:
         for name in batch:
             _prepare_host_dir(name)
             cmds += [f"netns add {name}",
-                     f"link add {veth_name(name)} type veth peer name eth0 netns {name}",
+                     f"link add {veth_name(name)} type veth peer name eth0 address {host_mac(name)} netns {name}",
                      f"link set {veth_name(name)} addrgenmode none",
                      f"link set {veth_name(name)} master {network.BRIDGE} up"]
         proc = subprocess.run(["ip", "-batch", "-"], input="\n".join(cmds) + "\n", capture_output=True, text=True)
@@ -199,7 +206,11 @@ def wait_for_ports(hosts: list[LabHost], timeout: float) -> None:
     deadline = time.monotonic() + timeout
 
     def one(host: LabHost) -> None:
+        flush_at = time.monotonic() + 3
         while not _banner(host.address, host.port):
+            if time.monotonic() > flush_at:  # belt and braces: a wrong neighbour entry would stall for ~30 s
+                network.ip("neigh", "del", host.address, "dev", network.BRIDGE, check=False)
+                flush_at = float("inf")
             if not is_alive(host):
                 log_tail = _log_tail(host)
                 raise LabError(f"fleet host {host.name} stopped while starting: {log_tail}")
@@ -230,28 +241,47 @@ def stop_fleet_host(host: LabHost) -> None:
     _remove_host(name)
 
 
-def _remove_host(name: str, wait_veth: bool = False) -> None:
+def _remove_host(name: str) -> None:
     inode = network.netns_inode(name)
     if inode is not None:
         leftovers = network.pids_in_netns(inode)
         if leftovers:
             network.kill_pids(leftovers)
+            network.wait_connections_closed(network.fleet_address(host_number(name) - 1))
         network.netns_delete(name)
     # The veth pair goes with the namespace, asynchronously (lab-notes gotcha 2). Waiting for it host by
-    # host would cost a kernel clean-up round per host; it is waited for where it matters instead: before
-    # the name is reused (start_fleet) and before the bridge is removed (`lab down`).
-    if wait_veth:
-        _wait_veth_gone(name)
+    # host would cost a kernel clean-up round per host; it is waited for where it matters instead, for all
+    # hosts at once (_reap_veths): before a name is reused (start_fleet) and before the bridge is removed.
     network.remove_folder(host_dir(name))
 
 
-def _wait_veth_gone(name: str) -> None:
-    veth = veth_name(name)
-    try:
-        network.wait_link_gone(veth, timeout=10)
-    except LabError:
-        network.ip("link", "del", veth, check=False)  # its namespace is gone: nothing else can hold it
-        network.wait_link_gone(veth, timeout=5)
+def _reap_veths(names) -> None:
+    """Wait for the veths of removed hosts to vanish with their namespaces. A namespace outlives its last
+    process while orphaned TCP sockets in it wind down (an open ControlPersist connection leaves them in
+    FIN_WAIT2 for up to a minute), and its veth with it: after a short wait, delete what is left, in one
+    `ip -batch`. Deleting one end of a veth pair deletes both."""
+    veths = [veth_name(n) for n in names]
+    deadline = time.monotonic() + 1.0
+    while any(network.link_exists(v) for v in veths) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    left = [v for v in veths if network.link_exists(v)]
+    if left:
+        subprocess.run(["ip", "-force", "-batch", "-"], input="".join(f"link del {v}\n" for v in left),
+                       capture_output=True, text=True)
+    for v in left:
+        network.wait_link_gone(v, timeout=5)
+
+
+def _foreign(name: str) -> bool:
+    inode = network.netns_inode(name)
+    if inode is None:
+        return False
+    ours = str(shared_dir())
+    for pid in network.pids_in_netns(inode):
+        line = " ".join(network.cmdline(pid))
+        if "/fleet/.shared/" in line and ours not in line:
+            return True
+    return False
 
 
 def sweep_strays(keep: set[str]) -> None:
@@ -272,13 +302,15 @@ def sweep_strays(keep: set[str]) -> None:
                 stray_pids.append(pid)
     if stray_pids:
         network.kill_pids(stray_pids)
-    names = {n for n in network.netns_list() if NAME_RE.match(n)}
-    names |= {"lab-f" + m.group(1) for m in map(VETH_RE.match, os.listdir("/sys/class/net")) if m}
+    # Namespaces are machine-wide: one whose sshd belongs to another lab (another DESKGUARD_LAB_RUN) is not
+    # ours to remove. An empty one, or one running our sshd, is.
+    names = {n for n in network.netns_list() if NAME_RE.match(n) and not _foreign(n)}
+    names |= {"lab-f" + m.group(1) for m in map(VETH_RE.match, os.listdir("/sys/class/net"))
+              if m and network.netns_inode("lab-f" + m.group(1)) is None}
     if fleet_dir().exists():
         names |= {p.name for p in fleet_dir().iterdir() if NAME_RE.match(p.name)}
     for name in sorted(names - keep):
         _remove_host(name)
-    for name in sorted(names - keep):
-        _wait_veth_gone(name)
+    _reap_veths(sorted(names - keep))
     if not any(NAME_RE.match(n) for n in keep):
         network.remove_folder(fleet_dir())  # shared sshd_config, host key copy, plain /root

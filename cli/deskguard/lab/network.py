@@ -23,6 +23,10 @@ BRIDGE = "dglab0"
 HOST_ADDRESS = "10.213.0.1"
 PREFIX = 16
 GATEWAY = HOST_ADDRESS
+# A bridge without an address of its own takes the lowest MAC of its ports, and changes it whenever ports
+# come and go: every lab host's neighbour entry for 10.213.0.1 then points nowhere, connections stall and the
+# FIN of a closing one is lost. A fixed, locally administered MAC (outside the fleet's 02:d6:13:00:xx:xx).
+BRIDGE_MAC = "02:d6:13:ff:ff:01"
 
 
 def container_address(n: int) -> str:
@@ -62,7 +66,9 @@ def wait_link_gone(name: str, timeout: float = 10.0) -> None:
 def ensure_bridge(state) -> None:
     """Create (or repair) the isolated bridge and record it in `state.network`."""
     if not link_exists(BRIDGE):
-        ip("link", "add", BRIDGE, "type", "bridge", "stp_state", "0", "forward_delay", "0")
+        ip("link", "add", BRIDGE, "address", BRIDGE_MAC, "type", "bridge", "stp_state", "0", "forward_delay", "0")
+    elif Path(f"/sys/class/net/{BRIDGE}/address").read_text().strip() != BRIDGE_MAC:
+        ip("link", "set", BRIDGE, "address", BRIDGE_MAC)
     # No IPv6 chatter (router solicitations, DAD) on the lab bridge.
     v6 = Path(f"/proc/sys/net/ipv6/conf/{BRIDGE}/disable_ipv6")
     if v6.exists():
@@ -91,11 +97,20 @@ def remove_bridge(state) -> None:
     keep = set(state.hosts)
     container.sweep_strays(keep)
     fleet.sweep_strays(keep)
-    if link_exists(BRIDGE):
+    # The bridge is machine-wide: while something is still attached to it (hosts of another lab run with
+    # its own DESKGUARD_LAB_RUN), leave it; the last lab down removes it.
+    if link_exists(BRIDGE) and not bridge_ports():
         ip("link", "del", BRIDGE, check=False)
         wait_link_gone(BRIDGE)
     state.network = {}
     state.save()
+
+
+def bridge_ports() -> list[str]:
+    try:
+        return sorted(os.listdir(f"/sys/class/net/{BRIDGE}/brif"))
+    except FileNotFoundError:
+        return []
 
 
 def netns_list() -> list[str]:
@@ -225,6 +240,31 @@ def pids_in_netns(inode: int) -> list[int]:
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             pass
     return out
+
+
+def established_to(address: str, port: int = 22) -> int:
+    """Connections from this machine to address:port that are still ESTABLISHED (from /proc/net/tcp)."""
+    import socket
+
+    target = socket.inet_aton(address)[::-1].hex().upper() + f":{port:04X}"
+    count = 0
+    with open("/proc/net/tcp") as fh:
+        next(fh)
+        for line in fh:
+            fields = line.split()
+            if fields[2] == target and fields[3] == "01":
+                count += 1
+    return count
+
+
+def wait_connections_closed(address: str, port: int = 22, timeout: float = 2.0) -> None:
+    """After a lab host's sshd sessions are killed, wait until their FIN (or RST) has reached this machine's
+    end of each connection, before the host's veth goes. Deleting the veth first can drop that last packet:
+    an SSH ControlPersist master (Ansible's) then stays connected to nothing, and the next run against a
+    re-created host with the same address fails with "mux_client_request_session: Broken pipe"."""
+    deadline = time.monotonic() + timeout
+    while established_to(address, port) and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 def kill_pids(pids: list[int], grace: float = 2.0) -> None:

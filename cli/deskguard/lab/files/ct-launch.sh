@@ -13,4 +13,4 @@ mount -t overlay "dg-$name" -o "lowerdir=$lower,upperdir=$dir/upper,workdir=$dir
 exec systemd-nspawn --quiet --boot --directory="$dir/root" --machine="$name" \
   --register=no --keep-unit --network-bridge="$bridge" \
   --console=read-only --resolv-conf=off --timezone=off --link-journal=no \
-  --setenv="DESKGUARD_LAB_CT=$name"
+  --setenv="DESKGUARD_LAB_CT=$dir"
