@@ -42,7 +42,8 @@ def _kv(stdout: str) -> dict[str, str]:
 
 def _run(host, script: str, stdin: str | None = None, timeout: float = 180):
     res = vm.ssh(host, script, timeout=timeout, stdin=stdin)
-    assert res.returncode == 0, f"exit {res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}"
+    assert res.returncode == 0, (f"exit {res.returncode} (qemu running: {vm.host_running(host)}, lab state: "
+                                 f"{sorted(LabState.load().hosts)})\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}")
     return _kv(res.stdout)
 
 
