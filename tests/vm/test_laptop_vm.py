@@ -86,6 +86,28 @@ echo "JSON=$(sudo -n cryptsetup luksDump --dump-json-metadata "$dev" | tr -d '\n
     assert {s["kdf"]["type"] for s in meta["keyslots"].values()} == {"pbkdf2"}
 
 
+def test_base_image_header_checked_on_the_host(laptop, tmp_path):
+    """The cached base image's LUKS2 header, copied out of the qcow2: slot 0 opens with the installer
+    passphrase (given as a key file, never in argv), a wrong one does not."""
+    import subprocess
+
+    image = LaptopImage(Path(laptop.extra["image"]))
+    header = tmp_path / "header.img"
+    subprocess.run(["qemu-img", "dd", "-f", "qcow2", "-O", "raw", "bs=1M", "count=16", f"if={image.disk}",
+                    f"of={header}"], check=True, capture_output=True)
+    dump = json.loads(subprocess.run(["cryptsetup", "luksDump", "--dump-json-metadata", str(header)],
+                                     check=True, capture_output=True, text=True).stdout)
+    assert dump["config"] and sorted(dump["keyslots"]) == ["0", "1"]
+    good = subprocess.run(["cryptsetup", "open", "--test-passphrase", "--key-slot", "0", "--key-file",
+                           str(image.passphrase_file), str(header)], capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    wrong = tmp_path / "wrong"
+    wrong.write_text(image.passphrase_file.read_text() + "x")
+    bad = subprocess.run(["cryptsetup", "open", "--test-passphrase", "--key-file", str(wrong), str(header)],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0
+
+
 def _poll_usb(serials: list[str], present: bool) -> str:
     """Guest-side bounded poll (up to 20 s) for USB devices by serial; prints what it finds."""
     want = " ".join(serials)
