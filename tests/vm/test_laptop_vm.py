@@ -123,7 +123,8 @@ while :; do
     # a stick is not really there until the kernel made its block device
     for s in {want}; do
       d=$(dirname "$(found "$s")")
-      if [ "$(cat "$d/product")" = "QEMU USB HARDDRIVE" ] && [ -z "$(ls -d "$d"/*/host*/target*/*/block/* 2>/dev/null)" ]; then ok=0; fi
+      if [ "$(cat "$d/product")" = "QEMU USB HARDDRIVE" ] &&
+         [ -z "$(ls -d "$d"/*/host*/target*/*/block/* 2>/dev/null)" ]; then ok=0; fi
     done
   fi
   [ $ok = 1 ] && break
@@ -202,7 +203,8 @@ def test_qemu_crash_is_recovered_by_lab_up(laptop, lab_session, lab_inventory_di
     assert new.pid != laptop.pid and vm.host_running(new)
     assert new.extra["boot"] == "snapshot"
     before = time.time()
-    r = _run(new, 'echo "HOST=$(cat /proc/sys/kernel/hostname)"; echo "NOW=$(date +%s.%N)"; echo "ROOT=$(findmnt -no SOURCE /)"; '
+    r = _run(new, 'echo "HOST=$(cat /proc/sys/kernel/hostname)"; echo "NOW=$(date +%s.%N)"; '
+                  'echo "ROOT=$(findmnt -no SOURCE /)"; '
                   'test -e /var/tmp/dg-crash-marker && echo MARKER=kept || echo MARKER=gone')
     after = time.time()
     assert r["HOST"] == NAME
