@@ -229,6 +229,7 @@ def ratios(f: dict) -> dict:
 
 
 def main() -> int:
+    global INVENTORY
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip-vm", action="store_true", help="skip the VM tier's figures")
     ap.add_argument("--vm-cold", action="store_true", help="also time a cold image build (removes cached images)")
@@ -236,7 +237,10 @@ def main() -> int:
     ap.add_argument("--containers", type=int, default=10)
     ap.add_argument("--force", action="store_true", help="run even though the lab has hosts (they are stopped)")
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
+    ap.add_argument("--inventory", type=Path, default=INVENTORY,
+                    help="lab inventory folder to write and use (default: inventory/lab)")
     args = ap.parse_args()
+    INVENTORY = args.inventory
     if os.geteuid() != 0:
         print("bench: the lab needs root", file=sys.stderr)
         return 2

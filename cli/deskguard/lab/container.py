@@ -202,6 +202,29 @@ def _remove(name: str) -> None:
         network.ip("link", "del", veth, check=False)
         network.wait_link_gone(veth, timeout=5)
     network.remove_folder(d)
+    remove_cgroups(name)
+
+
+CGROUP_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified")
+
+
+def remove_cgroups(name: str) -> None:
+    """Remove the container's cgroups (ct-launch.sh made them), deepest first; emptied ones only."""
+    import os
+
+    for root in CGROUP_ROOTS:
+        top = Path(root) / "deskguard-lab" / name
+        if not top.is_dir():
+            continue
+        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass
+        try:
+            os.rmdir(top.parent)  # the lab's own level, once no container is left
+        except OSError:
+            pass
 
 
 def sweep_strays(keep: set[str]) -> None:
@@ -218,6 +241,10 @@ def sweep_strays(keep: set[str]) -> None:
             names.add(marked[len(prefix):].split("/", 1)[0])
     if ct_dir().exists():
         names |= {p.name for p in ct_dir().iterdir() if p.is_dir()}
+    for root in CGROUP_ROOTS:
+        lab = Path(root) / "deskguard-lab"
+        if lab.is_dir() and not lab.is_symlink():
+            names |= {p.name for p in lab.iterdir() if p.is_dir()}
     # (A vb-lab-ct* veth alone is no evidence: it vanishes with its container's processes, found above.)
     for name in sorted(n for n in names - keep if NAME_RE.match(n)):
         _remove(name)

@@ -7,6 +7,21 @@ set -eu
 name=$1 lower=$2 dir=$3 bridge=$4
 
 mount -t overlay "dg-$name" -o "lowerdir=$lower,upperdir=$dir/upper,workdir=$dir/work" "$dir/root"
+
+# A cgroup of its own in every hierarchy systemd uses. With --keep-unit, nspawn builds the container's tree
+# (payload/, supervisor/) inside the cgroup it is started in: without this, every container would share the
+# root cgroup's payload/ and their systemds would tear down each other's unit cgroups (units then fail with
+# status 219/CGROUP, e.g. systemd-user-sessions, and logins are refused with "System is booting up").
+if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+  hierarchies=/sys/fs/cgroup  # pure cgroup v2
+else
+  hierarchies="/sys/fs/cgroup/systemd /sys/fs/cgroup/unified"
+fi
+for h in $hierarchies; do
+  [ -d "$h" ] || continue
+  mkdir -p "$h/deskguard-lab/$name"
+  echo $$ > "$h/deskguard-lab/$name/cgroup.procs"
+done
 # This machine's PID 1 is not systemd: no registration with machined and no scope unit of our own.
 # --network-bridge gives the container its own network namespace with full network admin capability
 # (nft and ufw work inside); the host side of the veth (vb-NAME) is put on the lab bridge.
