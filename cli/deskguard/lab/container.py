@@ -241,10 +241,7 @@ def sweep_strays(keep: set[str]) -> None:
             names.add(marked[len(prefix):].split("/", 1)[0])
     if ct_dir().exists():
         names |= {p.name for p in ct_dir().iterdir() if p.is_dir()}
-    for root in CGROUP_ROOTS:
-        lab = Path(root) / "deskguard-lab"
-        if lab.is_dir() and not lab.is_symlink():
-            names |= {p.name for p in lab.iterdir() if p.is_dir()}
+    # (Cgroups under deskguard-lab/ are machine-wide, no evidence of *this* lab: removed with their container.)
     # (A vb-lab-ct* veth alone is no evidence: it vanishes with its container's processes, found above.)
     for name in sorted(n for n in names - keep if NAME_RE.match(n)):
         _remove(name)
