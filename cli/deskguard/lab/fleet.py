@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -89,28 +88,33 @@ def host_key() -> Path:
     return key
 
 
+def _put(path: Path, data: bytes, mode: int) -> None:
+    """Write a shared file only when it differs: running hosts use these files (sshd reads its config and
+    key on every connection, /root is their overlay's lower layer), so they are never replaced needlessly."""
+    if not path.exists() or path.read_bytes() != data:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    os.chmod(path, mode)
+
+
 def prepare_shared() -> Path:
-    """(Re)write the shared folder: sshd_config, host key, plain /root with the lab key."""
+    """The shared folder: sshd_config, host key, plain /root with the lab key. Updated in place."""
     shared = shared_dir()
     shared.mkdir(parents=True, exist_ok=True, mode=0o755)
-    for src, dst in ((host_key(), shared / "ssh_host_ed25519_key"),
-                     (Path(str(host_key()) + ".pub"), shared / "ssh_host_ed25519_key.pub")):
-        shutil.copyfile(src, dst)
-    os.chmod(shared / "ssh_host_ed25519_key", 0o600)
+    _put(shared / "ssh_host_ed25519_key", host_key().read_bytes(), 0o600)
+    _put(shared / "ssh_host_ed25519_key.pub", Path(str(host_key()) + ".pub").read_bytes(), 0o644)
     config = (files_dir() / "fleet-sshd_config").read_text().replace("@SHARED@", str(shared))
-    (shared / "sshd_config").write_text(config)
-    launcher = shared / "fleet-host.sh"
-    launcher.write_text((files_dir() / "fleet-host.sh").read_text())
+    _put(shared / "sshd_config", config.encode(), 0o644)
+    _put(shared / "fleet-host.sh", (files_dir() / "fleet-host.sh").read_bytes(), 0o755)
     root = shared / "root"
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(mode=0o700)
+    root.mkdir(mode=0o700, exist_ok=True)
     for f in (".bashrc", ".profile"):
         if Path("/etc/skel", f).exists():
-            shutil.copyfile(Path("/etc/skel", f), root / f)
-    (root / ".ssh").mkdir(mode=0o700)
-    (root / ".ssh/authorized_keys").write_text(lab_key().with_suffix(".pub").read_text())
-    os.chmod(root / ".ssh/authorized_keys", 0o600)
+            _put(root / f, Path("/etc/skel", f).read_bytes(), 0o644)
+    (root / ".ssh").mkdir(mode=0o700, exist_ok=True)
+    _put(root / ".ssh/authorized_keys", lab_key().with_suffix(".pub").read_bytes(), 0o600)
     # sshd's privilege-separation folder lives in /run, which the fleet hosts share with this machine.
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     check = subprocess.run(["/usr/sbin/sshd", "-t", "-f", str(shared / "sshd_config")], capture_output=True,
