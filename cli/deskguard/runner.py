@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .errors import EXIT_HOST_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE
-from .site import ansible_cfg
+from .site import KIT_ROOT, ansible_cfg
 
 # Actions that run on the controller only; they are not round trips to the laptop.
 CONTROLLER_ACTIONS = frozenset(
@@ -134,8 +134,7 @@ class EventCollector:
             h.failed += 1
             h.record_control(task, "failed")
             h.failed_tasks.append(data.get("task", ""))
-            if res.get("msg"):
-                h.messages.append(str(res["msg"]))
+            h.messages.extend(failure_messages(res))
         elif kind == "runner_on_unreachable":
             h.unreachable = True
             if res.get("msg"):
@@ -143,6 +142,20 @@ class EventCollector:
         elif kind == "runner_on_skipped":
             h.skipped += 1
             h.record_control(task, "skipped")
+
+
+def failure_messages(res: dict) -> list[str]:
+    """The messages that say why: a loop's own message ("One or more items failed") says nothing."""
+    items = [r for r in res.get("results") or [] if isinstance(r, dict) and r.get("failed") and r.get("msg")]
+    if items:
+        return [str(r["msg"]) for r in items]
+    return [str(res["msg"])] if res.get("msg") else []
+
+
+def playbook_dir(site: Path, playbook: str) -> Path:
+    """A site may carry its own playbooks; otherwise the kit's are used (a site holds inventory and state)."""
+    own = site / "playbooks"
+    return own if (own / playbook).exists() else KIT_ROOT / "playbooks"
 
 
 def _ansible_env(site: Path, extra: dict | None) -> dict:
@@ -185,7 +198,7 @@ def run_playbook(
         try:
             runner = ansible_runner.run(
                 private_data_dir=str(private),
-                project_dir=str(site / "playbooks"),
+                project_dir=str(playbook_dir(site, playbook)),
                 playbook=playbook,
                 inventory=[str(p) for p in inventory],
                 limit=limit,

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+from pathlib import Path
+
 import pytest
 
 pytestmark = pytest.mark.unit
@@ -47,7 +49,9 @@ def test_init_creates_then_keeps_everything(tmp_path, pwfile):
     for name in ("escrow-officer.key.pem", "order-signing.key.pem", "deskguard.db"):
         assert (d / name).stat().st_mode & 0o777 == 0o600, name
     policy = site / "inventory" / "group_vars" / "all" / "policy.yml"
-    assert policy.read_text().startswith("# deskguard policy — see docs/policy.md")
+    # The example policy is the kit's own, every control on with its documented defaults.
+    kit_policy = Path(__file__).resolve().parents[2] / "inventory" / "group_vars" / "all" / "policy.yml"
+    assert policy.read_text() == kit_policy.read_text() and "firewall_management_sources:" in policy.read_text()
     assert "deskguard_policy_version: 1" in policy.read_text()
     assert (site / "inventory" / "hosts.yml").is_file()
 

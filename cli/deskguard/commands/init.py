@@ -7,13 +7,6 @@ import sys
 
 import click
 
-POLICY_PLACEHOLDER = """\
-# deskguard policy — see docs/policy.md
-#
-# The one policy every managed laptop is checked against: per-control switches, thresholds and waivers
-# (with a reason and an expiry). `deskguard init` writes this placeholder only when the file is missing.
-deskguard_policy_version: 1
-"""
 
 
 def _read_passphrase_file(path: str) -> bytes:
@@ -53,7 +46,7 @@ def init(site, officer_passphrase_file):
     from .. import keys
     from ..fsutil import atomic_write
     from ..inventory import ensure_hosts_file, hosts_file
-    from ..site import site_dir
+    from ..site import KIT_ROOT, site_dir
     from ..store import DB_URL_ENV, Store, default_db_path, state_dir
 
     root = site_dir(site)
@@ -91,8 +84,9 @@ def init(site, officer_passphrase_file):
     if policy.exists():
         done.append(("kept", str(policy), "policy"))
     else:
-        atomic_write(policy, POLICY_PLACEHOLDER)
-        done.append(("created", str(policy), "placeholder policy"))
+        # The kit's own policy file is the example: every control on, documented defaults.
+        atomic_write(policy, (KIT_ROOT / "inventory" / "group_vars" / "all" / "policy.yml").read_text())
+        done.append(("created", str(policy), "example policy: set firewall_management_sources before onboarding"))
     done.append(("created" if ensure_hosts_file(root) else "kept", str(hosts_file(root)), "inventory"))
 
     created = [path for status, path, _note in done if status == "created"]

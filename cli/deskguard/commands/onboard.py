@@ -36,8 +36,11 @@ def onboard(hostname, os_name, address, operator, ssh_user, port, ssh_key, check
                                  progress=None if as_json else progress_factory(f"onboard {hostname}", 1))
     rows = summary_rows(result, hostname, check)
     if as_json:
+        outcome = result.hosts.get(device["hostname"])
         click.echo(json.dumps({"device": device, "check": check, "exit_code": result.exit_code,
                                "seconds": round(result.seconds, 1), "module_calls": result.module_calls,
+                               "changed_tasks": outcome.changed if outcome else None,
+                               "messages": outcome.messages if outcome else [],
                                "controls": rows}, indent=2))
     else:
         print_summary(result)

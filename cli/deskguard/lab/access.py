@@ -18,6 +18,14 @@ def ssh_argv(name: str, command: list[str] | None = None) -> list[str]:
             *(command or [])]
 
 
+def run_ssh(host, command: str, timeout: float = 90):
+    """Run one shell command on a lab host with the lab key; returns the CompletedProcess (text)."""
+    import subprocess
+
+    argv = ["ssh", *SSH_OPTS, "-i", str(lab_key()), "-p", str(host.port), f"{host.user}@{host.address}", command]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
 def wait_for_ssh(host, timeout: float, alive=None) -> float:
     """Wait until `host` runs a command over SSH with the lab key; returns the seconds it took.
 

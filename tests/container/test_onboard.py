@@ -1,0 +1,147 @@
+"""Onboarding a laptop container end to end: check mode, apply, converge (0 changed), the real state on the
+laptop, and refusals that change nothing (issue: onboarding and the baseline controls)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from deskguard.lab.image import lab_key
+
+pytestmark = pytest.mark.container
+
+HOST = "lap-ct2"
+PASSPHRASE = "correct horse battery staple"
+
+
+def deskguard(site, *args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "deskguard", *args, "--site", str(site)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def onboard(site, laptop, *extra, user="dgadmin"):
+    proc = deskguard(site, "onboard", HOST, "--os", "debian", "--address", laptop.address, "--user", "tanaka",
+                     "--ssh-user", user, "--ssh-key", str(lab_key()), "--json", *extra)
+    return proc, (json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else None)
+
+
+def ssh(laptop, command):
+    from deskguard.lab.access import run_ssh
+
+    return run_ssh(laptop, command)
+
+
+def snapshot(laptop) -> str:
+    """Everything the baseline controls touch, as one string (compared before/after a refused run)."""
+    r = ssh(laptop, "sudo sh -c 'cat /etc/dconf/db/local.d/00-deskguard-screenlock /etc/default/ufw "
+                    "/etc/ufw/user.rules /etc/apt/apt.conf.d/52deskguard-unattended-upgrades 2>&1; "
+                    "ufw status; systemctl is-enabled apt-daily-upgrade.timer'")
+    return r.stdout
+
+
+@pytest.fixture(scope="module")
+def laptop(lab_container):
+    host = lab_container.hosts["lab-ct2"]
+    # A clean laptop: earlier container tests may have switched ufw on.
+    ssh(host, "sudo ufw --force reset >/dev/null; sudo ufw --force disable >/dev/null")
+    return host
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    site = tmp_path_factory.mktemp("site")
+    secret = site.parent / "officer.pass"
+    secret.write_text(PASSPHRASE + "\n")
+    proc = deskguard(site, "init", "--officer-passphrase-file", str(secret))
+    assert proc.returncode == 0, proc.stderr
+    policy = site / "inventory" / "group_vars" / "all" / "policy.yml"
+    text = policy.read_text()
+    assert 'firewall_management_sources: ["10.8.0.0/16"]' in text
+    # The lab's controller reaches its containers from the lab bridge.
+    policy.write_text(text.replace('["10.8.0.0/16"]', '["10.213.0.0/16"]'))
+    return site
+
+
+def test_check_mode_changes_and_records_nothing(site, laptop):
+    before = snapshot(laptop)
+    proc, out = onboard(site, laptop, "--check")
+    assert proc.returncode == 0, proc.stderr
+    states = {c["control"]: c["state"] for c in out["controls"]}
+    assert states == {"FW-001": "would change", "LCK-001": "would change", "UPD-001": "would change"}, out
+    assert snapshot(laptop) == before
+    assert HOST not in (site / "inventory" / "hosts.yml").read_text()
+    assert json.loads(deskguard(site, "devices", "list", "--json").stdout) == []
+
+
+def test_onboard_applies_every_control(site, laptop):
+    proc, out = onboard(site, laptop)
+    assert proc.returncode == 0, (proc.stderr, out)
+    assert {c["control"]: c["state"] for c in out["controls"]} == {
+        "FW-001": "applied", "LCK-001": "applied", "UPD-001": "applied"}
+    device = json.loads(deskguard(site, "devices", "show", HOST, "--json").stdout)
+    assert device["state"] == "onboarded" and device["uuid"] == out["device"]["uuid"]
+
+
+def test_the_laptop_really_is_configured(site, laptop):
+    r = ssh(laptop, "dconf read /org/gnome/desktop/session/idle-delay; "
+                    "dconf read /org/gnome/desktop/screensaver/lock-enabled; "
+                    "sudo ufw status verbose; apt-config dump; "
+                    "systemctl is-enabled apt-daily.timer apt-daily-upgrade.timer; "
+                    "systemctl is-active deskguard-firewall-rollback.timer; true")
+    out = r.stdout
+    assert "uint32 300" in out and "\ntrue\n" in out
+    assert "Status: active" in out and "Default: deny (incoming), allow (outgoing)" in out
+    assert "22/tcp" in out and "10.213.0.0/16" in out
+    origins = [l for l in out.splitlines() if l.startswith("Unattended-Upgrade::Origins-Pattern:: ")]
+    # Only our security origins: the distro's own list was cleared, not merged.
+    assert origins and all("Debian-Security" in l for l in origins), origins
+    assert 'Unattended-Upgrade::Automatic-Reboot "false";' in out
+    assert out.count("enabled") >= 2
+    # The lockout guard confirmed the management channel, so the firewall's rollback timer was stopped.
+    assert out.rstrip().endswith("inactive")
+    locks = ssh(laptop, "cat /etc/dconf/db/local.d/locks/00-deskguard-screenlock; test -s /etc/dconf/db/local && echo compiled")
+    assert "/org/gnome/desktop/session/idle-delay" in locks.stdout and "compiled" in locks.stdout
+
+
+def test_second_onboard_converges_with_nothing_changed(site, laptop):
+    proc, out = onboard(site, laptop)
+    assert proc.returncode == 0, proc.stderr
+    assert out["changed_tasks"] == 0, out
+    assert {c["state"] for c in out["controls"]} == {"already compliant"}
+    assert out["module_calls"] <= 20, out["module_calls"]
+
+
+def test_bad_policy_value_is_refused_before_any_change(site, laptop):
+    policy = site / "inventory" / "group_vars" / "all" / "policy.yml"
+    good = policy.read_text()
+    before = snapshot(laptop)
+    try:
+        policy.write_text(good.replace("screen_lock_idle_minutes: 5", 'screen_lock_idle_minutes: "five"')
+                          .replace("firewall_rollback_seconds: 300", "firewall_rollback_seconds: 120"))
+        proc, out = onboard(site, laptop)
+    finally:
+        policy.write_text(good)
+    assert proc.returncode == 1, proc.stdout
+    assert "screen_lock_idle_minutes" in " ".join(out["messages"]), out
+    assert snapshot(laptop) == before
+
+
+def test_no_sudo_is_refused_and_nothing_is_written(site, laptop):
+    key = lab_key().with_suffix(".pub").read_text()
+    ssh(laptop, f"sudo install -d -o tanaka -m 0700 /home/tanaka/.ssh && echo '{key.strip()}' | "
+                "sudo tee /home/tanaka/.ssh/authorized_keys >/dev/null && sudo chown tanaka /home/tanaka/.ssh/authorized_keys")
+    hosts_before = (site / "inventory" / "hosts.yml").read_bytes()
+    proc = deskguard(site, "onboard", "other-laptop", "--os", "debian", "--address", laptop.address,
+                     "--user", "tanaka", "--ssh-user", "tanaka", "--ssh-key", str(lab_key()), "--yes")
+    assert proc.returncode == 4 and "passwordless sudo" in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert (site / "inventory" / "hosts.yml").read_bytes() == hosts_before
+
+
+def test_wrong_os_is_refused(site, laptop):
+    proc = deskguard(site, "onboard", "other-laptop", "--os", "ubuntu", "--address", laptop.address,
+                     "--user", "tanaka", "--ssh-key", str(lab_key()), "--yes")
+    assert proc.returncode == 2 and "not ubuntu; pass --os debian" in proc.stderr, proc.stderr
