@@ -69,6 +69,8 @@ def onboard(site: Path, req: OnboardRequest, progress=None) -> tuple[PlaybookRes
 
     validate(req)
     store = Store.open(site)
+    # A hand-broken inventory is refused (file:line) before the laptop is even contacted.
+    inventory.list_hosts(site)
     existing = store.get_device(req.hostname)
     if existing is not None and (existing.address, existing.port) != (req.address, req.port):
         raise UsageError(f"{req.hostname} is already registered at {existing.address}:{existing.port}; "

@@ -34,7 +34,7 @@ class LiveProgress:
         table = Table.grid(padding=(0, 2))
         table.add_row(f"[bold]{self.title}[/]", f"{time.monotonic() - self._start:5.0f} s")
         table.add_row(
-            f"hosts {len(self.collector.hosts)}/{self.total}",
+            f"hosts seen {len(self.collector.hosts)}/{self.total}",
             f"[green]ok {c['ok']}[/]  [yellow]changed {c['changed']}[/]  "
             f"[red]failed {c['failed']}[/]  [magenta]unreachable {c['unreachable']}[/]",
         )
@@ -56,7 +56,7 @@ class LiveProgress:
     def refresh(self) -> None:
         if self._live:
             self._live.update(self.render())
-        elif self.collector.current_task != self._last_task:
+        elif self.collector.current_task and self.collector.current_task != self._last_task:
             self._last_task = self.collector.current_task
             c = self._counts()
             print(f"   [{time.monotonic() - self._start:6.1f}s] {self._last_task}  "

@@ -75,7 +75,8 @@ class PlaybookResult:
 
     @property
     def exit_code(self) -> int:
-        if self.interrupted:
+        # ansible-runner turns SIGINT into a cancel; ansible-playbook exits 99 when the user interrupts it.
+        if self.interrupted or self.status == "canceled" or self.rc == 99:
             return EXIT_INTERRUPTED
         if any(h.unreachable for h in self.hosts.values()):
             return EXIT_UNREACHABLE

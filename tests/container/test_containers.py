@@ -14,11 +14,9 @@ pytestmark = pytest.mark.container
 
 
 def ssh(host, command: str, timeout: float = 90) -> subprocess.CompletedProcess:
-    from deskguard.lab.access import SSH_OPTS
-    from deskguard.lab.image import lab_key
+    from deskguard.lab.access import run_ssh
 
-    argv = ["ssh", *SSH_OPTS, "-i", str(lab_key()), "-p", str(host.port), f"{host.user}@{host.address}", command]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    return run_ssh(host, command, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -145,3 +145,47 @@ def test_wrong_os_is_refused(site, laptop):
     proc = deskguard(site, "onboard", "other-laptop", "--os", "ubuntu", "--address", laptop.address,
                      "--user", "tanaka", "--ssh-key", str(lab_key()), "--yes")
     assert proc.returncode == 2 and "not ubuntu; pass --os debian" in proc.stderr, proc.stderr
+
+
+def test_wrong_ssh_key_is_refused(site, laptop, tmp_path):
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    proc = deskguard(site, "onboard", "other-laptop", "--os", "debian", "--address", laptop.address,
+                     "--user", "tanaka", "--ssh-key", str(other), "--yes")
+    assert proc.returncode == 4 and "refused the admin key" in proc.stderr, proc.stderr
+
+
+def test_same_name_at_another_address_is_refused(site, laptop):
+    proc = deskguard(site, "onboard", HOST, "--os", "debian", "--address", "10.213.1.1", "--user", "tanaka",
+                     "--ssh-key", str(lab_key()), "--yes")
+    assert proc.returncode == 2 and "already registered at" in proc.stderr, proc.stderr
+
+
+def test_ctrl_c_leaves_store_and_inventory_consistent_and_a_rerun_converges(site, lab_container):
+    import os
+    import signal
+    import time
+
+    other = lab_container.hosts["lab-ct1"]
+    other_name = "lap-ct1"
+    argv = [sys.executable, "-m", "deskguard", "onboard", other_name, "--os", "debian", "--address",
+            other.address, "--user", "tanaka", "--ssh-key", str(lab_key()), "--yes", "--site", str(site)]
+    # As a terminal does: Ctrl-C goes to the whole foreground process group (ansible-playbook too).
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    hosts = site / "inventory" / "hosts.yml"
+    deadline = time.monotonic() + 120
+    while other_name not in hosts.read_text() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(2)  # into the play
+    os.killpg(proc.pid, signal.SIGINT)
+    _out, err = proc.communicate(timeout=180)
+    if other_name in hosts.read_text():  # the interrupt landed in the play, as intended
+        assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    listed = other_name in hosts.read_text()
+    devices = {d["hostname"]: d for d in json.loads(deskguard(site, "devices", "list", "--json").stdout)}
+    assert listed == (other_name in devices), (listed, devices)  # both or neither
+    rerun = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    devices = {d["hostname"]: d for d in json.loads(deskguard(site, "devices", "list", "--json").stdout)}
+    assert devices[other_name]["state"] == "onboarded"

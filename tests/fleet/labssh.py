@@ -5,13 +5,11 @@ from __future__ import annotations
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
-from deskguard.lab.access import SSH_OPTS
-from deskguard.lab.image import lab_key
+from deskguard.lab.access import run_ssh
 
 
 def ssh(host, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    argv = ["ssh", *SSH_OPTS, "-i", str(lab_key()), "-p", str(host.port), f"{host.user}@{host.address}", command]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    return run_ssh(host, command, timeout=timeout)
 
 
 def ssh_all(hosts, command: str, workers: int = 10) -> list[subprocess.CompletedProcess]:

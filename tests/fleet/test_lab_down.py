@@ -60,8 +60,7 @@ def test_lab_up_recovers_a_half_up_lab(lab_session, lab_inventory_dir):
     import signal
 
     from deskguard.lab import container, fleet
-    from deskguard.lab.access import SSH_OPTS
-    from deskguard.lab.image import lab_key
+    from deskguard.lab.access import run_ssh
 
     state = lab_session.up(containers=1, fleet_hosts=3, inventory_dir=lab_inventory_dir, log=lambda m: None)
     f2, ct1 = state.hosts["lab-f002"], state.hosts["lab-ct1"]
@@ -85,8 +84,7 @@ def test_lab_up_recovers_a_half_up_lab(lab_session, lab_inventory_dir):
         assert not stale.exists()
         for name in ("lab-f001", "lab-f002", "lab-f003", "lab-ct1"):  # untouched hosts keep working too
             host = state.hosts[name]
-            r = subprocess.run(["ssh", *SSH_OPTS, "-i", str(lab_key()), f"{host.user}@{host.address}", "hostname"],
-                               capture_output=True, text=True, timeout=60)
+            r = run_ssh(host, "hostname", timeout=60)
             assert r.stdout.strip() == name, r.stderr
     finally:
         subprocess.run(["ip", "netns", "del", stray_ns], capture_output=True)

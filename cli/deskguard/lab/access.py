@@ -10,20 +10,30 @@ SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/nul
             "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
 
 
-def ssh_argv(name: str, command: list[str] | None = None) -> list[str]:
-    host = LabState.load().hosts.get(name)
-    if host is None:
-        raise UsageError(f"no lab host named {name!r}; see `deskguard lab status`")
+def host_argv(host, command: list[str] | None = None) -> list[str]:
+    """ssh's argv to reach a lab host (anything with address, port and user) with the lab key."""
     return ["ssh", *SSH_OPTS, "-i", str(lab_key()), "-p", str(host.port), f"{host.user}@{host.address}",
             *(command or [])]
 
 
-def run_ssh(host, command: str, timeout: float = 90):
-    """Run one shell command on a lab host with the lab key; returns the CompletedProcess (text)."""
+def ssh_argv(name: str, command: list[str] | None = None) -> list[str]:
+    host = LabState.load().hosts.get(name)
+    if host is None:
+        raise UsageError(f"no lab host named {name!r}; see `deskguard lab status`")
+    return host_argv(host, command)
+
+
+def run_ssh(host, command: str, timeout: float = 120.0, stdin: str | None = None):
+    """Run one shell command on a lab host (a single round trip); returns the CompletedProcess (text)."""
     import subprocess
 
-    argv = ["ssh", *SSH_OPTS, "-i", str(lab_key()), "-p", str(host.port), f"{host.user}@{host.address}", command]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    from ..errors import LabError
+
+    try:
+        return subprocess.run(host_argv(host, [command]), input=stdin, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise LabError(f"{host.name}: `{command}` did not finish within {timeout:.0f} s over SSH") from None
 
 
 def wait_for_ssh(host, timeout: float, alive=None) -> float:
@@ -38,7 +48,7 @@ def wait_for_ssh(host, timeout: float, alive=None) -> float:
     from ..errors import LabError
 
     start = time.monotonic()
-    argv = ["ssh", *SSH_OPTS, "-i", str(lab_key()), "-p", str(host.port), f"{host.user}@{host.address}", "true"]
+    argv = host_argv(host, ["true"])
     while True:
         if subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60).returncode == 0:
             return time.monotonic() - start

@@ -125,14 +125,9 @@ class _Probe:
 
 def ssh(host, command: str, timeout: float = 120.0, stdin: str | None = None) -> subprocess.CompletedProcess:
     """Run a shell command on a lab VM as its management user (a single round trip)."""
-    from .access import SSH_OPTS
-    from .image import lab_key
+    from .access import run_ssh
 
-    argv = ["ssh", *SSH_OPTS, "-i", str(lab_key()), "-p", str(host.port), f"{host.user}@{host.address}", command]
-    try:
-        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise LabError(f"{host.name}: `{command}` did not finish within {timeout:.0f} s over SSH") from None
+    return run_ssh(host, command, timeout=timeout, stdin=stdin)
 
 
 # ------------------------------------------------------------------------------------------ qemu command
@@ -355,12 +350,11 @@ def _after_boot(host, timeout: float = 60.0) -> None:
     """
     import select
 
-    from .access import SSH_OPTS
-    from .image import files_dir, lab_key
+    from .access import host_argv
+    from .image import files_dir
 
     script = (files_dir() / "vm-after-boot.sh").read_text()
-    argv = ["ssh", *SSH_OPTS, "-i", str(lab_key()), "-p", str(host.port), f"{host.user}@{host.address}",
-            f"sudo -n sh -c {shlex.quote(script)} vm-after-boot {shlex.quote(host.name)}"]
+    argv = host_argv(host, [f"sudo -n sh -c {shlex.quote(script)} vm-after-boot {shlex.quote(host.name)}"])
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready, _, _ = select.select([proc.stdout], [], [], timeout)

@@ -8,7 +8,6 @@ a file change (the inventory) succeed or fail together: see ``deskguard.inventor
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import getpass
 import os
 import threading

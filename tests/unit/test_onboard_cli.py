@@ -1,0 +1,98 @@
+"""`deskguard onboard` refusals that need no laptop: every one is one line, a documented exit code, and leaves
+the store and the inventory exactly as they were (property-based over the arguments)."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pytestmark = pytest.mark.unit
+
+PASSPHRASE = "correct horse battery staple"
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def deskguard(site, *args):
+    return subprocess.run([sys.executable, "-m", "deskguard", *args, "--site", str(site)],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    site = tmp_path_factory.mktemp("site")
+    pw = site.parent / "pw"
+    pw.write_text(PASSPHRASE)
+    assert deskguard(site, "init", "--officer-passphrase-file", str(pw)).returncode == 0
+    return site
+
+
+def state(site) -> tuple[bytes, ...]:
+    inv = site / "inventory"
+    files = sorted(p for p in inv.rglob("*") if p.is_file() and p.name != ".lock")
+    return tuple(p.read_bytes() for p in files) + (deskguard(site, "devices", "list", "--json").stdout.encode(),)
+
+
+def assert_refused(proc, codes):
+    assert proc.returncode in codes, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("deskguard: ") and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_unreachable_laptop_writes_nothing(site):
+    before = state(site)
+    proc = deskguard(site, "onboard", "lap-01", "--os", "debian", "--address", "127.0.0.1",
+                     "--port", str(closed_port()), "--user", "tanaka", "--yes")
+    assert_refused(proc, {3})
+    assert "not reachable" in proc.stderr
+    assert state(site) == before
+
+
+def test_hand_broken_inventory_is_named_and_kept(site):
+    hosts = site / "inventory" / "hosts.yml"
+    good = hosts.read_bytes()
+    try:
+        hosts.write_text("all:\n  children:\n    laptops: [unclosed\n")
+        broken = hosts.read_bytes()
+        proc = deskguard(site, "onboard", "lap-01", "--os", "debian", "--address", "127.0.0.1",
+                         "--port", str(closed_port()), "--user", "tanaka", "--yes")
+        assert_refused(proc, {2, 4})
+        assert re.search(r"inventory/hosts\.yml:\d+: ", proc.stderr), proc.stderr  # file:line
+        assert hosts.read_bytes() == broken
+    finally:
+        hosts.write_bytes(good)
+
+
+def test_windows_is_refused_plainly(site):
+    proc = deskguard(site, "onboard", "win-01", "--os", "windows", "--address", "127.0.0.1", "--user", "tanaka")
+    assert_refused(proc, {4})
+    assert "not available yet" in proc.stderr
+
+
+text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=20)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(host=st.one_of(text, st.sampled_from(["lap-01", "a b", "x;id", "-rf", "LAP_01", "é"])),
+       os_name=st.one_of(st.sampled_from(["debian", "ubuntu", "windows", "DEBIAN", "arch", ""]), text),
+       user=st.one_of(st.sampled_from(["tanaka", "", "Tan aka", "root;id"]), text),
+       port=st.one_of(st.integers(-5, 70000).map(str), text),
+       address=st.sampled_from(["127.0.0.1", "", "bad addr", "1.2.3.4;id", "$(id)"]))
+def test_no_argument_gives_a_traceback_or_changes_anything(site, host, os_name, user, port, address):
+    if address == "127.0.0.1" and port.isdigit() and 1 <= int(port) <= 65535:
+        port = str(closed_port())  # the only address that can pass validation never answers
+    before = state(site)
+    proc = deskguard(site, "onboard", host, "--os", os_name, "--address", address, "--user", user,
+                     "--port", port, "--yes")
+    assert_refused(proc, {2, 3, 4})
+    assert state(site) == before
