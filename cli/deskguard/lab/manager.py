@@ -53,20 +53,27 @@ def up(laptops: int = 0, containers: int = 0, fleet_hosts: int = 0, inventory_di
 STOPPERS = {"vm": vm.stop_vm, "container": container.stop_container, "fleet": fleet.stop_fleet_host}
 
 
-def down(inventory_dir: Path | None = None, log=print) -> int:
-    """Stop every host the lab started (by PID), remove its namespaces and mounts; idempotent."""
+def down(inventory_dir: Path | None = None, log=print, names: list[str] | None = None) -> int:
+    """Stop the hosts the lab started (all, or only `names`), by PID, and remove their namespaces, mounts and
+    overlays; with no names, the bridge too. Idempotent."""
     with locked():
         state = LabState.load()
         stopped = 0
         for host in sorted(state.hosts.values(), key=lambda h: h.name):
+            if names is not None and host.name not in names:
+                continue
             STOPPERS[host.kind](host)
             del state.hosts[host.name]
             stopped += 1
             state.save()  # after each host, so an interrupted `down` resumes where it stopped
-        network.remove_bridge(state)
+        if names is None:
+            network.remove_bridge(state)
         state.save()
         if inventory_dir is not None:
-            (inventory_dir / "hosts.yml").unlink(missing_ok=True)
+            if names is None:
+                (inventory_dir / "hosts.yml").unlink(missing_ok=True)
+            else:
+                write_inventory(state, inventory_dir)
         return stopped
 
 
