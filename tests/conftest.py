@@ -46,3 +46,13 @@ def lab_container(lab_session, lab_inventory_dir):
 def lab_laptop(lab_session, lab_inventory_dir):
     """One laptop VM (qemu TCG, root on LUKS2)."""
     return _up(lab_session, lab_inventory_dir, laptops=1)
+
+
+
+@pytest.fixture(scope="session")
+def make_site(tmp_path_factory):
+    """make_site(management=None) -> an initialised site (store, keys, example policy); `management`
+    replaces the policy's management networks (the lab's controller reaches its hosts from elsewhere)."""
+    from sitetools import init_site
+
+    return lambda management=None: init_site(tmp_path_factory.mktemp("site"), management)

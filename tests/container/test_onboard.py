@@ -14,12 +14,12 @@ from deskguard.lab.image import lab_key
 pytestmark = pytest.mark.container
 
 HOST = "lap-ct2"
-PASSPHRASE = "correct horse battery staple"
 
 
-def deskguard(site, *args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "deskguard", *args, "--site", str(site)],
-                          capture_output=True, text=True, timeout=timeout)
+def deskguard(site, *args):
+    from sitetools import run_deskguard
+
+    return run_deskguard(site, *args, timeout=600)
 
 
 def onboard(site, laptop, *extra, user="dgadmin"):
@@ -51,18 +51,8 @@ def laptop(lab_container):
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    site = tmp_path_factory.mktemp("site")
-    secret = site.parent / "officer.pass"
-    secret.write_text(PASSPHRASE + "\n")
-    proc = deskguard(site, "init", "--officer-passphrase-file", str(secret))
-    assert proc.returncode == 0, proc.stderr
-    policy = site / "inventory" / "group_vars" / "all" / "policy.yml"
-    text = policy.read_text()
-    assert 'firewall_management_sources: ["10.8.0.0/16"]' in text
-    # The lab's controller reaches its containers from the lab bridge.
-    policy.write_text(text.replace('["10.8.0.0/16"]', '["10.213.0.0/16"]'))
-    return site
+def site(make_site):
+    return make_site(management="10.213.0.0/16")  # the lab's controller reaches containers from its bridge
 
 
 def test_check_mode_changes_and_records_nothing(site, laptop):

@@ -24,17 +24,10 @@ def deskguard(*args: str) -> subprocess.CompletedProcess:
 
 
 def still_running(pid: int | None, start: int | None) -> bool:
-    """The recorded process still exists and is not a zombie (zombies are already dead: this machine's PID 1
-    reaps them within a couple of seconds)."""
-    from deskguard.lab.state import proc_start_time
+    """The recorded process still exists and is not a zombie (this machine's PID 1 reaps zombies late)."""
+    from deskguard.lab.state import same_process
 
-    if pid is None or proc_start_time(pid) != start:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
+    return same_process(pid, start)
 
 
 def lab_processes(run_dir: Path) -> list[str]:

@@ -38,20 +38,6 @@ all:
 HV = dict(os="ubuntu", address="10.8.0.42", port=22, ssh_user="tanaka", operator="Tanaka")
 
 
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    monkeypatch.delenv("DESKGUARD_DB_URL", raising=False)
-    return tmp_path
-
-
-@pytest.fixture
-def store(site):
-    from deskguard.store import Store
-
-    with Store.open(site, create=True) as s:
-        yield s
-
-
 def snapshot(site):
     inv = site / "inventory"
     if not inv.exists():

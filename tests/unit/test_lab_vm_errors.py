@@ -11,7 +11,7 @@ import pytest
 
 from deskguard.errors import LabError
 from deskguard.lab import vm
-from deskguard.lab.state import LabHost, LabState, proc_start_time
+from deskguard.lab.state import LabHost, LabState, is_alive, proc_start_time
 
 pytestmark = pytest.mark.unit
 
@@ -136,7 +136,7 @@ def test_stop_vm_never_kills_a_recycled_pid(lab_run):
         host = _vm_host(lab_run, pid=other.pid, pid_start=start + 1)  # same PID, another start time
         vm.stop_vm(host)
         assert other.poll() is None, "stop_vm killed a process the lab did not start"
-        assert not vm.host_running(host)
+        assert not is_alive(host)
     finally:
         other.kill()
         other.wait()

@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import re
 import socket
-import subprocess
-import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 pytestmark = pytest.mark.unit
-
-PASSPHRASE = "correct horse battery staple"
-
 
 def closed_port() -> int:
     with socket.socket() as s:
@@ -24,17 +19,14 @@ def closed_port() -> int:
 
 
 def deskguard(site, *args):
-    return subprocess.run([sys.executable, "-m", "deskguard", *args, "--site", str(site)],
-                          capture_output=True, text=True, timeout=120)
+    from sitetools import run_deskguard
+
+    return run_deskguard(site, *args, timeout=120)
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    site = tmp_path_factory.mktemp("site")
-    pw = site.parent / "pw"
-    pw.write_text(PASSPHRASE)
-    assert deskguard(site, "init", "--officer-passphrase-file", str(pw)).returncode == 0
-    return site
+def site(make_site):
+    return make_site()
 
 
 def state(site) -> tuple[bytes, ...]:

@@ -13,18 +13,6 @@ from deskguard.store import DeviceExists, DeviceNotFound, Store, StoreError, def
 pytestmark = pytest.mark.unit
 
 
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    monkeypatch.delenv("DESKGUARD_DB_URL", raising=False)
-    return tmp_path
-
-
-@pytest.fixture
-def store(site):
-    with Store.open(site, create=True) as s:
-        yield s
-
-
 def _register(store, name="tanaka-laptop", **kw):
     args = dict(os="ubuntu", address="10.8.0.42", port=22, ssh_user="tanaka", operator="Tanaka Yui")
     args.update(kw)

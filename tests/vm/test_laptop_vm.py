@@ -17,7 +17,7 @@ import pytest
 from deskguard.errors import LabError
 from deskguard.lab import vm
 from deskguard.lab.image import LaptopImage
-from deskguard.lab.state import LabState
+from deskguard.lab.state import LabState, is_alive
 
 pytestmark = pytest.mark.vm
 
@@ -27,7 +27,7 @@ NAME = "lab-vm1"
 @pytest.fixture
 def laptop(lab_laptop):
     host = LabState.load().hosts[NAME]
-    assert vm.host_running(host)
+    assert is_alive(host)
     return host
 
 
@@ -42,7 +42,7 @@ def _kv(stdout: str) -> dict[str, str]:
 
 def _run(host, script: str, stdin: str | None = None, timeout: float = 180):
     res = vm.ssh(host, script, timeout=timeout, stdin=stdin)
-    assert res.returncode == 0, (f"exit {res.returncode} (qemu running: {vm.host_running(host)}, lab state: "
+    assert res.returncode == 0, (f"exit {res.returncode} (qemu running: {is_alive(host)}, lab state: "
                                  f"{sorted(LabState.load().hosts)})\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}")
     return _kv(res.stdout)
 
@@ -194,13 +194,13 @@ def test_qemu_crash_is_recovered_by_lab_up(laptop, lab_session, lab_inventory_di
     _run(laptop, "echo crashed | sudo -n tee /var/tmp/dg-crash-marker >/dev/null && sync && echo OK=1")
     os.kill(laptop.pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while vm.host_running(laptop):
+    while is_alive(laptop):
         assert time.monotonic() < deadline, "qemu survived SIGKILL"
         time.sleep(0.1)
 
     state = lab_session.up(laptops=1, inventory_dir=lab_inventory_dir, log=lambda m: None)
     new = state.hosts[NAME]
-    assert new.pid != laptop.pid and vm.host_running(new)
+    assert new.pid != laptop.pid and is_alive(new)
     assert new.extra["boot"] == "snapshot"
     before = time.time()
     r = _run(new, 'echo "HOST=$(cat /proc/sys/kernel/hostname)"; echo "NOW=$(date +%s.%N)"; '

@@ -5,9 +5,6 @@ module call costs 8-15 s under TCG."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-
 import pytest
 
 from deskguard.lab import vm
@@ -19,9 +16,10 @@ pytestmark = pytest.mark.vm
 HOST = "lap-vm1"
 
 
-def deskguard(site, *args, timeout=1800):
-    return subprocess.run([sys.executable, "-m", "deskguard", *args, "--site", str(site)],
-                          capture_output=True, text=True, timeout=timeout)
+def deskguard(site, *args):
+    from sitetools import run_deskguard
+
+    return run_deskguard(site, *args)
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +28,8 @@ def laptop(lab_laptop):
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    site = tmp_path_factory.mktemp("vmsite")
-    pw = site.parent / "pw"
-    pw.write_text("correct horse battery staple")
-    assert deskguard(site, "init", "--officer-passphrase-file", str(pw)).returncode == 0
-    policy = site / "inventory" / "group_vars" / "all" / "policy.yml"
-    # Under qemu's user networking the controller's SSH arrives from 10.0.2.2.
-    policy.write_text(policy.read_text().replace('["10.8.0.0/16"]', '["10.0.2.0/24"]'))
-    return site
+def site(make_site):
+    return make_site(management="10.0.2.0/24")  # under qemu's user networking SSH arrives from 10.0.2.2
 
 
 def onboard(site, laptop, *extra):

@@ -24,7 +24,7 @@ from ..errors import LabError
 from . import network
 from .image import files_dir
 from .paths import runtime_dir
-from .state import LabHost, LabState, is_alive, proc_start_time
+from .state import LabHost, LabState, is_alive, proc_start_time, same_process, signal_process, wait_gone
 
 NAME_RE = re.compile(r"^lab-ct(\d+)$")
 BOOT_TIMEOUT = 90.0
@@ -86,7 +86,7 @@ def start_containers(state: LabState, count: int, rootfs, log=print) -> None:
     # anything of the tier the state does not record is a leftover of an interrupted run: removed.
     for name in names:
         host = state.hosts.get(name)
-        if host is not None and not network.same_process(host.pid, host.pid_start):
+        if host is not None and not same_process(host.pid, host.pid_start):
             stop_container(state.hosts.pop(name))
     sweep_strays(set(state.hosts))
     wanted = [n for n in names if n not in state.hosts]
@@ -144,15 +144,15 @@ def stop_container(host: LabHost) -> None:
     inits = [(host.extra["init_pid"], host.extra.get("init_start"))] if host.extra.get("init_pid") else []
     if is_alive(host):
         inits += [(p, proc_start_time(p)) for p in network.children(host.pid)]
-        network.signal_process(host.pid, host.pid_start, signal.SIGTERM)
-        if not network.wait_gone(host.pid, host.pid_start, STOP_GRACE):
+        signal_process(host.pid, host.pid_start, signal.SIGTERM)
+        if not wait_gone(host.pid, host.pid_start, STOP_GRACE):
             # Killing the container's init kills its whole PID namespace; nspawn then exits by itself.
             for pid, start in inits:
-                network.signal_process(pid, start, signal.SIGKILL)
+                signal_process(pid, start, signal.SIGKILL)
             network.stop_process(host.pid, host.pid_start, signal.SIGKILL, grace=10)
     # nspawn gone but its container still running (nspawn alone was killed): power it off by its init's PID.
     for pid, start in inits:
-        if network.same_process(pid, start):
+        if same_process(pid, start):
             network.stop_process(pid, start, signal.SIGRTMIN + 4, grace=STOP_GRACE)
     _remove(host.name)
 

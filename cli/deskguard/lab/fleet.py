@@ -28,7 +28,7 @@ from ..errors import LabError
 from . import network
 from .image import files_dir, lab_key
 from .paths import cache_dir, runtime_dir
-from .state import LabHost, LabState, is_alive, proc_start_time
+from .state import LabHost, LabState, is_alive, proc_start_time, same_process
 
 NAME_RE = re.compile(r"^lab-f(\d{3,4})$")
 VETH_RE = re.compile(r"^dg-f(\d{3,4})$")
@@ -147,7 +147,7 @@ def start_fleet(state: LabState, count: int, log=print) -> None:
     # reused.
     for name in names:
         host = state.hosts.get(name)
-        if host is not None and not network.same_process(host.pid, host.pid_start):
+        if host is not None and not same_process(host.pid, host.pid_start):
             stop_fleet_host(state.hosts.pop(name))
     sweep_strays(set(state.hosts))
     wanted = [n for n in names if n not in state.hosts]

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ..errors import LabError
+from .state import proc_start_time, signal_process, wait_gone
 
 BRIDGE = "dglab0"
 HOST_ADDRESS = "10.213.0.1"
@@ -125,44 +126,12 @@ def netns_list() -> list[str]:
 # `lab down` later can stop them, and the one that ran `lab up` never collects zombies.
 
 
-def proc_state(pid: int) -> str | None:
-    """The one-letter state of a process (R, S, Z, ...), or None when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
 
 
-def same_process(pid: int | None, start: int | None) -> bool:
-    """True while `pid` is still the very process that was recorded (start time matches) and not a zombie."""
-    from .state import proc_start_time
-
-    if pid is None:
-        return False
-    if proc_start_time(pid) != start:
-        return False
-    return proc_state(pid) not in (None, "Z", "X")
 
 
-def wait_gone(pid: int, start: int | None, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    pause = 0.001  # most lab processes exit within milliseconds of a signal: poll fast first
-    while same_process(pid, start):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(pause)
-        pause = min(pause * 2, 0.1)
-    return True
 
 
-def signal_process(pid: int, start: int | None, sig: int) -> None:
-    """Signal `pid` only if it is still the recorded process (a recycled PID is never hit)."""
-    if same_process(pid, start):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def stop_process(pid: int, start: int | None, sig: int, grace: float) -> None:
@@ -270,8 +239,6 @@ def wait_connections_closed(address: str, port: int = 22, timeout: float = 2.0) 
 def kill_pids(pids: list[int], grace: float = 2.0) -> None:
     """SIGTERM, then SIGKILL after `grace`, each process by PID and start time."""
     import signal
-
-    from .state import proc_start_time
 
     recorded = [(pid, proc_start_time(pid)) for pid in pids if pid != os.getpid()]
     for pid, start in recorded:

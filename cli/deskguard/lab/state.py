@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,14 +60,52 @@ def locked():
         os.close(fd)
 
 
-def proc_start_time(pid: int) -> int | None:
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (which may contain spaces), or None when gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    # Field 22 (starttime); the command name in field 2 may contain spaces, so split after ')'.
-    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def proc_start_time(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None  # field 22, starttime
+
+
+def proc_state(pid: int) -> str | None:
+    """The one-letter state of a process (R, S, Z, ...), or None when it is gone."""
+    fields = _stat(pid)
+    return fields[0] if fields else None
+
+
+def same_process(pid: int | None, start: int | None) -> bool:
+    """True while `pid` is still the very process that was recorded (same start time) and not a zombie."""
+    if pid is None or start is None or proc_start_time(pid) != start:
+        return False
+    return proc_state(pid) not in (None, "Z", "X")
 
 
 def is_alive(host: LabHost) -> bool:
-    return host.pid is not None and proc_start_time(host.pid) == host.pid_start
+    return same_process(host.pid, host.pid_start)
+
+
+def wait_gone(pid: int, start: int | None, timeout: float) -> bool:
+    """Wait until the recorded process is gone; False on timeout."""
+    deadline = time.monotonic() + timeout
+    pause = 0.001  # most lab processes exit within milliseconds of a signal: poll fast first
+    while same_process(pid, start):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+    return True
+
+
+def signal_process(pid: int, start: int | None, sig: int) -> None:
+    """Signal `pid` only if it is still the recorded process (a recycled PID is never hit)."""
+    if same_process(pid, start):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass

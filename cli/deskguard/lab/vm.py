@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..errors import LabError
 from .paths import runtime_dir
+from .state import is_alive, same_process, wait_gone
 
 KIND = "vm"
 PORT_BASE = 2220
@@ -72,23 +73,6 @@ def _port_busy_error(port: int) -> LabError:
     return PortBusy(f"port 127.0.0.1:{port} is in use by another program; free it or set DESKGUARD_LAB_PORT_BASE")
 
 
-def _running(pid: int | None, start: int | None) -> bool:
-    """Alive, the very process we started (same start time), and not a zombie."""
-    from .state import proc_start_time
-
-    if pid is None or start is None or proc_start_time(pid) != start:
-        return False
-    try:
-        st = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return st not in ("Z", "X")
-
-
-def host_running(host) -> bool:
-    return _running(host.pid, host.pid_start)
-
-
 def _opt(path: Path | str) -> str:
     """A path inside a qemu option string (commas are doubled)."""
     return str(path).replace(",", ",,")
@@ -105,15 +89,6 @@ def _qemu_img_overlay(backing: Path, overlay: Path, relative: bool = False) -> N
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
     return lines[-1] if lines else "no output"
-
-
-def _wait_gone(pid: int, start: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while _running(pid, start):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 class _Probe:
@@ -325,7 +300,7 @@ def _restore(state, name: str, image, port: int, log=print):
     argv = qemu_argv(name, image, disk, port, rundir, incoming="defer")
     pid, start = _daemonize(name, argv, rundir, port)
     host = _record(state, name, image, port, pid, start, rundir, "snapshot")
-    alive = lambda: _running(pid, start)  # noqa: E731
+    alive = lambda: same_process(pid, start)  # noqa: E731
     with monitor(rundir / "qmp.sock", name) as mon:
         mon.cmd("migrate-incoming", uri=f"exec:cat {shlex.quote(str(snap / 'vmstate'))}")
         # The snapshot was saved from a stopped VM, so the restored one arrives paused: continue it.
@@ -382,7 +357,7 @@ def _cold_boot(state, name: str, image, port: int, log=print):
     pid, start = _daemonize(name, qemu_argv(name, image, disk, port, rundir), rundir, port)
     host = _record(state, name, image, port, pid, start, rundir, "cold")
     try:
-        wait_for_ssh(host, COLD_BOOT_TIMEOUT, alive=lambda: _running(pid, start))
+        wait_for_ssh(host, COLD_BOOT_TIMEOUT, alive=lambda: same_process(pid, start))
     except LabError as exc:
         raise LabError(f"{exc}; see its serial console {rundir / 'serial.log'}") from None
     _after_boot(host)
@@ -433,7 +408,7 @@ def start_vms(state, count: int, rootfs, log=print) -> None:
     for i in range(1, count + 1):
         name = f"lab-vm{i}"
         host = state.hosts.get(name)
-        if host is not None and host_running(host):
+        if host is not None and is_alive(host):
             continue
         if host is not None:  # dead: clean up what it left
             _forget(state, name)
@@ -453,22 +428,22 @@ def stop_vm(host) -> None:
     """Stop a laptop VM the lab started and remove its overlay folder. Idempotent."""
     from .qmp import monitor
 
-    if host_running(host):
+    if is_alive(host):
         sock = Path(host.extra.get("qmp") or vm_dir(host.name) / "qmp.sock")
         try:
             with monitor(sock, host.name, timeout=5) as mon:
                 mon.quit()
         except LabError:
             pass
-        if not _wait_gone(host.pid, host.pid_start, 15):
+        if not wait_gone(host.pid, host.pid_start, 15):
             for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-                if not _running(host.pid, host.pid_start):  # re-checked right before each signal
+                if not same_process(host.pid, host.pid_start):  # re-checked right before each signal
                     break
                 try:
                     os.kill(host.pid, sig)
                 except ProcessLookupError:
                     break
-                if _wait_gone(host.pid, host.pid_start, wait):
+                if wait_gone(host.pid, host.pid_start, wait):
                     break
     # A killed qemu's leader can look dead (a zombie) while its other threads still hold the SSH port for a
     # moment: wait for that, as long as the process is still there in some form.
@@ -511,7 +486,7 @@ def _live_qmp_sock(host) -> Path:
     if not sock.exists():
         raise LabError(f"{host.name}'s QMP socket {sock} is missing: the VM is not running; "
                        f"run `deskguard lab up --laptops 1`")
-    if not host_running(host):
+    if not is_alive(host):
         raise LabError(f"{host.name} is not running (its qemu exited; QMP socket {sock} is stale); "
                        f"run `deskguard lab up --laptops 1`")
     return sock

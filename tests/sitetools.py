@@ -1,0 +1,29 @@
+"""Helpers for tests that drive the CLI against a site of their own (imported as `sitetools`: tests/ is on
+sys.path through its conftest)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+OFFICER_PASSPHRASE = "correct horse battery staple"
+
+
+def run_deskguard(site, *args, timeout=1800) -> subprocess.CompletedProcess:
+    """`deskguard ARGS --site SITE` in a subprocess, as an admin would run it."""
+    return subprocess.run([sys.executable, "-m", "deskguard", *args, "--site", str(site)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def init_site(site: Path, management: str | None = None) -> Path:
+    secret = site.parent / f"{site.name}.pass"
+    secret.write_text(OFFICER_PASSPHRASE + "\n")
+    proc = run_deskguard(site, "init", "--officer-passphrase-file", str(secret))
+    assert proc.returncode == 0, proc.stderr
+    if management:
+        policy = site / "inventory" / "group_vars" / "all" / "policy.yml"
+        text = policy.read_text()
+        assert 'firewall_management_sources: ["10.8.0.0/16"]' in text
+        policy.write_text(text.replace('["10.8.0.0/16"]', f'["{management}"]'))
+    return site
