@@ -117,10 +117,13 @@ def _controls(result: PlaybookResult, hostname: str) -> dict[str, str]:
 
 
 def summary_rows(result: PlaybookResult, hostname: str, check: bool) -> list[dict]:
+    outcome = result.hosts.get(hostname)
     rows = []
     for cid, state in _controls(result, hostname).items():
         shown = {"applied": "would change" if check else "applied", "compliant": "already compliant",
                  "skipped": "disabled", "failed": "failed"}[state]
-        rows.append({"control": cid, "state": shown, "next": NEXT_STEP[state] if not check or state != "applied"
-                     else "run without --check to apply"})
+        nxt = "run without --check to apply" if check and state == "applied" else NEXT_STEP[state]
+        findings = outcome.findings.get(cid, []) if outcome else []
+        rows.append({"control": cid, "state": shown, "next": "; ".join(findings) if findings else nxt,
+                     "findings": findings})
     return rows

@@ -46,6 +46,8 @@ class HostOutcome:
     messages: list[str] = field(default_factory=list)
     # control ID -> failed | applied | compliant | skipped (the worst of its tasks)
     controls: dict[str, str] = field(default_factory=dict)
+    # control ID -> one-line notes that read-only (AUDIT) steps returned as `finding`
+    findings: dict[str, list[str]] = field(default_factory=dict)
 
     def record_control(self, task: str, state: str) -> None:
         match = CONTROL_TASK.match(task or "")
@@ -131,6 +133,9 @@ class EventCollector:
             h.ok += 1
             h.changed += bool(res.get("changed"))
             h.record_control(task, "applied" if res.get("changed") else "compliant")
+            match = CONTROL_TASK.match(task)
+            if match and res.get("finding"):
+                h.findings.setdefault(match.group(1), []).append(str(res["finding"]))
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
             h.failed += 1
             h.record_control(task, "failed")

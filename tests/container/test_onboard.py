@@ -179,3 +179,19 @@ def test_ctrl_c_leaves_store_and_inventory_consistent_and_a_rerun_converges(site
     assert rerun.returncode == 0, rerun.stderr
     devices = {d["hostname"]: d for d in json.loads(deskguard(site, "devices", "list", "--json").stdout)}
     assert devices[other_name]["state"] == "onboarded"
+
+
+def test_pending_reboot_is_reported_not_acted_on(site, laptop):
+    ssh(laptop, "echo '*** System restart required ***' | sudo tee /var/run/reboot-required >/dev/null; "
+                "echo linux-image-amd64 | sudo tee /var/run/reboot-required.pkgs >/dev/null")
+    # A container shares the kernel's boot id: its init's start time shows a reboot instead.
+    init_started = ssh(laptop, "cut -d' ' -f22 /proc/1/stat").stdout
+    try:
+        proc, out = onboard(site, laptop)
+    finally:
+        ssh(laptop, "sudo rm -f /var/run/reboot-required /var/run/reboot-required.pkgs")
+    assert proc.returncode == 0, proc.stderr
+    upd = next(c for c in out["controls"] if c["control"] == "UPD-001")
+    assert upd["state"] in ("applied", "already compliant")  # compliant when run after the others
+    assert "reboot pending after updates (linux-image-amd64)" in upd["next"], upd
+    assert ssh(laptop, "cut -d' ' -f22 /proc/1/stat").stdout == init_started != ""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from deskguard.errors import LabError
-from deskguard.lab import vm
+from deskguard.lab import usb, vm
 from deskguard.lab.state import LabHost, LabState, is_alive, proc_start_time
 
 pytestmark = pytest.mark.unit
@@ -42,24 +42,24 @@ def _vm_host(run: Path, name: str = "lab-vm1", pid=None, pid_start=None) -> LabH
 def test_usb_plug_unknown_host(lab_run):
     _save()
     with pytest.raises(LabError, match="no lab host named 'lab-vm9'"):
-        vm.usb_plug("lab-vm9", serial="X1")
+        usb.plug("lab-vm9", serial="X1")
 
 
 def test_usb_plug_into_a_container_is_refused(lab_run):
     _save(LabHost(name="lab-ct1", kind="container", address="10.0.0.2"))
     with pytest.raises(LabError, match="lab-ct1 is a lab container, not a laptop VM"):
-        vm.usb_plug("lab-ct1", kind="keyboard")
+        usb.plug("lab-ct1", kind="keyboard")
 
 
 def test_usb_plug_and_unplug_with_missing_qmp_socket(lab_run):
     _save(_vm_host(lab_run))
     with pytest.raises(LabError) as err:
-        vm.usb_plug("lab-vm1", serial="DG1")
+        usb.plug("lab-vm1", serial="DG1")
     msg = str(err.value)
     assert "lab-vm1's QMP socket" in msg and "is missing" in msg and "deskguard lab up --laptops 1" in msg
     assert "\n" not in msg
     with pytest.raises(LabError, match="QMP socket .* is missing"):
-        vm.usb_unplug("lab-vm1", "usb1")
+        usb.unplug("lab-vm1", "usb1")
 
 
 def test_usb_plug_into_a_crashed_vm(lab_run):
@@ -72,7 +72,7 @@ def test_usb_plug_into_a_crashed_vm(lab_run):
     _save(host)
     with pytest.raises(LabError, match=r"lab-vm1 is not running \(its qemu exited; QMP socket .* is stale\); "
                                        r"run `deskguard lab up --laptops 1`"):
-        vm.usb_plug("lab-vm1", kind="mouse")
+        usb.plug("lab-vm1", kind="mouse")
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -83,7 +83,7 @@ def test_usb_plug_into_a_crashed_vm(lab_run):
 def test_usb_plug_bad_arguments(lab_run, kwargs, match):
     _save(_vm_host(lab_run))
     with pytest.raises(LabError, match=match):
-        vm.usb_plug("lab-vm1", **kwargs)
+        usb.plug("lab-vm1", **kwargs)
 
 
 def test_stale_qmp_socket_is_one_clear_line(lab_run):

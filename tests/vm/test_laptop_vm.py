@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from deskguard.errors import LabError
-from deskguard.lab import vm
+from deskguard.lab import usb, vm
 from deskguard.lab.image import LaptopImage
 from deskguard.lab.state import LabState, is_alive
 
@@ -147,29 +147,29 @@ done
 
 def test_usb_stick_hot_plug_is_seen_by_the_guest_kernel_then_unplugged(laptop):
     serial = "DGSTICK42"
-    dev = vm.usb_plug(NAME, kind="storage", serial=serial, device_id="stick1")
+    dev = usb.plug(NAME, kind="storage", serial=serial, device_id="stick1")
     assert dev == "stick1"
     try:
         r = _run(laptop, _poll_usb([serial], present=True))
     finally:
-        vm.usb_unplug(NAME, dev)
+        usb.unplug(NAME, dev)
     assert r[serial] == "46f4:0001 QEMU USB HARDDRIVE"
     name, size = r[f"{serial}.block"].split()
-    assert name.startswith("sd") and int(size) == vm.USB_STICK_BYTES
+    assert name.startswith("sd") and int(size) == usb.USB_STICK_BYTES
     r = _run(laptop, _poll_usb([serial], present=False))
     assert r[serial] == "absent"
     assert not (Path(laptop.extra["dir"]) / "stick1.img").exists()
 
 
 def test_usb_keyboard_and_mouse_hot_plug(laptop):
-    kbd = vm.usb_plug(NAME, kind="keyboard", serial="DGKBD7")
-    mouse = vm.usb_plug(NAME, kind="mouse", serial="DGMOUSE7")
+    kbd = usb.plug(NAME, kind="keyboard", serial="DGKBD7")
+    mouse = usb.plug(NAME, kind="mouse", serial="DGMOUSE7")
     assert kbd != mouse
     try:
         r = _run(laptop, _poll_usb(["DGKBD7", "DGMOUSE7"], present=True))
     finally:
-        vm.usb_unplug(NAME, kbd)
-        vm.usb_unplug(NAME, mouse)
+        usb.unplug(NAME, kbd)
+        usb.unplug(NAME, mouse)
     assert r["DGKBD7"].endswith("QEMU USB Keyboard")
     assert r["DGMOUSE7"].endswith("QEMU USB Mouse")
     r = _run(laptop, _poll_usb(["DGKBD7", "DGMOUSE7"], present=False))
@@ -178,15 +178,15 @@ def test_usb_keyboard_and_mouse_hot_plug(laptop):
 
 def test_usb_errors_on_a_running_vm(laptop):
     with pytest.raises(LabError, match=f"{NAME} has no USB device 'nope'"):
-        vm.usb_unplug(NAME, "nope")
+        usb.unplug(NAME, "nope")
     with pytest.raises(LabError, match="has no USB device 'xhci'"):
-        vm.usb_unplug(NAME, "xhci")  # a device, but not a USB one the lab plugged: refused
-    dev = vm.usb_plug(NAME, kind="keyboard", device_id="dupe")
+        usb.unplug(NAME, "xhci")  # a device, but not a USB one the lab plugged: refused
+    dev = usb.plug(NAME, kind="keyboard", device_id="dupe")
     try:
         with pytest.raises(LabError, match="already has a device 'dupe'"):
-            vm.usb_plug(NAME, kind="mouse", device_id="dupe")
+            usb.plug(NAME, kind="mouse", device_id="dupe")
     finally:
-        vm.usb_unplug(NAME, dev)
+        usb.unplug(NAME, dev)
 
 
 def test_qemu_crash_is_recovered_by_lab_up(laptop, lab_session, lab_inventory_dir):

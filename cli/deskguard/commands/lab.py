@@ -85,9 +85,9 @@ def usb():
 @click.option("--id", "device_id", default=None, help="Device id to use for unplug (default: derived).")
 def plug(name, serial, kind, device_id):
     """Plug a USB stick, keyboard or mouse into laptop VM NAME."""
-    from ..lab import vm
+    from ..lab import usb
 
-    dev = vm.usb_plug(name, kind=kind, serial=serial, device_id=device_id)
+    dev = usb.plug(name, kind=kind, serial=serial, device_id=device_id)
     click.echo(f"lab: plugged {kind} {dev} into {name}")
 
 
@@ -96,9 +96,9 @@ def plug(name, serial, kind, device_id):
 @click.argument("device_id")
 def unplug(name, device_id):
     """Unplug USB device DEVICE_ID from laptop VM NAME."""
-    from ..lab import vm
+    from ..lab import usb
 
-    vm.usb_unplug(name, device_id)
+    usb.unplug(name, device_id)
     click.echo(f"lab: unplugged {device_id} from {name}")
 
 
