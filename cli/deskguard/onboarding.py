@@ -34,7 +34,7 @@ class OnboardRequest:
 def validate(req: OnboardRequest) -> None:
     from .inventory import validate_hostname
 
-    validate_hostname(req.hostname)
+    req.hostname = validate_hostname(req.hostname)  # the store and inventory use its lower-case form
     if not OPERATOR_NAME.match(req.operator or ""):
         raise UsageError(f"--user {req.operator!r} is not a valid account name (lower case, digits, _ . -)")
     if not OPERATOR_NAME.match(req.ssh_user or ""):
@@ -68,33 +68,33 @@ def onboard(site: Path, req: OnboardRequest, progress=None) -> tuple[PlaybookRes
     from .store import Store
 
     validate(req)
-    store = Store.open(site)
-    # A hand-broken inventory is refused (file:line) before the laptop is even contacted.
-    inventory.list_hosts(site)
-    existing = store.get_device(req.hostname)
-    if existing is not None and (existing.address, existing.port) != (req.address, req.port):
-        raise UsageError(f"{req.hostname} is already registered at {existing.address}:{existing.port}; "
-                         f"remove it first (`deskguard devices remove {req.hostname}`) or use another name")
-    pre = preflight.check_linux(req.address, req.port, req.ssh_user, req.os, req.ssh_key, known_hosts(site))
-    hostvars = connection_vars(site, req)
-    if req.check:
-        # Check mode records nothing: the host goes into a throw-away inventory file beside the real one, so
-        # that the site's group_vars (the policy) still apply, and is removed afterwards.
-        return _run_check(site, req, hostvars, pre, progress), {"hostname": req.hostname, "uuid": None,
-                                                                 "os": pre.os, "os_version": pre.os_version}
-    device, _created = inventory.register_and_add(
-        site, store, req.hostname, os=req.os, address=req.address, port=req.port, ssh_user=req.ssh_user,
-        operator=req.operator, os_version=pre.os_version, hostvars=hostvars)
-    result = run_playbook(site, "onboard.yml", [inventory.hosts_file(site)], limit=req.hostname,
-                          extravars={"deskguard_hosts": req.hostname}, progress=progress)
-    if result.exit_code == EXIT_OK:
-        store.set_device_state(req.hostname, "onboarded")
-    store.audit(None, "device.onboard", req.hostname, {"exit_code": result.exit_code,
-                                                       "controls": _controls(result, req.hostname)})
-    return result, {"hostname": device.hostname, "uuid": device.uuid, "os": pre.os, "os_version": pre.os_version}
+    with Store.open(site) as store:
+        # A hand-broken inventory is refused (file:line) before the laptop is even contacted.
+        inventory.list_hosts(site)
+        existing = store.get_device(req.hostname)
+        if existing is not None and (existing.address, existing.port) != (req.address, req.port):
+            raise UsageError(f"{req.hostname} is already registered at {existing.address}:{existing.port}; "
+                             f"remove it first (`deskguard devices remove {req.hostname}`) or use another name")
+        pre = preflight.check_linux(req.address, req.port, req.ssh_user, req.os, req.ssh_key, known_hosts(site))
+        hostvars = connection_vars(site, req)
+        facts = {"hostname": req.hostname, "uuid": None, "os": pre.os, "os_version": pre.os_version}
+        if req.check:
+            # Check mode records nothing: the host goes into a throw-away inventory file beside the real one,
+            # so that the site's group_vars (the policy) still apply, and is removed afterwards.
+            return _run_check(site, req, hostvars, progress), facts
+        device, _created = inventory.register_and_add(
+            site, store, req.hostname, os=req.os, address=req.address, port=req.port, ssh_user=req.ssh_user,
+            operator=req.operator, os_version=pre.os_version, hostvars=hostvars)
+        result = run_playbook(site, "onboard.yml", [inventory.hosts_file(site)], limit=req.hostname,
+                              extravars={"deskguard_hosts": req.hostname}, progress=progress)
+        if result.exit_code == EXIT_OK:
+            store.set_device_state(req.hostname, "onboarded")
+        store.audit(None, "device.onboard", req.hostname, {"exit_code": result.exit_code,
+                                                           "controls": _controls(result, req.hostname)})
+        return result, {**facts, "uuid": device.uuid}
 
 
-def _run_check(site: Path, req: OnboardRequest, hostvars: dict, pre, progress) -> PlaybookResult:
+def _run_check(site: Path, req: OnboardRequest, hostvars: dict, progress) -> PlaybookResult:
     import yaml
 
     from .fsutil import atomic_write

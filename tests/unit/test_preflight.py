@@ -45,3 +45,9 @@ def test_bad_requests_refused(field, value):
     setattr(req, field, value)
     with pytest.raises(UsageError):
         validate(req)
+
+
+def test_host_name_is_normalised_to_lower_case():
+    req = OnboardRequest("LAP-01", "debian", "10.0.0.5", "tanaka")
+    validate(req)
+    assert req.hostname == "lap-01"

@@ -34,9 +34,10 @@ def onboard(hostname, os_name, address, operator, ssh_user, port, ssh_key, check
         click.confirm(f"Onboard {hostname} ({address}) for {operator}? This changes the laptop", abort=True)
     result, device = run_onboard(site_dir(site), req,
                                  progress=None if as_json else progress_factory(f"onboard {hostname}", 1))
+    hostname = device["hostname"]  # as the store spells it (lower case)
     rows = summary_rows(result, hostname, check)
     if as_json:
-        outcome = result.hosts.get(device["hostname"])
+        outcome = result.hosts.get(hostname)
         click.echo(json.dumps({"device": device, "check": check, "exit_code": result.exit_code,
                                "seconds": round(result.seconds, 1), "module_calls": result.module_calls,
                                "changed_tasks": outcome.changed if outcome else None,
