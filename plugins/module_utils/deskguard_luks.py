@@ -1,0 +1,409 @@
+# -*- coding: utf-8 -*-
+"""Target-side LUKS logic for the disk_encryption role: inspect, discover, add/verify/remove/rotate keys.
+
+Pure Python 3.9+ stdlib, runs on the laptop, unit-tested against real cryptsetup on image files
+(header operations need no device-mapper). The module wrapper, the escrow action plugin and the role
+build on this file; see docs/luks.md.
+
+Fail-safe rules, enforced here and not left to callers:
+- Secrets never appear in argv: every key goes to cryptsetup on stdin (``--key-file -`` with an exact
+  ``--keyfile-size``), so nothing is written to disk and nothing is left behind even after SIGKILL.
+- ``open --test-passphrase`` runs with token unlocking disabled: otherwise a LUKS2 token (TPM2, a
+  passphrase in the kernel keyring) unlocks the header and *any* key file "works" (proven in the tests).
+- A key is added, then verified on its own slot, and only then is an old slot removed, unlocking with a
+  key that opens a *different* slot; so after any interruption at least one known key opens the disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+
+CRYPTSETUP = "cryptsetup"
+LUKS2_SLOTS = 32
+LUKS1_SLOTS = 8
+# open --test-passphrase tries LUKS2 tokens before the key file; restrict it to a token type that cannot
+# exist (and load no external token plugin), so a test proves the key itself, never a TPM or keyring.
+_NO_TOKENS = ("--disable-external-tokens", "--token-type", "deskguard-key-file-only")
+_C_ENV = dict(os.environ, LC_ALL="C", LANG="C")
+
+# Test hook: called with "added", "verified", "removed" at the steps of rotate(). The interruption tests
+# set it in a child process to SIGKILL itself; it is None in production.
+_hook = None
+
+
+class LuksError(Exception):
+    """One-line message: the device, what went wrong, what to do."""
+
+
+def _step(name):
+    if _hook is not None:
+        _hook(name)
+
+
+def _run(args, secret=None):
+    """Run cryptsetup with args; secret (bytes) goes to stdin only. Returns (rc, stdout, stderr)."""
+    proc = subprocess.run([CRYPTSETUP, *args], input=secret if secret is not None else b"",
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_C_ENV)
+    return proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+
+
+def _last_line(text):
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def _check_key(device, key, what="key"):
+    if not isinstance(key, (bytes, bytearray)) or not key:
+        raise LuksError("%s: the %s must be non-empty bytes" % (device, what))
+    return bytes(key)
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+def _parse_luks1(text):
+    """LUKS1 text dump -> a dict shaped like the LUKS2 JSON where it matters (keyslots by string id)."""
+    fields = {}
+    slots = {}
+    current = None
+    for line in text.splitlines():
+        m = re.match(r"^Key Slot (\d+): (ENABLED|DISABLED)", line)
+        if m:
+            current = None
+            if m.group(2) == "ENABLED":
+                current = slots[m.group(1)] = {"type": "luks1", "kdf": {"type": "pbkdf2"}}
+            continue
+        m = re.match(r"^\s*([A-Za-z ]+?):\s*(.*)$", line)
+        if not m:
+            continue
+        name, value = m.group(1).strip(), m.group(2).strip()
+        if current is not None and name == "Iterations":
+            current["kdf"]["iterations"] = int(value)
+        elif current is None and line[:1] not in (" ", "\t"):
+            fields[name] = value
+    cipher = "-".join(x for x in (fields.get("Cipher name"), fields.get("Cipher mode")) if x)
+    key_bits = int(fields["MK bits"]) if fields.get("MK bits", "").isdigit() else None
+    for slot in slots.values():
+        slot["kdf"]["hash"] = fields.get("Hash spec")
+        if key_bits:
+            slot["key_size"] = key_bits // 8
+    return {"version": 1, "uuid": fields.get("UUID"), "cipher": cipher or None, "key_bits": key_bits,
+            "keyslots": slots, "tokens": {}, "segments": {}, "digests": {}}
+
+
+def luks_dump(device):
+    """Parsed header metadata of device, with "version" (1 or 2) and "device" added.
+
+    LUKS2: the `luksDump --dump-json-metadata` JSON (+ "uuid"). LUKS1: a dict of the same shape for the
+    parts callers use (keyslots, cipher, key_bits), parsed from the text dump; callers report it and
+    add_key() refuses it. Raises LuksError if the device is missing or not LUKS.
+    """
+    if not os.path.exists(device):
+        raise LuksError("%s: no such device (check the device path)" % device)
+    rc, out, err = _run(["luksDump", "--dump-json-metadata", device])
+    if rc == 0:
+        try:
+            dump = json.loads(out)
+        except ValueError as exc:
+            raise LuksError("%s: unreadable LUKS2 JSON metadata (%s); inspect it with cryptsetup luksDump"
+                            % (device, exc))
+        rc_uuid, uuid, _ = _run(["luksUUID", device])
+        dump.update(version=2, device=device, uuid=uuid.strip() if rc_uuid == 0 else None)
+        return dump
+    if _run(["isLuks", "--type", "luks1", device])[0] == 0:
+        rc, out, err = _run(["luksDump", device])
+        if rc != 0:
+            raise LuksError("%s: luksDump failed: %s" % (device, _last_line(err)))
+        dump = _parse_luks1(out)
+        dump["device"] = device
+        return dump
+    raise LuksError("%s: not a LUKS device (%s)" % (device, _last_line(err)))
+
+
+def device_info(dump):
+    """Summary of a luks_dump(): version, cipher, key_size (bits), keyslots [{slot, type, pbkdf, ...}]."""
+    if dump.get("version") == 1:
+        cipher, key_bits = dump.get("cipher"), dump.get("key_bits")
+    else:
+        crypt = [s for _, s in sorted(dump.get("segments", {}).items()) if s.get("type") == "crypt"]
+        cipher = crypt[0].get("encryption") if crypt else None
+        sizes = [ks.get("key_size") for ks in dump.get("keyslots", {}).values() if ks.get("key_size")]
+        key_bits = sizes[0] * 8 if sizes else None
+    token_of = {}
+    for token in dump.get("tokens", {}).values():
+        for slot in token.get("keyslots", []):
+            token_of.setdefault(int(slot), []).append(token.get("type"))
+    slots = []
+    for sid, ks in sorted(dump.get("keyslots", {}).items(), key=lambda kv: int(kv[0])):
+        kdf = ks.get("kdf", {})
+        entry = {"slot": int(sid), "type": ks.get("type"), "pbkdf": kdf.get("type"),
+                 "hash": kdf.get("hash"), "tokens": token_of.get(int(sid), [])}
+        for name in ("iterations", "time", "memory", "cpus"):
+            if name in kdf:
+                entry[name] = kdf[name]
+        if "priority" in ks:
+            entry["priority"] = ks["priority"]
+        slots.append(entry)
+    return {"device": dump.get("device"), "luks_uuid": dump.get("uuid"), "version": dump.get("version"),
+            "cipher": cipher, "key_size": key_bits, "keyslots": slots}
+
+
+def free_slot(dump):
+    """Lowest unused keyslot number of a luks_dump(), or None when every slot is taken."""
+    total = LUKS1_SLOTS if dump.get("version") == 1 else LUKS2_SLOTS
+    used = {int(s) for s in dump.get("keyslots", {})}
+    return next((n for n in range(total) if n not in used), None)
+
+
+def findings(device_info, approved_ciphers=("aes-xts-plain64",), min_key_bits=512, weak_pbkdfs=("pbkdf2",)):
+    """Policy findings (one line each) for a device_info()/discover() entry; [] when compliant."""
+    dev = device_info.get("device") or device_info.get("luks_uuid") or "LUKS device"
+    out = []
+    if device_info.get("version") == 1:
+        out.append("%s: LUKS1 header (convert to LUKS2 offline: cryptsetup convert --type luks2)" % dev)
+    cipher = device_info.get("cipher")
+    if cipher not in approved_ciphers:
+        out.append("%s: cipher %s is not approved (%s)" % (dev, cipher, ", ".join(approved_ciphers)))
+    bits = device_info.get("key_size")
+    if bits is not None and bits < min_key_bits:
+        out.append("%s: volume key is %d bits, policy needs >= %d" % (dev, bits, min_key_bits))
+    slots = device_info.get("keyslots", [])
+    if not slots:
+        out.append("%s: no keyslots (erased or unusable header)" % dev)
+    for ks in slots:
+        if ks.get("pbkdf") in weak_pbkdfs:
+            out.append("%s: keyslot %d uses weak PBKDF %s (cryptsetup luksConvertKey --pbkdf argon2id)"
+                       % (dev, ks["slot"], ks["pbkdf"]))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- discovery
+
+_BOOT_MOUNTS = ("/boot", "/boot/efi", "/efi")
+_IGNORED_FSTYPES = ("squashfs", "iso9660", "udf")   # read-only images (snaps) and optical media
+
+
+def _mounts(node):
+    points = node.get("mountpoints")
+    if points is None:
+        points = [node.get("mountpoint")]
+    return [p for p in points if p]
+
+
+def _graph(blockdevices):
+    """Flatten lsblk output (tree, or --list with pkname) into {path: node}, {path: set(parent paths)}."""
+    nodes, parents = {}, {}
+
+    def key(node):
+        return node.get("path") or "/dev/" + node["name"]
+
+    def walk(node, parent):
+        path = key(node)
+        seen = nodes.setdefault(path, node)
+        if _mounts(node) and not _mounts(seen):
+            nodes[path] = node
+        parents.setdefault(path, set())
+        if parent:
+            parents[path].add(parent)
+        for child in node.get("children") or ():
+            walk(child, path)
+
+    for node in blockdevices:
+        walk(node, None)
+    by_name = {n["name"]: p for p, n in nodes.items()}
+    for path, node in nodes.items():
+        pk = node.get("pkname")
+        if pk and pk in by_name and not parents[path]:
+            parents[path].add(by_name[pk])
+    return nodes, parents
+
+
+def discover(lsblk_json=None, dump=None):
+    """LUKS devices that back a mounted filesystem or swap (any depth), and what is mounted unencrypted.
+
+    Returns {"luks": [{device, luks_uuid, version, cipher, key_size, keyslots, backs}], "unencrypted":
+    [{mountpoint, device, fstype}], "unencrypted_boot": [...]} where a mount counts as encrypted only if
+    *every* path from it down to the disks crosses a LUKS container (an LVM group extended onto a plain
+    disk is unencrypted). /boot, /boot/efi and /efi are listed apart; zram (RAM), squashfs and optical
+    media are ignored. lsblk_json (str or dict) replaces the lsblk call; dump replaces luks_dump (tests).
+    """
+    if lsblk_json is None:
+        proc = subprocess.run(["lsblk", "--json", "-o", "NAME,PATH,TYPE,FSTYPE,MOUNTPOINTS,UUID,PKNAME"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_C_ENV)
+        if proc.returncode != 0:
+            raise LuksError("lsblk failed: %s" % _last_line(proc.stderr.decode(errors="replace")))
+        lsblk_json = proc.stdout.decode()
+    data = json.loads(lsblk_json) if isinstance(lsblk_json, (str, bytes)) else lsblk_json
+    nodes, parents = _graph(data.get("blockdevices", []))
+    dump = dump or luks_dump
+
+    def is_luks(path):
+        return nodes[path].get("fstype") == "crypto_LUKS"
+
+    memo = {}
+
+    def covered(path, trail=()):
+        """(all paths down cross LUKS, set of LUKS containers crossed)."""
+        if path in memo:
+            return memo[path]
+        if path in trail:
+            return False, set()
+        result = (False, set())
+        ups = parents.get(path, set())
+        if ups:
+            states = [(True, {up}) if is_luks(up) else covered(up, trail + (path,)) for up in ups]
+            result = (all(ok for ok, _ in states), set().union(*(lk for _, lk in states)))
+        memo[path] = result
+        return result
+
+    backs, unencrypted, boot = {}, [], []
+    for path, node in nodes.items():
+        points = _mounts(node)
+        if not points or is_luks(path):
+            continue
+        if node.get("fstype") in _IGNORED_FSTYPES or node["name"].startswith("zram"):
+            continue
+        ok, containers = covered(path)
+        if ok:
+            for luks in containers:
+                backs.setdefault(luks, set()).update(points)
+            continue
+        for point in points:
+            entry = {"mountpoint": point, "device": path, "fstype": node.get("fstype")}
+            if containers:
+                entry["partly_on"] = sorted(containers)
+            (boot if point in _BOOT_MOUNTS else unencrypted).append(entry)
+    luks = []
+    for path in sorted(backs):
+        info = device_info(dump(path))
+        info["device"] = path
+        info["luks_uuid"] = nodes[path].get("uuid") or info.get("luks_uuid")
+        info["backs"] = sorted(backs[path])
+        luks.append(info)
+    order = lambda e: e["mountpoint"]  # noqa: E731
+    return {"luks": luks, "unencrypted": sorted(unencrypted, key=order), "unencrypted_boot": sorted(boot, key=order)}
+
+
+# -------------------------------------------------------------------------------------------- keys
+
+def test_key(device, key, slot=None):
+    """True if key opens device (through slot, when given). Never uses tokens (TPM2, keyring)."""
+    key = _check_key(device, key)
+    args = ["open", "--test-passphrase", *_NO_TOKENS, "--key-file", "-", "--keyfile-size", str(len(key))]
+    if slot is not None:
+        args += ["--key-slot", str(int(slot))]
+    rc, _, err = _run(args + [device], key)
+    if rc == 0:
+        return True
+    if rc == 2 or (rc == 1 and "keyslot" in err.lower()):
+        return False
+    raise LuksError("%s: testing a key failed (rc %d): %s" % (device, rc, _last_line(err)))
+
+
+def _opening_slot(device, dump, key, exclude=(), prefer=None):
+    """A slot (not in exclude) that key opens, or None. One PBKDF run per slot tried."""
+    slots = sorted(int(s) for s in dump.get("keyslots", {}) if int(s) not in set(exclude))
+    if prefer is not None and prefer in slots:
+        slots.remove(prefer)
+        slots.insert(0, prefer)
+    return next((s for s in slots if test_key(device, key, s)), None)
+
+
+def _require_luks2(dump, device, action):
+    if dump.get("version") != 2:
+        raise LuksError("%s: LUKS%s header, %s needs LUKS2 (convert offline: cryptsetup convert --type luks2)"
+                        % (device, dump.get("version"), action))
+
+
+def add_key(device, unlock_key, new_key, slot=None, pbkdf_args=()):
+    """Add new_key to a free slot (or slot), unlocking with any slot unlock_key opens; verify; return it.
+
+    Idempotent: if new_key already opens a slot, that slot is returned and nothing is written.
+    """
+    unlock_key = _check_key(device, unlock_key, "unlock key")
+    new_key = _check_key(device, new_key, "new key")
+    dump = luks_dump(device)
+    _require_luks2(dump, device, "adding a key")
+    have = _opening_slot(device, dump, new_key)
+    if have is not None:
+        return have
+    if _opening_slot(device, dump, unlock_key) is None:
+        raise LuksError("%s: the unlock key opens no keyslot; nothing changed (use a key that works, "
+                        "e.g. the escrowed recovery key)" % device)
+    return _add_verified(device, dump, unlock_key, new_key, slot, pbkdf_args)
+
+
+def _add_verified(device, dump, unlock_key, new_key, slot, pbkdf_args):
+    if slot is None:
+        slot = free_slot(dump)
+        if slot is None:
+            raise LuksError("%s: no free keyslot (all %d used); remove an obsolete slot first"
+                            % (device, LUKS2_SLOTS))
+    elif not 0 <= int(slot) < LUKS2_SLOTS or str(int(slot)) in dump.get("keyslots", {}):
+        raise LuksError("%s: keyslot %s is not free; choose another or let deskguard pick one" % (device, slot))
+    slot = int(slot)
+    args = ["luksAddKey", "-q", *pbkdf_args, "--key-slot", str(slot),
+            "--key-file", "-", "--keyfile-size", str(len(unlock_key)),
+            "--new-keyfile-size", str(len(new_key)), device, "-"]
+    rc, _, err = _run(args, unlock_key + new_key)
+    if rc == 2:
+        raise LuksError("%s: the unlock key opens no keyslot; nothing changed (use a key that works, "
+                        "e.g. the escrowed recovery key)" % device)
+    if rc != 0:
+        raise LuksError("%s: luksAddKey into slot %d failed (rc %d): %s" % (device, slot, rc, _last_line(err)))
+    _step("added")
+    if not test_key(device, new_key, slot):
+        raise LuksError("%s: the new key does not open slot %d after luksAddKey; the old keys are untouched, "
+                        "remove slot %d and retry" % (device, slot, slot))
+    _step("verified")
+    return slot
+
+
+def remove_slot(device, slot, remaining_key, _remaining_slot=None):
+    """Kill slot, only if remaining_key opens the device through a different slot; False if already gone."""
+    remaining_key = _check_key(device, remaining_key, "remaining key")
+    slot = int(slot)
+    dump = luks_dump(device)
+    if str(slot) not in dump.get("keyslots", {}):
+        return False
+    keep = _opening_slot(device, dump, remaining_key, exclude=(slot,), prefer=_remaining_slot)
+    if keep is None:
+        raise LuksError("%s: refusing to remove keyslot %d: the remaining key opens no other slot, the disk "
+                        "could be left without a key you hold" % (device, slot))
+    rc, _, err = _run(["luksKillSlot", "-q", "--key-file", "-", "--keyfile-size", str(len(remaining_key)),
+                       device, str(slot)], remaining_key)
+    if rc != 0:
+        raise LuksError("%s: luksKillSlot %d failed (rc %d): %s" % (device, slot, rc, _last_line(err)))
+    if str(slot) in luks_dump(device).get("keyslots", {}) or not test_key(device, remaining_key, keep):
+        raise LuksError("%s: after removing keyslot %d the state is unexpected; check with cryptsetup luksDump "
+                        "and the escrowed key before rebooting" % (device, slot))
+    return True
+
+
+def rotate(device, unlock_key, new_key, old_slot=None, pbkdf_args=()):
+    """Replace the slot unlock_key opens (or old_slot) by new_key: add, verify, then remove. Returns the
+    new slot. Resumable: re-running after an interruption at any step finishes the job."""
+    unlock_key = _check_key(device, unlock_key, "unlock key")
+    new_key = _check_key(device, new_key, "new key")
+    if unlock_key == new_key:
+        raise LuksError("%s: the new key equals the unlock key; nothing to rotate" % device)
+    dump = luks_dump(device)
+    _require_luks2(dump, device, "rotating a key")
+    new_slot = _opening_slot(device, dump, new_key)
+    if old_slot is None:
+        old_slot = _opening_slot(device, dump, unlock_key, exclude=() if new_slot is None else (new_slot,))
+        if old_slot is None:
+            if new_slot is not None:
+                return new_slot              # an earlier run already removed the old slot
+            raise LuksError("%s: the unlock key opens no keyslot; nothing changed (use a key that works, "
+                            "e.g. the escrowed recovery key)" % device)
+    old_slot = int(old_slot)
+    if new_slot is None:
+        new_slot = _add_verified(device, dump, unlock_key, new_key, None, pbkdf_args)
+    if new_slot == old_slot:
+        raise LuksError("%s: the new key lives in slot %d, the one to remove; nothing removed" % (device, old_slot))
+    remove_slot(device, old_slot, new_key, _remaining_slot=new_slot)
+    _step("removed")
+    return new_slot
