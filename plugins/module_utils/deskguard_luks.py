@@ -194,7 +194,7 @@ def _mounts(node):
 
 def _graph(blockdevices):
     """Flatten lsblk output (tree, or --list with pkname) into {path: node}, {path: set(parent paths)}."""
-    nodes, parents = {}, {}
+    nodes, parents, pknames = {}, {}, {}
 
     def key(node):
         return node.get("path") or "/dev/" + node["name"]
@@ -205,6 +205,7 @@ def _graph(blockdevices):
         if _mounts(node) and not _mounts(seen):
             nodes[path] = node
         parents.setdefault(path, set())
+        pknames.setdefault(path, set()).add(node.get("pkname"))
         if parent:
             parents[path].add(parent)
         for child in node.get("children") or ():
@@ -213,10 +214,9 @@ def _graph(blockdevices):
     for node in blockdevices:
         walk(node, None)
     by_name = {n["name"]: p for p, n in nodes.items()}
-    for path, node in nodes.items():
-        pk = node.get("pkname")
-        if pk and pk in by_name and not parents[path]:
-            parents[path].add(by_name[pk])
+    for path in nodes:
+        if not parents[path]:       # --list output: no nesting, parents come from PKNAME
+            parents[path].update(by_name[pk] for pk in pknames[path] if pk in by_name)
     return nodes, parents
 
 
