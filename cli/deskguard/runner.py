@@ -49,12 +49,14 @@ class HostOutcome:
     # control ID -> one-line notes that read-only (AUDIT) steps returned as `finding`
     findings: dict[str, list[str]] = field(default_factory=dict)
 
-    def record_control(self, task: str, state: str) -> None:
-        match = CONTROL_TASK.match(task or "")
-        if match:
-            cid = match.group(1)
-            if CONTROL_RANK[state] >= CONTROL_RANK.get(self.controls.get(cid, "skipped"), 0):
-                self.controls[cid] = state
+    def record_control(self, cid: str | None, state: str, finding: str | None = None) -> None:
+        """Keep the worst state seen for control `cid` (None: the task belongs to no control)."""
+        if cid is None:
+            return
+        if CONTROL_RANK[state] >= CONTROL_RANK.get(self.controls.get(cid, "skipped"), 0):
+            self.controls[cid] = state
+        if finding:
+            self.findings.setdefault(cid, []).append(finding)
 
     @property
     def state(self) -> str:
@@ -63,6 +65,11 @@ class HostOutcome:
         if self.failed:
             return "failed"
         return "changed" if self.changed else "ok"
+
+
+def control_id(task: str) -> str | None:
+    match = CONTROL_TASK.match(task or "")
+    return match.group(1) if match else None
 
 
 @dataclass
@@ -129,25 +136,23 @@ class EventCollector:
             h.module_calls += (sum(1 for r in items if not (isinstance(r, dict) and r.get("skipped")))
                                if isinstance(items, list) else 1)
         task = data.get("task", "")
+        cid = control_id(task)
         if kind == "runner_on_ok":
             h.ok += 1
             h.changed += bool(res.get("changed"))
-            h.record_control(task, "applied" if res.get("changed") else "compliant")
-            match = CONTROL_TASK.match(task)
-            if match and res.get("finding"):
-                h.findings.setdefault(match.group(1), []).append(str(res["finding"]))
+            h.record_control(cid, "applied" if res.get("changed") else "compliant",
+                             str(res["finding"]) if res.get("finding") else None)
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
             h.failed += 1
-            h.record_control(task, "failed")
-            h.failed_tasks.append(data.get("task", ""))
+            h.record_control(cid, "failed")
+            h.failed_tasks.append(task)
             h.messages.extend(failure_messages(res))
         elif kind == "runner_on_unreachable":
             h.unreachable = True
-            if res.get("msg"):
-                h.messages.append(str(res["msg"]))
+            h.messages.extend(failure_messages(res))
         elif kind == "runner_on_skipped":
             h.skipped += 1
-            h.record_control(task, "skipped")
+            h.record_control(cid, "skipped")
 
 
 def failure_messages(res: dict) -> list[str]:

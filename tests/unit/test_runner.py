@@ -107,3 +107,23 @@ def test_check_mode_changes_nothing(tmp_path):
 def test_failed_host_exit_code(tmp_path):
     site, inv = make_site(tmp_path, 'all: {hosts: {bad: {ansible_connection: local, ansible_python_interpreter: "{{ ansible_playbook_python }}"}}}\n')
     assert run_playbook(site, "t.yml", [inv]).exit_code == EXIT_HOST_FAILED
+
+
+def test_controls_keep_their_worst_state_and_findings():
+    from deskguard.runner import EventCollector
+
+    c = EventCollector()
+
+    def ev(kind, task, **res):
+        c({"event": kind, "event_data": {"host": "h", "task": task, "task_action": "x", "res": res}})
+
+    ev("runner_on_ok", "UPD-001 | PATCH | policy", changed=True)
+    ev("runner_on_ok", "UPD-001 | AUDIT | reboot", changed=False, finding="reboot pending")
+    ev("runner_on_ok", "LCK-001 | PATCH | lock", changed=False)
+    ev("runner_on_failed", "LCK-001 | PATCH | again", msg="boom")
+    ev("runner_on_skipped", "FW-001 | PATCH | fw")
+    ev("runner_on_ok", "BASE | AUDIT | facts", changed=False)  # no control ID: not a control
+    h = c.hosts["h"]
+    assert h.controls == {"UPD-001": "applied", "LCK-001": "failed", "FW-001": "skipped"}
+    assert h.findings == {"UPD-001": ["reboot pending"]}
+    assert h.messages == ["boom"] and h.module_calls == 5
