@@ -8,11 +8,9 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over the target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
+def _synced_temp(path: Path, raw: bytes, mode: int) -> str:
+    """A temporary file beside `path` holding `raw` with `mode`, flushed to disk; the caller renames or
+    links it into place and removes it on failure."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, mode)
@@ -20,13 +18,37 @@ def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
             fh.write(raw)
             fh.flush()
             os.fsync(fh.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _synced_temp(path, data.encode() if isinstance(data, str) else data, mode)
+    try:
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        os.unlink(tmp)
         raise
+
+
+def create_new(path: Path, data: bytes, mode: int) -> bool:
+    """Create `path` atomically, never replacing an existing file (even when two processes race).
+    True if this call created it."""
+    path = Path(path)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = _synced_temp(path, data, mode)
+    try:
+        os.link(tmp, path)  # fails if the file exists
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
+    return True
 
 
 def atomic_write_json(path: Path, obj, mode: int = 0o644) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from .fsutil import create_new
 from .errors import DeskguardError, UsageError
 
 ESCROW_PRIVATE = "escrow-officer.key.pem"
@@ -84,25 +84,6 @@ def check_passphrase(passphrase: bytes | str | None) -> bytes:
     return text.encode("utf-8")
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> bool:
-    """Create PATH with DATA and MODE atomically; never replace an existing file. True if created."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)  # fails if PATH exists: no overwrite, even when two inits race
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        os.unlink(tmp)
-
-
 def _pub_pem(public_key) -> bytes:
     return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -123,7 +104,7 @@ def init_keys(site: Path, officer_passphrase: bytes | str | None = None) -> list
         if officer_passphrase is None:
             raise UsageError(f"{pub} is missing but {priv} is here: give the officer passphrase to derive it")
         key = load_officer_key(priv, officer_passphrase)
-        _write_new(pub, _pub_pem(key.public_key()), 0o644)
+        create_new(pub, _pub_pem(key.public_key()), 0o644)
         results.append(KeyResult(priv, "kept", "escrow private key (officer)"))
         results.append(KeyResult(pub, "created", "escrow public key"))
     else:
@@ -133,9 +114,9 @@ def init_keys(site: Path, officer_passphrase: bytes | str | None = None) -> list
         key = X25519PrivateKey.generate()
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.BestAvailableEncryption(secret))
-        created = _write_new(priv, pem, 0o600)
+        created = create_new(priv, pem, 0o600)
         if created:
-            _write_new(pub, _pub_pem(key.public_key()), 0o644)
+            create_new(pub, _pub_pem(key.public_key()), 0o644)
         results.append(KeyResult(priv, "created" if created else "kept", "escrow private key (officer)"))
         results.append(KeyResult(pub, "created" if created else "kept", "escrow public key"))
 
@@ -143,7 +124,7 @@ def init_keys(site: Path, officer_passphrase: bytes | str | None = None) -> list
     if opriv.exists():
         results.append(KeyResult(opriv, "kept", "order-signing private key"))
         if not opub.exists():
-            _write_new(opub, _pub_pem(load_order_signing_key(site).public_key()), 0o644)
+            create_new(opub, _pub_pem(load_order_signing_key(site).public_key()), 0o644)
             results.append(KeyResult(opub, "created", "order-signing public key"))
         else:
             results.append(KeyResult(opub, "kept", "order-signing public key"))
@@ -151,7 +132,7 @@ def init_keys(site: Path, officer_passphrase: bytes | str | None = None) -> list
         skey = ec.generate_private_key(ec.SECP256R1())
         pem = skey.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                  serialization.NoEncryption())
-        created = _write_new(opriv, pem, 0o600)
+        created = create_new(opriv, pem, 0o600)
         if created:
             # Replace a stale public key that does not belong to this new private key.
             from .fsutil import atomic_write

@@ -24,7 +24,8 @@ from ..errors import LabError
 from . import network
 from .image import files_dir
 from .paths import runtime_dir
-from .state import LabHost, LabState, is_alive, proc_start_time, same_process, signal_process, wait_gone
+from .state import (LabHost, LabState, hosts_to_start, is_alive, proc_start_time, same_process, signal_process,
+                    wait_gone)
 
 NAME_RE = re.compile(r"^lab-ct(\d+)$")
 BOOT_TIMEOUT = 90.0
@@ -82,14 +83,7 @@ def start_containers(state: LabState, count: int, rootfs, log=print) -> None:
         return
     start = time.monotonic()
     names = [container_name(n) for n in range(1, count + 1)]
-    # A recorded container whose nspawn died (or is an unreaped zombie) is cleaned up and started again;
-    # anything of the tier the state does not record is a leftover of an interrupted run: removed.
-    for name in names:
-        host = state.hosts.get(name)
-        if host is not None and not same_process(host.pid, host.pid_start):
-            stop_container(state.hosts.pop(name))
-    sweep_strays(set(state.hosts))
-    wanted = [n for n in names if n not in state.hosts]
+    wanted = hosts_to_start(state, names, stop_container, sweep_strays)
     if not wanted:
         return
     tree = Path(rootfs.tree)

@@ -28,7 +28,7 @@ from ..errors import LabError
 from . import network
 from .image import files_dir, lab_key
 from .paths import cache_dir, runtime_dir
-from .state import LabHost, LabState, is_alive, proc_start_time, same_process
+from .state import LabHost, LabState, hosts_to_start, is_alive, proc_start_time
 
 NAME_RE = re.compile(r"^lab-f(\d{3,4})$")
 VETH_RE = re.compile(r"^dg-f(\d{3,4})$")
@@ -142,15 +142,7 @@ def start_fleet(state: LabState, count: int, log=print) -> None:
         return
     start = time.monotonic()
     names = [host_name(n) for n in range(1, count + 1)]
-    # A recorded host whose sshd died (or is an unreaped zombie) is cleaned up and started again; whatever
-    # of the tier the state does not record is a leftover of an interrupted run: removed before its name is
-    # reused.
-    for name in names:
-        host = state.hosts.get(name)
-        if host is not None and not same_process(host.pid, host.pid_start):
-            stop_fleet_host(state.hosts.pop(name))
-    sweep_strays(set(state.hosts))
-    wanted = [n for n in names if n not in state.hosts]
+    wanted = hosts_to_start(state, names, stop_fleet_host, sweep_strays)
     if not wanted:
         return
     shared = prepare_shared()

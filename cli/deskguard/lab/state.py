@@ -109,3 +109,15 @@ def signal_process(pid: int, start: int | None, sig: int) -> None:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
+
+
+def hosts_to_start(state: LabState, names: list[str], stop, sweep_strays) -> list[str]:
+    """Of `names`, those that must be started. A recorded host whose process died (or is an unreaped
+    zombie) is cleaned up with `stop` and forgotten; whatever of the tier the state does not record is a
+    leftover of an interrupted run, removed by `sweep_strays(keep)` before its name is reused."""
+    for name in names:
+        host = state.hosts.get(name)
+        if host is not None and not is_alive(host):
+            stop(state.hosts.pop(name))
+    sweep_strays(set(state.hosts))
+    return [n for n in names if n not in state.hosts]
