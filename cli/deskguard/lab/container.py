@@ -83,7 +83,7 @@ def start_containers(state: LabState, count: int, rootfs, log=print) -> None:
         return
     start = time.monotonic()
     names = [container_name(n) for n in range(1, count + 1)]
-    wanted = hosts_to_start(state, names, stop_container, sweep_strays)
+    wanted = hosts_to_start(state, names, sweep_strays)
     if not wanted:
         return
     tree = Path(rootfs.tree)

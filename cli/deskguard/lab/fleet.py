@@ -142,7 +142,7 @@ def start_fleet(state: LabState, count: int, log=print) -> None:
         return
     start = time.monotonic()
     names = [host_name(n) for n in range(1, count + 1)]
-    wanted = hosts_to_start(state, names, stop_fleet_host, sweep_strays)
+    wanted = hosts_to_start(state, names, sweep_strays)
     if not wanted:
         return
     shared = prepare_shared()

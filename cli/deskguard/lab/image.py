@@ -137,12 +137,6 @@ class Rootfs:
     def tree(self) -> Path:
         return self.path / "rootfs"
 
-    def kernel(self) -> Path:
-        return self.tree / "vmlinuz"
-
-    def initrd(self) -> Path:
-        return self.tree / "initrd.img"
-
 
 def rootfs_recipe() -> dict:
     return {

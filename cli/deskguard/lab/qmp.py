@@ -66,10 +66,6 @@ class Monitor:
         except Exception as exc:  # qemu.qmp's connection-state errors
             raise LabError(f"{self.name}: QMP {command} failed ({exc.__class__.__name__}: {exc})") from None
 
-    def hmp(self, line: str) -> str:
-        """A human-monitor command (e.g. `info usb`), through QMP; returns its text output."""
-        return self.cmd("human-monitor-command", **{"command-line": line}) or ""
-
     def status(self) -> str:
         return self.cmd("query-status")["status"]
 

@@ -111,13 +111,9 @@ def signal_process(pid: int, start: int | None, sig: int) -> None:
             pass
 
 
-def hosts_to_start(state: LabState, names: list[str], stop, sweep_strays) -> list[str]:
-    """Of `names`, those that must be started. A recorded host whose process died (or is an unreaped
-    zombie) is cleaned up with `stop` and forgotten; whatever of the tier the state does not record is a
-    leftover of an interrupted run, removed by `sweep_strays(keep)` before its name is reused."""
-    for name in names:
-        host = state.hosts.get(name)
-        if host is not None and not is_alive(host):
-            stop(state.hosts.pop(name))
+def hosts_to_start(state: LabState, names: list[str], sweep_strays) -> list[str]:
+    """Of `names`, those that must be started. Dead recorded hosts were already cleaned up and forgotten by
+    `manager.forget_dead`; whatever of the tier the state does not record is a leftover of an interrupted
+    run, removed by `sweep_strays(keep)` before its name is reused."""
     sweep_strays(set(state.hosts))
     return [n for n in names if n not in state.hosts]
