@@ -13,6 +13,8 @@ from .runner import PlaybookResult
 OPERATOR_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 NEXT_STEP = {
     "failed": "read the failure above, fix the cause, run onboard again",
+    "noncompliant": "see the findings; the kit cannot fix this by itself",
+    "not_applicable": "nothing",
     "applied": "nothing: applied now",
     "compliant": "nothing",
     "skipped": "disabled in the policy",
@@ -121,7 +123,8 @@ def summary_rows(result: PlaybookResult, hostname: str, check: bool) -> list[dic
     rows = []
     for cid, state in _controls(result, hostname).items():
         shown = {"applied": "would change" if check else "applied", "compliant": "already compliant",
-                 "skipped": "disabled", "failed": "failed"}[state]
+                 "skipped": "disabled", "failed": "failed",
+                 "noncompliant": "not compliant", "not_applicable": "not applicable"}[state]
         nxt = "run without --check to apply" if check and state == "applied" else NEXT_STEP[state]
         findings = outcome.findings.get(cid, []) if outcome else []
         rows.append({"control": cid, "state": shown, "next": "; ".join(findings) if findings else nxt,

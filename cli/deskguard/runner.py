@@ -31,7 +31,7 @@ CONTROLLER_ACTIONS = frozenset(
 
 # Task names start with a control ID: "LCK-001 | PATCH | ...".
 CONTROL_TASK = re.compile(r"^([A-Z]{2,4}-\d{3}) \| ")
-CONTROL_RANK = {"failed": 3, "applied": 2, "compliant": 1, "skipped": 0}
+CONTROL_RANK = {"failed": 4, "noncompliant": 3, "applied": 2, "compliant": 1, "not_applicable": 0, "skipped": 0}
 
 
 @dataclass
@@ -44,7 +44,7 @@ class HostOutcome:
     module_calls: int = 0
     failed_tasks: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
-    # control ID -> failed | applied | compliant | skipped (the worst of its tasks)
+    # control ID -> failed | noncompliant | applied | compliant | skipped (the worst of its tasks)
     controls: dict[str, str] = field(default_factory=dict)
     # control ID -> one-line notes that read-only (AUDIT) steps returned as `finding`
     findings: dict[str, list[str]] = field(default_factory=dict)
@@ -91,6 +91,8 @@ class PlaybookResult:
             return EXIT_UNREACHABLE
         if any(h.failed for h in self.hosts.values()) or self.rc != 0:
             return EXIT_HOST_FAILED
+        if any("noncompliant" in h.controls.values() for h in self.hosts.values()):
+            return EXIT_HOST_FAILED
         return EXIT_OK
 
     @property
@@ -132,11 +134,21 @@ class EventCollector:
         res = data.get("res") or {}
         if kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable") and action not in CONTROLLER_ACTIONS:
             # A loop makes one round trip per item that ran.
+            # An action plugin that calls modules itself says how many times (deskguard_escrow).
             items = res.get("results")
-            h.module_calls += (sum(1 for r in items if not (isinstance(r, dict) and r.get("skipped")))
-                               if isinstance(items, list) else 1)
+            if isinstance(res.get("module_calls"), int):
+                h.module_calls += res["module_calls"]
+            elif isinstance(items, list):
+                h.module_calls += sum(1 for r in items if not (isinstance(r, dict) and r.get("skipped")))
+            else:
+                h.module_calls += 1
         task = data.get("task", "")
         cid = control_id(task)
+        # One step may report several controls at once: {"ENC-001": {"state": ..., "findings": [...]}, ...}
+        for other, rep in (res.get("deskguard_controls") or {}).items():
+            if isinstance(rep, dict) and rep.get("state") in CONTROL_RANK:
+                h.record_control(other, rep["state"])
+                h.findings.setdefault(other, []).extend(str(f) for f in rep.get("findings") or [])
         if kind == "runner_on_ok":
             h.ok += 1
             h.changed += bool(res.get("changed"))
@@ -173,6 +185,7 @@ def _ansible_env(site: Path, extra: dict | None) -> dict:
     bindir = str(Path(sys.executable).parent)
     env = {
         "ANSIBLE_CONFIG": str(ansible_cfg(site)),
+        "DESKGUARD_SITE": str(site),  # action plugins open the site's store and keys
         "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
         "ANSIBLE_FORCE_COLOR": "0",
         "PYTHONUNBUFFERED": "1",

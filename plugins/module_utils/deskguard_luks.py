@@ -16,6 +16,7 @@ Fail-safe rules, enforced here and not left to callers:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -157,26 +158,77 @@ def free_slot(dump):
     return next((n for n in range(total) if n not in used), None)
 
 
-def findings(device_info, approved_ciphers=("aes-xts-plain64",), min_key_bits=512, weak_pbkdfs=("pbkdf2",)):
-    """Policy findings (one line each) for a device_info()/discover() entry; [] when compliant."""
+def classify(device_info, approved_ciphers=("aes-xts-plain64",), min_key_bits=512, weak_pbkdfs=("pbkdf2",),
+             exempt_slots=()):
+    """(violations, warnings) for a device_info()/discover() entry. Violations make the disk non-compliant
+    (LUKS1, cipher, key size, no keyslot); a weak PBKDF is a warning, and none for exempt_slots (escrowed
+    recovery keys are random, so a slow KDF adds nothing to them)."""
     dev = device_info.get("device") or device_info.get("luks_uuid") or "LUKS device"
-    out = []
+    bad, warn = [], []
     if device_info.get("version") == 1:
-        out.append("%s: LUKS1 header (convert to LUKS2 offline: cryptsetup convert --type luks2)" % dev)
+        bad.append("%s: LUKS1 header (convert to LUKS2 offline: cryptsetup convert --type luks2)" % dev)
     cipher = device_info.get("cipher")
     if cipher not in approved_ciphers:
-        out.append("%s: cipher %s is not approved (%s)" % (dev, cipher, ", ".join(approved_ciphers)))
+        bad.append("%s: cipher %s is not approved (%s)" % (dev, cipher, ", ".join(approved_ciphers)))
     bits = device_info.get("key_size")
     if bits is not None and bits < min_key_bits:
-        out.append("%s: volume key is %d bits, policy needs >= %d" % (dev, bits, min_key_bits))
+        bad.append("%s: volume key is %d bits, policy needs >= %d" % (dev, bits, min_key_bits))
     slots = device_info.get("keyslots", [])
     if not slots:
-        out.append("%s: no keyslots (erased or unusable header)" % dev)
+        bad.append("%s: no keyslots (erased or unusable header)" % dev)
     for ks in slots:
-        if ks.get("pbkdf") in weak_pbkdfs:
-            out.append("%s: keyslot %d uses weak PBKDF %s (cryptsetup luksConvertKey --pbkdf argon2id)"
-                       % (dev, ks["slot"], ks["pbkdf"]))
+        if ks.get("pbkdf") in weak_pbkdfs and ks["slot"] not in exempt_slots:
+            warn.append("%s: keyslot %d uses weak PBKDF %s (cryptsetup luksConvertKey --pbkdf argon2id)"
+                        % (dev, ks["slot"], ks["pbkdf"]))
+    return bad, warn
+
+
+def findings(device_info, approved_ciphers=("aes-xts-plain64",), min_key_bits=512, weak_pbkdfs=("pbkdf2",)):
+    """Policy findings (one line each) for a device_info()/discover() entry; [] when compliant."""
+    bad, warn = classify(device_info, approved_ciphers, min_key_bits, weak_pbkdfs)
+    return bad + warn
+
+
+def slot_fingerprint(dump, slot):
+    """sha256 of the LUKS UUID and one keyslot's JSON metadata, or None if the slot is empty.
+
+    Changing the key of a slot (luksChangeKey, kill + add) draws a new KDF salt, so the print changes: that
+    is how `keys verify` notices a key changed behind the kit's back without holding the key.
+    """
+    ks = dump.get("keyslots", {}).get(str(int(slot)))
+    if ks is None:
+        return None
+    blob = json.dumps({"uuid": dump.get("uuid"), "slot": int(slot), "keyslot": ks}, sort_keys=True,
+                      separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def crypttab_keyfiles(text):
+    """[(name, source, keyfile)] for /etc/crypttab lines that name a key file (not none, -, or /dev/*random)."""
+    out = []
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) < 3:
+            continue
+        name, source, keyfile = fields[:3]
+        if keyfile in ("none", "-") or keyfile.startswith("/dev/") or ":" in keyfile:
+            continue
+        out.append((name, source, keyfile))
     return out
+
+
+def keyfiles_for(device, luks_uuid, entries, realpath=os.path.realpath):
+    """Key files from crypttab entries (crypttab_keyfiles) that name this device, by UUID= or by path."""
+    found = []
+    for name, source, keyfile in entries:
+        if source.startswith("UUID="):
+            match = luks_uuid is not None and source[5:].strip('"') == luks_uuid
+        else:
+            match = realpath(source) == realpath(device)
+        if match:
+            found.append(keyfile)
+            found.append("/etc/cryptsetup-keys.d/%s.key" % name)
+    return found
 
 
 # ------------------------------------------------------------------------------------------- discovery
@@ -302,6 +354,11 @@ def test_key(device, key, slot=None):
     raise LuksError("%s: testing a key failed (rc %d): %s" % (device, rc, _last_line(err)))
 
 
+def first_opening_key(device, dump, keys):
+    """The first of keys that opens some slot of device, or None (one PBKDF run per slot and key tried)."""
+    return next((k for k in keys if k and _opening_slot(device, dump, _check_key(device, k)) is not None), None)
+
+
 def _opening_slot(device, dump, key, exclude=(), prefer=None):
     """A slot (not in exclude) that key opens, or None. One PBKDF run per slot tried."""
     slots = sorted(int(s) for s in dump.get("keyslots", {}) if int(s) not in set(exclude))
@@ -407,3 +464,121 @@ def rotate(device, unlock_key, new_key, old_slot=None, pbkdf_args=()):
     remove_slot(device, old_slot, new_key, _remaining_slot=new_slot)
     _step("removed")
     return new_slot
+
+
+# ------------------------------------------------------------------------------------------- inventory
+
+_REMOVABLE_MOUNTS = ("/media/", "/run/media/")   # USB sticks: the usb_control role's business, not ENC's
+
+
+def inventory(lsblk_json=None, dump=None, approved_ciphers=("aes-xts-plain64",), min_key_bits=512,
+              exempt=()):
+    """discover() plus, per LUKS device, a fingerprint per keyslot and the lowest free slot, and the
+    findings: {"devices", "unencrypted", "unencrypted_boot", "violations", "warnings"}.
+
+    exempt: "LUKS-UUID:slot" strings of escrowed recovery slots (no weak-PBKDF warning for them). An
+    unencrypted root or swap is a violation whose only fix is a reinstall; other unencrypted volumes warn.
+    """
+    dumps = {}
+
+    def remember(path):
+        dumps[path] = (dump or luks_dump)(path)
+        return dumps[path]
+
+    found = discover(lsblk_json, remember)
+    violations, warnings = [], []
+    for info in found["luks"]:
+        raw = dumps[info["device"]]
+        for ks in info["keyslots"]:
+            ks["fingerprint"] = slot_fingerprint(raw, ks["slot"])
+        info["free_slot"] = free_slot(raw)
+        mine = [int(e.rsplit(":", 1)[1]) for e in exempt if e.rsplit(":", 1)[0] == info["luks_uuid"]]
+        bad, warn = classify(info, approved_ciphers, min_key_bits, exempt_slots=mine)
+        violations += bad
+        warnings += warn
+    for entry in found["unencrypted"]:
+        point = entry["mountpoint"]
+        if point.startswith(_REMOVABLE_MOUNTS):
+            continue
+        if point in ("/", "[SWAP]"):
+            violations.append("%s on %s is not encrypted: reinstall with encryption (in-place encryption of a "
+                              "running root is not supported)" % ("swap" if point == "[SWAP]" else "root (/)",
+                                                                  entry["device"]))
+        else:
+            warnings.append("%s on %s is not encrypted (a data volume: encrypt it offline, or list it in "
+                            "disk_encryption_format_devices)" % (point, entry["device"]))
+    # A container's root is an overlay or bind mount that no block device backs: nothing here to encrypt.
+    root_seen = any("/" in d["backs"] for d in found["luks"]) or any(
+        e["mountpoint"] == "/" for e in found["unencrypted"])
+    return {"devices": found["luks"], "unencrypted": found["unencrypted"], "root_on_block_device": root_seen,
+            "unencrypted_boot": found["unencrypted_boot"], "violations": violations, "warnings": warnings}
+
+
+# ------------------------------------------------------------------------------------ module actions
+
+FAST_KDF = ("--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000")
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def _expect(device, luks_uuid):
+    dump = luks_dump(device)
+    if luks_uuid and dump.get("uuid") != luks_uuid:
+        raise LuksError("%s: LUKS UUID is now %s, expected %s (the disk changed); nothing done"
+                        % (device, dump.get("uuid"), luks_uuid))
+    return dump
+
+
+def act(p, check_mode=False, crypttab_text=None, lsblk_json=None):
+    """What the deskguard_luks module does for params p (its argument spec); raises LuksError.
+
+    crypttab_text and lsblk_json replace /etc/crypttab and the lsblk call (tests)."""
+    if crypttab_text is None:
+        crypttab_text = (_read("/etc/crypttab") or b"").decode(errors="replace")
+    entries = crypttab_keyfiles(crypttab_text)
+    state = p.get("state") or "inventory"
+    if state == "inventory":
+        result = inventory(lsblk_json, approved_ciphers=tuple(p.get("approved_ciphers") or ("aes-xts-plain64",)),
+                           min_key_bits=p.get("min_key_bits") or 512, exempt=tuple(p.get("exempt_slots") or ()))
+        for dev in result["devices"]:
+            dev["keyfile"] = any(os.path.isfile(f) for f in keyfiles_for(dev["device"], dev["luks_uuid"], entries))
+        return dict(changed=False, **result)
+    device, slot = p["device"], p["slot"]
+    dump = _expect(device, p.get("luks_uuid"))
+    if state == "test":
+        fingerprint = slot_fingerprint(dump, slot)
+        opens = fingerprint is not None and test_key(device, p["key"].encode(), slot)
+        return dict(changed=False, opens=opens, fingerprint=fingerprint)
+    if state == "remove":
+        current = slot_fingerprint(dump, slot)
+        if current is None:
+            return dict(changed=False)
+        if current != p["fingerprint"]:
+            raise LuksError("%s: keyslot %d changed since it was escrowed; it is left in place (check who "
+                            "changed it)" % (device, slot))
+        if check_mode:
+            return dict(changed=True)
+        return dict(changed=remove_slot(device, slot, p["remaining_key"].encode()))
+    if state != "enroll":
+        raise LuksError("unknown state %r" % state)
+    new_key = p["new_key"].encode()
+    have = _opening_slot(device, dump, new_key)
+    if have is not None:
+        return dict(changed=False, slot=have, fingerprint=slot_fingerprint(dump, have))
+    if check_mode:
+        return dict(changed=True, slot=slot)
+    candidates = [p["unlock_key"].encode()] if p.get("unlock_key") else []
+    candidates += [k for k in (_read(f) for f in keyfiles_for(device, p.get("luks_uuid"), entries)) if k]
+    unlock = first_opening_key(device, dump, candidates)
+    if unlock is None:
+        raise LuksError("%s: no key to unlock it (%s); nothing changed" % (
+            device, "the given unlock key opens no keyslot" if p.get("unlock_key")
+            else "no crypttab key file: give the installer passphrase once, or the escrowed key"))
+    slot = add_key(device, unlock, new_key, slot=slot, pbkdf_args=FAST_KDF if p.get("fast_kdf", True) else ())
+    return dict(changed=True, slot=slot, fingerprint=slot_fingerprint(luks_dump(device), slot))

@@ -9,6 +9,7 @@ from sqlalchemy import inspect
 
 from deskguard.errors import EXIT_USAGE, DeskguardError, UsageError
 from deskguard.store import DeviceExists, DeviceNotFound, Store, StoreError, default_db_path
+from deskguard.store.core import SCHEMA_HEAD
 
 pytestmark = pytest.mark.unit
 
@@ -26,7 +27,7 @@ def _raw(site):
 
 def test_migration_from_empty_creates_schema_at_head(site):
     with Store.open(site, create=True) as s:
-        assert s.revision == "0001"
+        assert s.revision == SCHEMA_HEAD
         insp = inspect(s.engine)
         assert {"devices", "secrets", "audit", "alembic_version"} <= set(insp.get_table_names())
     with _raw(site) as c:
@@ -35,7 +36,7 @@ def test_migration_from_empty_creates_schema_at_head(site):
     assert default_db_path(site).parent.stat().st_mode & 0o777 == 0o700
     # Re-opening is a no-op migration.
     with Store.open(site) as s:
-        assert s.revision == "0001"
+        assert s.revision == SCHEMA_HEAD
 
 
 def test_schema_head_constant_matches_alembic_head():
@@ -62,7 +63,7 @@ def test_alembic_downgrade_and_upgrade_round_trip(site):
         assert current_revision(s.engine) is None
         assert set(inspect(s.engine).get_table_names()) == {"alembic_version"}
     with Store.open(site) as s:  # migrated again on open
-        assert current_revision(s.engine) == "0001"
+        assert current_revision(s.engine) == SCHEMA_HEAD
         _register(s)
 
 

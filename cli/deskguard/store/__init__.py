@@ -7,9 +7,9 @@ See docs/store.md.
 
 from .core import (DB_URL_ENV, DeviceExists, DeviceNotFound, Store, StoreError, db_url_for, default_actor,
                    default_db_path, migrate, state_dir)
-from .models import DEVICE_STATES, AuditEntry, Device, Secret
+from .models import DEVICE_STATES, SECRET_STATES, AuditEntry, Device, Secret
 
 __all__ = [
-    "DB_URL_ENV", "DEVICE_STATES", "AuditEntry", "Device", "DeviceExists", "DeviceNotFound", "Secret", "Store",
+    "DB_URL_ENV", "DEVICE_STATES", "SECRET_STATES", "AuditEntry", "Device", "DeviceExists", "DeviceNotFound", "Secret", "Store",
     "StoreError", "db_url_for", "default_actor", "default_db_path", "migrate", "state_dir",
 ]

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import DeskguardError, UsageError
 from .auditchain import GENESIS, canonical_json, row_hash
-from .models import DEVICE_STATES, AuditEntry, Device, Secret, utcnow
+from .models import DEVICE_STATES, SECRET_STATES, AuditEntry, Device, Secret, utcnow
 
 DB_URL_ENV = "DESKGUARD_DB_URL"
 STATE_DIR = ".deskguard"
@@ -29,7 +29,7 @@ DB_NAME = "deskguard.db"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The newest revision in migrations/versions. A store already there is opened without loading Alembic
 # (a test checks this matches Alembic's head: bump it with every new revision).
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 _PG_MIGRATION_LOCK = 0x6465736B  # "desk": serialises concurrent `deskguard` processes migrating one database
 
 
@@ -313,23 +313,70 @@ class Store:
     # -- escrowed secrets (ciphertext only) ---------------------------------------------------------------
 
     def add_secret(self, device_uuid: str, kind: str, key_id: str, ciphertext: bytes, *,
-                   escrow_key_id: str | None = None, actor: str | None = None) -> Secret:
-        """Store a sealed secret (deskguard.keys.seal output). The audit row names it, never its value."""
+                   escrow_key_id: str | None = None, state: str = "active", actor: str | None = None) -> Secret:
+        """Store a sealed secret (deskguard.keys.seal output). The audit row names it, never its value.
+
+        Escrow stores a secret *pending* (committed before the device is touched) and activates it once the
+        device proves it works (set_secret_state)."""
         if not isinstance(ciphertext, (bytes, bytearray)) or not ciphertext:
             raise UsageError("a secret must be stored sealed (bytes from deskguard.keys.seal)")
+        if state not in ("pending", "active"):
+            raise UsageError(f"a new secret is pending or active, not {state!r}")
         with self._session(write=True) as s:
             device = s.get(Device, device_uuid)
             if device is None:
                 raise DeviceNotFound(f"no device with uuid {device_uuid!r} in the store")
             secret = Secret(device_uuid=device_uuid, kind=_clean(kind, "secret kind", max_len=64),
                             key_id=_clean(key_id, "key id", max_len=128), escrow_key_id=escrow_key_id,
-                            ciphertext=bytes(ciphertext))
+                            ciphertext=bytes(ciphertext), state=state)
             s.add(secret)
             s.flush()
             self._append_audit(s, actor, "secret.escrow", device.hostname,
                                {"uuid": device_uuid, "secret_id": secret.id, "kind": kind, "key_id": key_id,
-                                "escrow_key_id": escrow_key_id})
+                                "escrow_key_id": escrow_key_id, "state": state})
             return secret
+
+    def set_secret_state(self, secret_id: int, state: str, *, fingerprint: str | None = None,
+                         verified: bool = False, actor: str | None = None, detail: dict | None = None) -> Secret:
+        """Move a secret along its lifecycle (audited). Retired/abandoned/destroyed ones lose their ciphertext:
+        they open nothing any more, and a ciphertext kept is one more thing to steal."""
+        if state not in SECRET_STATES:
+            raise UsageError(f"unknown secret state {state!r} (one of {', '.join(SECRET_STATES)})")
+        with self._session(write=True) as s:
+            secret = s.get(Secret, secret_id)
+            if secret is None:
+                raise UsageError(f"no secret #{secret_id} in the store")
+            old = secret.state
+            secret.state = state
+            if fingerprint is not None:
+                secret.fingerprint = fingerprint
+            if verified:
+                secret.verified_at = utcnow()
+            if state in ("retired", "abandoned", "destroyed") and secret.destroyed_at is None:
+                secret.ciphertext = None
+                secret.destroyed_at = utcnow()
+            s.flush()
+            device = s.get(Device, secret.device_uuid)
+            self._append_audit(s, actor, f"secret.{state}", device.hostname if device else secret.device_uuid,
+                               {"uuid": secret.device_uuid, "secret_id": secret.id, "kind": secret.kind,
+                                "key_id": secret.key_id, "old_state": old, **(detail or {})})
+            return secret
+
+    def mark_secret_verified(self, secret_id: int) -> None:
+        """Stamp verified_at (not audited: the nightly check would flood the log; failures are audited)."""
+        with self._session(write=True) as s:
+            secret = s.get(Secret, secret_id)
+            if secret is not None:
+                secret.verified_at = utcnow()
+
+    def live_secrets(self, device_uuid: str, kind: str | None = None) -> list[Secret]:
+        """Secrets that may still open the device (pending, active, mismatch), oldest first."""
+        with self._session(write=False) as s:
+            q = select(Secret).where(Secret.device_uuid == device_uuid,
+                                     Secret.state.in_(("pending", "active", "mismatch")))
+            if kind:
+                q = q.where(Secret.kind == kind)
+            return list(s.scalars(q.order_by(Secret.id)))
 
     def list_secrets(self, device_uuid: str, *, include_destroyed: bool = True) -> list[Secret]:
         with self._session(write=False) as s:
@@ -357,6 +404,7 @@ class Store:
             for row in rows:
                 row.ciphertext = None
                 row.destroyed_at = now
+                row.state = "destroyed"
             s.flush()
             if rows:
                 self._append_audit(s, actor, "secret.destroy", device.hostname,

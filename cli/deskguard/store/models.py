@@ -77,6 +77,18 @@ class Device(Base):
         return f"Device({self.hostname!r}, uuid={self.uuid!r}, state={self.state!r})"
 
 
+# Lifecycle of an escrowed secret. Only pending and active ones may be the way into a device, so only
+# retired/abandoned/destroyed ones may lose their ciphertext.
+SECRET_STATES = (
+    "pending",     # sealed and stored, about to be (or maybe) put on the device: never deleted unconfirmed
+    "active",      # the device proved it opens (verified in its keyslot / read back as a protector)
+    "mismatch",    # was active; the device no longer has it as escrowed (changed behind the kit's back)
+    "retired",     # replaced by a newer active secret and removed from the device
+    "abandoned",   # pending, and the device never got it (its keyslot was never written)
+    "destroyed",   # ciphertext erased (device wiped or secrets destroyed on purpose)
+)
+
+
 class Secret(Base):
     """An escrowed secret: ciphertext only (see deskguard.keys.seal), never the clear value."""
 
@@ -88,13 +100,17 @@ class Secret(Base):
     key_id: Mapped[str] = mapped_column(String(128))       # which secret on the device (LUKS UUID + slot, ...)
     escrow_key_id: Mapped[str | None] = mapped_column(String(64))  # fingerprint of the escrow key it is sealed to
     ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)  # NULL once destroyed
+    state: Mapped[str] = mapped_column(String(16), default="active", index=True)  # see SECRET_STATES
+    fingerprint: Mapped[str | None] = mapped_column(String(64))  # the keyslot/protector it was verified in
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    verified_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     destroyed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
     def to_dict(self) -> dict:
         """Metadata only: the ciphertext never goes into listings or reports."""
         return {"id": self.id, "device_uuid": self.device_uuid, "kind": self.kind, "key_id": self.key_id,
-                "escrow_key_id": self.escrow_key_id, "created_at": iso(self.created_at),
+                "escrow_key_id": self.escrow_key_id, "state": self.state, "fingerprint": self.fingerprint,
+                "created_at": iso(self.created_at), "verified_at": iso(self.verified_at),
                 "destroyed_at": iso(self.destroyed_at)}
 
 

@@ -1,0 +1,242 @@
+"""Recovery-key escrow, on the controller: the order of steps that keeps every disk openable.
+
+For each encrypted volume: generate a random recovery key -> seal it to the escrow public key -> store it
+*pending* (committed) -> put it on the device, which proves it opens -> mark it *active* -> only then remove
+the key it replaces. Interrupted anywhere (kill -9 of the controller or of the device step), the device is
+left with a key the store holds: pending or active, never neither. See docs/disk-encryption.md.
+
+The steps talk to the device through ``remote(module, args) -> dict`` (the action plugin's module call; a
+local call in the tests), so this file knows nothing of Ansible.
+"""
+
+from __future__ import annotations
+
+import secrets as random
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .errors import DeskguardError
+from .keys import escrow_key_id, seal, unseal
+
+KIND_LUKS = "luks-recovery"
+LIVE = ("pending", "active", "mismatch")
+
+Remote = Callable[[str, dict], dict]
+
+
+class RemoteFailed(DeskguardError):
+    """A step on the device failed; its message says what and that nothing unsafe was done."""
+
+    exit_code = 1
+
+
+def new_recovery_key() -> str:
+    """48 random digits in 8 groups (about 159 bits): easy to read out over the phone, typed at the LUKS
+    prompt as is."""
+    return "-".join(f"{random.randbelow(10 ** 6):06d}" for _ in range(8))
+
+
+def luks_key_id(luks_uuid: str, slot: int) -> str:
+    return f"luks:{luks_uuid}:{int(slot)}"
+
+
+def parse_luks_key_id(key_id: str) -> tuple[str, int]:
+    kind, luks_uuid, slot = key_id.split(":")
+    if kind != "luks":
+        raise ValueError(key_id)
+    return luks_uuid, int(slot)
+
+
+@dataclass
+class Outcome:
+    """What one escrow run did and found; `controls` feeds the runner's per-control summary."""
+
+    changed: bool = False
+    module_calls: int = 0
+    enc001: list[str] = field(default_factory=list)      # violations
+    enc001_warnings: list[str] = field(default_factory=list)
+    enc002: list[str] = field(default_factory=list)      # what is wrong with escrow (non-compliant)
+    notes: list[str] = field(default_factory=list)       # what was done, and other findings
+    volumes: list[dict] = field(default_factory=list)
+    failed: str | None = None
+    not_applicable: str | None = None
+
+    def controls(self, *, escrow_applied: bool) -> dict:
+        if self.not_applicable:
+            return {cid: {"state": "not_applicable", "findings": [self.not_applicable]}
+                    for cid in ("ENC-001", "ENC-002")}
+        enc1 = {"state": "noncompliant" if self.enc001 else "compliant", "findings": self.enc001 + self.enc001_warnings}
+        if self.failed:
+            enc2_state = "failed"
+        elif self.enc002:
+            enc2_state = "noncompliant"
+        else:
+            enc2_state = "applied" if escrow_applied else "compliant"
+        enc2 = {"state": enc2_state, "findings": ([self.failed] if self.failed else []) + self.enc002 + self.notes}
+        return {"ENC-001": enc1, "ENC-002": enc2}
+
+
+@dataclass
+class Request:
+    """mode: apply (escrow where missing), rotate (new key everywhere), verify (read-only), check (dry run)."""
+
+    device_uuid: str
+    hostname: str
+    mode: str = "apply"
+    unlock_key: str | None = None            # installer passphrase or the escrowed key, used once, never stored
+    officer_key: object | None = None        # X25519PrivateKey: verify tests keys for real; rotate unlocks with them
+    approved_ciphers: tuple = ("aes-xts-plain64",)
+    min_key_bits: int = 512
+    hook: Callable[[str], None] | None = None  # test hook: called with "pending", "added", "activated", "removed"
+
+
+class LuksEscrow:
+    """One device's LUKS volumes against its escrowed secrets in the store."""
+
+    def __init__(self, store, public_key, remote: Remote, req: Request):
+        self.store, self.public_key, self.req = store, public_key, req
+        self._remote = remote
+        self.out = Outcome()
+
+    def call(self, args: dict) -> dict:
+        self.out.module_calls += 1
+        return self._remote("deskguard_luks", args)
+
+    def step(self, name: str) -> None:
+        if self.req.hook:
+            self.req.hook(name)
+
+    def run(self) -> Outcome:
+        # Check mode may run before the device is registered: then nothing is escrowed yet.
+        live = self.store.live_secrets(self.req.device_uuid, KIND_LUKS) if self.store else []
+        exempt = [s.key_id.split(":", 1)[1] for s in live]
+        inv = self.call({"state": "inventory", "approved_ciphers": list(self.req.approved_ciphers),
+                         "min_key_bits": self.req.min_key_bits, "exempt_slots": exempt})
+        self.out.enc001 = list(inv.get("violations") or [])
+        self.out.enc001_warnings = list(inv.get("warnings") or [])
+        if not inv.get("devices") and not inv.get("root_on_block_device", True):
+            self.out.not_applicable = "the root file system is on no block device (a container): nothing to encrypt"
+            return self.out
+        if not inv.get("devices"):
+            self.out.enc002.append("no encrypted volume to escrow a recovery key for")
+        for volume in inv.get("devices") or []:
+            try:
+                self.volume(volume, [s for s in live if s.key_id.startswith(f"luks:{volume['luks_uuid']}:")])
+            except RemoteFailed as exc:
+                self.out.failed = str(exc)
+                break
+        return self.out
+
+    # -- one volume --------------------------------------------------------------------------------------
+
+    def volume(self, vol: dict, secrets: list) -> None:
+        dev, uuid = vol["device"], vol["luks_uuid"]
+        prints = {ks["slot"]: ks.get("fingerprint") for ks in vol.get("keyslots", [])}
+        good = []
+        for sec in secrets:
+            _, slot = parse_luks_key_id(sec.key_id)
+            if sec.state == "pending":
+                self.pending(sec, slot, prints, dev)
+            elif prints.get(slot) is not None and prints.get(slot) == sec.fingerprint:
+                good.append(sec)
+            elif sec.state == "active":
+                self.out.enc002.append(f"{dev}: the escrowed key of keyslot {slot} no longer matches the disk "
+                                       f"(changed outside deskguard){'' if self.writes else '; run onboard or keys rotate'}")
+                if self.writes or self.req.mode == "verify":
+                    self.store.set_secret_state(sec.id, "mismatch", detail={"slot": slot, "device": dev})
+        if self.req.officer_key is not None and self.req.mode == "verify":
+            good = [s for s in good if self.tested(s, dev, uuid)]
+        for sec in good:
+            if self.req.mode == "verify":
+                self.store.mark_secret_verified(sec.id)
+        if self.req.mode == "verify":
+            if not good and not any(f.startswith(dev) for f in self.out.enc002):
+                self.out.enc002.append(f"{dev}: no recovery key escrowed")
+            self.out.volumes.append({"device": dev, "luks_uuid": uuid, "escrowed": [s.id for s in good]})
+            return
+        if good and self.req.mode != "rotate":
+            self.out.volumes.append({"device": dev, "luks_uuid": uuid, "escrowed": [s.id for s in good]})
+            return
+        self.enroll(vol, good)
+
+    @property
+    def writes(self) -> bool:
+        return self.req.mode in ("apply", "rotate")
+
+    def pending(self, sec, slot: int, prints: dict, dev: str) -> None:
+        """A pending secret is left from an interrupted run: if its slot was never written it opens nothing
+        (abandoned); if the slot exists it may be the only way in, so it is kept and reported."""
+        if prints.get(slot) is None:
+            if self.writes:
+                self.store.set_secret_state(sec.id, "abandoned", detail={"why": "keyslot never written"})
+            return
+        self.out.notes.append(f"{dev}: keyslot {slot} holds a key from an interrupted escrow (secret #{sec.id}); "
+                              "it stays escrowed: confirm it with `deskguard keys verify --escrow-key`")
+
+    def tested(self, sec, dev: str, uuid: str) -> bool:
+        _, slot = parse_luks_key_id(sec.key_id)
+        key = unseal(self.req.officer_key, sec.ciphertext, sec.device_uuid, sec.kind, sec.key_id).decode()
+        res = self.call({"state": "test", "device": dev, "luks_uuid": uuid, "slot": slot, "key": key})
+        if res.get("opens"):
+            return True
+        self.out.enc002.append(f"{dev}: the escrowed key of keyslot {slot} does not open it")
+        self.store.set_secret_state(sec.id, "mismatch", detail={"slot": slot, "device": dev, "tested": True})
+        return False
+
+    def enroll(self, vol: dict, replaced: list) -> None:
+        dev, uuid = vol["device"], vol["luks_uuid"]
+        if vol.get("version") != 2:
+            self.out.enc002.append(f"{dev}: LUKS{vol.get('version')} header: escrow needs LUKS2 "
+                                   "(cryptsetup convert --type luks2, offline)")
+            return
+        slot = vol.get("free_slot")
+        if slot is None:
+            raise RemoteFailed(f"{dev}: no free keyslot; remove an obsolete one (cryptsetup luksKillSlot) and "
+                               "run again; nothing changed")
+        what = "rotate the recovery key" if replaced else "escrow a recovery key"
+        if self.req.mode == "check":
+            self.out.changed = True
+            self.out.notes.append(f"{dev}: would {what} (keyslot {slot})")
+            return
+        key = new_recovery_key()
+        key_id = luks_key_id(uuid, slot)
+        blob = seal(self.public_key, key.encode(), self.req.device_uuid, KIND_LUKS, key_id)
+        # Committed before the device sees the key: a key on a disk is always a key in the store.
+        sec = self.store.add_secret(self.req.device_uuid, KIND_LUKS, key_id, blob,
+                                    escrow_key_id=escrow_key_id(self.public_key), state="pending")
+        self.step("pending")
+        res = self.call({"state": "enroll", "device": dev, "luks_uuid": uuid, "slot": slot, "new_key": key,
+                         "unlock_key": self.unlock_key(replaced, dev, uuid)})
+        self.step("added")
+        if res.get("slot") != slot:
+            raise RemoteFailed(f"{dev}: the new key landed in keyslot {res.get('slot')}, not {slot}; it stays "
+                               "escrowed as pending, nothing removed")
+        self.store.set_secret_state(sec.id, "active", fingerprint=res["fingerprint"], verified=True,
+                                    detail={"slot": slot, "device": dev})
+        self.out.changed = True
+        self.step("activated")
+        for old in replaced:
+            _, old_slot = parse_luks_key_id(old.key_id)
+            self.call({"state": "remove", "device": dev, "luks_uuid": uuid, "slot": old_slot,
+                       "fingerprint": old.fingerprint, "remaining_key": key})
+            self.store.set_secret_state(old.id, "retired", detail={"slot": old_slot, "replaced_by": sec.id})
+            self.step("removed")
+        self.out.notes.append(f"{dev}: recovery key {'rotated' if replaced else 'escrowed'} "
+                              f"(keyslot {slot}, secret #{sec.id})")
+        self.out.volumes.append({"device": dev, "luks_uuid": uuid, "escrowed": [sec.id]})
+
+    def unlock_key(self, replaced: list, dev: str, uuid: str) -> str | None:
+        """The installer passphrase if given; else, with the officer key, the escrowed key being replaced;
+        else None (the device uses its crypttab key file)."""
+        if self.req.unlock_key:
+            return self.req.unlock_key
+        if self.req.officer_key is not None and replaced:
+            old = replaced[0]
+            return unseal(self.req.officer_key, old.ciphertext, old.device_uuid, old.kind, old.key_id).decode()
+        return None
+
+
+def run_luks(store, public_key, remote: Remote, req: Request) -> Outcome:
+    if req.mode not in ("apply", "rotate", "verify", "check"):
+        raise ValueError(req.mode)
+    return LuksEscrow(store, public_key, remote, req).run()

@@ -1,0 +1,108 @@
+# -*- coding: utf-8 -*-
+"""Action plugin: escrow, rotate or verify a laptop's recovery keys (controller side of ENC-001/ENC-002).
+
+The key is generated and sealed here, on the controller, and stored *pending* before the laptop sees it;
+the order of the steps is deskguard.escrow's. The device steps are calls of the deskguard_luks module.
+Nothing secret is returned: the result carries slots, secret ids and findings only.
+
+Inputs besides the task's arguments, from the environment `deskguard` sets for the run (or AWX):
+  DESKGUARD_SITE               the site (store and escrow public key); DESKGUARD_DB_URL overrides the store
+  DESKGUARD_UNLOCK_KEY_FILE    optional: a file with the installer passphrase (exact bytes), used once
+  DESKGUARD_OFFICER_KEY_FILE + DESKGUARD_OFFICER_PASSPHRASE_FILE   optional: the escrow private key, for a
+                               real key test (verify) or to unlock with the escrowed key (rotate)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+DOCUMENTATION = r"""
+action: deskguard_escrow
+short_description: Escrow, rotate or verify recovery keys of encrypted volumes
+options:
+  backend: {description: Which encryption., type: str, choices: [luks], default: luks}
+  mode: {description: apply (escrow where missing), rotate, or verify (read-only)., type: str, default: apply}
+  approved_ciphers: {description: Ciphers ENC-001 accepts., type: list, elements: str}
+  min_key_bits: {description: Smallest volume key ENC-001 accepts., type: int}
+"""
+
+
+def _read_file(var: str) -> bytes | None:
+    path = os.environ.get(var)
+    if not path:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise AnsibleActionFail(f"{var}={path}: cannot read it ({exc.strerror})") from None
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(("backend", "mode", "approved_ciphers", "min_key_bits"))
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        task_vars = task_vars or {}
+        args = self._task.args
+        mode = args.get("mode", "apply")
+        if mode not in ("apply", "rotate", "verify"):
+            raise AnsibleActionFail(f"mode must be apply, rotate or verify, not {mode!r}")
+        if self._task.check_mode and mode != "verify":
+            mode = "check"
+        device_uuid = task_vars.get("deskguard_device_uuid")
+        if not device_uuid and mode != "check":
+            raise AnsibleActionFail("this host has no deskguard_device_uuid: it is not in the store; onboard it "
+                                    "with `deskguard onboard` (escrow needs a device record)")
+        try:
+            from deskguard import escrow
+            from deskguard.errors import DeskguardError
+            from deskguard.keys import load_escrow_public_key, load_officer_key
+            from deskguard.site import site_dir
+            from deskguard.store import Store
+        except ImportError as exc:
+            raise AnsibleActionFail(f"the deskguard library is not importable here ({exc}); install the kit "
+                                    "(pip install deskguard) in this Python") from None
+
+        def remote(module: str, margs: dict) -> dict:
+            res = self._execute_module(module_name=module, module_args=margs, task_vars=task_vars)
+            if res.get("failed") or res.get("unreachable"):
+                raise escrow.RemoteFailed(str(res.get("msg") or f"{module} failed"))
+            return res
+
+        try:
+            site = site_dir(os.environ.get("DESKGUARD_SITE"))
+            unlock = _read_file("DESKGUARD_UNLOCK_KEY_FILE")
+            officer = None
+            officer_file = os.environ.get("DESKGUARD_OFFICER_KEY_FILE")
+            if officer_file:
+                officer = load_officer_key(Path(officer_file), _read_file("DESKGUARD_OFFICER_PASSPHRASE_FILE"))
+            req = escrow.Request(
+                device_uuid=device_uuid or "unregistered", hostname=task_vars.get("inventory_hostname", "?"), mode=mode,
+                unlock_key=unlock.decode("utf-8") if unlock else None, officer_key=officer,
+                approved_ciphers=tuple(args.get("approved_ciphers") or ("aes-xts-plain64",)),
+                min_key_bits=int(args.get("min_key_bits") or 512))
+            if not device_uuid:   # check mode before registration: a dry run that reads only the laptop
+                out = escrow.run_luks(None, load_escrow_public_key(site), remote, req)
+            else:
+                with Store.open(site) as store:
+                    known = store.get_device(req.hostname)
+                    if known is None or known.uuid != device_uuid:
+                        raise AnsibleActionFail(f"{req.hostname}: the store has no live device with uuid "
+                                                f"{device_uuid}")
+                    out = escrow.run_luks(store, load_escrow_public_key(site), remote, req)
+        except UnicodeDecodeError:
+            raise AnsibleActionFail("the unlock key file is not UTF-8 text") from None
+        except DeskguardError as exc:
+            raise AnsibleActionFail(str(exc)) from None
+        result.update(changed=out.changed, module_calls=out.module_calls, volumes=out.volumes,
+                      deskguard_controls=out.controls(escrow_applied=out.changed))
+        if out.failed:
+            result.update(failed=True, msg=out.failed)
+        else:
+            result["msg"] = "; ".join(out.notes) or "recovery keys escrowed and matching"
+        return result

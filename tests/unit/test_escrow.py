@@ -1,0 +1,315 @@
+"""The escrow order (deskguard.escrow) against real cryptsetup on LUKS image files and a real SQLite store.
+
+The device side is module_utils/deskguard_luks.act, called in-process instead of over SSH; lsblk and
+/etc/crypttab are replaced by text that says "this image backs /" and "this key file unlocks it".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from deskguard import escrow
+from deskguard.store import Store, StoreError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "module_utils"))
+import deskguard_luks as dl  # noqa: E402
+
+pytestmark = [pytest.mark.unit,
+              pytest.mark.skipif(shutil.which("cryptsetup") is None, reason="cryptsetup not installed")]
+
+LIGHT = ("--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000")
+INSTALLER = "installer passphrase 7Qx"
+OFFICER = X25519PrivateKey.generate()
+
+
+class Laptop:
+    """One LUKS2 image standing for a laptop's root disk: slot 0 the installer passphrase, and optionally a
+    crypttab key file in slot 1 (the TPM stand-in of the lab)."""
+
+    def __init__(self, tmp: Path, keyfile: bool = True, luks_type: str = "luks2"):
+        self.image = tmp / "disk.img"
+        with open(self.image, "wb") as fh:
+            fh.truncate(20 << 20)
+        args = ["luksFormat", "-q", "--type", luks_type, *LIGHT, "--key-file", "-"]
+        if luks_type == "luks2":
+            args += ["--key-slot", "0"]
+        self._cs(*args, str(self.image), key=INSTALLER.encode())
+        self.uuid = self._cs("luksUUID", str(self.image)).stdout.decode().strip()
+        self.keyfile = tmp / "root.key"
+        self.crypttab = ""
+        if keyfile:
+            self.keyfile.write_bytes(os.urandom(64))
+            self._cs("luksAddKey", "-q", *LIGHT, "--key-slot", "1", "--key-file", "-", str(self.image),
+                     str(self.keyfile), key=INSTALLER.encode())
+            self.crypttab = f"root UUID={self.uuid} {self.keyfile} luks,discard\n"
+        self.calls: list[str] = []
+
+    @staticmethod
+    def _cs(*args, key=b""):
+        proc = subprocess.run(["cryptsetup", *args], input=key, capture_output=True)
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    def lsblk(self) -> str:
+        return json.dumps({"blockdevices": [{
+            "name": "disk.img", "path": str(self.image), "type": "disk", "fstype": "crypto_LUKS",
+            "uuid": self.uuid, "mountpoints": [None],
+            "children": [{"name": "root", "path": "/dev/mapper/root", "type": "crypt", "fstype": "ext4",
+                          "mountpoints": ["/"]}]}]})
+
+    def remote(self, module: str, args: dict) -> dict:
+        assert module == "deskguard_luks"
+        self.calls.append(args.get("state", "inventory"))
+        try:
+            return dl.act(args, crypttab_text=self.crypttab, lsblk_json=self.lsblk())
+        except dl.LuksError as exc:
+            raise escrow.RemoteFailed(str(exc)) from None
+
+    def opens(self, key: str) -> bool:
+        return dl.test_key(str(self.image), key.encode())
+
+    def slots(self) -> list[int]:
+        return sorted(int(s) for s in dl.luks_dump(str(self.image))["keyslots"])
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.image.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def laptop(tmp_path):
+    return Laptop(tmp_path)
+
+
+@pytest.fixture
+def device(store):
+    return store.register_device("lt-1", "debian", "10.0.0.1", 22, "dgadmin", None)
+
+
+def run(store, laptop, device, mode="apply", **kw):
+    req = escrow.Request(device_uuid=device.uuid, hostname="lt-1", mode=mode, **kw)
+    return escrow.run_luks(store, OFFICER.public_key(), laptop.remote, req)
+
+
+def keys_of(store, device, states=("pending", "active")):
+    return {s.id: escrow_open(s) for s in store.list_secrets(device.uuid) if s.state in states}
+
+
+def escrow_open(sec) -> str:
+    from deskguard.keys import unseal
+
+    return unseal(OFFICER, sec.ciphertext, sec.device_uuid, sec.kind, sec.key_id).decode()
+
+
+# ----------------------------------------------------------------------------------------------- flows
+
+def test_first_run_escrows_a_key_that_opens_the_disk_then_converges(store, laptop, device):
+    out = run(store, laptop, device)
+    assert out.changed and out.failed is None and not out.enc002, out
+    (sid, key), = keys_of(store, device).items()
+    sec = store.get_secret(sid)
+    assert sec.state == "active" and sec.key_id == f"luks:{laptop.uuid}:2" and sec.verified_at
+    assert laptop.opens(key) and dl.test_key(str(laptop.image), key.encode(), 2)
+    assert laptop.slots() == [0, 1, 2]                 # the installer and key-file slots are untouched
+    controls = out.controls(escrow_applied=out.changed)
+    assert controls["ENC-002"]["state"] == "applied" and controls["ENC-001"]["state"] == "compliant"
+    # Slots 0/1 use the lab's light PBKDF: a warning; the escrow slot is exempt.
+    assert [w for w in controls["ENC-001"]["findings"] if "keyslot 2" in w] == []
+    assert any("keyslot 0 uses weak PBKDF" in w for w in controls["ENC-001"]["findings"])
+
+    laptop.calls.clear()
+    again = run(store, laptop, device)
+    assert not again.changed and laptop.calls == ["inventory"]
+    assert again.controls(escrow_applied=False)["ENC-002"]["state"] == "compliant"
+
+
+def test_rotate_replaces_the_key_and_the_old_one_stops_working(store, laptop, device):
+    run(store, laptop, device)
+    (old_id, old_key), = keys_of(store, device).items()
+    out = run(store, laptop, device, mode="rotate")
+    assert out.changed and out.failed is None, out
+    (new_id, new_key), = keys_of(store, device).items()
+    assert new_id != old_id and new_key != old_key
+    assert laptop.opens(new_key) and not laptop.opens(old_key)
+    old = store.get_secret(old_id)
+    assert old.state == "retired" and old.ciphertext is None
+    assert laptop.slots() == [0, 1, 3]
+
+
+def test_rotate_without_key_file_uses_the_escrowed_key_with_the_officer_key(store, tmp_path, device):
+    laptop = Laptop(tmp_path, keyfile=False)
+    run(store, laptop, device, unlock_key=INSTALLER)
+    (_, old_key), = keys_of(store, device).items()
+    failed = run(store, laptop, device, mode="rotate")
+    assert failed.failed and "no key to unlock" in failed.failed
+    out = run(store, laptop, device, mode="rotate", officer_key=OFFICER)
+    assert out.failed is None and out.changed
+    (_, new_key), = keys_of(store, device).items()
+    assert laptop.opens(new_key) and not laptop.opens(old_key) and laptop.opens(INSTALLER)
+
+
+def test_verify_catches_a_key_changed_behind_the_kits_back(store, laptop, device):
+    run(store, laptop, device)
+    (sid, key), = keys_of(store, device).items()
+    assert run(store, laptop, device, mode="verify").enc002 == []
+    # Someone re-keys the recovery slot by hand (same slot number, new key).
+    other = laptop.keyfile.with_name("other")
+    other.write_text("someone else's key")
+    Laptop._cs("luksChangeKey", "-q", *LIGHT, "--key-slot", "2", "--key-file", "-", str(laptop.image),
+               str(other), key=key.encode())
+    out = run(store, laptop, device, mode="verify")
+    assert out.enc002 and "no longer matches" in out.enc002[0]
+    assert out.controls(escrow_applied=False)["ENC-002"]["state"] == "noncompliant"
+    assert store.get_secret(sid).state == "mismatch"
+    # The next apply escrows a fresh key (the changed slot is not ours to remove) and is compliant again.
+    fixed = run(store, laptop, device)
+    assert fixed.changed and fixed.failed is None
+    (new_id, new_key), = keys_of(store, device, states=("active",)).items()
+    assert laptop.opens(new_key) and 2 in laptop.slots()
+    assert run(store, laptop, device, mode="verify").enc002 == []
+
+
+def test_verify_with_the_officer_key_tests_each_key_for_real(store, laptop, device):
+    run(store, laptop, device)
+    laptop.calls.clear()
+    out = run(store, laptop, device, mode="verify", officer_key=OFFICER)
+    assert out.enc002 == [] and laptop.calls == ["inventory", "test"]
+
+
+def test_check_mode_writes_nothing(store, laptop, device):
+    before = laptop.digest()
+    out = run(store, laptop, device, mode="check")
+    assert out.changed and "would escrow" in out.notes[0]
+    assert store.list_secrets(device.uuid) == [] and laptop.digest() == before
+
+
+# ------------------------------------------------------------------------------------ kill -9 at each step
+
+def _rotate_and_die(url: str, device_uuid: str, image: str, crypttab: str, lsblk: str, step: str) -> None:
+    laptop = Laptop.__new__(Laptop)
+    laptop.image, laptop.crypttab, laptop.calls = Path(image), crypttab, []
+    laptop.lsblk = lambda: lsblk
+
+    def hook(name):
+        if name == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    with Store(url) as store:
+        req = escrow.Request(device_uuid=device_uuid, hostname="lt-1", mode="rotate", hook=hook)
+        escrow.run_luks(store, OFFICER.public_key(), laptop.remote, req)
+    os._exit(3)  # the hook never fired
+
+
+@pytest.mark.parametrize("step", ["pending", "added", "activated", "removed"])
+def test_kill_at_any_step_leaves_an_escrowed_key_that_opens(store, laptop, device, step):
+    run(store, laptop, device)
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=_rotate_and_die, args=(store.url, device.uuid, str(laptop.image), laptop.crypttab,
+                                                      laptop.lsblk(), step))
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL
+    live = keys_of(store, device)
+    assert any(laptop.opens(k) for k in live.values()), (step, live)
+    # Every key on the disk other than the installer's and the key file's is one the store holds.
+    escrowed_slots = {int(s.key_id.rsplit(":", 1)[1]) for s in store.list_secrets(device.uuid)
+                      if s.state in ("pending", "active")}
+    assert set(laptop.slots()) - {0, 1} <= escrowed_slots
+    # And the next runs converge: a rotate finishes with exactly one active key, which opens.
+    out = run(store, laptop, device, mode="rotate")
+    assert out.failed is None, out.failed
+    active = keys_of(store, device, states=("active",))
+    assert len(active) == 1 and laptop.opens(next(iter(active.values())))
+
+
+# ----------------------------------------------------------------------------------- bad input and faults
+
+def test_no_free_keyslot_fails_safe(store, laptop, device):
+    def full(module, args):
+        res = laptop.remote(module, args)
+        for vol in res.get("devices", []):
+            vol["free_slot"] = None
+        return res
+
+    before = laptop.digest()
+    out = escrow.run_luks(store, OFFICER.public_key(), full, escrow.Request(device.uuid, "lt-1"))
+    assert "no free keyslot" in out.failed
+    assert store.list_secrets(device.uuid) == [] and laptop.digest() == before
+
+
+def test_luks1_is_reported_and_left_alone(store, tmp_path, device):
+    laptop = Laptop(tmp_path, keyfile=False, luks_type="luks1")
+    before = laptop.digest()
+    out = run(store, laptop, device, unlock_key=INSTALLER)
+    assert any("LUKS1 header" in v for v in out.enc001)
+    assert any("escrow needs LUKS2" in f for f in out.enc002)
+    assert out.controls(escrow_applied=False)["ENC-001"]["state"] == "noncompliant"
+    assert store.list_secrets(device.uuid) == [] and laptop.digest() == before
+
+
+def test_wrong_installer_passphrase_changes_nothing_and_the_pending_key_is_abandoned(store, tmp_path, device):
+    laptop = Laptop(tmp_path, keyfile=False)
+    before = laptop.digest()
+    out = run(store, laptop, device, unlock_key="not the passphrase")
+    assert "the given unlock key opens no keyslot" in out.failed and "nothing changed" in out.failed
+    assert laptop.digest() == before
+    (sec,) = store.list_secrets(device.uuid)
+    assert sec.state == "pending"
+    out = run(store, laptop, device, unlock_key=INSTALLER)
+    assert out.failed is None
+    states = sorted(s.state for s in store.list_secrets(device.uuid))
+    assert states == ["abandoned", "active"]
+
+
+def test_store_unwritable_at_escrow_time_adds_no_key(store, laptop, device, monkeypatch):
+    def broken(*a, **kw):
+        raise StoreError("store sqlite:///x: database or disk is full; nothing was changed")
+
+    monkeypatch.setattr(store, "add_secret", broken)
+    before = laptop.digest()
+    with pytest.raises(StoreError, match="disk is full"):
+        run(store, laptop, device)
+    assert laptop.calls == ["inventory"] and laptop.digest() == before
+
+
+def test_device_that_disappears_mid_run_fails_without_removing_anything(store, laptop, device):
+    run(store, laptop, device)
+    (old_id, old_key), = keys_of(store, device).items()
+    saved = laptop.image.read_bytes()
+
+    def vanishing(module, args):
+        if args.get("state") == "enroll":
+            laptop.image.unlink()
+        return laptop.remote(module, args)
+
+    out = escrow.run_luks(store, OFFICER.public_key(), vanishing,
+                          escrow.Request(device.uuid, "lt-1", mode="rotate"))
+    assert "no such device" in out.failed
+    laptop.image.write_bytes(saved)
+    assert laptop.opens(old_key) and store.get_secret(old_id).state == "active"
+
+
+def test_the_store_file_holds_no_plaintext_key(store, site, laptop, device):
+    run(store, laptop, device)
+    run(store, laptop, device, mode="rotate")
+    keys = [escrow_open(s) for s in store.list_secrets(device.uuid) if s.ciphertext]
+    store.close()
+    blob = b"".join(p.read_bytes() for p in (site / ".deskguard").iterdir() if p.is_file())
+    for key in keys:
+        assert key.encode() not in blob and key.replace("-", "").encode() not in blob
+
+
+def test_recovery_keys_are_48_random_digits():
+    keys = {escrow.new_recovery_key() for _ in range(200)}
+    assert len(keys) == 200
+    assert all(len(k) == 55 and k.replace("-", "").isdigit() and k.count("-") == 7 for k in keys)
