@@ -18,6 +18,7 @@ COMMANDS = {
     "devices": "deskguard.commands.devices:devices",
     "audit": "deskguard.commands.audit:audit",
     "onboard": "deskguard.commands.onboard:onboard",
+    "keys": "deskguard.commands.keys:keys",
 }
 
 

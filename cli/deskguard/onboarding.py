@@ -31,6 +31,13 @@ class OnboardRequest:
     port: int = 22
     ssh_key: Path | None = None
     check: bool = False
+    # The disk's installer passphrase, once, for laptops without a crypttab key file (escrow needs a key
+    # that opens the disk to add the recovery key). Only its path travels; the action plugin reads it.
+    luks_passphrase_file: Path | None = None
+
+    def envvars(self) -> dict:
+        return {"DESKGUARD_UNLOCK_KEY_FILE": str(Path(self.luks_passphrase_file).resolve())} \
+            if self.luks_passphrase_file else {}
 
 
 def validate(req: OnboardRequest) -> None:
@@ -43,6 +50,8 @@ def validate(req: OnboardRequest) -> None:
         raise UsageError(f"--ssh-user {req.ssh_user!r} is not a valid account name")
     if not 1 <= req.port <= 65535:
         raise UsageError(f"--port must be between 1 and 65535 (got {req.port})")
+    if req.luks_passphrase_file and not os.access(req.luks_passphrase_file, os.R_OK):
+        raise UsageError(f"--luks-passphrase-file {req.luks_passphrase_file}: not a readable file")
     if not req.address or any(c.isspace() or c in ";&|`$<>\\'\"" for c in req.address):
         raise UsageError(f"--address {req.address!r} is not a host name or IP address")
     if req.ssh_key and not Path(req.ssh_key).is_file():
@@ -88,7 +97,8 @@ def onboard(site: Path, req: OnboardRequest, progress=None) -> tuple[PlaybookRes
             site, store, req.hostname, os=req.os, address=req.address, port=req.port, ssh_user=req.ssh_user,
             operator=req.operator, os_version=pre.os_version, hostvars=hostvars)
         result = run_playbook(site, "onboard.yml", [inventory.hosts_file(site)], limit=req.hostname,
-                              extravars={"deskguard_hosts": req.hostname}, progress=progress)
+                              extravars={"deskguard_hosts": req.hostname}, envvars=req.envvars(),
+                              progress=progress)
         if result.exit_code == EXIT_OK:
             store.set_device_state(req.hostname, "onboarded")
         store.audit(None, "device.onboard", req.hostname, {"exit_code": result.exit_code,
@@ -108,7 +118,8 @@ def _run_check(site: Path, req: OnboardRequest, hostvars: dict, progress) -> Pla
                  mode=0o600)
     try:
         return run_playbook(site, "onboard.yml", [path], limit=req.hostname, check=True,
-                            extravars={"deskguard_hosts": req.hostname}, progress=progress)
+                            extravars={"deskguard_hosts": req.hostname}, envvars=req.envvars(),
+                            progress=progress)
     finally:
         path.unlink(missing_ok=True)
 

@@ -31,7 +31,7 @@ CONTROLLER_ACTIONS = frozenset(
 
 # Task names start with a control ID: "LCK-001 | PATCH | ...".
 CONTROL_TASK = re.compile(r"^([A-Z]{2,4}-\d{3}) \| ")
-CONTROL_RANK = {"failed": 4, "noncompliant": 3, "applied": 2, "compliant": 1, "not_applicable": 0, "skipped": 0}
+CONTROL_RANK = {"failed": 5, "noncompliant": 4, "applied": 3, "not_applicable": 2, "compliant": 1, "skipped": 0}
 
 
 @dataclass

@@ -42,12 +42,19 @@ def onboard(site, laptop, *extra):
 def test_check_apply_verify_converge(site, laptop):
     proc, out = onboard(site, laptop, "--check")
     assert proc.returncode == 0, (proc.stderr, out)
-    assert {c["state"] for c in out["controls"]} == {"would change"}, out
+    assert {c["control"]: c["state"] for c in out["controls"]} == {
+        "ENC-001": "already compliant", "ENC-002": "would change", "FW-001": "would change",
+        "LCK-001": "would change", "UPD-001": "would change"}, out
 
     proc, out = onboard(site, laptop)
     assert proc.returncode == 0, (proc.stderr, out)
-    assert {c["control"]: c["state"] for c in out["controls"]} == {
-        "FW-001": "applied", "LCK-001": "applied", "UPD-001": "applied"}
+    states = {c["control"]: c for c in out["controls"]}
+    assert {k: v["state"] for k, v in states.items()} == {
+        "ENC-001": "already compliant", "ENC-002": "applied", "FW-001": "applied", "LCK-001": "applied",
+        "UPD-001": "applied"}, out
+    # The lab's installer slots use a light PBKDF (TCG is slow): reported, not hidden.
+    assert any("weak PBKDF" in f for f in states["ENC-001"]["findings"]), states["ENC-001"]
+    assert any("recovery key escrowed (keyslot 2" in f for f in states["ENC-002"]["findings"]), states["ENC-002"]
 
     r = vm.ssh(laptop, "dconf read /org/gnome/desktop/session/idle-delay; sudo ufw status verbose; "
                        "apt-config dump | grep -c Debian-Security; systemctl is-enabled apt-daily-upgrade.timer; "
@@ -60,3 +67,68 @@ def test_check_apply_verify_converge(site, laptop):
     assert proc.returncode == 0, (proc.stderr, out)
     assert out["changed_tasks"] == 0 and {c["state"] for c in out["controls"]} == {"already compliant"}, out
     assert out["module_calls"] <= 20, out
+
+
+# ----------------------------------------------------------------------------- recovery keys (issue 4)
+
+def officer_args(site):
+    return ["--escrow-key", str(site / ".deskguard" / "escrow-officer.key.pem"),
+            "--passphrase-file", str(site.parent / f"{site.name}.pass")]
+
+
+def shown_keys(site):
+    proc = deskguard(site, "keys", "show", HOST, *officer_args(site), "--reason", "vm test", "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def opens(laptop, luks_uuid, key, slot=None):
+    """Does KEY open the laptop's LUKS volume (token unlock off, so only the key itself counts)?"""
+    slot_arg = f"--key-slot {slot} " if slot is not None else ""
+    r = vm.ssh(laptop, "sudo cryptsetup open --test-passphrase --disable-external-tokens --token-type none "
+                       f"{slot_arg}--key-file - /dev/disk/by-uuid/{luks_uuid}; echo rc=$?", stdin=key, timeout=180)
+    return r.stdout.strip().endswith("rc=0")
+
+
+def test_escrowed_key_opens_the_disk_rotates_and_verify_catches_tampering(site, laptop):
+    outputs = []
+    (first,) = shown_keys(site)
+    _, luks_uuid, slot = first["key_id"].split(":")
+    assert first["state"] == "active" and slot == "2"
+    assert opens(laptop, luks_uuid, first["key"], slot)
+    assert not opens(laptop, luks_uuid, "000000-000000-000000-000000-000000-000000-000000-000000")
+
+    proc = deskguard(site, "keys", "rotate", HOST, "--json")
+    outputs.append(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, outputs[-1]
+    (second,) = shown_keys(site)
+    assert second["key"] != first["key"] and second["key_id"] == f"luks:{luks_uuid}:3"
+    assert opens(laptop, luks_uuid, second["key"]) and not opens(laptop, luks_uuid, first["key"])
+
+    proc = deskguard(site, "keys", "verify", "--json")
+    outputs.append(proc.stdout + proc.stderr)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["hosts"][0]["state"] == "compliant", outputs[-1]
+
+    # Someone re-keys the recovery slot on the laptop behind the kit's back.
+    r = vm.ssh(laptop, "printf 'someone-else' > /tmp/other && sudo cryptsetup luksChangeKey -q --pbkdf pbkdf2 "
+                       "--pbkdf-force-iterations 1000 --key-slot 3 --key-file - "
+                       f"/dev/disk/by-uuid/{luks_uuid} /tmp/other; echo rc=$?", stdin=second["key"], timeout=180)
+    assert r.stdout.strip().endswith("rc=0"), r.stdout + r.stderr
+    proc = deskguard(site, "keys", "verify", "--json")
+    outputs.append(proc.stdout + proc.stderr)
+    report = json.loads(proc.stdout)["hosts"][0]
+    assert proc.returncode == 1 and report["state"] == "noncompliant", outputs[-1]
+    assert any("no longer matches" in f for f in report["findings"]), report
+
+    # No clear key anywhere but `keys show`'s own output: not in the store, the site, the commands' output,
+    # or the laptop's logs (module arguments are no_log).
+    keys = [first["key"], second["key"]]
+    site_bytes = b"".join(p.read_bytes() for p in site.rglob("*") if p.is_file())
+    journal = vm.ssh(laptop, "sudo journalctl -o short --no-pager; sudo cat /var/log/*.log 2>/dev/null; true",
+                     timeout=180).stdout
+    # The grep means something: the module's invocations are in the journal, with the key masked.
+    assert "ansible-deskguard_luks" in journal and "new_key=NOT_LOGGING_PARAMETER" in journal
+    for key in keys:
+        for form in (key, key.replace("-", "")):
+            assert form.encode() not in site_bytes
+            assert form not in journal and not any(form in o for o in outputs)

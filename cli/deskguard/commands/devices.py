@@ -71,7 +71,7 @@ def show(site, host, as_json):
     click.echo(f"{'inventory:':12} {'listed in inventory/hosts.yml' if in_inventory else 'not listed'}")
     click.echo("secrets:" + ("" if secrets else "     none"))
     for s in secrets:
-        state = f"destroyed {s.to_dict()['destroyed_at']}" if s.destroyed_at else "escrowed"
+        state = f"{s.state} {s.to_dict()['destroyed_at']}" if s.destroyed_at else s.state
         click.echo(f"  #{s.id} {s.kind} {s.key_id} ({state}, sealed to {s.escrow_key_id or '?'})")
     click.echo("audit:" + ("" if history else "       none"))
     for a in history:

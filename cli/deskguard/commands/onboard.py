@@ -17,11 +17,15 @@ from ..preflight import SUPPORTED_OS
 @click.option("--ssh-user", default="dgadmin", show_default=True, help="Management account (key login, sudo).")
 @click.option("--port", type=int, default=22, show_default=True, help="SSH port.")
 @click.option("--ssh-key", type=click.Path(dir_okay=False), default=None, help="Admin private key (default: ssh's own).")
+@click.option("--luks-passphrase-file", type=click.Path(dir_okay=False), default=None,
+              help="The disk's installer passphrase (exact bytes), used once to add the escrowed recovery key "
+                   "when the laptop has no crypttab key file.")
 @click.option("--check", is_flag=True, help="Show what would change; change and record nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--site", default=None, help="Site folder (default: DESKGUARD_SITE or the checkout).")
-def onboard(hostname, os_name, address, operator, ssh_user, port, ssh_key, check, yes, as_json, site):
+def onboard(hostname, os_name, address, operator, ssh_user, port, ssh_key, luks_passphrase_file, check, yes,
+            as_json, site):
     """Check HOSTNAME is reachable, record it, and apply every control."""
     import json
 
@@ -29,7 +33,8 @@ def onboard(hostname, os_name, address, operator, ssh_user, port, ssh_key, check
     from ..progress import print_summary, progress_factory
     from ..site import site_dir
 
-    req = OnboardRequest(hostname, os_name, address, operator, ssh_user, port, ssh_key, check)
+    req = OnboardRequest(hostname, os_name, address, operator, ssh_user, port, ssh_key, check,
+                         luks_passphrase_file)
     if not (yes or check or as_json) and sys.stdin.isatty():
         click.confirm(f"Onboard {hostname} ({address}) for {operator}? This changes the laptop", abort=True)
     result, device = run_onboard(site_dir(site), req,
