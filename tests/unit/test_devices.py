@@ -56,7 +56,7 @@ def test_list_and_show(site):
     assert shown["hostname"] == "tanaka-laptop" and shown["in_inventory"] is True
     assert [s["kind"] for s in shown["secrets"]] == ["luks-recovery"] and "ciphertext" not in shown["secrets"][0]
     text = deskguard("devices", "show", "tanaka-laptop", site=site).stdout
-    assert "luks-recovery slot1 (escrowed" in text and "RECOVERY" not in text
+    assert "luks-recovery slot1 (active" in text and "RECOVERY" not in text
 
 
 def test_show_unknown_and_invalid_hosts(site):
