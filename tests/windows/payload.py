@@ -29,11 +29,17 @@ def encoded_script(args: list[str]) -> str | None:
 
 @dataclass
 class ModuleCall:
-    """One module invocation as the exec wrapper would run it. `args` keeps no_log values: memory only."""
+    """One module invocation as the exec wrapper would run it. `module` is the name the task used, fully
+    qualified (`ansible.windows.win_regedit`, or `deskguard_bitlocker` from the kit's library); `args` keeps
+    no_log values: memory only."""
 
     module: str
     args: dict
     internal: dict = field(default_factory=dict)
+
+    @property
+    def short(self) -> str:
+        return self.module.rsplit(".", 1)[-1]
 
     @property
     def check_mode(self) -> bool:
@@ -60,7 +66,8 @@ def module_call(stdin: bytes) -> ModuleCall | None:
     complex_args = next(v["Value"] for v in wrapper["params"]["Variables"] if v["Name"] == "complex_args")
     internal = {k: v for k, v in complex_args.items() if k.startswith("_ansible_")}
     args = {k: v for k, v in complex_args.items() if not k.startswith("_ansible_")}
-    return ModuleCall(module=short_name(script), args=args, internal=internal)
+    return ModuleCall(module=internal.get("_ansible_module_name") or short_name(script), args=args,
+                      internal=internal)
 
 
 def short_name(script: str) -> str:

@@ -38,7 +38,7 @@ ACTIONS = {
 DONE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Done"
 
 # A scripted answer: a dict, or a callable taking the ModuleCall. Looked up by (module, args["state"]), then
-# by module, then "*".
+# by module, then "*"; `module` may be fully qualified or short (`win_regedit`).
 Answer = dict | Callable[[ModuleCall], dict]
 # handler(argv, script, stdin) -> (stdout, stderr, rc) for anything that is not an Ansible module payload;
 # `script` is the decoded -EncodedCommand, or None.
@@ -193,7 +193,8 @@ class Responder:
         return json.dumps(result).encode(), b"", 1 if result.get("failed") else 0
 
     def answer(self, call: ModuleCall) -> dict:
-        for key in ((call.module, call.args.get("state")), call.module, "*"):
+        state = call.args.get("state")
+        for key in ((call.module, state), (call.short, state), call.module, call.short, "*"):
             if key in self.answers:
                 found = self.answers[key]
                 return found(call) if callable(found) else found
