@@ -113,7 +113,10 @@ class Responder:
         message_id = envelope.findtext("s:Header/a:MessageID", namespaces=NS)
         with self._lock:
             self.actions.append(action)
-        status, reply = getattr(self, "_" + action.lower(), self._unknown)(envelope)
+        try:
+            status, reply = getattr(self, "_" + action.lower(), self._unknown)(envelope)
+        except (KeyError, AttributeError) as exc:  # an unknown shell or command id, a body we cannot read
+            status, reply = _fault(f"the loopback responder cannot handle this {action}: {exc!r}")
         out = _envelope(message_id, reply).encode()
         http.send_response(status)
         http.send_header("Content-Type", "application/soap+xml;charset=UTF-8")
@@ -169,8 +172,7 @@ class Responder:
         return 200, ""
 
     def _unknown(self, envelope):
-        return 500, ('<s:Fault><s:Code><s:Value>s:Sender</s:Value></s:Code><s:Reason><s:Text xml:lang="en-US">'
-                     "the loopback responder does not implement this action</s:Text></s:Reason></s:Fault>")
+        return _fault("the loopback responder does not implement this action")
 
     def _shell(self, envelope) -> dict[str, _Command]:
         return self._shells[_shell_id(envelope)]
@@ -199,6 +201,13 @@ class Responder:
                 found = self.answers[key]
                 return found(call) if callable(found) else found
         return {"changed": False}
+
+
+def _fault(reason: str) -> tuple[int, str]:
+    # pywinrm raises WSManFaultError with this reason for a 500 that carries a SOAP Fault.
+    reason = reason.replace("&", "&amp;").replace("<", "&lt;")
+    return 500, ('<s:Fault><s:Code><s:Value>s:Sender</s:Value></s:Code><s:Reason><s:Text xml:lang="en-US">'
+                 f"{reason}</s:Text></s:Reason></s:Fault>")
 
 
 def _shell_id(envelope) -> str:

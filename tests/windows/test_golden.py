@@ -21,7 +21,8 @@ CAPABLE = {"changed": False, "edition": {"name": "Professional", "edition_id": "
 
 def assert_golden(name, calls):
     diff = golden_diff(name, calls)
-    assert diff is None, diff
+    if diff is not None:
+        pytest.fail(diff, pytrace=False)  # the diff alone, without a repr of it
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -85,3 +86,12 @@ def test_golden_files_are_valid_and_free_of_secrets():
         for call in json.loads(path.read_text()):
             for key in ("recovery_password", "pin", "password"):
                 assert call["args"].get(key) in (None, "<no_log>"), f"{path.name}: {key} in clear"
+
+
+def test_disk_encryption_check_mode_probes_for_real_and_changes_nothing(responder, play):
+    responder.answers[("deskguard_bitlocker", "inventory")] = CAPABLE
+    play("disk_encryption.yml", check=True, **ENC_DEFAULTS)
+    modes = {(c.short, c.args.get("state")): c.check_mode for c in responder.calls}
+    # The inventory runs for real (check_mode: false) so the play sees the truth; everything else is a dry run.
+    assert modes == {("win_regedit", None): True, ("deskguard_bitlocker", "inventory"): False,
+                     ("deskguard_bitlocker", "enable"): True}

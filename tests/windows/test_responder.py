@@ -9,7 +9,7 @@ import pytest
 import winrm
 from payload import module_call
 from responder import Responder
-from winrm.exceptions import InvalidCredentialsError
+from winrm.exceptions import InvalidCredentialsError, WSManFaultError
 
 pytestmark = pytest.mark.windows
 AUTH = ("deskguard-test", "loopback-only")
@@ -43,6 +43,14 @@ def test_wrong_password_is_rejected():
     with Responder() as r, pytest.raises(InvalidCredentialsError):
         session(r, auth=("deskguard-test", "wrong")).run_cmd("hostname")
     assert r.actions == []
+
+
+def test_an_unknown_shell_is_a_soap_fault_not_a_dropped_connection():
+    with Responder() as r:
+        p = winrm.Protocol(r.url, transport="basic", username=AUTH[0], password=AUTH[1],
+                           message_encryption="never")
+        with pytest.raises(WSManFaultError, match="cannot handle this Command"):
+            p.run_command("NO-SUCH-SHELL", "hostname")
 
 
 def test_protocol_streams_stdin_with_send():
