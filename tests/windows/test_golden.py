@@ -1,0 +1,97 @@
+"""Golden tests: each role's Windows path, run by Ansible's winrm connection against the loopback responder,
+sends exactly the module invocations in tests/windows/golden/*.json (regenerate: DESKGUARD_UPDATE_GOLDEN=1).
+They pin what the kit asks Windows to do; whether Windows does it is not verified here (docs/windows.md)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from golden import GOLDEN, golden_diff
+
+pytestmark = pytest.mark.windows
+
+ROLES = ["screen_lock", "firewall", "auto_update"]
+ENC_DEFAULTS = {"disk_encryption_enabled": True, "disk_encryption_windows_method": "XtsAes256",
+                "disk_encryption_windows_protector": "tpm"}
+CAPABLE = {"changed": False, "edition": {"name": "Professional", "edition_id": "Professional", "build": "22631",
+                                         "bitlocker_capable": True},
+           "tpm": {"present": True, "ready": True}, "volumes": [], "findings": ["OS volume is not encrypted"]}
+
+
+def assert_golden(name, calls):
+    diff = golden_diff(name, calls)
+    if diff is not None:
+        pytest.fail(diff, pytrace=False)  # the diff alone, without a repr of it
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_role_windows_path_matches_golden(role, responder, play):
+    play("role.yml", deskguard_test_role=role)
+    assert responder.calls, f"{role} sent no module to Windows"
+    assert_golden(role, responder.calls)
+
+
+def test_a_changed_policy_value_is_a_golden_mismatch(responder, play):
+    # The policy says 10 idle minutes instead of 5: the golden file (300 s) must no longer match.
+    play("role.yml", deskguard_test_role="screen_lock", screen_lock_idle_minutes=10)
+    diff = golden_diff("screen_lock", responder.calls, update=False)  # never rewrite the golden file here
+    assert diff is not None
+    assert '-      "data": 300,' in diff and '+      "data": 600,' in diff, diff
+
+
+def test_disk_encryption_windows_matches_golden(responder, play):
+    responder.answers[("deskguard_bitlocker", "inventory")] = CAPABLE
+    responder.answers[("deskguard_bitlocker", "enable")] = {"changed": True, "volume_status": "FullyDecrypted",
+                                                            "encryption_percentage": 0.0,
+                                                            "hardware_test_pending": True}
+    play("disk_encryption.yml", **ENC_DEFAULTS)
+    assert_golden("disk_encryption", responder.calls)
+    fve = {c.args["name"]: c.args["data"] for c in responder.calls if c.short == "win_regedit"}
+    assert fve["EncryptionMethodWithXtsOs"] == 7 and fve["UseTPMPIN"] == 2 and fve["UseTPM"] == 2
+
+
+def test_disk_encryption_tpm_pin_keeps_the_pin_out_of_the_golden_file(responder, play):
+    responder.answers[("deskguard_bitlocker", "inventory")] = CAPABLE
+    play("disk_encryption.yml", **{**ENC_DEFAULTS, "disk_encryption_windows_protector": "tpm_pin",
+                                   "disk_encryption_windows_pin": "482916"})
+    enable = [c for c in responder.calls if c.args.get("state") == "enable"]
+    assert enable and enable[0].args["pin"] == "482916" and enable[0].no_log  # the module got it, in memory
+    assert_golden("disk_encryption_tpm_pin", responder.calls)
+    assert "482916" not in (GOLDEN / "disk_encryption_tpm_pin.json").read_text()
+
+
+def test_disk_encryption_on_home_edition_only_takes_inventory(responder, play):
+    responder.answers[("deskguard_bitlocker", "inventory")] = {
+        **CAPABLE, "edition": {"name": "Home", "edition_id": "Core", "build": "22631", "bitlocker_capable": False},
+        "findings": ["edition Home cannot use BitLocker"]}
+    play("disk_encryption.yml", **ENC_DEFAULTS)
+    states = [c.args.get("state") for c in responder.calls if c.short == "deskguard_bitlocker"]
+    assert states == ["inventory"]
+
+
+def test_disk_encryption_fails_when_the_module_refuses_to_enable(responder, play):
+    # What the module answers without a recovery-password protector: the play must stop, loudly.
+    responder.answers[("deskguard_bitlocker", "inventory")] = CAPABLE
+    refusal = "refusing to enable BitLocker on C:: it has no recovery-password protector; escrow one first (ENC-002)"
+    responder.answers[("deskguard_bitlocker", "enable")] = {"failed": True, "changed": False, "msg": refusal}
+    proc = play("disk_encryption.yml", expect_rc=2, **ENC_DEFAULTS)
+    assert "no recovery-password protector" in proc.stdout
+
+
+def test_golden_files_are_valid_and_free_of_secrets():
+    files = sorted(GOLDEN.glob("*.json"))
+    assert {f.stem for f in files} >= set(ROLES) | {"disk_encryption", "disk_encryption_tpm_pin"}
+    for path in files:
+        for call in json.loads(path.read_text()):
+            for key in ("recovery_password", "pin", "password"):
+                assert call["args"].get(key) in (None, "<no_log>"), f"{path.name}: {key} in clear"
+
+
+def test_disk_encryption_check_mode_probes_for_real_and_changes_nothing(responder, play):
+    responder.answers[("deskguard_bitlocker", "inventory")] = CAPABLE
+    play("disk_encryption.yml", check=True, **ENC_DEFAULTS)
+    modes = {(c.short, c.args.get("state")): c.check_mode for c in responder.calls}
+    # The inventory runs for real (check_mode: false) so the play sees the truth; everything else is a dry run.
+    assert modes == {("win_regedit", None): True, ("deskguard_bitlocker", "inventory"): False,
+                     ("deskguard_bitlocker", "enable"): True}
