@@ -90,8 +90,10 @@ class Request:
     hook: Callable[[str], None] | None = None  # test hook: called with "pending", "added", "activated", "removed"
 
 
-class LuksEscrow:
-    """One device's LUKS volumes against its escrowed secrets in the store."""
+class _Escrow:
+    """What both backends share: the store, the escrow public key, the device module and the test hook."""
+
+    module = ""
 
     def __init__(self, store, public_key, remote: Remote, req: Request):
         self.store, self.public_key, self.req = store, public_key, req
@@ -100,11 +102,17 @@ class LuksEscrow:
 
     def call(self, args: dict) -> dict:
         self.out.module_calls += 1
-        return self._remote("deskguard_luks", args)
+        return self._remote(self.module, args)
 
     def step(self, name: str) -> None:
         if self.req.hook:
             self.req.hook(name)
+
+
+class LuksEscrow(_Escrow):
+    """One device's LUKS volumes against its escrowed secrets in the store."""
+
+    module = "deskguard_luks"
 
     def run(self) -> Outcome:
         # Check mode may run before the device is registered: then nothing is escrowed yet.
@@ -240,3 +248,102 @@ def run_luks(store, public_key, remote: Remote, req: Request) -> Outcome:
     if req.mode not in ("apply", "rotate", "verify", "check"):
         raise ValueError(req.mode)
     return LuksEscrow(store, public_key, remote, req).run()
+
+
+# --------------------------------------------------------------------------------------------- BitLocker
+
+KIND_BITLOCKER = "bitlocker-recovery"
+
+
+def new_bitlocker_password() -> str:
+    """A BitLocker recovery password: 8 groups of 6 digits, each group a multiple of 11 below 720896 (the
+    format BitLocker accepts: each group encodes 16 bits). 128 random bits."""
+    return "-".join(f"{random.randbelow(65536) * 11:06d}" for _ in range(8))
+
+
+class BitLockerEscrow(_Escrow):
+    """The OS volume's recovery password, escrowed and read back *before* encryption may start.
+
+    The protector id (known only once Windows has added the protector) is the secret's fingerprint; the key
+    id binds the sealed password to the device, the volume and a random tag chosen before it is stored.
+    """
+
+    module = "deskguard_bitlocker"
+
+    def __init__(self, store, public_key, remote: Remote, req: Request, inventory: dict | None = None):
+        super().__init__(store, public_key, remote, req)
+        self.inventory = inventory
+
+    def controls(self) -> dict:
+        """Only ENC-002: ENC-001 (policy, encryption) is the role's own BitLocker tasks."""
+        return {"ENC-002": self.out.controls(escrow_applied=self.out.changed)["ENC-002"]}
+
+    def run(self) -> Outcome:
+        inv = self.inventory if self.inventory and "volumes" in self.inventory else self.call({"state": "inventory"})
+        if not (inv.get("edition") or {}).get("bitlocker_capable", False):
+            self.out.enc002.append("this Windows edition cannot use BitLocker: nothing to escrow")
+            return self.out
+        volume = next((v for v in inv.get("volumes") or [] if v.get("volume_type") == "OperatingSystem"), None)
+        mount = (volume or {}).get("mount_point") or "C:"
+        present = {p.get("id") for p in (volume or {}).get("protectors") or [] if p.get("type") == "RecoveryPassword"}
+        live = self.store.live_secrets(self.req.device_uuid, KIND_BITLOCKER) if self.store else []
+        good = []
+        for sec in live:
+            if sec.state == "pending":
+                self.out.notes.append(f"{mount}: a recovery password from an interrupted escrow (secret #{sec.id}) "
+                                      "stays escrowed; `deskguard keys show` lists it")
+            elif sec.fingerprint in present:
+                good.append(sec)
+            elif sec.state == "active":
+                self.out.enc002.append(f"{mount}: the escrowed recovery password (protector {sec.fingerprint}) is "
+                                       "no longer on the volume")
+                if self.req.mode in ("apply", "rotate", "verify"):
+                    self.store.set_secret_state(sec.id, "mismatch", detail={"protector": sec.fingerprint})
+        if self.req.mode == "verify" or (good and self.req.mode != "rotate"):
+            for sec in good:
+                self.store.mark_secret_verified(sec.id)
+            if not good and self.req.mode == "verify":
+                self.out.enc002.append(f"{mount}: no recovery password escrowed")
+            self.out.volumes.append({"device": mount, "escrowed": [s.id for s in good]})
+            return self.out
+        try:
+            self.enroll(mount, good)
+        except RemoteFailed as exc:
+            self.out.failed = str(exc)
+        return self.out
+
+    def enroll(self, mount: str, replaced: list) -> None:
+        if self.req.mode == "check":
+            self.out.changed = True
+            self.out.notes.append(f"{mount}: would escrow a recovery password before encryption")
+            return
+        password = new_bitlocker_password()
+        key_id = f"bitlocker:{mount}:{random.token_hex(4)}"
+        blob = seal(self.public_key, password.encode(), self.req.device_uuid, KIND_BITLOCKER, key_id)
+        sec = self.store.add_secret(self.req.device_uuid, KIND_BITLOCKER, key_id, blob,
+                                    escrow_key_id=escrow_key_id(self.public_key), state="pending")
+        self.step("pending")
+        res = self.call({"state": "add_recovery", "mount_point": mount, "recovery_password": password})
+        if not res.get("verified") or not res.get("protector_id"):
+            raise RemoteFailed(f"{mount}: Windows did not read the new recovery password back; it stays escrowed "
+                               "as pending and encryption does not start")
+        self.store.set_secret_state(sec.id, "active", fingerprint=res["protector_id"], verified=True,
+                                    detail={"protector": res["protector_id"]})
+        self.out.changed = True
+        self.step("activated")
+        for old in replaced:
+            self.call({"state": "remove_protector", "mount_point": mount, "protector_id": old.fingerprint})
+            self.store.set_secret_state(old.id, "retired", detail={"protector": old.fingerprint,
+                                                                  "replaced_by": sec.id})
+            self.step("removed")
+        self.out.notes.append(f"{mount}: recovery password {'rotated' if replaced else 'escrowed'} "
+                              f"(protector {res['protector_id']}, secret #{sec.id})")
+        self.out.volumes.append({"device": mount, "escrowed": [sec.id]})
+
+
+def run_bitlocker(store, public_key, remote: Remote, req: Request, inventory: dict | None = None) -> BitLockerEscrow:
+    if req.mode not in ("apply", "rotate", "verify", "check"):
+        raise ValueError(req.mode)
+    escrow = BitLockerEscrow(store, public_key, remote, req, inventory)
+    escrow.run()
+    return escrow

@@ -24,7 +24,8 @@ DOCUMENTATION = r"""
 action: deskguard_escrow
 short_description: Escrow, rotate or verify recovery keys of encrypted volumes
 options:
-  backend: {description: Which encryption., type: str, choices: [luks], default: luks}
+  backend: {description: Which encryption., type: str, choices: [luks, bitlocker], default: luks}
+  inventory: {description: A deskguard_bitlocker inventory result registered just before (saves a round trip)., type: dict}
   mode: {description: apply (escrow where missing), rotate, or verify (read-only)., type: str, default: apply}
   approved_ciphers: {description: Ciphers ENC-001 accepts., type: list, elements: str}
   min_key_bits: {description: Smallest volume key ENC-001 accepts., type: int}
@@ -43,13 +44,16 @@ def _read_file(var: str) -> bytes | None:
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("backend", "mode", "approved_ciphers", "min_key_bits"))
+    _VALID_ARGS = frozenset(("backend", "mode", "approved_ciphers", "min_key_bits", "inventory"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
         args = self._task.args
         mode = args.get("mode", "apply")
+        backend = args.get("backend", "luks")
+        if backend not in ("luks", "bitlocker"):
+            raise AnsibleActionFail(f"backend must be luks or bitlocker, not {backend!r}")
         if mode not in ("apply", "rotate", "verify"):
             raise AnsibleActionFail(f"mode must be apply, rotate or verify, not {mode!r}")
         if self._task.check_mode and mode != "verify":
@@ -86,21 +90,29 @@ class ActionModule(ActionBase):
                 unlock_key=unlock.decode("utf-8") if unlock else None, officer_key=officer,
                 approved_ciphers=tuple(args.get("approved_ciphers") or ("aes-xts-plain64",)),
                 min_key_bits=int(args.get("min_key_bits") or 512))
+            def run(store):
+                if backend == "bitlocker":
+                    done = escrow.run_bitlocker(store, load_escrow_public_key(site), remote, req,
+                                                args.get("inventory"))
+                    return done.out, done.controls()
+                out = escrow.run_luks(store, load_escrow_public_key(site), remote, req)
+                return out, out.controls(escrow_applied=out.changed)
+
             if not device_uuid:   # check mode before registration: a dry run that reads only the laptop
-                out = escrow.run_luks(None, load_escrow_public_key(site), remote, req)
+                out, controls = run(None)
             else:
                 with Store.open(site) as store:
                     known = store.get_device(req.hostname)
                     if known is None or known.uuid != device_uuid:
                         raise AnsibleActionFail(f"{req.hostname}: the store has no live device with uuid "
                                                 f"{device_uuid}")
-                    out = escrow.run_luks(store, load_escrow_public_key(site), remote, req)
+                    out, controls = run(store)
         except UnicodeDecodeError:
             raise AnsibleActionFail("the unlock key file is not UTF-8 text") from None
         except DeskguardError as exc:
             raise AnsibleActionFail(str(exc)) from None
         result.update(changed=out.changed, module_calls=out.module_calls, volumes=out.volumes,
-                      deskguard_controls=out.controls(escrow_applied=out.changed))
+                      deskguard_controls=controls)
         if out.failed:
             result.update(failed=True, msg=out.failed)
         else:

@@ -40,20 +40,25 @@ def test_a_changed_policy_value_is_a_golden_mismatch(responder, play):
     assert '-      "data": 300,' in diff and '+      "data": 600,' in diff, diff
 
 
-def test_disk_encryption_windows_matches_golden(responder, play):
+ADDED = {"changed": True, "protector_id": "{00000000-0000-4000-8000-000000000001}", "verified": True}
+
+
+def test_disk_encryption_windows_matches_golden(responder, play, enc_site):
     responder.answers[("deskguard_bitlocker", "inventory")] = CAPABLE
+    responder.answers[("deskguard_bitlocker", "add_recovery")] = ADDED
     responder.answers[("deskguard_bitlocker", "enable")] = {"changed": True, "volume_status": "FullyDecrypted",
                                                             "encryption_percentage": 0.0,
                                                             "hardware_test_pending": True}
-    play("disk_encryption.yml", **ENC_DEFAULTS)
+    play("disk_encryption.yml", deskguard_device_uuid=enc_site[1], **ENC_DEFAULTS)
     assert_golden("disk_encryption", responder.calls)
     fve = {c.args["name"]: c.args["data"] for c in responder.calls if c.short == "win_regedit"}
     assert fve["EncryptionMethodWithXtsOs"] == 7 and fve["UseTPMPIN"] == 2 and fve["UseTPM"] == 2
 
 
-def test_disk_encryption_tpm_pin_keeps_the_pin_out_of_the_golden_file(responder, play):
+def test_disk_encryption_tpm_pin_keeps_the_pin_out_of_the_golden_file(responder, play, enc_site):
     responder.answers[("deskguard_bitlocker", "inventory")] = CAPABLE
-    play("disk_encryption.yml", **{**ENC_DEFAULTS, "disk_encryption_windows_protector": "tpm_pin",
+    responder.answers[("deskguard_bitlocker", "add_recovery")] = ADDED
+    play("disk_encryption.yml", deskguard_device_uuid=enc_site[1], **{**ENC_DEFAULTS, "disk_encryption_windows_protector": "tpm_pin",
                                    "disk_encryption_windows_pin": "482916"})
     enable = [c for c in responder.calls if c.args.get("state") == "enable"]
     assert enable and enable[0].args["pin"] == "482916" and enable[0].no_log  # the module got it, in memory
@@ -61,21 +66,22 @@ def test_disk_encryption_tpm_pin_keeps_the_pin_out_of_the_golden_file(responder,
     assert "482916" not in (GOLDEN / "disk_encryption_tpm_pin.json").read_text()
 
 
-def test_disk_encryption_on_home_edition_only_takes_inventory(responder, play):
+def test_disk_encryption_on_home_edition_only_takes_inventory(responder, play, enc_site):
     responder.answers[("deskguard_bitlocker", "inventory")] = {
         **CAPABLE, "edition": {"name": "Home", "edition_id": "Core", "build": "22631", "bitlocker_capable": False},
         "findings": ["edition Home cannot use BitLocker"]}
-    play("disk_encryption.yml", **ENC_DEFAULTS)
+    play("disk_encryption.yml", deskguard_device_uuid=enc_site[1], **ENC_DEFAULTS)
     states = [c.args.get("state") for c in responder.calls if c.short == "deskguard_bitlocker"]
     assert states == ["inventory"]
 
 
-def test_disk_encryption_fails_when_the_module_refuses_to_enable(responder, play):
+def test_disk_encryption_fails_when_the_module_refuses_to_enable(responder, play, enc_site):
     # What the module answers without a recovery-password protector: the play must stop, loudly.
     responder.answers[("deskguard_bitlocker", "inventory")] = CAPABLE
     refusal = "refusing to enable BitLocker on C:: it has no recovery-password protector; escrow one first (ENC-002)"
+    responder.answers[("deskguard_bitlocker", "add_recovery")] = ADDED
     responder.answers[("deskguard_bitlocker", "enable")] = {"failed": True, "changed": False, "msg": refusal}
-    proc = play("disk_encryption.yml", expect_rc=2, **ENC_DEFAULTS)
+    proc = play("disk_encryption.yml", expect_rc=2, deskguard_device_uuid=enc_site[1], **ENC_DEFAULTS)
     assert "no recovery-password protector" in proc.stdout
 
 
@@ -88,9 +94,9 @@ def test_golden_files_are_valid_and_free_of_secrets():
                 assert call["args"].get(key) in (None, "<no_log>"), f"{path.name}: {key} in clear"
 
 
-def test_disk_encryption_check_mode_probes_for_real_and_changes_nothing(responder, play):
+def test_disk_encryption_check_mode_probes_for_real_and_changes_nothing(responder, play, enc_site):
     responder.answers[("deskguard_bitlocker", "inventory")] = CAPABLE
-    play("disk_encryption.yml", check=True, **ENC_DEFAULTS)
+    play("disk_encryption.yml", check=True, deskguard_device_uuid=enc_site[1], **ENC_DEFAULTS)
     modes = {(c.short, c.args.get("state")): c.check_mode for c in responder.calls}
     # The inventory runs for real (check_mode: false) so the play sees the truth; everything else is a dry run.
     assert modes == {("win_regedit", None): True, ("deskguard_bitlocker", "inventory"): False,
