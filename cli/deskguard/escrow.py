@@ -12,6 +12,7 @@ local call in the tests), so this file knows nothing of Ansible.
 from __future__ import annotations
 
 import secrets as random
+import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -87,6 +88,7 @@ class Request:
     officer_key: object | None = None        # X25519PrivateKey: verify tests keys for real; rotate unlocks with them
     approved_ciphers: tuple = ("aes-xts-plain64",)
     min_key_bits: int = 512
+    format_devices: tuple = ()               # unencrypted data volumes the policy allows to encrypt (erase)
     hook: Callable[[str], None] | None = None  # test hook: called with "pending", "added", "activated", "removed"
 
 
@@ -119,7 +121,8 @@ class LuksEscrow(_Escrow):
         live = self.store.live_secrets(self.req.device_uuid, KIND_LUKS) if self.store else []
         exempt = [s.key_id.split(":", 1)[1] for s in live]
         inv = self.call({"state": "inventory", "approved_ciphers": list(self.req.approved_ciphers),
-                         "min_key_bits": self.req.min_key_bits, "exempt_slots": exempt})
+                         "min_key_bits": self.req.min_key_bits, "exempt_slots": exempt,
+                         "format_devices": list(self.req.format_devices)})
         self.out.enc001 = list(inv.get("violations") or [])
         self.out.enc001_warnings = list(inv.get("warnings") or [])
         if not inv.get("devices") and not inv.get("root_on_block_device", True):
@@ -132,8 +135,48 @@ class LuksEscrow(_Escrow):
                 self.volume(volume, [s for s in live if s.key_id.startswith(f"luks:{volume['luks_uuid']}:")])
             except RemoteFailed as exc:
                 self.out.failed = str(exc)
+                return self.out
+        for cand in inv.get("format_candidates") or []:
+            try:
+                self.format(cand, live)
+            except RemoteFailed as exc:
+                self.out.failed = str(exc)
                 break
         return self.out
+
+    def format(self, cand: dict, live: list) -> None:
+        """An unencrypted data volume the policy lists: encrypt it (erasing it) with an escrowed key."""
+        dev = cand["device"]
+        if not cand["exists"]:
+            self.out.enc002.append(f"{dev}: listed in disk_encryption_format_devices but not present")
+            return
+        if cand["luks_uuid"]:
+            if not any(s.key_id.startswith(f"luks:{cand['luks_uuid']}:") for s in live):
+                self.out.notes.append(f"{dev}: already LUKS but no key escrowed for it; open and mount it (crypttab, "
+                                      "fstab) so that it is inventoried and escrowed like any volume")
+            return
+        if cand["mounts"]:
+            self.out.enc002.append(f"{dev}: mounted at {', '.join(cand['mounts'])}; not encrypted (that would "
+                                   "erase it): unmount it, or take it out of disk_encryption_format_devices")
+            return
+        if self.req.mode != "apply":
+            if self.req.mode == "check":
+                self.out.changed = True
+                self.out.notes.append(f"{dev}: would encrypt it (erasing its data)")
+            return
+        luks_uuid = str(uuidlib.uuid4())   # chosen here so that the key id is bound before the key is stored
+        key, key_id = new_recovery_key(), luks_key_id(luks_uuid, 0)
+        sec = self.store.add_secret(self.req.device_uuid, KIND_LUKS, key_id,
+                                    seal(self.public_key, key.encode(), self.req.device_uuid, KIND_LUKS, key_id),
+                                    escrow_key_id=escrow_key_id(self.public_key), state="pending")
+        self.step("pending")
+        res = self.call({"state": "format", "device": dev, "luks_uuid": luks_uuid, "new_key": key,
+                         "name": f"dg-{luks_uuid[:8]}"})
+        self.store.set_secret_state(sec.id, "active", fingerprint=res["fingerprint"], verified=True,
+                                    detail={"slot": 0, "device": dev, "formatted": True})
+        self.out.changed = True
+        self.out.notes.append(f"{dev}: encrypted (its old data erased) as /dev/mapper/{res.get('mapping')}, "
+                              f"recovery key escrowed (secret #{sec.id})")
 
     # -- one volume --------------------------------------------------------------------------------------
 

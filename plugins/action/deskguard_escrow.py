@@ -29,6 +29,7 @@ options:
   mode: {description: apply (escrow where missing), rotate, or verify (read-only)., type: str, default: apply}
   approved_ciphers: {description: Ciphers ENC-001 accepts., type: list, elements: str}
   min_key_bits: {description: Smallest volume key ENC-001 accepts., type: int}
+  format_devices: {description: Unencrypted data volumes the policy allows to encrypt (erasing them)., type: list, elements: str}
 """
 
 
@@ -44,7 +45,7 @@ def _read_file(var: str) -> bytes | None:
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("backend", "mode", "approved_ciphers", "min_key_bits", "inventory"))
+    _VALID_ARGS = frozenset(("backend", "mode", "approved_ciphers", "min_key_bits", "inventory", "format_devices"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -89,7 +90,8 @@ class ActionModule(ActionBase):
                 device_uuid=device_uuid or "unregistered", hostname=task_vars.get("inventory_hostname", "?"), mode=mode,
                 unlock_key=unlock.decode("utf-8") if unlock else None, officer_key=officer,
                 approved_ciphers=tuple(args.get("approved_ciphers") or ("aes-xts-plain64",)),
-                min_key_bits=int(args.get("min_key_bits") or 512))
+                min_key_bits=int(args.get("min_key_bits") or 512),
+                format_devices=tuple(args.get("format_devices") or ()))
             def run(store):
                 if backend == "bitlocker":
                     done = escrow.run_bitlocker(store, load_escrow_public_key(site), remote, req,

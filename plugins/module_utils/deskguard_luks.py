@@ -535,12 +535,92 @@ def _expect(device, luks_uuid):
     return dump
 
 
-def act(p, check_mode=False, crypttab_text=None, lsblk_json=None):
+def _mounted(device, lsblk_json=None):
+    """Mount points (and [SWAP]) on device or anything stacked on it."""
+    if lsblk_json is None:
+        proc = subprocess.run(["lsblk", "--json", "-o", "NAME,PATH,MOUNTPOINTS", device], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=_C_ENV)
+        if proc.returncode != 0:
+            return []   # not a block device lsblk knows (an image file): nothing can be mounted from it
+        lsblk_json = proc.stdout.decode()
+    data = json.loads(lsblk_json) if isinstance(lsblk_json, (str, bytes)) else lsblk_json
+    found = []
+
+    def walk(node):
+        found.extend(_mounts(node))
+        for child in node.get("children") or ():
+            walk(child)
+
+    for node in data.get("blockdevices", []):
+        walk(node)
+    return found
+
+
+def _append_crypttab(etc, line):
+    path = os.path.join(etc, "crypttab")
+    old = (_read(path) or b"").decode()
+    if line in old.splitlines():
+        return
+    tmp = path + ".deskguard-tmp"
+    with open(tmp, "w") as fh:
+        fh.write(old + ("" if old.endswith("\n") or not old else "\n") + line + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def candidate(device):
+    """What the escrow needs to know about a volume the policy allows to encrypt: {device, exists,
+    luks_uuid (when it is LUKS already), mounts}."""
+    if not os.path.exists(device):
+        return {"device": device, "exists": False, "luks_uuid": None, "mounts": []}
+    uuid = None
+    if _run(["isLuks", device])[0] == 0:
+        rc, out, _ = _run(["luksUUID", device])
+        uuid = out.strip() if rc == 0 else None
+    return {"device": device, "exists": True, "luks_uuid": uuid, "mounts": _mounted(device)}
+
+
+def format_volume(device, luks_uuid, new_key, name, check_mode=False, etc="/etc"):
+    """Encrypt an unmounted data volume (erasing it): LUKS2 with luks_uuid, new_key (the escrowed recovery key)
+    in slot 0, verified; a random key file in slot 1 and a crypttab line so the laptop opens it at boot.
+    A volume that is LUKS already is left alone; a mounted one is refused."""
+    if not os.path.exists(device):
+        raise LuksError("%s: no such device (check disk_encryption_format_devices)" % device)
+    if _run(["isLuks", device])[0] == 0:
+        return dict(changed=False, already=True, luks_uuid=luks_dump(device).get("uuid"))
+    mounts = _mounted(device)
+    if mounts:
+        raise LuksError("%s: mounted at %s; unmount it first (encrypting erases the volume); nothing changed"
+                        % (device, ", ".join(mounts)))
+    if check_mode:
+        return dict(changed=True, slot=0)
+    rc, _, err = _run(["luksFormat", "-q", "--type", "luks2", "--cipher", "aes-xts-plain64", "--key-size", "512",
+                       "--uuid", luks_uuid, "--key-slot", "0", *FAST_KDF, "--key-file", "-",
+                       "--keyfile-size", str(len(new_key)), device], new_key)
+    if rc != 0:
+        raise LuksError("%s: luksFormat failed (rc %d): %s" % (device, rc, _last_line(err)))
+    if not test_key(device, new_key, 0):
+        raise LuksError("%s: the recovery key does not open the new LUKS header; reformat it" % device)
+    fingerprint = slot_fingerprint(luks_dump(device), 0)
+    keyfile = os.path.join(etc, "cryptsetup-keys.d", name + ".key")
+    os.makedirs(os.path.dirname(keyfile), mode=0o700, exist_ok=True)
+    fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(os.urandom(64))
+    add_key(device, new_key, _read(keyfile), slot=1,
+            pbkdf_args=("--pbkdf", "argon2id", "--pbkdf-memory", "65536", "--iter-time", "500"))
+    _append_crypttab(etc, "%s UUID=%s %s luks,discard,nofail" % (name, luks_uuid, keyfile.replace(etc, "/etc", 1)))
+    return dict(changed=True, slot=0, fingerprint=fingerprint, luks_uuid=luks_uuid, mapping=name)
+
+
+def act(p, check_mode=False, crypttab_text=None, lsblk_json=None, etc="/etc"):
     """What the deskguard_luks module does for params p (its argument spec); raises LuksError.
 
-    crypttab_text and lsblk_json replace /etc/crypttab and the lsblk call (tests)."""
+    crypttab_text, lsblk_json and etc replace /etc/crypttab, the lsblk call and /etc (tests)."""
     if crypttab_text is None:
-        crypttab_text = (_read("/etc/crypttab") or b"").decode(errors="replace")
+        crypttab_text = (_read(os.path.join(etc, "crypttab")) or b"").decode(errors="replace")
     entries = crypttab_keyfiles(crypttab_text)
     state = p.get("state") or "inventory"
     if state == "inventory":
@@ -548,7 +628,11 @@ def act(p, check_mode=False, crypttab_text=None, lsblk_json=None):
                            min_key_bits=p.get("min_key_bits") or 512, exempt=tuple(p.get("exempt_slots") or ()))
         for dev in result["devices"]:
             dev["keyfile"] = any(os.path.isfile(f) for f in keyfiles_for(dev["device"], dev["luks_uuid"], entries))
+        result["format_candidates"] = [candidate(path) for path in p.get("format_devices") or ()]
         return dict(changed=False, **result)
+    if state == "format":
+        return format_volume(p["device"], p["luks_uuid"], p["new_key"].encode(), p["name"],
+                             check_mode=check_mode, etc=etc)
     device, slot = p["device"], p["slot"]
     dump = _expect(device, p.get("luks_uuid"))
     if state == "test":

@@ -16,10 +16,14 @@ description:
     already stored the key, sealed, before it calls this.
   - C(state=remove) removes O(slot) only if its fingerprint is still O(fingerprint) and O(remaining_key) opens
     another slot. C(state=test) says whether O(key) opens O(slot).
+  - C(state=format) encrypts an unmounted data volume (erasing it) with O(new_key) in slot 0 and O(luks_uuid),
+    adds a random key file in slot 1 and a crypttab line; refused when the volume is mounted; a volume that is
+    LUKS already is left alone. Only for volumes the policy lists in C(disk_encryption_format_devices).
   - Keys travel to cryptsetup on stdin only; token unlocking (TPM2, keyring) is disabled for every test.
   - Used through the C(deskguard_escrow) action plugin; see docs/luks.md.
 options:
-  state: {description: What to do., type: str, choices: [inventory, enroll, remove, test], default: inventory}
+  state: {description: What to do., type: str, choices: [inventory, enroll, remove, test, format], default: inventory}
+  name: {description: The crypttab mapping name of a volume to encrypt (format)., type: str}
   device: {description: The LUKS device (enroll, remove, test)., type: str}
   luks_uuid: {description: The LUKS UUID the caller expects at O(device); a mismatch stops the step., type: str}
   slot: {description: The keyslot to write (enroll), remove or test., type: int}
@@ -31,6 +35,7 @@ options:
   approved_ciphers: {description: Ciphers the policy accepts (inventory)., type: list, elements: str, default: [aes-xts-plain64]}
   min_key_bits: {description: Smallest volume key the policy accepts, in bits (inventory)., type: int, default: 512}
   exempt_slots: {description: "C(LUKS-UUID:slot) of escrowed recovery slots: no weak-PBKDF warning (inventory).", type: list, elements: str, default: []}
+  format_devices: {description: Volumes the policy allows to encrypt; inventory reports whether each exists, is LUKS, is mounted., type: list, elements: str, default: []}
   fast_kdf:
     description:
       - Use PBKDF2 with 1000 iterations for the new slot. Recovery keys are 159-bit random numbers, so a slow,
@@ -62,20 +67,21 @@ from ansible.module_utils import deskguard_luks as dl
 
 
 REQUIRED = {"enroll": ("device", "slot", "new_key"), "remove": ("device", "slot", "remaining_key", "fingerprint"),
-            "test": ("device", "slot", "key")}
+            "test": ("device", "slot", "key"), "format": ("device", "luks_uuid", "new_key", "name")}
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            state=dict(type="str", choices=["inventory", "enroll", "remove", "test"], default="inventory"),
+            state=dict(type="str", choices=["inventory", "enroll", "remove", "test", "format"], default="inventory"),
             device=dict(type="str"), luks_uuid=dict(type="str"), slot=dict(type="int"),
             new_key=dict(type="str", no_log=True), unlock_key=dict(type="str", no_log=True),
             remaining_key=dict(type="str", no_log=True), key=dict(type="str", no_log=True),
-            fingerprint=dict(type="str"), fast_kdf=dict(type="bool", default=True),
+            fingerprint=dict(type="str"), fast_kdf=dict(type="bool", default=True), name=dict(type="str"),
             approved_ciphers=dict(type="list", elements="str", default=["aes-xts-plain64"]),
             min_key_bits=dict(type="int", default=512),
-            exempt_slots=dict(type="list", elements="str", default=[])),
+            exempt_slots=dict(type="list", elements="str", default=[]),
+            format_devices=dict(type="list", elements="str", default=[])),
         supports_check_mode=True)
     p = module.params
     missing = [name for name in REQUIRED.get(p["state"], ()) if p[name] in (None, "")]

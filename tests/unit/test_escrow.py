@@ -54,6 +54,8 @@ class Laptop:
                      str(self.keyfile), key=INSTALLER.encode())
             self.crypttab = f"root UUID={self.uuid} {self.keyfile} luks,discard\n"
         self.calls: list[str] = []
+        self.etc = tmp / "etc"
+        self.etc.mkdir()
 
     @staticmethod
     def _cs(*args, key=b""):
@@ -72,7 +74,7 @@ class Laptop:
         assert module == "deskguard_luks"
         self.calls.append(args.get("state", "inventory"))
         try:
-            return dl.act(args, crypttab_text=self.crypttab, lsblk_json=self.lsblk())
+            return dl.act(args, crypttab_text=self.crypttab, lsblk_json=self.lsblk(), etc=str(self.etc))
         except dl.LuksError as exc:
             raise escrow.RemoteFailed(str(exc)) from None
 
@@ -198,6 +200,7 @@ def test_check_mode_writes_nothing(store, laptop, device):
 def _rotate_and_die(url: str, device_uuid: str, image: str, crypttab: str, lsblk: str, step: str) -> None:
     laptop = Laptop.__new__(Laptop)
     laptop.image, laptop.crypttab, laptop.calls = Path(image), crypttab, []
+    laptop.etc = Path(image).parent / "etc"
     laptop.lsblk = lambda: lsblk
 
     def hook(name):
@@ -313,3 +316,50 @@ def test_recovery_keys_are_48_random_digits():
     keys = {escrow.new_recovery_key() for _ in range(200)}
     assert len(keys) == 200
     assert all(len(k) == 55 and k.replace("-", "").isdigit() and k.count("-") == 7 for k in keys)
+
+
+# ------------------------------------------------------------------------- opt-in data volume encryption
+
+@pytest.fixture
+def data_volume(tmp_path):
+    path = tmp_path / "data.img"
+    path.write_bytes(b"old payroll export")
+    with open(path, "r+b") as fh:
+        fh.truncate(20 << 20)
+    return path
+
+
+def test_a_listed_data_volume_is_encrypted_with_an_escrowed_key(store, laptop, device, data_volume):
+    out = run(store, laptop, device, mode="check", format_devices=(str(data_volume),))
+    assert any("would encrypt" in n for n in out.notes) and b"old payroll" in data_volume.read_bytes()
+    out = run(store, laptop, device, format_devices=(str(data_volume),))
+    assert out.failed is None and out.changed, out
+    assert b"old payroll" not in data_volume.read_bytes()
+    data_uuid = dl.luks_dump(str(data_volume))["uuid"]
+    (key,) = [k for sid, k in keys_of(store, device).items()
+              if store.get_secret(sid).key_id == f"luks:{data_uuid}:0"]
+    assert dl.test_key(str(data_volume), key.encode(), 0)
+    crypttab = (laptop.etc / "crypttab").read_text()
+    name = f"dg-{data_uuid[:8]}"
+    assert f"{name} UUID={data_uuid} /etc/cryptsetup-keys.d/{name}.key luks,discard,nofail" in crypttab
+    keyfile = laptop.etc / "cryptsetup-keys.d" / f"{name}.key"
+    assert oct(keyfile.stat().st_mode & 0o777) == "0o400"
+    assert dl.test_key(str(data_volume), keyfile.read_bytes(), 1)
+    # Next run: it is LUKS with an escrowed key; nothing is formatted again.
+    laptop.calls.clear()
+    again = run(store, laptop, device, format_devices=(str(data_volume),))
+    assert again.failed is None and laptop.calls == ["inventory"]
+
+
+def test_a_mounted_data_volume_is_refused(store, laptop, device, data_volume, monkeypatch):
+    monkeypatch.setattr(dl, "_mounted", lambda dev, lsblk_json=None: ["/srv/data"])
+    before = hashlib.sha256(data_volume.read_bytes()).hexdigest()
+    out = run(store, laptop, device, format_devices=(str(data_volume),))
+    assert any("mounted at /srv/data" in f for f in out.enc002), out
+    assert hashlib.sha256(data_volume.read_bytes()).hexdigest() == before
+    assert [s.key_id for s in store.list_secrets(device.uuid)] == [f"luks:{laptop.uuid}:2"]
+
+
+def test_a_missing_listed_volume_is_reported(store, laptop, device, tmp_path):
+    out = run(store, laptop, device, format_devices=(str(tmp_path / "nope.img"),))
+    assert any("not present" in f for f in out.enc002)
