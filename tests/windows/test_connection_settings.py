@@ -96,16 +96,20 @@ def ansible_connects_with(hostvars: dict) -> None:
         conn._winrm_connect()
 
 
-def test_preflight_and_ansible_build_the_same_secure_transport(make_site, https_responder, seen, monkeypatch):
-    site = make_site()
-    r, ca = https_responder
-    req = request(r.port, ca)
+def both_paths(site, req, seen, monkeypatch, drift=None) -> tuple[dict, dict]:
+    """(preflight's Transport, Ansible's Transport) for one request; `drift` may alter onboarding's target."""
     with pytest.raises(Stop):
         check_windows(onboarding.winrm_target(req), PASSWORD)
+    if drift:
+        monkeypatch.setattr(onboarding, "winrm_target", drift(onboarding.winrm_target))
     onboard_with_the_play_stubbed(site, req, monkeypatch)
     ansible_connects_with(ansible_hostvars(site, "win-0042", monkeypatch))
+    return tuple(seen)
 
-    preflight, ansible = seen
+
+def test_preflight_and_ansible_build_the_same_secure_transport(make_site, https_responder, seen, monkeypatch):
+    r, ca = https_responder
+    preflight, ansible = both_paths(make_site(), request(r.port, ca), seen, monkeypatch)
     expected = {"endpoint": f"https://127.0.0.1:{r.port}/wsman", "auth": "ntlm", "validation": "validate",
                 "ca": str(ca.resolve()), "encryption": "always", "user": "LAP-0042\\dgadmin",
                 "password": PASSWORD, "read_timeout": 30, "operation_timeout": 20}
@@ -130,20 +134,13 @@ def test_the_password_is_only_ciphertext_in_host_vars_and_nowhere_in_the_store(m
 def test_the_comparison_can_fail(make_site, https_responder, seen, monkeypatch):
     # If onboarding wrote host_vars that drifted from the preflight (here: validation off), the test above
     # would see it: the Transport Ansible builds differs.
-    site = make_site()
-    r, ca = https_responder
-    req = request(r.port, ca)
-    with pytest.raises(Stop):
-        check_windows(onboarding.winrm_target(req), PASSWORD)
-    real = onboarding.winrm_target
-
-    def drifted(req):
-        target = real(req)
-        target.settings = lambda: {**type(target).settings(target), "server_cert_validation": "ignore"}
+    def drift(real):
+        def target(req):
+            t = real(req)
+            t.settings = lambda: {**type(t).settings(t), "server_cert_validation": "ignore"}
+            return t
         return target
 
-    monkeypatch.setattr(onboarding, "winrm_target", drifted)
-    onboard_with_the_play_stubbed(site, req, monkeypatch)
-    ansible_connects_with(ansible_hostvars(site, "win-0042", monkeypatch))
-    preflight, ansible = seen
+    r, ca = https_responder
+    preflight, ansible = both_paths(make_site(), request(r.port, ca), seen, monkeypatch, drift)
     assert preflight["validation"] == "validate" and ansible["validation"] == "ignore"
