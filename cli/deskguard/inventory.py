@@ -336,8 +336,11 @@ def device_hostvars(device: "Device", extra: dict | None = None) -> dict:
     """The host_vars deskguard writes for a device (Windows gets WinRM connection variables)."""
     hv = {"ansible_host": device.address, "ansible_port": device.port, "ansible_user": device.ssh_user}
     if device.os == "windows":
-        hv.update({"ansible_connection": "winrm", "ansible_winrm_transport": "ntlm",
-                   "ansible_winrm_scheme": "https", "ansible_winrm_message_encryption": "always"})
+        # The secure defaults; onboarding adds the CA bundle (and its transport) from the same settings dict
+        # the preflight gave pywinrm.
+        from .winrm_settings import ansible_vars, secure_settings
+
+        hv.update(ansible_vars(secure_settings()))
     hv.update({"deskguard_device_uuid": device.uuid, "deskguard_os": device.os})
     if device.operator:
         hv["deskguard_operator"] = device.operator

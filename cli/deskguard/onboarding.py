@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import EXIT_OK, DeskguardError, UsageError
+from .errors import EXIT_OK, UsageError
 from .runner import PlaybookResult
 
 OPERATOR_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+# A Windows account as WinRM takes it: user, HOST\user, .\user (local) or user@REALM (Kerberos).
+WINRM_USER = re.compile(r"^(?:[A-Za-z0-9._-]{1,63}\\|\.\\)?[A-Za-z0-9._ -]{1,64}(?:@[A-Za-z0-9.-]{1,253})?$")
 NEXT_STEP = {
     "failed": "read the failure above, fix the cause, run onboard again",
     "noncompliant": "see the findings; the kit cannot fix this by itself",
@@ -28,12 +30,25 @@ class OnboardRequest:
     address: str
     operator: str
     ssh_user: str = "dgadmin"
-    port: int = 22
+    port: int | None = None  # 22 for Linux, 5986 (WinRM over HTTPS) for Windows
     ssh_key: Path | None = None
     check: bool = False
     # The disk's installer passphrase, once, for laptops without a crypttab key file (escrow needs a key
     # that opens the disk to add the recovery key). Only its path travels; the action plugin reads it.
     luks_passphrase_file: Path | None = None
+    # Windows: the management account, its password (read from a file or a prompt by the CLI, never argv;
+    # it reaches Ansible only as a vault-encrypted host_vars entry), the transport and the CA bundle that
+    # validates the laptop's WinRM certificate. insecure_lab_winrm: Basic over HTTP, loudly warned.
+    winrm_user: str | None = None
+    winrm_password: str | None = field(default=None, repr=False)
+    winrm_transport: str = "ntlm"
+    winrm_ca_bundle: Path | None = None
+    insecure_lab_winrm: bool = False
+
+    @property
+    def management_user(self) -> str:
+        """The account Ansible logs in as: the WinRM user on Windows, the SSH user elsewhere."""
+        return self.winrm_user if self.os == "windows" else self.ssh_user
 
     def envvars(self) -> dict:
         return {"DESKGUARD_UNLOCK_KEY_FILE": str(Path(self.luks_passphrase_file).resolve())} \
@@ -48,6 +63,8 @@ def validate(req: OnboardRequest) -> None:
         raise UsageError(f"--user {req.operator!r} is not a valid account name (lower case, digits, _ . -)")
     if not OPERATOR_NAME.match(req.ssh_user or ""):
         raise UsageError(f"--ssh-user {req.ssh_user!r} is not a valid account name")
+    if req.port is None:
+        req.port = 22 if req.os != "windows" else (5985 if req.insecure_lab_winrm else 5986)
     if not 1 <= req.port <= 65535:
         raise UsageError(f"--port must be between 1 and 65535 (got {req.port})")
     if req.luks_passphrase_file and not os.access(req.luks_passphrase_file, os.R_OK):
@@ -57,7 +74,30 @@ def validate(req: OnboardRequest) -> None:
     if req.ssh_key and not Path(req.ssh_key).is_file():
         raise UsageError(f"--ssh-key {req.ssh_key} does not exist")
     if req.os == "windows":
-        raise DeskguardError("onboarding Windows laptops (WinRM preflight) is not available yet; see docs/status.md")
+        _validate_windows(req)
+    elif req.winrm_user or req.winrm_ca_bundle or req.insecure_lab_winrm:
+        raise UsageError("--winrm-* options and --insecure-lab-winrm are for --os windows only")
+
+
+def _validate_windows(req: OnboardRequest) -> None:
+    from . import preflight_winrm
+
+    if not req.winrm_user or not WINRM_USER.match(req.winrm_user):
+        raise UsageError(f"--winrm-user {req.winrm_user!r}: give the Windows management account (user, "
+                         f"HOST\\user or user@REALM)" if req.winrm_user else
+                         "--winrm-user is required for --os windows (a local administrator account)")
+    if not req.winrm_password:
+        raise UsageError("the WinRM password is empty: give --winrm-password-file FILE, or run in a terminal "
+                         "to be asked for it")
+    preflight_winrm.validate(winrm_target(req))
+
+
+def winrm_target(req: OnboardRequest):
+    from .preflight_winrm import WinrmTarget
+
+    return WinrmTarget(req.address, req.winrm_user, port=req.port, transport=req.winrm_transport,
+                       ca_bundle=Path(req.winrm_ca_bundle) if req.winrm_ca_bundle else None,
+                       lab_insecure=req.insecure_lab_winrm)
 
 
 def known_hosts(site: Path) -> Path:
@@ -86,36 +126,58 @@ def onboard(site: Path, req: OnboardRequest, progress=None) -> tuple[PlaybookRes
         if existing is not None and (existing.address, existing.port) != (req.address, req.port):
             raise UsageError(f"{req.hostname} is already registered at {existing.address}:{existing.port}; "
                              f"remove it first (`deskguard devices remove {req.hostname}`) or use another name")
-        pre = preflight.check_linux(req.address, req.port, req.ssh_user, req.os, req.ssh_key, known_hosts(site))
-        hostvars = connection_vars(site, req)
-        facts = {"hostname": req.hostname, "uuid": None, "os": pre.os, "os_version": pre.os_version}
+        if req.os == "windows":
+            facts, hostvars = _preflight_windows(site, req)
+        else:
+            pre = preflight.check_linux(req.address, req.port, req.ssh_user, req.os, req.ssh_key,
+                                        known_hosts(site))
+            hostvars = connection_vars(site, req)
+            facts = {"hostname": req.hostname, "uuid": None, "os": pre.os, "os_version": pre.os_version}
         if req.check:
             # Check mode records nothing: the host goes into a throw-away inventory file beside the real one,
             # so that the site's group_vars (the policy) still apply, and is removed afterwards.
             return _run_check(site, req, hostvars, progress), facts
         device, _created = inventory.register_and_add(
-            site, store, req.hostname, os=req.os, address=req.address, port=req.port, ssh_user=req.ssh_user,
-            operator=req.operator, os_version=pre.os_version, hostvars=hostvars)
+            site, store, req.hostname, os=req.os, address=req.address, port=req.port,
+            ssh_user=req.management_user, operator=req.operator, os_version=facts["os_version"],
+            hostvars=hostvars)
         result = run_playbook(site, "onboard.yml", [inventory.hosts_file(site)], limit=req.hostname,
                               extravars={"deskguard_hosts": req.hostname}, envvars=req.envvars(),
                               progress=progress)
         if result.exit_code == EXIT_OK:
             store.set_device_state(req.hostname, "onboarded")
-        store.audit(None, "device.onboard", req.hostname, {"exit_code": result.exit_code,
-                                                           "controls": _controls(result, req.hostname)})
+        detail = {"exit_code": result.exit_code, "controls": _controls(result, req.hostname)}
+        if req.insecure_lab_winrm:
+            detail["winrm"] = "insecure-lab"  # the audit trail shows who used Basic over HTTP, and when
+        store.audit(None, "device.onboard", req.hostname, detail)
         return result, {**facts, "uuid": device.uuid}
 
 
-def _run_check(site: Path, req: OnboardRequest, hostvars: dict, progress) -> PlaybookResult:
-    import yaml
+def _preflight_windows(site: Path, req: OnboardRequest) -> tuple[dict, dict]:
+    """The WinRM preflight, then the host_vars that give Ansible the same connection settings, with the
+    password as a vault-encrypted entry (the site's vault password file is created on first use)."""
+    from . import preflight_winrm, vault
+    from .winrm_settings import ansible_vars
 
+    target = winrm_target(req)
+    found = preflight_winrm.check_windows(target, req.winrm_password)
+    facts = {"hostname": req.hostname, "uuid": None, "os": "windows", "os_version": found.os_version,
+             "edition": found.edition, "build": found.build, "powershell": found.ps_version}
+    vault.ensure_password_file(site)
+    hostvars = {**ansible_vars(target.settings()), "ansible_password": vault.encrypt(site, req.winrm_password)}
+    return facts, hostvars
+
+
+def _run_check(site: Path, req: OnboardRequest, hostvars: dict, progress) -> PlaybookResult:
     from .fsutil import atomic_write
+    from .inventory import _dump
     from .runner import run_playbook
 
     path = site / "inventory" / f".check-{req.hostname}-{os.getpid()}.yml"
-    host = {"ansible_host": req.address, "ansible_port": req.port, "ansible_user": req.ssh_user, **hostvars}
-    atomic_write(path, yaml.safe_dump({"all": {"children": {"laptops": {"hosts": {req.hostname: host}}}}}),
-                 mode=0o600)
+    host = {"ansible_host": req.address, "ansible_port": req.port, "ansible_user": req.management_user,
+            **hostvars}
+    # The round-trip dumper, because a Windows password is a `!vault` scalar that plain YAML cannot write.
+    atomic_write(path, _dump({"all": {"children": {"laptops": {"hosts": {req.hostname: host}}}}}), mode=0o600)
     try:
         return run_playbook(site, "onboard.yml", [path], limit=req.hostname, check=True,
                             extravars={"deskguard_hosts": req.hostname}, envvars=req.envvars(),

@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 
 from .errors import EXIT_HOST_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE
 from .site import KIT_ROOT, ansible_cfg
+from .vault import runner_env as vault_env
 
 # Actions that run on the controller only; they are not round trips to the laptop.
 CONTROLLER_ACTIONS = frozenset(
@@ -190,6 +191,8 @@ def _ansible_env(site: Path, extra: dict | None) -> dict:
         "ANSIBLE_FORCE_COLOR": "0",
         "PYTHONUNBUFFERED": "1",
     }
+    # Vault-encrypted host_vars (the Windows management password) open with the site's vault password file.
+    env.update(vault_env(site))
     env.update(extra or {})
     return env
 

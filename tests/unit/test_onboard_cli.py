@@ -65,10 +65,25 @@ def test_hand_broken_inventory_is_named_and_kept(site):
         hosts.write_bytes(good)
 
 
-def test_windows_is_refused_plainly(site):
+def test_windows_without_its_account_or_ca_bundle_is_a_usage_error(site, tmp_path):
+    before = state(site)
     proc = deskguard(site, "onboard", "win-01", "--os", "windows", "--address", "127.0.0.1", "--user", "tanaka")
-    assert_refused(proc, {4})
-    assert "not available yet" in proc.stderr
+    assert_refused(proc, {2})
+    assert "--winrm-user is required" in proc.stderr
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret-Passw0rd\n")
+    proc = deskguard(site, "onboard", "win-01", "--os", "windows", "--address", "127.0.0.1", "--user", "tanaka",
+                     "--winrm-user", "dgadmin", "--winrm-password-file", str(secret), "--yes")
+    assert_refused(proc, {2})
+    assert "--winrm-ca-bundle FILE is required" in proc.stderr and "s3cret" not in proc.stderr
+    assert state(site) == before
+
+
+def test_winrm_options_on_linux_are_refused(site):
+    proc = deskguard(site, "onboard", "lap-01", "--os", "debian", "--address", "127.0.0.1", "--user", "tanaka",
+                     "--insecure-lab-winrm", "--yes")
+    assert_refused(proc, {2})
+    assert "for --os windows only" in proc.stderr
 
 
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=20)

@@ -1,5 +1,5 @@
 """Every piece of PowerShell the kit ships or sends, as (label, text) pairs for the syntax gate:
-script files in plugins/ and roles/, inline scripts in task files (found by parsing the YAML, not by grep),
+script files in plugins/, roles/ and cli/ (the WinRM preflight, also as sent), inline scripts in task files (found by parsing the YAML, not by grep),
 and `*.ps1.j2` templates rendered with representative variables.
 """
 
@@ -29,11 +29,18 @@ _JINJA_TAG = re.compile(r"\{%.*?%\}|\{#.*?#\}", re.S)
 
 def script_files(root: Path = REPO) -> list[tuple[str, str]]:
     found = []
-    for top in ("plugins", "roles"):
+    for top in ("plugins", "roles", "cli"):
         for path in sorted((root / top).rglob("*")):
             if path.suffix in (".ps1", ".psm1") and path.is_file():
                 found.append((str(path.relative_to(root)), path.read_text(encoding="utf-8-sig")))
     return found
+
+
+def sent_scripts() -> list[tuple[str, str]]:
+    """Scripts the controller sends as transformed text (the preflight without its comment lines)."""
+    from deskguard.preflight_winrm import script_to_send
+
+    return [("cli/deskguard/ps/preflight.ps1 (as sent)", script_to_send())]
 
 
 def task_files(root: Path = REPO) -> list[Path]:

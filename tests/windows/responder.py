@@ -5,14 +5,17 @@ for ansible-core's `winrm` connection plugin.
 It runs no PowerShell. Commands go to a handler; Ansible module payloads are decoded (payload.py), recorded
 in order, and answered with the JSON result the test scripted (default `{"changed": false}`).
 
-Only Basic authentication over plain HTTP is possible here: NTLM/Kerberos message encryption cannot be
-reproduced by a fake. That setting exists for this responder alone and is never the kit's default.
+Only Basic authentication is possible here: NTLM/Kerberos message encryption cannot be reproduced by a fake.
+With `ssl_context` it serves HTTPS, so a client's certificate validation really runs (and a client that
+insists on NTLM gets the 401 a real server gives to credentials it cannot accept). Basic over plain HTTP
+exists for this responder alone and is never the kit's default.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import ssl
 import threading
 import uuid
 import xml.etree.ElementTree as ET
@@ -60,7 +63,8 @@ class Responder:
     in order), `r.actions` (WS-Man operations) and `r.scripts` (decoded -EncodedCommand scripts)."""
 
     def __init__(self, answers: dict[object, Answer] | None = None, script_handler: ScriptHandler = _no_script,
-                 username: str = "deskguard-test", password: str = "loopback-only"):
+                 username: str = "deskguard-test", password: str = "loopback-only",
+                 ssl_context: ssl.SSLContext | None = None):
         self.answers = dict(answers or {})
         self.script_handler = script_handler
         self._auth = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
@@ -68,6 +72,10 @@ class Responder:
         self.actions: list[str] = []
         self.scripts: list[str] = []
         self._shells: dict[str, dict[str, _Command]] = {}
+        self._ssl = ssl_context
+        # action -> (HTTP status, SOAP Body) answered instead of performing it, e.g. a WinRM quota fault on
+        # Create; `wsman_fault()` builds the body.
+        self.faults: dict[str, tuple[int, str]] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -83,6 +91,8 @@ class Responder:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if self._ssl is not None:
+            self._server.socket = self._ssl.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
@@ -96,7 +106,7 @@ class Responder:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/wsman"
+        return f"{'https' if self._ssl else 'http'}://127.0.0.1:{self.port}/wsman"
 
     # -- HTTP ---------------------------------------------------------------------------------------------
     def _post(self, http: BaseHTTPRequestHandler) -> None:
@@ -114,7 +124,10 @@ class Responder:
         with self._lock:
             self.actions.append(action)
         try:
-            status, reply = getattr(self, "_" + action.lower(), self._unknown)(envelope)
+            if action in self.faults:
+                status, reply = self.faults[action]
+            else:
+                status, reply = getattr(self, "_" + action.lower(), self._unknown)(envelope)
         except (KeyError, AttributeError) as exc:  # an unknown shell or command id, a body we cannot read
             status, reply = _fault(f"the loopback responder cannot handle this {action}: {exc!r}")
         out = _envelope(message_id, reply).encode()
@@ -122,7 +135,10 @@ class Responder:
         http.send_header("Content-Type", "application/soap+xml;charset=UTF-8")
         http.send_header("Content-Length", str(len(out)))
         http.end_headers()
-        http.wfile.write(out)
+        try:
+            http.wfile.write(out)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up waiting (the timeout tests): nothing left to answer
 
     # -- WS-Man operations --------------------------------------------------------------------------------
     def _create(self, envelope):
@@ -208,6 +224,18 @@ def _fault(reason: str) -> tuple[int, str]:
     reason = reason.replace("&", "&amp;").replace("<", "&lt;")
     return 500, ('<s:Fault><s:Code><s:Value>s:Sender</s:Value></s:Code><s:Reason><s:Text xml:lang="en-US">'
                  f"{reason}</s:Text></s:Reason></s:Fault>")
+
+
+def wsman_fault(code: int, subcode: str, message: str) -> tuple[int, str]:
+    """A WS-Management fault as Windows sends it (MS-WSMV 2.2.4.43 WSManFault in the SOAP Detail): pywinrm
+    reads `Code` into WSManFaultError.wsman_fault_code and the Subcode into fault_subcode."""
+    message = message.replace("&", "&amp;").replace("<", "&lt;")
+    return 500, ('<s:Fault><s:Code><s:Value>s:Receiver</s:Value><s:Subcode>'
+                 f'<s:Value>w:{subcode}</s:Value></s:Subcode></s:Code>'
+                 f'<s:Reason><s:Text xml:lang="en-US">{message}</s:Text></s:Reason>'
+                 '<s:Detail><f:WSManFault xmlns:f="http://schemas.microsoft.com/wbem/wsman/1/wsmanfault" '
+                 f'Code="{code}" Machine="loopback"><f:Message>{message}</f:Message></f:WSManFault>'
+                 '</s:Detail></s:Fault>')
 
 
 def _shell_id(envelope) -> str:

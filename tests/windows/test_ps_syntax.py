@@ -4,7 +4,7 @@ A syntax check, not a run: see docs/windows.md for what it cannot catch."""
 from __future__ import annotations
 
 import pytest
-from pssources import inline_scripts, render, role_vars, script_files, templates
+from pssources import inline_scripts, render, role_vars, script_files, sent_scripts, templates
 from pssyntax import problems
 
 pytestmark = pytest.mark.windows
@@ -16,12 +16,13 @@ ALLOWED = {
     # "plugins/modules/example.ps1": "[Dictionary[[String],[Object]]] literal, valid PowerShell",
 }
 
-SOURCES = script_files() + inline_scripts() + templates()
+SOURCES = script_files() + sent_scripts() + inline_scripts() + templates()
 
 
 def test_the_gate_sees_the_kit_s_powershell():
     # The BitLocker module must be among the sources, or the gate is looking in the wrong place.
     assert "plugins/modules/deskguard_bitlocker.ps1" in dict(SOURCES)
+    assert {"cli/deskguard/ps/preflight.ps1", "cli/deskguard/ps/preflight.ps1 (as sent)"} <= set(dict(SOURCES))
 
 
 @pytest.mark.parametrize("label,text", SOURCES, ids=[label for label, _ in SOURCES])

@@ -24,10 +24,29 @@ def kit_files():
     yield REPO / "ansible.cfg"
 
 
+# The --insecure-lab-winrm settings are spelled out once, between these markers, in winrm_settings.py; only
+# `lab_settings()` returns them and only the flag's code path calls it (checked below).
+LAB_BLOCK = re.compile(r"# BEGIN LAB-INSECURE.*?# END LAB-INSECURE", re.S)
+LAB_FILE = "cli/deskguard/winrm_settings.py"
+
+
 def test_kit_files_never_set_insecure_winrm():
-    offenders = [f"{p.relative_to(REPO)}: {m.group(0)}" for p in kit_files()
-                 for m in INSECURE.finditer(p.read_text(errors="replace"))]
+    offenders, blocks = [], []
+    for p in kit_files():
+        text = p.read_text(errors="replace")
+        blocks += [p.relative_to(REPO).as_posix()] * len(LAB_BLOCK.findall(text))
+        text = LAB_BLOCK.sub("", text) if p.relative_to(REPO).as_posix() == LAB_FILE else text
+        offenders += [f"{p.relative_to(REPO)}: {m.group(0)}" for m in INSECURE.finditer(text)]
     assert not offenders, offenders
+    assert blocks == [LAB_FILE], blocks
+
+
+def test_only_the_lab_flag_reaches_the_lab_settings():
+    callers = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "cli").rglob("*.py")
+                     if "lab_settings(" in p.read_text())
+    assert callers == ["cli/deskguard/preflight_winrm.py", LAB_FILE], callers
+    source = (REPO / "cli/deskguard/preflight_winrm.py").read_text()
+    assert "lab_settings() if self.lab_insecure else secure_settings(" in source
 
 
 def test_the_check_itself_catches_basic_over_http():
@@ -42,8 +61,8 @@ def test_windows_hosts_written_by_the_kit_are_secure():
 
     hv = device_hostvars(SimpleNamespace(address="10.8.0.9", port=5986, ssh_user="admin", os="windows",
                                          uuid="u", operator=None))
-    assert (hv["ansible_winrm_transport"], hv["ansible_winrm_scheme"], hv["ansible_winrm_message_encryption"]) \
-        == ("ntlm", "https", "always")
+    assert (hv["ansible_winrm_transport"], hv["ansible_winrm_scheme"], hv["ansible_winrm_message_encryption"],
+            hv["ansible_winrm_server_cert_validation"]) == ("ntlm", "https", "always", "validate")
 
 
 def test_responder_inventory_says_why_it_is_insecure():
