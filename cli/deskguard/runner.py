@@ -187,6 +187,9 @@ def _ansible_env(site: Path, extra: dict | None) -> dict:
     env = {
         "ANSIBLE_CONFIG": str(ansible_cfg(site)),
         "DESKGUARD_SITE": str(site),  # action plugins open the site's store and keys
+        # ansible-runner sets this variable to its own callback folder, which hides ansible.cfg's
+        # callback_plugins; it keeps what is already there, so ours goes in first (the run recorder).
+        "ANSIBLE_CALLBACK_PLUGINS": str(KIT_ROOT / "plugins" / "callback"),
         "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
         "ANSIBLE_FORCE_COLOR": "0",
         "PYTHONUNBUFFERED": "1",
@@ -207,6 +210,7 @@ def run_playbook(
     check: bool = False,
     envvars: dict | None = None,
     forks: int | None = None,
+    tags: str | None = None,
     progress: Callable[[EventCollector], object] | None = None,
     keep_events: bool = False,
 ) -> PlaybookResult:
@@ -233,6 +237,7 @@ def run_playbook(
                 envvars=_ansible_env(site, envvars),
                 cmdline=cmdline,
                 forks=forks,
+                tags=tags,
                 quiet=True,
                 suppress_env_files=True,
                 event_handler=lambda ev: (collector(ev), display and display.refresh())[0],

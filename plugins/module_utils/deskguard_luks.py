@@ -474,7 +474,8 @@ _REMOVABLE_MOUNTS = ("/media/", "/run/media/")   # USB sticks: the usb_control r
 def inventory(lsblk_json=None, dump=None, approved_ciphers=("aes-xts-plain64",), min_key_bits=512,
               exempt=()):
     """discover() plus, per LUKS device, a fingerprint per keyslot and the lowest free slot, and the
-    findings: {"devices", "unencrypted", "unencrypted_boot", "violations", "warnings"}.
+    findings: {"devices", "unencrypted", "unencrypted_boot", "violations", "advisories"} ("warnings" is a
+    reserved key in module results).
 
     exempt: "LUKS-UUID:slot" strings of escrowed recovery slots (no weak-PBKDF warning for them). An
     unencrypted root or swap is a violation whose only fix is a reinstall; other unencrypted volumes warn.
@@ -496,10 +497,13 @@ def inventory(lsblk_json=None, dump=None, approved_ciphers=("aes-xts-plain64",),
         bad, warn = classify(info, approved_ciphers, min_key_bits, exempt_slots=mine)
         violations += bad
         warnings += warn
+    root_devices = {e["device"] for e in found["unencrypted"] if e["mountpoint"] == "/"}
     for entry in found["unencrypted"]:
         point = entry["mountpoint"]
         if point.startswith(_REMOVABLE_MOUNTS):
             continue
+        if point != "/" and entry["device"] in root_devices:
+            continue   # a bind mount of the root's own device: the root finding covers it
         if point in ("/", "[SWAP]"):
             violations.append("%s on %s is not encrypted: reinstall with encryption (in-place encryption of a "
                               "running root is not supported)" % ("swap" if point == "[SWAP]" else "root (/)",
@@ -511,7 +515,7 @@ def inventory(lsblk_json=None, dump=None, approved_ciphers=("aes-xts-plain64",),
     root_seen = any("/" in d["backs"] for d in found["luks"]) or any(
         e["mountpoint"] == "/" for e in found["unencrypted"])
     return {"devices": found["luks"], "unencrypted": found["unencrypted"], "root_on_block_device": root_seen,
-            "unencrypted_boot": found["unencrypted_boot"], "violations": violations, "warnings": warnings}
+            "unencrypted_boot": found["unencrypted_boot"], "violations": violations, "advisories": warnings}
 
 
 # ------------------------------------------------------------------------------------ module actions

@@ -55,7 +55,7 @@ RETURN = r"""
 devices: {description: LUKS devices backing mounts, each with keyslots (slot, pbkdf, fingerprint) and free_slot., type: list, returned: inventory}
 unencrypted: {description: Mounts not on LUKS (boot partitions apart)., type: list, returned: inventory}
 violations: {description: Reasons the laptop is not compliant (root or swap unencrypted, LUKS1, cipher)., type: list, returned: inventory}
-warnings: {description: Weaker points that do not make it non-compliant (PBKDF, unencrypted data volumes)., type: list, returned: inventory}
+advisories: {description: Weaker points that do not make it non-compliant (PBKDF, unencrypted data volumes)., type: list, returned: inventory}
 slot: {description: The keyslot the new key is in (enroll)., type: int, returned: enroll}
 fingerprint: {description: The slot's fingerprint after the step (enroll, test)., type: str, returned: enroll, test}
 opens: {description: Whether the key opens the slot (test)., type: bool, returned: test}

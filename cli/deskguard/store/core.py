@@ -29,7 +29,7 @@ DB_NAME = "deskguard.db"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The newest revision in migrations/versions. A store already there is opened without loading Alembic
 # (a test checks this matches Alembic's head: bump it with every new revision).
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 _PG_MIGRATION_LOCK = 0x6465736B  # "desk": serialises concurrent `deskguard` processes migrating one database
 
 
@@ -184,6 +184,12 @@ class Store:
         """One write transaction; store calls made inside join it. Commits at the end, rolls back on any
         exception (KeyboardInterrupt included)."""
         with self._session(write=True) as session:
+            yield session
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only session (joins the current transaction if there is one)."""
+        with self._session(write=False) as session:
             yield session
 
     @contextlib.contextmanager

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Text, text
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Stable constraint names so migrations (and SQLite batch mode) can refer to them.
@@ -136,3 +136,49 @@ class AuditEntry(Base):
         return {"id": self.id, "at": iso(self.at), "actor": self.actor, "action": self.action,
                 "target": self.target, "detail": self.detail_obj, "prev_hash": self.prev_hash,
                 "hash": self.hash}
+
+
+class ComplianceRun(Base):
+    """One compliance run (the CLI's, or a playbook run from AWX recorded by the callback plugin)."""
+
+    __tablename__ = "compliance_runs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    finished_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+    source: Mapped[str] = mapped_column(String(32))
+    hosts: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float | None] = mapped_column(Float)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "started_at": iso(self.started_at), "finished_at": iso(self.finished_at),
+                "source": self.source, "hosts": self.hosts, "score": self.score}
+
+
+class ComplianceHost(Base):
+    """A host's outcome in a run: state ok | unreachable | failed (collection failed), its score."""
+
+    __tablename__ = "compliance_hosts"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("compliance_runs.id"), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(253), primary_key=True)
+    device_uuid: Mapped[str | None] = mapped_column(String(36))
+    state: Mapped[str] = mapped_column(String(16))
+    score: Mapped[float | None] = mapped_column(Float)
+    compliant: Mapped[bool] = mapped_column(Boolean)
+    message: Mapped[str | None] = mapped_column(Text)
+
+
+class ComplianceResult(Base):
+    """One control on one host in one run; observed/expected/evidence as canonical JSON text."""
+
+    __tablename__ = "compliance_results"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("compliance_runs.id"), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(253), primary_key=True)
+    control: Mapped[str] = mapped_column(String(16), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    severity: Mapped[str] = mapped_column(String(8))
+    observed: Mapped[str] = mapped_column(Text)
+    expected: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,81 @@
+"""`deskguard comply`: the nightly compliance run."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+FORMATS = ("table", "json", "junit", "csv")
+
+
+def _write(text: str, output) -> None:
+    if output:
+        from pathlib import Path
+
+        from ..fsutil import atomic_write
+
+        atomic_write(Path(output), text if text.endswith("\n") else text + "\n")
+    else:
+        click.echo(text)
+
+
+def _report(run, drift, history, fmt, output):
+    from ..compliance import report
+
+    if fmt == "json":
+        _write(report.to_json(run, drift, history), output)
+    elif fmt == "junit":
+        _write(report.to_junit(run), output)
+    elif fmt == "csv":
+        _write(report.to_csv(run), output)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        score = run.run["score"]
+        table = Table(title=f"compliance run {run.run['id'][:8]}: {len(run.hosts)} host(s), fleet score "
+                            f"{'-' if score is None else f'{score:.0f}%'}")
+        for col in ("host", "state", "score", "failing controls"):
+            table.add_column(col)
+        for r in report.table_rows(run):
+            table.add_row(r["host"], r["state"], r["score"], r["failing"])
+        console = Console(file=open(output, "w") if output else None)
+        console.print(table)
+        if drift:
+            console.print("drift since the previous run:")
+            for d in drift:
+                console.print(f"  {d['host']} {d['control']}: {d['before'] or '-'} -> {d['after']} ({d['change']})")
+
+
+@click.command()
+@click.option("--limit", default=None, help="A host or Ansible host pattern (default: every laptop).")
+@click.option("--fix", is_flag=True, help="Repair the failing controls on the failing hosts, then check again.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False), default=None, help="Write the report to this file.")
+@click.option("--site", default=None, help="Site folder (default: DESKGUARD_SITE or the checkout).")
+def comply(limit, fix, fmt, output, site):
+    """Score every control on every laptop, record the run, report drift.
+
+    Exit codes: 0 every host compliant; 1 a host not compliant or not collected; 3 a host unreachable."""
+    from ..compliance import command, report, runs
+    from ..progress import progress_factory
+    from ..site import site_dir
+    from ..store import Store
+
+    root = site_dir(site)
+    quiet = fmt != "table" and not output
+    progress = None if quiet else progress_factory("comply", 1)
+    _result, run, prev = command.run_once(root, limit, progress)
+    if fix:
+        targets = command.fix_targets(run)
+        if targets:
+            if not quiet:
+                click.echo("fixing: " + "; ".join(f"{h}: {', '.join(r)}" for h, r in targets.items()))
+            command.fix(root, targets, progress)
+            prev = run
+            _result, run, _ = command.run_once(root, limit, progress)
+    with Store.open(root) as store:
+        history = runs.history(store)
+    _report(run, runs.drift(prev, run), history, fmt, output)
+    sys.exit(report.exit_code(run))

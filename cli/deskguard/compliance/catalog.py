@@ -1,0 +1,32 @@
+"""Every control the compliance run scores: its title, severity, whether it is mandatory, and which role and
+tag repair it (`comply --fix`). IDs are the ones in task names, tags, waivers and reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Control:
+    id: str
+    title: str
+    severity: str          # high | medium | low
+    role: str              # the role that applies it; its <role>_enabled switch turns the control off
+    mandatory: bool = False  # a failure makes the host non-compliant whatever its score; cannot be waived
+    remediation: str = ""
+
+
+CONTROLS = {c.id: c for c in (
+    Control("ENC-001", "Disk encrypted (LUKS2/BitLocker, approved cipher)", "high", "disk_encryption", True,
+            "reinstall with full-disk encryption (the kit cannot encrypt a running root)"),
+    Control("ENC-002", "Recovery key escrowed and verified", "high", "disk_encryption", True,
+            "deskguard comply --fix (escrows a new key) or deskguard keys rotate HOST"),
+    Control("LCK-001", "Idle screen lock within the policy's minutes, locked for the user", "medium", "screen_lock",
+            remediation="deskguard comply --fix (screen_lock role)"),
+    Control("FW-001", "Firewall on: inbound default-deny, management allowed", "high", "firewall",
+            remediation="deskguard comply --fix (firewall role)"),
+    Control("UPD-001", "Automatic security updates configured and scheduled", "high", "auto_update",
+            remediation="deskguard comply --fix (auto_update role)"),
+    Control("UPD-002", "Updates applied: no reboot pending, last run recent", "medium", "auto_update",
+            remediation="ask the operator to reboot; check unattended-upgrades' log on the laptop"),
+)}

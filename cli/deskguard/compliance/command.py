@@ -1,0 +1,58 @@
+"""`deskguard comply`: run comply.yml, read the recorded run back, compare it with the previous one, and
+(with --fix) repair the failing controls on the failing hosts, then check again."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from ..errors import DeskguardError, UsageError
+from .catalog import CONTROLS
+
+
+def run_once(site: Path, limit: str | None, progress=None):
+    """(playbook result, recorded run, previous run)."""
+    from .. import inventory
+    from ..runner import run_playbook
+    from ..store import Store
+    from . import runs
+
+    if not inventory.list_hosts(site):
+        raise UsageError("no managed laptops in the inventory (add one with `deskguard onboard`)")
+    run_id = str(uuid.uuid4())
+    result = run_playbook(site, "comply.yml", [inventory.hosts_file(site)], limit=limit,
+                          envvars={"DESKGUARD_RUN_ID": run_id, "DESKGUARD_RUN_SOURCE": "cli"}, progress=progress)
+    with Store.open(site) as store:
+        recorded = runs.load(store, run_id)
+        if recorded is None:
+            if result.interrupted:
+                raise DeskguardError("interrupted: no run was recorded", exit_code=result.exit_code)
+            raise DeskguardError("the compliance run was not recorded (see the messages above); nothing to report")
+        return result, recorded, runs.previous(store, recorded)
+
+
+def fix_targets(run) -> dict[str, list[str]]:
+    """host -> the roles (tags) whose controls failed there (not waived, not errors of collection)."""
+    targets: dict[str, set] = {}
+    for host, h in run.hosts.items():
+        for cid, r in h["results"].items():
+            if r["status"] == "fail" and cid in CONTROLS:
+                targets.setdefault(host, set()).add(CONTROLS[cid].role)
+    return {h: sorted(roles) for h, roles in sorted(targets.items())}
+
+
+def fix(site: Path, targets: dict[str, list[str]], progress=None):
+    """Run onboard.yml with only the failing controls' roles, one host group per distinct role set."""
+    from .. import inventory
+    from ..runner import run_playbook
+
+    by_roles: dict[tuple, list[str]] = {}
+    for host, roles in targets.items():
+        by_roles.setdefault(tuple(roles), []).append(host)
+    results = []
+    for roles, hosts in by_roles.items():
+        limit = ",".join(hosts)
+        results.append(run_playbook(site, "onboard.yml", [inventory.hosts_file(site)], limit=limit,
+                                    extravars={"deskguard_hosts": limit},
+                                    tags=",".join(roles), progress=progress))
+    return results

@@ -1,0 +1,207 @@
+"""Judge one host's collected posture against its policy: one Result per control.
+
+Pure functions of (posture, collection errors, policy variables, today): the same evaluation for the CLI,
+AWX (the action plugin calls it) and, later, agent check-ins. The policy variables are the host's own
+(group_vars/all + host_vars), so per-host exceptions work as they do for the roles.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+
+from .catalog import CONTROLS
+
+STATUSES = ("pass", "fail", "error", "waived", "not_applicable")
+
+
+@dataclass
+class Result:
+    id: str
+    status: str
+    observed: object = None
+    expected: object = None
+    evidence: list[str] = field(default_factory=list)
+    title: str = ""
+    severity: str = ""
+    remediation: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class PolicyError(ValueError):
+    """The policy's compliance part is unusable (a waiver without reason/expiry, an unknown control)."""
+
+
+def _check(result_id: str, observed: dict, expected: dict, problems: list[str]) -> Result:
+    return Result(result_id, "fail" if problems else "pass", observed, expected, problems)
+
+
+# ------------------------------------------------------------------------------------------ evaluators
+
+def screen_lock(p: dict, policy: dict) -> Result:
+    minutes = int(policy.get("screen_lock_idle_minutes", 5))
+    expected = {"idle_delay": f"1..{minutes * 60} s", "lock_enabled": True, "locked": True, "db_compiled": True}
+    observed = {k: p.get(k) for k in ("idle_delay", "lock_enabled", "db_compiled")}
+    observed["locked"] = p.get("locked", [])
+    problems = []
+    delay = p.get("idle_delay")
+    if not isinstance(delay, int) or not 0 < delay <= minutes * 60:
+        problems.append(f"idle-delay is {delay!r} s, policy wants 1..{minutes * 60} s")
+    if p.get("lock_enabled") is not True:
+        problems.append("screen lock is not enabled")
+    for key in ("/org/gnome/desktop/session/idle-delay", "/org/gnome/desktop/screensaver/lock-enabled"):
+        if key not in p.get("locked", []):
+            problems.append(f"{key} is not locked (the user can change it)")
+    if not p.get("profile_uses_local_db"):
+        problems.append("the dconf user profile does not read the system database")
+    if not p.get("db_compiled"):
+        problems.append("the dconf database is older than its settings (dconf update not run)")
+    return _check("LCK-001", observed, expected, problems)
+
+
+def firewall(p: dict, policy: dict) -> Result:
+    sources = list(policy.get("firewall_management_sources") or [])
+    port = str(policy.get("firewall_management_port", 22))
+    expected = {"active": True, "incoming": "DROP or REJECT", "management": [f"{s} -> {port}/tcp" for s in sources]}
+    defaults = p.get("defaults") or {}
+    observed = {"tool": p.get("tool"), "active": p.get("active"), "incoming": defaults.get("input"),
+                "rules": p.get("rules", [])}
+    problems = []
+    if not p.get("tool"):
+        problems.append("no firewall tool (ufw) installed")
+    if p.get("active") is not True:
+        problems.append("the firewall is not active")
+    if defaults.get("input") not in ("DROP", "REJECT"):
+        problems.append(f"inbound default is {defaults.get('input')!r}, not deny")
+    for src in sources:
+        if not any(f"from {src} " in r and f"port {port}" in r for r in p.get("rules", [])):
+            problems.append(f"no rule lets the management network {src} reach port {port}")
+    return _check("FW-001", observed, expected, problems)
+
+
+def updates(p: dict, policy: dict) -> Result:
+    expected = {"installed": True, "periodic_unattended_upgrade": "1", "periodic_update_lists": "1",
+                "timers": "enabled", "origins": "security only" if policy.get("auto_update_security_only", True)
+                else "any"}
+    observed = {k: p.get(k) for k in ("installed", "periodic_unattended_upgrade", "periodic_update_lists",
+                                      "timers", "origins")}
+    problems = []
+    if not p.get("installed"):
+        problems.append("unattended-upgrades is not installed")
+    for key in ("periodic_unattended_upgrade", "periodic_update_lists"):
+        if p.get(key) != "1":
+            problems.append(f"APT::Periodic {key.split('_', 1)[1].replace('_', '-')} is {p.get(key)!r}, not \"1\"")
+    if p.get("timers") != ["enabled", "enabled"]:
+        problems.append(f"apt-daily timers are {p.get('timers')}, not both enabled")
+    origins = p.get("origins") or []
+    if not origins:
+        problems.append("no update origins configured")
+    elif policy.get("auto_update_security_only", True) and not all("security" in o.lower() for o in origins):
+        problems.append("origins beyond security updates: " + ", ".join(o for o in origins if "security" not in o.lower()))
+    return _check("UPD-001", observed, expected, problems)
+
+
+def updates_applied(p: dict, policy: dict, os_facts: dict) -> Result:
+    max_days = float(policy.get("auto_update_max_age_days", 7))
+    age, up_days = p.get("last_run_age_days"), (os_facts or {}).get("uptime_seconds", 0) / 86400
+    observed = {"reboot_pending": p.get("reboot_pending"), "last_run_age_days": age}
+    expected = {"reboot_pending": False, "last_run_age_days": f"<= {max_days:g}"}
+    problems = []
+    if p.get("reboot_pending"):
+        problems.append("reboot pending after updates (" + (", ".join(p.get("reboot_packages") or []) or "system") + ")")
+    if age is None and up_days > max_days:
+        problems.append(f"unattended-upgrades has never run in {up_days:.0f} days of uptime")
+    elif age is not None and age > max_days:
+        problems.append(f"last unattended-upgrades run {age:.1f} days ago (policy: {max_days:g})")
+    return _check("UPD-002", observed, expected, problems)
+
+
+def disk(escrow_outcome) -> list[Result]:
+    """ENC-001/ENC-002 from deskguard.escrow's verify outcome (which also compared the escrowed keys)."""
+    controls = escrow_outcome.controls(escrow_applied=False)
+    status = {"compliant": "pass", "noncompliant": "fail", "not_applicable": "not_applicable", "failed": "error"}
+    out = []
+    for cid, expected in (("ENC-001", "root and swap on LUKS2, approved cipher"),
+                          ("ENC-002", "an active escrowed key matching a keyslot on every volume")):
+        rep = controls[cid]
+        observed = ({"volumes": [v["device"] for v in escrow_outcome.volumes]} if cid == "ENC-002"
+                    else {"violations": escrow_outcome.enc001})
+        out.append(Result(cid, status.get(rep["state"], "error"), observed, expected, list(rep["findings"])))
+    return out
+
+
+# -------------------------------------------------------------------------------------------- waivers
+
+def parse_waivers(policy: dict, hostname: str) -> dict[str, dict]:
+    """The waivers that apply to this host, by control. PolicyError for a waiver the kit cannot honour."""
+    found = {}
+    for i, w in enumerate(policy.get("deskguard_waivers") or []):
+        if not isinstance(w, dict):
+            raise PolicyError(f"deskguard_waivers[{i}] is not a mapping")
+        cid = w.get("control")
+        if cid not in CONTROLS:
+            raise PolicyError(f"deskguard_waivers[{i}]: unknown control {cid!r} (known: {', '.join(CONTROLS)})")
+        if CONTROLS[cid].mandatory:
+            raise PolicyError(f"deskguard_waivers[{i}]: {cid} is mandatory and cannot be waived")
+        if not str(w.get("reason") or "").strip():
+            raise PolicyError(f"deskguard_waivers[{i}] ({cid}): a waiver needs a reason")
+        try:
+            expires = dt.date.fromisoformat(str(w.get("expires")))
+        except ValueError:
+            raise PolicyError(f"deskguard_waivers[{i}] ({cid}): expires must be a date YYYY-MM-DD, "
+                              f"got {w.get('expires')!r}") from None
+        hosts = w.get("hosts")
+        if hosts is None or hostname in hosts:
+            found[cid] = {"reason": str(w["reason"]), "expires": expires}
+    return found
+
+
+# --------------------------------------------------------------------------------------------- the run
+
+def evaluate(hostname: str, posture: dict, errors: dict, policy: dict, escrow_outcome=None,
+             today: dt.date | None = None) -> list[Result]:
+    """One Result per control of the catalog, in catalog order."""
+    today = today or dt.date.today()
+    waivers = parse_waivers(policy, hostname)
+    results: dict[str, Result] = {}
+    for r in disk(escrow_outcome) if escrow_outcome is not None else []:
+        results[r.id] = r
+    plan = {"LCK-001": ("screen_lock", lambda s: screen_lock(s, policy)),
+            "FW-001": ("firewall", lambda s: firewall(s, policy)),
+            "UPD-001": ("updates", lambda s: updates(s, policy)),
+            "UPD-002": ("updates", lambda s: updates_applied(s, policy, posture.get("os")))}
+    for cid, (section, judge) in plan.items():
+        if section in errors or section not in posture:
+            results[cid] = Result(cid, "error", evidence=[f"{section} not collected: {errors.get(section, 'missing')}"])
+        else:
+            results[cid] = judge(posture[section])
+    if "ENC-001" not in results:
+        for cid in ("ENC-001", "ENC-002"):
+            results[cid] = Result(cid, "error", evidence=["disk not evaluated (no escrow verification)"])
+    out = []
+    for cid, control in CONTROLS.items():
+        r = results[cid]
+        r.title, r.severity, r.remediation = control.title, control.severity, control.remediation
+        if not policy.get(f"{control.role}_enabled", True):
+            r.status, r.evidence = "not_applicable", ["disabled in the policy"]
+        elif cid in waivers and r.status in ("fail", "error"):
+            w = waivers[cid]
+            if w["expires"] < today:
+                r.evidence.append(f"waiver expired on {w['expires']} ({w['reason']})")
+            else:
+                r.status = "waived"
+                r.evidence.append(f"waived until {w['expires']}: {w['reason']}")
+        out.append(r)
+    return out
+
+
+def host_summary(results: list[Result]) -> dict:
+    """score = passed / (passed + failed + errors) in %, waived and n/a left out; compliant only if nothing
+    failed and every mandatory control passed."""
+    counts = {s: sum(r.status == s for r in results) for s in STATUSES}
+    judged = counts["pass"] + counts["fail"] + counts["error"]
+    mandatory_ok = all(r.status in ("pass", "not_applicable") for r in results if CONTROLS[r.id].mandatory)
+    return {"score": round(100.0 * counts["pass"] / judged, 1) if judged else 100.0, "counts": counts,
+            "compliant": counts["fail"] == 0 and counts["error"] == 0 and mandatory_ok}

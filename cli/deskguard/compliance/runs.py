@@ -1,0 +1,106 @@
+"""Compliance runs in the store: record one (a single transaction), read them back, and the drift between
+two runs. Used by the callback plugin (which records) and by `deskguard comply` (which reports)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from ..store.auditchain import canonical_json
+from ..store.models import ComplianceHost, ComplianceResult, ComplianceRun, utcnow
+
+
+@dataclass
+class HostRecord:
+    """What a run learnt about one host: state ok (results) | unreachable | failed (message)."""
+
+    state: str
+    results: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    message: str | None = None
+    device_uuid: str | None = None
+
+
+def fleet_score(hosts: dict[str, HostRecord]) -> float | None:
+    scores = [h.summary.get("score") for h in hosts.values() if h.state == "ok" and h.summary]
+    return round(sum(scores) / len(scores), 1) if scores else None
+
+
+def record(store, run_id: str, started: dt.datetime, source: str, hosts: dict[str, HostRecord]) -> None:
+    """The run, its hosts and every result, in one transaction: a run is in the store whole or not at all."""
+    with store.transaction() as s:
+        s.add(ComplianceRun(id=run_id, started_at=started, finished_at=utcnow(), source=source, hosts=len(hosts),
+                            score=fleet_score(hosts)))
+        s.flush()
+        for name, h in sorted(hosts.items()):
+            s.add(ComplianceHost(run_id=run_id, hostname=name, device_uuid=h.device_uuid, state=h.state,
+                                 score=h.summary.get("score"), compliant=bool(h.summary.get("compliant")),
+                                 message=h.message))
+            for r in h.results:
+                s.add(ComplianceResult(run_id=run_id, hostname=name, control=r["id"], status=r["status"],
+                                       severity=r.get("severity") or "", observed=canonical_json(r.get("observed")),
+                                       expected=canonical_json(r.get("expected")),
+                                       evidence=canonical_json(r.get("evidence") or [])))
+        store.audit(None, "compliance.run", "fleet", {"run_id": run_id, "hosts": len(hosts), "source": source,
+                                                      "score": fleet_score(hosts)})
+
+
+@dataclass
+class Run:
+    run: dict
+    hosts: dict[str, dict]                  # hostname -> {state, score, compliant, message, results: {cid: {...}}}
+
+
+def load(store, run_id: str | None = None) -> Run | None:
+    """A run (the latest when run_id is None) with its hosts and results."""
+    with store.reading() as s:
+        q = select(ComplianceRun)
+        q = q.where(ComplianceRun.id == run_id) if run_id else q.order_by(ComplianceRun.finished_at.desc()).limit(1)
+        run = s.scalars(q).first()
+        if run is None:
+            return None
+        hosts = {h.hostname: {"state": h.state, "score": h.score, "compliant": h.compliant, "message": h.message,
+                              "device_uuid": h.device_uuid, "results": {}}
+                 for h in s.scalars(select(ComplianceHost).where(ComplianceHost.run_id == run.id))}
+        for r in s.scalars(select(ComplianceResult).where(ComplianceResult.run_id == run.id)):
+            hosts[r.hostname]["results"][r.control] = {
+                "status": r.status, "severity": r.severity, "observed": json.loads(r.observed),
+                "expected": json.loads(r.expected), "evidence": json.loads(r.evidence)}
+        return Run(run.to_dict(), hosts)
+
+
+def previous(store, run: Run) -> Run | None:
+    with store.reading() as s:
+        prev = s.scalars(select(ComplianceRun.id).where(ComplianceRun.finished_at < dt.datetime.fromisoformat(
+            run.run["finished_at"].rstrip("Z"))).order_by(ComplianceRun.finished_at.desc()).limit(1)).first()
+    return load(store, prev) if prev else None
+
+
+def history(store, limit: int = 30) -> list[dict]:
+    with store.reading() as s:
+        rows = s.scalars(select(ComplianceRun).order_by(ComplianceRun.finished_at.desc()).limit(limit))
+        return [r.to_dict() for r in reversed(list(rows))]
+
+
+def drift(before: Run | None, after: Run) -> list[dict]:
+    """Per host and control, what changed since the previous run: {host, control, before, after, change}."""
+    changes = []
+    for host, h in sorted(after.hosts.items()):
+        old = (before.hosts.get(host) if before else None) or {"state": None, "results": {}}
+        if old["state"] != h["state"] and (old["state"] or h["state"] != "ok"):
+            changes.append({"host": host, "control": "HOST", "before": old["state"], "after": h["state"],
+                            "change": "reachability"})
+        for cid, r in sorted(h["results"].items()):
+            was = old["results"].get(cid, {}).get("status")
+            if was == r["status"]:
+                continue
+            kind = ("new failure" if r["status"] in ("fail", "error") else
+                    "fixed" if was in ("fail", "error") and r["status"] == "pass" else
+                    "new waiver" if r["status"] == "waived" else "changed")
+            if was is None and r["status"] == "pass":
+                continue   # a new host or control that passes is not drift
+            changes.append({"host": host, "control": cid, "before": was, "after": r["status"], "change": kind})
+    return changes

@@ -1,0 +1,80 @@
+# -*- coding: utf-8 -*-
+"""Callback plugin: records a compliance run (results of deskguard_comply steps) into the store.
+
+Enabled in ansible.cfg, so a comply run is recorded whoever starts it: `deskguard comply`, AWX, or plain
+ansible-playbook. It records only plays that ran deskguard_comply; hosts that were unreachable or whose
+collection failed are recorded with that state, never as compliant. The store comes from DESKGUARD_DB_URL
+or DESKGUARD_SITE; DESKGUARD_RUN_ID / DESKGUARD_RUN_SOURCE name the run (the CLI sets them).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from ansible.plugins.callback import CallbackBase
+
+DOCUMENTATION = r"""
+name: deskguard_record
+type: aggregate
+short_description: Record deskguard compliance runs into the deskguard store
+description: Stores every host's control results of a comply play as one run (one transaction).
+requirements: [the deskguard library in the controller's Python]
+"""
+
+COMPLY_ACTIONS = ("deskguard_comply",)
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "deskguard_record"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self):
+        super().__init__()
+        self.hosts = {}
+        self.started = None
+
+    def _is_comply(self, result) -> bool:
+        return result._task.action.rsplit(".", 1)[-1] in COMPLY_ACTIONS
+
+    def v2_playbook_on_start(self, playbook):
+        from deskguard.store.models import utcnow
+
+        self.started = utcnow()
+
+    def v2_runner_on_ok(self, result):
+        data = result._result.get("deskguard_compliance")
+        if self._is_comply(result) and data:
+            from deskguard.compliance.runs import HostRecord
+
+            self.hosts[result._host.get_name()] = HostRecord("ok", data["results"], data["summary"],
+                                                            device_uuid=data.get("device_uuid"))
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        if self._is_comply(result):
+            from deskguard.compliance.runs import HostRecord
+
+            self.hosts[result._host.get_name()] = HostRecord("failed", message=str(result._result.get("msg"))[:2000])
+
+    def v2_runner_on_unreachable(self, result):
+        if self._is_comply(result):
+            from deskguard.compliance.runs import HostRecord
+
+            self.hosts[result._host.get_name()] = HostRecord("unreachable",
+                                                             message=str(result._result.get("msg"))[:2000])
+
+    def v2_playbook_on_stats(self, stats):
+        if not self.hosts:
+            return
+        try:
+            from deskguard.compliance.runs import record
+            from deskguard.site import site_dir
+            from deskguard.store import Store
+
+            with Store.open(site_dir(os.environ.get("DESKGUARD_SITE"))) as store:
+                record(store, os.environ.get("DESKGUARD_RUN_ID") or str(uuid.uuid4()), self.started,
+                       os.environ.get("DESKGUARD_RUN_SOURCE", "ansible"), self.hosts)
+        except Exception as exc:  # the play's own result must still show; say loudly that nothing was kept
+            self._display.error(f"deskguard: the compliance run was NOT recorded: {exc}")
