@@ -90,9 +90,10 @@ def updates(p: dict, policy: dict) -> Result:
     problems = []
     if not p.get("installed"):
         problems.append("unattended-upgrades is not installed")
-    for key in ("periodic_unattended_upgrade", "periodic_update_lists"):
+    for key, name in (("periodic_unattended_upgrade", "APT::Periodic::Unattended-Upgrade"),
+                      ("periodic_update_lists", "APT::Periodic::Update-Package-Lists")):
         if p.get(key) != "1":
-            problems.append(f"APT::Periodic {key.split('_', 1)[1].replace('_', '-')} is {p.get(key)!r}, not \"1\"")
+            problems.append(f"{name} is {p.get(key)!r}, not \"1\"")
     if p.get("timers") != ["enabled", "enabled"]:
         problems.append(f"apt-daily timers are {p.get('timers')}, not both enabled")
     origins = p.get("origins") or []

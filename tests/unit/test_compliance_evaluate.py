@@ -1,0 +1,127 @@
+"""Judging a posture against the policy (deskguard.compliance.evaluate): every control can pass and fail,
+waivers are honoured only when valid, mandatory controls cannot be outweighed."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from deskguard.compliance.evaluate import PolicyError, evaluate, host_summary, parse_waivers
+from deskguard.escrow import Outcome
+
+pytestmark = pytest.mark.unit
+
+TODAY = dt.date(2026, 11, 28)
+POLICY = {"screen_lock_idle_minutes": 5, "firewall_management_sources": ["10.8.0.0/16"],
+          "firewall_management_port": 22, "auto_update_security_only": True}
+LOCKS = ["/org/gnome/desktop/session/idle-delay", "/org/gnome/desktop/screensaver/lock-enabled"]
+GOOD = {
+    "os": {"id": "debian", "uptime_seconds": 3600},
+    "screen_lock": {"idle_delay": 300, "lock_enabled": True, "locked": LOCKS, "profile_uses_local_db": True,
+                    "db_compiled": True},
+    "firewall": {"tool": "ufw", "active": True, "defaults": {"input": "DROP", "output": "ACCEPT"},
+                 "rules": ["allow from 10.8.0.0/16 to any port 22 proto tcp comment 'deskguard management'"]},
+    "updates": {"installed": True, "periodic_unattended_upgrade": "1", "periodic_update_lists": "1",
+                "timers": ["enabled", "enabled"], "origins": ["origin=Debian,label=Debian-Security"],
+                "last_run_age_days": 0.5, "reboot_pending": False},
+}
+
+
+def disk_ok():
+    return Outcome(volumes=[{"device": "/dev/vda2", "escrowed": [1]}])
+
+
+def by_id(results):
+    return {r.id: r for r in results}
+
+
+def run(posture=GOOD, errors=None, policy=POLICY, outcome=None, today=TODAY):
+    return by_id(evaluate("lt-1", posture, errors or {}, policy, outcome or disk_ok(), today))
+
+
+def broken(section, **changes):
+    return {**GOOD, section: {**GOOD[section], **changes}}
+
+
+def test_a_good_laptop_passes_everything():
+    results = run()
+    assert {cid: r.status for cid, r in results.items()} == dict.fromkeys(
+        ["ENC-001", "ENC-002", "LCK-001", "FW-001", "UPD-001", "UPD-002"], "pass")
+    assert host_summary(list(results.values())) == {
+        "score": 100.0, "compliant": True,
+        "counts": {"pass": 6, "fail": 0, "error": 0, "waived": 0, "not_applicable": 0}}
+
+
+@pytest.mark.parametrize("section, changes, cid, reason", [
+    ("screen_lock", {"idle_delay": 3600}, "LCK-001", "idle-delay is 3600 s, policy wants 1..300 s"),
+    ("screen_lock", {"idle_delay": 0}, "LCK-001", "idle-delay is 0 s"),
+    ("screen_lock", {"locked": []}, "LCK-001", "is not locked"),
+    ("screen_lock", {"db_compiled": False}, "LCK-001", "dconf update not run"),
+    ("firewall", {"active": False}, "FW-001", "the firewall is not active"),
+    ("firewall", {"defaults": {"input": "ACCEPT"}}, "FW-001", "inbound default is 'ACCEPT'"),
+    ("firewall", {"rules": []}, "FW-001", "no rule lets the management network 10.8.0.0/16 reach port 22"),
+    ("updates", {"timers": ["enabled", "disabled"]}, "UPD-001", "not both enabled"),
+    ("updates", {"periodic_unattended_upgrade": "0"}, "UPD-001", "Unattended-Upgrade is '0'"),
+    ("updates", {"origins": ["origin=Debian,label=Debian"]}, "UPD-001", "origins beyond security updates"),
+    ("updates", {"reboot_pending": True, "reboot_packages": ["linux-image"]}, "UPD-002", "linux-image"),
+    ("updates", {"last_run_age_days": 12.0}, "UPD-002", "12.0 days ago"),
+])
+def test_each_broken_setting_fails_its_control_with_the_observed_value(section, changes, cid, reason):
+    results = run(broken(section, **changes))
+    failing = {k for k, r in results.items() if r.status != "pass"}
+    assert failing == {cid}
+    assert any(reason in e for e in results[cid].evidence), results[cid].evidence
+    assert results[cid].observed and results[cid].expected
+
+
+def test_a_section_that_was_not_collected_is_an_error_not_a_pass():
+    posture = {k: v for k, v in GOOD.items() if k != "firewall"}
+    results = run(posture, errors={"firewall": "UfwError: ufw status failed"})
+    assert results["FW-001"].status == "error" and "UfwError" in results["FW-001"].evidence[0]
+    assert host_summary(list(results.values()))["compliant"] is False
+
+
+def test_disk_results_come_from_the_escrow_verification():
+    outcome = Outcome(enc001=["root (/) on /dev/sda2 is not encrypted: reinstall with encryption"])
+    outcome.enc002.append("no encrypted volume to escrow a recovery key for")
+    results = run(outcome=outcome)
+    assert results["ENC-001"].status == "fail" and results["ENC-002"].status == "fail"
+    assert "reinstall" in results["ENC-001"].evidence[0]
+
+
+def test_mandatory_controls_cannot_be_outweighed_by_the_score():
+    outcome = Outcome()
+    outcome.enc002.append("/dev/vda2: no recovery key escrowed")
+    summary = host_summary(list(run(outcome=outcome).values()))
+    assert summary["score"] > 80 and summary["compliant"] is False
+
+
+def test_a_disabled_control_is_not_applicable():
+    results = run(broken("firewall", active=False), policy={**POLICY, "firewall_enabled": False})
+    assert results["FW-001"].status == "not_applicable"
+
+
+def test_waivers_valid_expired_and_per_host():
+    waiver = {"control": "LCK-001", "reason": "kiosk laptop, INC-9", "expires": "2027-01-31"}
+    policy = {**POLICY, "deskguard_waivers": [waiver]}
+    assert run(broken("screen_lock", idle_delay=3600), policy=policy)["LCK-001"].status == "waived"
+    late = run(broken("screen_lock", idle_delay=3600), policy=policy, today=dt.date(2027, 2, 1))["LCK-001"]
+    assert late.status == "fail" and any("waiver expired on 2027-01-31" in e for e in late.evidence)
+    other_host = {**POLICY, "deskguard_waivers": [{**waiver, "hosts": ["lt-2"]}]}
+    assert run(broken("screen_lock", idle_delay=3600), policy=other_host)["LCK-001"].status == "fail"
+    # A waiver never turns a pass into "waived".
+    assert run(policy=policy)["LCK-001"].status == "pass"
+
+
+@pytest.mark.parametrize("waiver, message", [
+    ({"control": "XYZ-999", "reason": "r", "expires": "2027-01-01"}, "unknown control 'XYZ-999'"),
+    ({"control": "LCK-001", "expires": "2027-01-01"}, "needs a reason"),
+    ({"control": "LCK-001", "reason": "r"}, "expires must be a date"),
+    ({"control": "LCK-001", "reason": "r", "expires": "soon"}, "expires must be a date"),
+    ({"control": "ENC-001", "reason": "r", "expires": "2027-01-01"}, "mandatory and cannot be waived"),
+    ("LCK-001", "is not a mapping"),
+])
+def test_unusable_waivers_are_refused_with_a_clear_message(waiver, message):
+    with pytest.raises(PolicyError, match=message):
+        parse_waivers({"deskguard_waivers": [waiver]}, "lt-1")
