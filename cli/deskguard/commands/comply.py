@@ -53,8 +53,9 @@ def _report(run, drift, history, fmt, output):
 @click.option("--fix", is_flag=True, help="Repair the failing controls on the failing hosts, then check again.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False), default=None, help="Write the report to this file.")
+@click.option("--since", "since", default=None, help="Drift against this earlier run id (default: the previous run).")
 @click.option("--site", default=None, help="Site folder (default: DESKGUARD_SITE or the checkout).")
-def comply(limit, fix, fmt, output, site):
+def comply(limit, fix, fmt, output, since, site):
     """Score every control on every laptop, record the run, report drift.
 
     Exit codes: 0 every host compliant; 1 a host not compliant or not collected; 3 a host unreachable."""
@@ -63,7 +64,13 @@ def comply(limit, fix, fmt, output, site):
     from ..site import site_dir
     from ..store import Store
 
+    from ..errors import UsageError
+
     root = site_dir(site)
+    if since:
+        with Store.open(root) as store:
+            if runs.load(store, since) is None:
+                raise UsageError(f"--since {since}: no such run (see the JSON report's history)")
     quiet = fmt != "table" and not output
     progress = None if quiet else progress_factory("comply", 1)
     _result, run, prev = command.run_once(root, limit, progress)
@@ -77,5 +84,7 @@ def comply(limit, fix, fmt, output, site):
             _result, run, _ = command.run_once(root, limit, progress)
     with Store.open(root) as store:
         history = runs.history(store)
+        if since:
+            prev = runs.load(store, since)
     _report(run, runs.drift(prev, run), history, fmt, output)
     sys.exit(report.exit_code(run))
