@@ -6,7 +6,7 @@ import sys
 
 import click
 
-FORMATS = ("table", "json", "junit", "csv")
+FORMATS = ("table", "json", "junit", "csv", "html")
 
 
 def _write(text: str, output) -> None:
@@ -29,6 +29,10 @@ def _report(run, drift, history, fmt, output):
         _write(report.to_junit(run), output)
     elif fmt == "csv":
         _write(report.to_csv(run), output)
+    elif fmt == "html":
+        from ..compliance import html
+
+        _write(html.render(run, drift, history), output)
     else:
         from rich.console import Console
         from rich.table import Table
