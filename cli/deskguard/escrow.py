@@ -195,8 +195,10 @@ class LuksEscrow(_Escrow):
             elif prints.get(slot) is not None and prints.get(slot) == sec.fingerprint:
                 good.append(sec)
             elif sec.state == "active":
-                self.out.enc002.append(f"{dev}: the escrowed key of keyslot {slot} no longer matches the disk "
-                                       f"(changed outside deskguard){'' if self.writes else '; run onboard or keys rotate'}")
+                # When writing, a fresh key is escrowed below, so the mismatch is a note; otherwise a finding.
+                (self.out.notes if self.writes else self.out.enc002).append(
+                    f"{dev}: the escrowed key of keyslot {slot} no longer matches the disk (changed outside "
+                    f"deskguard){'; a new key is escrowed' if self.writes else '; run onboard or keys rotate'}")
                 if self.writes or self.req.mode == "verify":
                     self.store.set_secret_state(sec.id, "mismatch", detail={"slot": slot, "device": dev})
         if self.req.officer_key is not None and self.req.mode == "verify":

@@ -175,7 +175,8 @@ def test_verify_catches_a_key_changed_behind_the_kits_back(store, laptop, device
     assert store.get_secret(sid).state == "mismatch"
     # The next apply escrows a fresh key (the changed slot is not ours to remove) and is compliant again.
     fixed = run(store, laptop, device)
-    assert fixed.changed and fixed.failed is None
+    assert fixed.changed and fixed.failed is None and fixed.enc002 == []
+    assert fixed.controls(escrow_applied=True)["ENC-002"]["state"] == "applied"
     (new_id, new_key), = keys_of(store, device, states=("active",)).items()
     assert laptop.opens(new_key) and 2 in laptop.slots()
     assert run(store, laptop, device, mode="verify").enc002 == []
