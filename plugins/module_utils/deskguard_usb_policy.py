@@ -198,18 +198,16 @@ def render_daemon_conf():
 
 def render_udev_read_only(blockdev):
     """udev rule for read_only: the kernel marks every USB disk and partition read-only (BLKROSET via
-    blockdev), which holds for any mounter; udisks is also told to mount ro and not to allow rw."""
+    blockdev), which holds for any mounter, root's `mount` included; udisks is also told to mount ro and
+    not to accept rw. One positive match: a negated SUBSYSTEMS (parent search) would match any device."""
     return (HEADER +
             "# USB-001 read_only: USB block devices are read-only at the kernel level.\n"
-            'ACTION!="add|change", GOTO="deskguard_usb_ro_end"\n'
-            'SUBSYSTEM!="block", GOTO="deskguard_usb_ro_end"\n'
-            'SUBSYSTEMS!="usb", GOTO="deskguard_usb_ro_end"\n'
-            'ENV{UDISKS_MOUNT_OPTIONS_DEFAULTS}="ro"\n'
+            'ACTION=="add|change", SUBSYSTEM=="block", SUBSYSTEMS=="usb", \\\n'
+            '  ENV{UDISKS_MOUNT_OPTIONS_DEFAULTS}="ro", \\\n'
             # udisks' common allow-set without `rw`, so a desktop cannot ask for a writable mount.
-            'ENV{UDISKS_MOUNT_OPTIONS_ALLOW}="exec,noexec,nodev,nosuid,atime,noatime,nodiratime,ro,sync,dirsync,'
-            'noload"\n'
-            'RUN+="%s --setro $devnode"\n'
-            'LABEL="deskguard_usb_ro_end"\n' % blockdev)
+            '  ENV{UDISKS_MOUNT_OPTIONS_ALLOW}="exec,noexec,nodev,nosuid,atime,noatime,nodiratime,ro,sync,dirsync,'
+            'noload", \\\n'
+            '  RUN+="%s --setro $devnode"\n' % blockdev)
 
 
 def normalise_rules(listing):
