@@ -18,6 +18,7 @@ COMMANDS = {
     "devices": "deskguard.commands.devices:devices",
     "audit": "deskguard.commands.audit:audit",
     "onboard": "deskguard.commands.onboard:onboard",
+    "usb": "deskguard.commands.usb:usb",
 }
 
 

@@ -26,15 +26,14 @@ def _utils(name):
 
 def usb_approved(entries):
     """The approved-device list, checked and normalised; a bad entry stops the play with its position."""
-    policy = _utils("deskguard_usb_policy")
     try:
-        return policy.check_approved(entries)
+        return _utils("deskguard_usb_policy").check_approved(entries)
     except ValueError as exc:  # PolicyError; it may come from either import path of module_utils
         raise AnsibleFilterError(str(exc)) from None
 
 
 def usb_windows_values(mode, approved, extra_allow_ids=()):
-    policy = _utils("deskguard_usb_policy")
+    _utils("deskguard_usb_policy")  # first: the Windows helper imports it by its bare name
     try:
         return _utils("deskguard_usb_windows").windows_usb_values(mode, approved, extra_allow_ids)
     except ValueError as exc:  # PolicyError; it may come from either import path of module_utils

@@ -35,6 +35,7 @@ PATHS = {
     "enrolment": "/var/lib/deskguard/usb/enrolment.rules",
     # 99-: after udisks' and the persistent-storage rules, as udisks' documentation asks for overrides.
     "udev": "/etc/udev/rules.d/99-deskguard-usb-read-only.rules",
+    "controllers": "/sys/bus/usb/devices/usb*/authorized_default",
 }
 TOOLS = {"usbguard": "usbguard", "parser": "usbguard-rule-parser", "systemctl": "systemctl",
          "udevadm": "udevadm", "blockdev": "/sbin/blockdev"}
@@ -173,7 +174,7 @@ def apply(params, check_mode=False, paths=PATHS, tools=TOOLS):
         raise UsbError("the rendered USB rules do not validate (%s); nothing was changed and the running "
                        "policy stays in force" % error)
     diffs = differences(want)
-    unit = unit_state(UNIT)
+    unit = unit_state(UNIT, tools["systemctl"])
     listing = running_rules(tools["usbguard"]) if unit["active"] == "active" else None
     running_ok = listing is not None and normalise_rules(listing) == expected
     daemon_files = {p for p, _ in diffs if p != paths["udev"] and p != paths["enrolment"]}
@@ -198,7 +199,7 @@ def apply(params, check_mode=False, paths=PATHS, tools=TOOLS):
             _verify(expected, tools)
     except (UsbError, OSError) as exc:
         _restore(backups)
-        raise UsbError("%s; the previous files were restored, %s" % (exc, _back_to(unit, tools))) from None
+        raise UsbError("%s; the previous files were restored, %s" % (exc, _back_to(unit, tools, paths))) from None
     if paths["udev"] in {p for p, _ in diffs}:
         run([tools["udevadm"], "control", "--reload"])
         if params["mode"] == "read_only":
@@ -207,7 +208,7 @@ def apply(params, check_mode=False, paths=PATHS, tools=TOOLS):
     return result
 
 
-def _back_to(unit, tools, controllers=None):
+def _back_to(unit, tools, paths):
     """Put the daemon back as it was before this run; says what happened, for the error message."""
     if unit["active"] == "active":
         rc = run([tools["systemctl"], "restart", UNIT], timeout=120)[0]
@@ -217,17 +218,13 @@ def _back_to(unit, tools, controllers=None):
         run([tools["systemctl"], "disable", UNIT])
     # A stopped daemon leaves the controllers deauthorising new devices: a keyboard plugged in later would
     # stay dead. Give the kernel's default back, as it was before the daemon first ran.
-    for path in (_controllers() if controllers is None else controllers):
+    for path in sorted(glob.glob(paths["controllers"])):
         try:
             with open(path, "w") as fh:
                 fh.write("1")
         except OSError:
             pass
     return "usbguard stopped again (it was not running before) and new devices are authorised by default"
-
-
-def _controllers():
-    return sorted(glob.glob("/sys/bus/usb/devices/usb*/authorized_default"))
 
 
 def _restore(backups):

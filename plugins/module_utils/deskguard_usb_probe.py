@@ -5,6 +5,7 @@ the rules USBGuard is running, recent blocks from its audit log. Never writes an
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import subprocess
@@ -108,10 +109,10 @@ def run(argv, timeout=60):
     return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
 
 
-def unit_state(unit):
+def unit_state(unit, systemctl="systemctl"):
     """{'enabled': is-enabled word, 'active': is-active word} of a systemd unit."""
-    return {"enabled": run(["systemctl", "is-enabled", unit])[1].strip() or "unknown",
-            "active": run(["systemctl", "is-active", unit])[1].strip() or "unknown"}
+    return {"enabled": run([systemctl, "is-enabled", unit])[1].strip() or "unknown",
+            "active": run([systemctl, "is-active", unit])[1].strip() or "unknown"}
 
 
 def running_rules(usbguard="usbguard"):
@@ -143,6 +144,10 @@ def recent_blocks(path=AUDIT_LOG, limit=20, max_bytes=1 << 20):
             continue
         rule = fields.get("device.rule", "")
         when = line[1:line.index("]")] if line.startswith("[") and "]" in line else ""
+        try:  # FileAudit stamps entries with epoch seconds
+            when = datetime.datetime.fromtimestamp(float(when), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        except ValueError:
+            pass
         dev_id = re.search(r"\bid ([0-9a-f]{4}:[0-9a-f]{4})", rule)
         serial = re.search(r'\bserial "((?:[^"\\]|\\.)*)"', rule)
         name = re.search(r'\bname "((?:[^"\\]|\\.)*)"', rule)

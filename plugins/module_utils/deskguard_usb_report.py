@@ -32,7 +32,7 @@ def collect(params, paths=PATHS, tools=TOOLS, sysfs=None, audit_log=None):
              "recent_blocks": recent_blocks(audit_log) if audit_log else recent_blocks()}
     if not facts["installed"]:
         return facts
-    facts["unit"] = unit_state(UNIT)
+    facts["unit"] = unit_state(UNIT, tools["systemctl"])
     want, rules_text, _new = desired(params, paths, tools)
     facts["drift"] = [{"path": p, "reason": r} for p, r in differences(want)]
     expected, error = parse_rules(rules_text, tools)
