@@ -19,10 +19,12 @@ try:  # inside Ansible
                                                            normalise_rules, render_daemon_conf, render_rules,
                                                            render_udev_read_only)
     from ansible.module_utils.deskguard_usb_probe import run, running_rules, unit_state
+    from ansible.module_utils.deskguard_files import _write as files_write
 except ImportError:  # unit tests put plugins/module_utils on sys.path
     from deskguard_usb_policy import (PolicyError, check_approved, enrolment_rules, normalise_rules,
                                       render_daemon_conf, render_rules, render_udev_read_only)
     from deskguard_usb_probe import run, running_rules, unit_state
+    from deskguard_files import _write as files_write
 
 UNIT = "usbguard.service"
 PATHS = {
@@ -55,20 +57,8 @@ def _read_bytes(path):
 
 
 def _write(path, data, mode):
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".deskguard-")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Atomic replace through deskguard_files (one writer for every module); root-owned, `mode`."""
+    files_write({"path": path, "content": data.decode(), "mode": "%04o" % mode, "owner": "root", "group": "root"})
 
 
 def _files_in(directory):

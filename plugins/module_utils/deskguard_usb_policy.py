@@ -28,6 +28,14 @@ _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 _WITH_INTERFACE = re.compile(r"with-interface\s+(?:[a-z-]+\s+)?(\{[^}]*\}|\S+)")
 
 
+# The policy options both USB modules take (AnsibleModule argument_spec form).
+MODULE_ARGS = dict(
+    mode=dict(type="str", required=True, choices=list(MODES)),
+    approved_devices=dict(type="list", elements="dict", default=[]),
+    allowed_classes=dict(type="list", elements="str", default=[]),
+)
+
+
 class PolicyError(ValueError):
     """A policy value deskguard refuses; the message names the entry and says what is expected."""
 

@@ -53,16 +53,12 @@ enrolment_recorded: {description: The laptop's own devices were recorded in this
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible.module_utils.deskguard_usb_apply import PolicyError, UsbError, apply
+from ansible.module_utils.deskguard_usb_policy import MODULE_ARGS
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            mode=dict(type="str", required=True, choices=["block", "read_only", "allow_listed"]),
-            approved_devices=dict(type="list", elements="dict", default=[]),
-            allowed_classes=dict(type="list", elements="str", default=[]),
-            rebaseline=dict(type="bool", default=False),
-        ),
+        argument_spec=dict(MODULE_ARGS, rebaseline=dict(type="bool", default=False)),
         supports_check_mode=True,
     )
     try:

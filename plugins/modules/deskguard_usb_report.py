@@ -34,16 +34,13 @@ finding: {description: One-line note when a control fails., type: str, returned:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible.module_utils.deskguard_usb_apply import PolicyError, UsbError
+from ansible.module_utils.deskguard_usb_policy import MODULE_ARGS
 from ansible.module_utils.deskguard_usb_report import collect, evaluate
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            mode=dict(type="str", required=True, choices=["block", "read_only", "allow_listed"]),
-            approved_devices=dict(type="list", elements="dict", default=[]),
-            allowed_classes=dict(type="list", elements="str", default=[]),
-        ),
+        argument_spec=MODULE_ARGS,
         supports_check_mode=True,
     )
     params = dict(module.params, rebaseline=False)

@@ -47,7 +47,7 @@ def test_check_apply_verify_converge(site, laptop):
     proc, out = onboard(site, laptop)
     assert proc.returncode == 0, (proc.stderr, out)
     assert {c["control"]: c["state"] for c in out["controls"]} == {
-        "FW-001": "applied", "LCK-001": "applied", "UPD-001": "applied"}
+        "FW-001": "applied", "LCK-001": "applied", "UPD-001": "applied", "USB-001": "applied"}
 
     r = vm.ssh(laptop, "dconf read /org/gnome/desktop/session/idle-delay; sudo ufw status verbose; "
                        "apt-config dump | grep -c Debian-Security; systemctl is-enabled apt-daily-upgrade.timer; "
