@@ -185,12 +185,14 @@ echo "RULES=$(sudo usbguard list-rules | wc -l)"
 
 
 def test_second_onboarding_changes_nothing(site, laptop):
+    start = time.monotonic()
     proc = deskguard(site, "onboard", HOST, "--os", "debian", "--address", laptop.address, "--port",
                      str(laptop.port), "--user", "tanaka", "--ssh-key", str(lab_key()), "--json")
     out = json.loads(proc.stdout)
     assert proc.returncode == 0, (proc.stderr, out)
     assert out["changed_tasks"] == 0 and {c["state"] for c in out["controls"]} == {"already compliant"}, out
     assert out["module_calls"] <= 20, out
+    print(f"converged onboarding: {time.monotonic() - start:.0f} s, {out['module_calls']} module calls")
 
 
 def test_policy_stays_in_force_after_a_daemon_restart_and_a_reboot(site, laptop):
