@@ -18,12 +18,12 @@ try:  # inside Ansible
     from ansible.module_utils.deskguard_usb_policy import (PolicyError, check_approved, enrolment_rules,
                                                            normalise_rules, render_daemon_conf, render_rules,
                                                            render_udev_read_only)
-    from ansible.module_utils.deskguard_usb_probe import run, running_rules, unit_state
+    from ansible.module_utils.deskguard_usb_probe import no_usb_reason, run, running_rules, unit_state
     from ansible.module_utils.deskguard_files import _write as files_write
 except ImportError:  # unit tests put plugins/module_utils on sys.path
     from deskguard_usb_policy import (PolicyError, check_approved, enrolment_rules, normalise_rules,
                                       render_daemon_conf, render_rules, render_udev_read_only)
-    from deskguard_usb_probe import run, running_rules, unit_state
+    from deskguard_usb_probe import no_usb_reason, run, running_rules, unit_state
     from deskguard_files import _write as files_write
 
 UNIT = "usbguard.service"
@@ -38,9 +38,10 @@ PATHS = {
     # 99-: after udisks' and the persistent-storage rules, as udisks' documentation asks for overrides.
     "udev": "/etc/udev/rules.d/99-deskguard-usb-read-only.rules",
     "controllers": "/sys/bus/usb/devices/usb*/authorized_default",
+    "usb_bus": "/sys/bus/usb/devices",
 }
 TOOLS = {"usbguard": "usbguard", "parser": "usbguard-rule-parser", "systemctl": "systemctl",
-         "udevadm": "udevadm", "blockdev": "/sbin/blockdev"}
+         "udevadm": "udevadm", "blockdev": "/sbin/blockdev", "detect_virt": "systemd-detect-virt"}
 VERIFY_SECONDS = 20
 
 
@@ -155,6 +156,11 @@ def _verify(expected, tools, seconds=VERIFY_SECONDS):
 def apply(params, check_mode=False, paths=PATHS, tools=TOOLS):
     """Converge; returns {changed, files, restarted, enrolment_recorded, rules, ...}. UsbError/PolicyError
     carry one-line messages that say what is still in force."""
+    why = no_usb_reason(paths["usb_bus"], tools["detect_virt"])
+    if why:
+        # Nothing to control and nothing to break: said once, as a finding, never as a change.
+        return {"changed": False, "not_applicable": True, "finding": "USB control not applicable: " + why,
+                "files": [], "restarted": False, "mode": params["mode"]}
     if run([tools["usbguard"], "--version"])[0] == 127 or run([tools["parser"], "-h"])[0] == 127:
         raise UsbError("usbguard is not installed on this laptop (the package `usbguard` provides it); "
                        "nothing was changed")

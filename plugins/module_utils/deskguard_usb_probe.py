@@ -98,6 +98,16 @@ def attached_devices(root=SYSFS_USB):
     return devices
 
 
+def no_usb_reason(root=SYSFS_USB, detect_virt="systemd-detect-virt"):
+    """Why USB control cannot apply on this host (a container shares the host's USB, or there is no USB
+    bus at all), or None when it can."""
+    if run([detect_virt, "--container", "--quiet"])[0] == 0:
+        return "this host is a container: USB devices belong to the machine it runs on"
+    if not os.path.isdir(root):
+        return "this host has no USB bus"
+    return None
+
+
 def run(argv, timeout=60):
     """(rc, stdout, stderr) of a command; rc 127 when it is not installed."""
     try:

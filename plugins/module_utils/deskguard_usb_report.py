@@ -11,11 +11,12 @@ from __future__ import annotations
 try:  # inside Ansible
     from ansible.module_utils.deskguard_usb_apply import PATHS, TOOLS, UNIT, desired, differences, parse_rules
     from ansible.module_utils.deskguard_usb_policy import check_approved, normalise_rules
-    from ansible.module_utils.deskguard_usb_probe import attached_devices, recent_blocks, run, running_rules, unit_state
+    from ansible.module_utils.deskguard_usb_probe import (attached_devices, no_usb_reason, recent_blocks, run,
+                                                          running_rules, unit_state)
 except ImportError:  # unit tests put plugins/module_utils on sys.path
     from deskguard_usb_apply import PATHS, TOOLS, UNIT, desired, differences, parse_rules
     from deskguard_usb_policy import check_approved, normalise_rules
-    from deskguard_usb_probe import attached_devices, recent_blocks, run, running_rules, unit_state
+    from deskguard_usb_probe import attached_devices, no_usb_reason, recent_blocks, run, running_rules, unit_state
 
 TITLES = {
     "USB-001": "mass storage restricted as the policy says",
@@ -26,6 +27,9 @@ TITLES = {
 
 def collect(params, paths=PATHS, tools=TOOLS, sysfs=None, audit_log=None):
     """Facts about this laptop's USB state (no changes, safe in check mode)."""
+    why = no_usb_reason(paths.get("usb_bus", PATHS["usb_bus"]), tools.get("detect_virt", TOOLS["detect_virt"]))
+    if why:
+        return {"not_applicable": why, "devices": [], "blocked": [], "recent_blocks": []}
     devices = attached_devices(sysfs) if sysfs else attached_devices()
     facts = {"installed": run([tools["usbguard"], "--version"])[0] != 127, "devices": devices,
              "blocked": [d for d in devices if not d["authorized"]],
@@ -58,6 +62,9 @@ def _result(cid, ok, observed, expected, evidence=None):
 def evaluate(facts, mode, approved_devices):
     """[USB-001, USB-002, USB-003] results from collected facts and the policy."""
     approved = check_approved(approved_devices)
+    if facts.get("not_applicable"):
+        return [{"id": c, "title": t, "status": "not-applicable", "observed": facts["not_applicable"],
+                 "expected": "a laptop with a USB bus", "evidence": {}} for c, t in TITLES.items()]
     if not facts.get("installed"):
         missing = "usbguard not installed"
         return [_result(c, False, missing, "usbguard installed and running") for c in TITLES]

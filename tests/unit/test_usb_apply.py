@@ -50,11 +50,11 @@ def laptop(tmp_path, monkeypatch):
     paths = {"daemon_conf": str(etc / "usbguard-daemon.conf"), "rules": str(etc / "rules.conf"),
              "rules_dir": str(etc / "rules.d"), "ipc_dir": str(etc / "IPCAccessControl.d"),
              "enrolment": str(tmp_path / "var" / "enrolment.rules"), "udev": str(tmp_path / "udev" / "99.rules"),
-             "controllers": str(controllers / "usb*-authorized_default")}
+             "controllers": str(controllers / "usb*-authorized_default"), "usb_bus": str(controllers)}
     tools = {"usbguard": _tool(tmp_path, "usbguard", "fake_usbguard.py"),
              "parser": _tool(tmp_path, "usbguard-rule-parser", "fake_parser.py"),
              "systemctl": _tool(tmp_path, "systemctl", "fake_systemctl.py"),
-             "udevadm": "true", "blockdev": "/sbin/blockdev"}
+             "udevadm": "true", "blockdev": "/sbin/blockdev", "detect_virt": "false"}
     monkeypatch.setenv("FAKE_USB_STATE", str(state))
     monkeypatch.setenv("FAKE_USB_RULES", paths["rules"])
     monkeypatch.setattr(ua, "VERIFY_SECONDS", 2)
@@ -178,3 +178,12 @@ def test_enrolment_is_recorded_once_unless_rebaselined(laptop):
     assert not ua.apply(params(), paths=paths, tools=tools)["changed"]
     again = ua.apply(params(rebaseline=True), paths=paths, tools=tools)
     assert again["enrolment_recorded"] and "DOCK" in Path(paths["rules"]).read_text()
+
+
+def test_a_host_without_usb_is_left_alone_with_a_finding(laptop):
+    paths, tools, state = laptop
+    for why, changes in ((dict(paths, usb_bus="/nonexistent"), {}), (paths, {"detect_virt": "true"})):
+        result = ua.apply(params(), paths=why, tools=dict(tools, **changes))
+        assert not result["changed"] and result["not_applicable"], result
+        assert result["finding"].startswith("USB control not applicable: ")
+    assert os.listdir(paths["ipc_dir"]) == [":plugdev"] and not (state / "calls").exists()

@@ -125,3 +125,8 @@ def test_policy_in_force_means_running_equals_rendered_and_no_drift():
 def test_no_usbguard_fails_every_control_plainly():
     results = report.evaluate({"installed": False, "devices": []}, "block", [])
     assert {r["status"] for r in results} == {"fail"} and results[0]["observed"] == "usbguard not installed"
+
+
+def test_a_container_has_every_usb_control_not_applicable():
+    results = report.evaluate({"not_applicable": "this host is a container", "devices": []}, "block", [])
+    assert {r["status"] for r in results} == {"not-applicable"}
