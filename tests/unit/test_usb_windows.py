@@ -87,3 +87,40 @@ def test_every_value_is_well_formed_for_win_regedit(mode):
 def test_a_malformed_id_is_refused():
     with pytest.raises(uw.PolicyError, match="4 hex digits"):
         uw.windows_usb_values("allow_listed", [{"id": "USB\\VID_0951"}])
+
+
+def test_the_roles_stale_list_check_removes_only_lists_that_differ(tmp_path):
+    """The `when:` of Windows.yml's list clean-up, evaluated by real Ansible against win_reg_stat-shaped
+    results: a list as rendered stays, a stale one goes, a missing one is not "removed"."""
+    import json
+    import os
+    import subprocess
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[2]
+    tasks = yaml.safe_load((repo / "roles" / "usb_control" / "tasks" / "Windows.yml").read_text())
+    when = next(t["when"] for t in tasks if t["name"] == "USB-002 | PATCH | Stale device-installation lists removed")
+    approved = [{"id": "0951:1666", "serial": "E0D5"}]
+    keys = sorted(uw.windows_usb_values("allow_listed", approved)["lists"])
+    results = [
+        {"item": DI + "\\AllowInstanceIDs", "exists": True,
+         "properties": {"1": {"raw_value": "x", "type": "REG_SZ", "value": "USB\\VID_0951&PID_1666\\E0D5"}}},
+        {"item": DI + "\\DenyDeviceClasses", "exists": True,
+         "properties": {"1": {"raw_value": "x", "type": "REG_SZ", "value": "{stale}"}}},
+        {"item": DI + "\\AllowDeviceIDs", "exists": False},
+    ]
+    assert sorted(r["item"] for r in results) == keys
+    play = [{"hosts": "localhost", "gather_facts": False,
+             "vars": {"__usb_control_windows": "{{ 'allow_listed' | deskguard_usb_windows_values(%s, []) }}"
+                      % json.dumps(approved).replace('"', "'"), "results": results},
+             "tasks": [{"ansible.builtin.debug": {"msg": "STALE {{ item.item }} {{ %s }}" % " ".join(when.split())},
+                        "loop": "{{ results }}"}]}]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(repo / "ansible.cfg"))
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,",
+                           str(tmp_path / "play.yml")], capture_output=True, text=True, env=env, cwd=repo, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    verdicts = dict(re.findall(r'"msg": "STALE (\S+) (True|False)"', proc.stdout.replace("\\\\", "\\")))
+    assert verdicts == {DI + "\\AllowInstanceIDs": "False", DI + "\\DenyDeviceClasses": "True",
+                        DI + "\\AllowDeviceIDs": "False"}, proc.stdout[-2000:]

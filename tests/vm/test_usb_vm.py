@@ -104,6 +104,15 @@ def apply_usb(site: Path) -> dict:
     raise AssertionError(f"the USB task did not run (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
 
 
+def onboard(site: Path, laptop) -> dict:
+    """`deskguard onboard` of the VM, the way an admin runs it; its JSON summary."""
+    proc = deskguard(site, "onboard", HOST, "--os", "debian", "--address", laptop.address, "--port",
+                     str(laptop.port), "--user", "tanaka", "--ssh-key", str(lab_key()), "--json")
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 0, (proc.stderr, out)
+    return out
+
+
 def usb_list(site: Path) -> dict:
     proc = deskguard(site, "usb", "list", HOST, "--json")
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
@@ -116,10 +125,7 @@ def statuses(report: dict) -> dict[str, str]:
 
 def test_block_stick_refused_keyboard_works_ssh_answers(site, laptop):
     start = time.monotonic()
-    proc = deskguard(site, "onboard", HOST, "--os", "debian", "--address", laptop.address, "--port",
-                     str(laptop.port), "--user", "tanaka", "--ssh-key", str(lab_key()), "--json")
-    out = json.loads(proc.stdout)
-    assert proc.returncode == 0, (proc.stderr, out)
+    out = onboard(site, laptop)
     assert {c["control"]: c["state"] for c in out["controls"]}["USB-001"] == "applied", out
     print(f"onboard with USB: {time.monotonic() - start:.0f} s, {out['module_calls']} module calls")
 
@@ -186,10 +192,7 @@ echo "RULES=$(sudo usbguard list-rules | wc -l)"
 
 def test_second_onboarding_changes_nothing(site, laptop):
     start = time.monotonic()
-    proc = deskguard(site, "onboard", HOST, "--os", "debian", "--address", laptop.address, "--port",
-                     str(laptop.port), "--user", "tanaka", "--ssh-key", str(lab_key()), "--json")
-    out = json.loads(proc.stdout)
-    assert proc.returncode == 0, (proc.stderr, out)
+    out = onboard(site, laptop)
     assert out["changed_tasks"] == 0 and {c["state"] for c in out["controls"]} == {"already compliant"}, out
     assert out["module_calls"] <= 20, out
     print(f"converged onboarding: {time.monotonic() - start:.0f} s, {out['module_calls']} module calls")
