@@ -20,6 +20,7 @@ COMMANDS = {
     "onboard": "deskguard.commands.onboard:onboard",
     "keys": "deskguard.commands.keys:keys",
     "comply": "deskguard.commands.comply:comply",
+    "usb": "deskguard.commands.usb:usb",
 }
 
 

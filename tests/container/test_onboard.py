@@ -60,8 +60,10 @@ def test_check_mode_changes_and_records_nothing(site, laptop):
     proc, out = onboard(site, laptop, "--check")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     states = {c["control"]: c["state"] for c in out["controls"]}
+    # USB is VM-only: in a container USB-001 is left alone with a finding; no block device: ENC not applicable.
     assert states == {"FW-001": "would change", "LCK-001": "would change", "UPD-001": "would change",
-                      "ENC-001": "not applicable", "ENC-002": "not applicable"}, out
+                      "USB-001": "already compliant", "ENC-001": "not applicable",
+                      "ENC-002": "not applicable"}, out
     assert snapshot(laptop) == before
     assert HOST not in (site / "inventory" / "hosts.yml").read_text()
     assert json.loads(deskguard(site, "devices", "list", "--json").stdout) == []
@@ -71,7 +73,7 @@ def test_onboard_applies_every_control(site, laptop):
     proc, out = onboard(site, laptop)
     assert proc.returncode == 0, (proc.stderr, out)
     assert {c["control"]: c["state"] for c in out["controls"]} == {
-        "FW-001": "applied", "LCK-001": "applied", "UPD-001": "applied",
+        "FW-001": "applied", "LCK-001": "applied", "UPD-001": "applied", "USB-001": "already compliant",
         "ENC-001": "not applicable", "ENC-002": "not applicable"}  # a container's root is on no disk
     device = json.loads(deskguard(site, "devices", "show", HOST, "--json").stdout)
     assert device["state"] == "onboarded" and device["uuid"] == out["device"]["uuid"]

@@ -96,7 +96,8 @@ text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_ch
        port=st.one_of(st.integers(-5, 70000).map(str), text),
        address=st.sampled_from(["127.0.0.1", "", "bad addr", "1.2.3.4;id", "$(id)"]))
 def test_no_argument_gives_a_traceback_or_changes_anything(site, host, os_name, user, port, address):
-    if address == "127.0.0.1" and port.isdigit() and 1 <= int(port) <= 65535:
+    # isdecimal, not isdigit: "¹" is a digit that int() refuses (hypothesis found it).
+    if address == "127.0.0.1" and port.isdecimal() and 1 <= int(port) <= 65535:
         port = str(closed_port())  # the only address that can pass validation never answers
     before = state(site)
     proc = deskguard(site, "onboard", host, "--os", os_name, "--address", address, "--user", user,

@@ -51,6 +51,8 @@ def test_onboard_walks_preflight_store_inventory_and_the_playbook(make_site, tmp
                                                                     "verified": True, "mount_point": "C:"},
                           ("deskguard_bitlocker", "enable"): {"changed": True,
                                                               "volume_status": "EncryptionInProgress"},
+                          # win_reg_stat of a key that is not there yet (ansible.windows docs: exists: false).
+                          "win_reg_stat": {"changed": False, "exists": False},
                           # A change makes the play prove a new management connection (the lockout guard).
                           "win_regedit": lambda call: {"changed": call.args.get("name") == "InactivityTimeoutSecs"}})
         proc = onboard(site, r, tmp_path, "--json")
@@ -116,7 +118,8 @@ def test_check_mode_runs_the_play_and_records_nothing(make_site, tmp_path):
     site = make_site()
     inventory_before = {p: b for p, b in site_bytes(site).items() if "inventory" in p.parts}
     with Responder(script_handler=host(PRO)) as r:
-        r.answers.update({"setup": FACTS, ("deskguard_bitlocker", "inventory"): DECRYPTED})
+        r.answers.update({"setup": FACTS, ("deskguard_bitlocker", "inventory"): DECRYPTED,
+                          "win_reg_stat": {"changed": False, "exists": False}})
         proc = onboard(site, r, tmp_path, "--check", "--json")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     # Only read-only probes run for real in check mode (`check_mode: false` by design, DESIGN rule 8).
