@@ -19,6 +19,7 @@ COMMANDS = {
     "audit": "deskguard.commands.audit:audit",
     "onboard": "deskguard.commands.onboard:onboard",
     "keys": "deskguard.commands.keys:keys",
+    "vpn": "deskguard.commands.vpn:vpn",
 }
 
 
