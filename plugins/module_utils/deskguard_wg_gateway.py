@@ -2,10 +2,13 @@
 """The gateway side: make a running WireGuard interface carry exactly the enrolled laptops, without touching
 its other peers or any established session (`wg syncconf`), and keep that list for the next boot.
 
+`wg syncconf` sets the *whole* interface: a file without PrivateKey/ListenPort clears the key and moves the
+port (seen on wireguard-go in the lab). So the interface's own section is carried over from `wg showconf`
+into a 0600 file that exists only for the sync, and is never returned.
+
 Which peers are the kit's is remembered in a state file: a peer the kit never added (a site-to-site link, an
 admin's own laptop) is always kept; one the kit added and the store no longer lists (a removed device, a
-rotated key) is dropped. The interface's own private key is never read: `wg show dump` prints it on its first
-line, and that line is skipped before anything is kept.
+rotated key) is dropped.
 """
 
 from __future__ import annotations
@@ -42,6 +45,17 @@ def running_peers(interface, run=_run):
     return peers
 
 
+def interface_section(interface, run=_run):
+    """The [Interface] lines of the running config (PrivateKey, ListenPort, FwMark): for the sync file only."""
+    lines = []
+    for line in run(["wg", "showconf", interface]).splitlines():
+        if line.strip().startswith("[Peer]"):
+            break
+        if line.strip() and not line.strip().startswith("["):
+            lines.append(line.strip())
+    return lines
+
+
 def load_managed(path):
     try:
         with open(path) as fh:
@@ -59,9 +73,9 @@ def plan(running, managed, wanted):
     return foreign, drop, differs
 
 
-def render_peers(foreign, wanted):
-    """A peers-only config for `wg syncconf`: no [Interface] keys, so the private key and port stay as they are."""
-    lines = ["[Interface]"]
+def render_peers(foreign, wanted, interface_lines=()):
+    """A config for `wg syncconf`: the interface's own lines as they are, then every peer to keep."""
+    lines = ["[Interface]"] + list(interface_lines)
     for key, peer in sorted(foreign.items()):
         if peer.get("preshared"):
             raise GatewayError("peer %s uses a preshared key this kit cannot carry over; add it to the gateway's "
@@ -89,9 +103,9 @@ def sync(interface, peers, state_path, persist_path, check_mode=False, run=_run)
         return result
     d = os.path.dirname(state_path)
     os.makedirs(d, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".deskguard-sync-")
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".deskguard-sync-")   # 0600: it holds the gateway's key
     try:
-        os.write(fd, render_peers(foreign, wanted).encode())
+        os.write(fd, render_peers(foreign, wanted, interface_section(interface, run)).encode())
         os.close(fd)
         run(["wg", "syncconf", interface, tmp])
     finally:

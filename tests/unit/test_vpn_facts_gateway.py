@@ -88,8 +88,11 @@ class FakeGateway:
     def run(self, cmd):
         if cmd[:2] == ["wg", "show"]:
             return dump([(k, ",".join(v), NOW - 5) for k, v in self.peers.items()])
+        if cmd[:2] == ["wg", "showconf"]:
+            return f"[Interface]\nListenPort = 51820\nPrivateKey = {PRIVATE}\n\n[Peer]\nPublicKey = {key(60)}\n"
         if cmd[:2] == ["wg", "syncconf"]:
             self.synced = Path(cmd[3]).read_text()
+            self.synced_mode = os.stat(cmd[3]).st_mode & 0o777
             new, cur = {}, None
             for line in self.synced.splitlines():
                 if line.startswith("PublicKey = "):
@@ -110,7 +113,10 @@ def test_gateway_sync_adds_ours_drops_revoked_and_keeps_foreign_peers(tmp_path):
     r = gwmod.sync("wg0", ours, state, persist, run=gw.run)
     assert r["changed"] and r["added"] == sorted([key(1), key(3)]) and r["kept_foreign"] == 1
     assert set(gw.peers) == {site_link, key(1), key(3)}
-    assert "PrivateKey" not in gw.synced and PRIVATE not in gw.synced and "ListenPort" not in gw.synced
+    # syncconf replaces the whole interface: its own key and port must be in the (0600, removed) sync file.
+    assert gw.synced.startswith(f"[Interface]\nListenPort = 51820\nPrivateKey = {PRIVATE}\n\n[Peer]")
+    assert gw.synced_mode == 0o600 and not list(tmp_path.glob(".deskguard-sync-*"))
+    assert PRIVATE not in json.dumps(r) and PRIVATE not in Path(persist).read_text()
     assert not gwmod.sync("wg0", ours, state, persist, run=gw.run)["changed"]       # converged
     r = gwmod.sync("wg0", ours[:1], state, persist, run=gw.run)                      # key(3)'s laptop removed
     assert r["removed"] == [key(3)] and set(gw.peers) == {site_link, key(1)}

@@ -88,3 +88,19 @@ def rotate(host, as_json, site):
     else:
         click.echo(f"{row['host']:24} {row['state']:14} {row['address'] or '-':16} {'; '.join(row['messages']) or '-'}")
     sys.exit(result.exit_code)
+
+
+@vpn.command("push-gateway")
+@_site_option
+def push_gateway(site):
+    """Push the enrolled laptops to the inventory's `vpn_gateways` (wg syncconf; their other peers kept).
+
+    Run it after `deskguard devices remove`: the removed laptop's peer is dropped and its handshakes stop."""
+    from ..progress import progress_factory
+    from ..site import site_dir
+    from ..vpn.admin import push_gateways
+
+    result = push_gateways(site_dir(site), progress=progress_factory("vpn push-gateway", 1))
+    for name, outcome in sorted(result.hosts.items()):
+        click.echo(f"{name:24} {outcome.state:14} {'; '.join(outcome.messages) or '-'}")
+    sys.exit(result.exit_code)

@@ -13,6 +13,13 @@ import json
 from .settings import VpnSettings
 
 FORMATS = ("wg-quick", "networkd", "json")
+# The inventory group of Linux WireGuard gateways that playbooks/vpn_gateway.yml pushes (may be absent).
+GATEWAY_GROUP = "vpn_gateways"
+
+
+def limit_with_gateways(hostname: str) -> str:
+    """An Ansible limit for one laptop plus the gateways (a missing group only draws Ansible's warning)."""
+    return f"{hostname},{GATEWAY_GROUP}"
 
 
 def peer_rows(store, settings: VpnSettings) -> tuple[list[dict], list[str]]:
