@@ -7,12 +7,11 @@ import multiprocessing
 import sqlite3
 
 import pytest
-from alembic import command
-from alembic.config import Config
+from sitetools import downgrade_store
 
 from deskguard.errors import UsageError
 from deskguard.store import Store, VpnPoolExhausted
-from deskguard.store.core import MIGRATIONS, current_revision, default_db_path
+from deskguard.store.core import current_revision, default_db_path
 
 pytestmark = pytest.mark.unit
 KEY = "A" * 43 + "="
@@ -122,11 +121,7 @@ def test_store_made_by_revision_0002_upgrades_without_loss(site):
     with Store.open(site, create=True) as s:
         dev = s.register_device("lt-1", "debian", "10.0.0.1", 22, "dgadmin", None)
         s.add_secret(dev.uuid, "luks-recovery", "luks:u:1", b"\x01\x02", state="active")
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        with s.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0002")
+        downgrade_store(s, "0002")
         assert current_revision(s.engine) == "0002"
         audit_rows = len(s.list_audit())
     with Store.open(site) as s:

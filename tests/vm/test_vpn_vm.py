@@ -99,13 +99,35 @@ def test_onboard_enrols_the_laptop_and_the_tunnel_carries_a_ping(site, laptop, g
     assert [(p["hostname"], p["address"]) for p in peers] == [(HOST, "10.77.0.2")]
     assert gateway.peers() == [peers[0]["public_key"]]          # the onboarding pushed the gateway
     assert ping_gateway(laptop)
-    r = vm.ssh(laptop, "stat -c '%a %U' /etc/wireguard/wg0.key; sudo wg show wg0 public-key; "
+    r = vm.ssh(laptop, "sudo stat -c '%a %U' /etc/wireguard/wg0.key; sudo wg show wg0 public-key; "
                        "ping -c 1 -W 2 192.0.2.1 >/dev/null 2>&1; sudo nft list table inet deskguard_vpn", timeout=120)
     lines = r.stdout.splitlines()
     assert lines[0] == "600 root" and lines[1] == peers[0]["public_key"], r.stdout
     # The kill switch rejected the ping outside the tunnel (its counter moved) while SSH kept working.
     rejected = [line for line in lines if "reject" in line and "counter packets" in line]
     assert rejected and "counter packets 0 " not in rejected[0], r.stdout
+
+
+def test_facts_module_judges_vpn_001_to_003_read_only(site, laptop, gateway, enrolled):
+    """The read-only module the nightly check will use: one round trip, nothing changed."""
+    import os
+    import subprocess
+
+    from deskguard.site import KIT_ROOT
+
+    peer = json.loads(deskguard(site, "vpn", "gateway-config", "--format", "json").stdout)["peers"][0]
+    assert ping_gateway(laptop)   # traffic, so the handshake is fresh
+    args = json.dumps({"gateway_public_key": gateway.public_key, "public_key": peer["public_key"], "kill_switch": True})
+    env = {**os.environ, "ANSIBLE_CONFIG": str(KIT_ROOT / "ansible.cfg"), "DESKGUARD_SITE": str(site)}
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible"), HOST, "-i", str(site / "inventory" / "hosts.yml"),
+                           "-m", "deskguard_vpn_facts", "-a", args, "-o"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    OUTPUTS.append(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(proc.stdout.split("=>", 1)[1])
+    assert result["changed"] is False
+    assert {k: v["state"] for k, v in result["controls"].items()} == {
+        "VPN-001": "compliant", "VPN-002": "compliant", "VPN-003": "compliant"}, result
 
 
 def test_second_run_changes_nothing(site, laptop, enrolled):
