@@ -144,7 +144,7 @@ def onboard(site: Path, req: OnboardRequest, progress=None) -> tuple[PlaybookRes
         # The limit takes the VPN gateways too: the play's last part pushes them the new laptop's peer.
         from .vpn.gateway import limit_with_gateways
 
-        result = run_playbook(site, "onboard.yml", [inventory.hosts_file(site)], limit=limit_with_gateways(req.hostname),
+        result = run_playbook(site, "onboard.yml", [inventory.hosts_file(site)], limit=limit_with_gateways(site, req.hostname),
                               extravars={"deskguard_hosts": req.hostname}, envvars=req.envvars(),
                               progress=progress)
         if result.exit_code == EXIT_OK:

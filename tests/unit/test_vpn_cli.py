@@ -70,3 +70,20 @@ def test_bad_policy_and_unknown_host_are_one_line_errors(site):
     one_line_error(proc, 2)
     assert "vpn_mtu 9000 is out of range" in proc.stderr
     one_line_error(deskguard("vpn", "rotate", "nosuch", site=site), 2)
+
+
+def test_the_limit_names_the_gateways_only_when_the_inventory_has_them(site):
+    from deskguard.inventory import add_host
+    from deskguard.vpn.gateway import limit_with_gateways
+
+    assert limit_with_gateways(site, "lt-a") == "lt-a"      # no group: no "could not match" warning
+    add_host(site, "gw-1", {"ansible_host": "192.0.2.10"}, group="vpn_gateways")
+    assert limit_with_gateways(site, "lt-a") == "lt-a,vpn_gateways"
+
+
+def test_removing_an_enrolled_device_says_the_peer_is_revoked_and_what_to_run(site):
+    proc = deskguard("devices", "remove", "lt-a", "--yes", site=site)
+    assert proc.returncode == 0, proc.stderr
+    assert "VPN peer 10.77.0.2 revoked" in proc.stdout and "deskguard vpn push-gateway" in proc.stdout
+    peers = json.loads(deskguard("vpn", "gateway-config", "--format", "json", site=site).stdout)["peers"]
+    assert [p["hostname"] for p in peers] == ["lt-b"]

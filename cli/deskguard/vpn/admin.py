@@ -21,7 +21,7 @@ def rotate(site: Path, hostname: str, progress=None):
         before = store.vpn_peer(device.uuid)
     if before is None or not before.public_key:
         raise UsageError(f"{hostname} has no enrolled VPN key to rotate; onboard it with vpn_enabled: true first")
-    result = run_playbook(site, "vpn_rotate.yml", [inventory.hosts_file(site)], limit=limit_with_gateways(hostname),
+    result = run_playbook(site, "vpn_rotate.yml", [inventory.hosts_file(site)], limit=limit_with_gateways(site, hostname),
                           extravars={"deskguard_hosts": hostname}, progress=progress)
     with Store.open(site) as store:
         after = store.vpn_peer(device.uuid)

@@ -17,9 +17,11 @@ FORMATS = ("wg-quick", "networkd", "json")
 GATEWAY_GROUP = "vpn_gateways"
 
 
-def limit_with_gateways(hostname: str) -> str:
-    """An Ansible limit for one laptop plus the gateways (a missing group only draws Ansible's warning)."""
-    return f"{hostname},{GATEWAY_GROUP}"
+def limit_with_gateways(site, hostname: str) -> str:
+    """An Ansible limit for one laptop plus the site's VPN gateways, if its inventory has any."""
+    from ..inventory import has_group
+
+    return f"{hostname},{GATEWAY_GROUP}" if has_group(site, GATEWAY_GROUP) else hostname
 
 
 def peer_rows(store, settings: VpnSettings) -> tuple[list[dict], list[str]]:
