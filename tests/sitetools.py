@@ -27,3 +27,17 @@ def init_site(site: Path, management: str | None = None) -> Path:
         assert 'firewall_management_sources: ["10.8.0.0/16"]' in text
         policy.write_text(text.replace('["10.8.0.0/16"]', f'["{management}"]'))
     return site
+
+
+def downgrade_store(store, revision: str) -> None:
+    """Take a store's schema back to an older Alembic revision, as an older release would have left it."""
+    from alembic import command
+    from alembic.config import Config
+
+    from deskguard.store.core import MIGRATIONS
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)

@@ -21,6 +21,7 @@ COMMANDS = {
     "keys": "deskguard.commands.keys:keys",
     "comply": "deskguard.commands.comply:comply",
     "usb": "deskguard.commands.usb:usb",
+    "vpn": "deskguard.commands.vpn:vpn",
 }
 
 

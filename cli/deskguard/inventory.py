@@ -229,6 +229,16 @@ def list_hosts(site: Path) -> list[str]:
     return list(seen)
 
 
+def has_group(site: Path, group: str) -> bool:
+    """Whether hosts.yml has `all.children.GROUP` (a playbook limit naming a missing group draws a warning)."""
+    path = hosts_file(site)
+    if not path.exists():
+        return False
+    data = _check_root(_load(path)[0], path)
+    children = ((data or {}).get("all") or {}).get("children") or {}
+    return hasattr(children, "get") and children.get(group) is not None
+
+
 def ensure_hosts_file(site: Path) -> bool:
     """Create an empty hosts.yml (with the laptops group) if there is none. True if created."""
     path = hosts_file(site)

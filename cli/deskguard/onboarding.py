@@ -141,7 +141,10 @@ def onboard(site: Path, req: OnboardRequest, progress=None) -> tuple[PlaybookRes
             site, store, req.hostname, os=req.os, address=req.address, port=req.port,
             ssh_user=req.management_user, operator=req.operator, os_version=facts["os_version"],
             hostvars=hostvars)
-        result = run_playbook(site, "onboard.yml", [inventory.hosts_file(site)], limit=req.hostname,
+        # The limit takes the VPN gateways too: the play's last part pushes them the new laptop's peer.
+        from .vpn.gateway import limit_with_gateways
+
+        result = run_playbook(site, "onboard.yml", [inventory.hosts_file(site)], limit=limit_with_gateways(site, req.hostname),
                               extravars={"deskguard_hosts": req.hostname}, envvars=req.envvars(),
                               progress=progress)
         if result.exit_code == EXIT_OK:

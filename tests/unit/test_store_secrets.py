@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from alembic import command
-from alembic.config import Config
+from sitetools import downgrade_store
 
 from deskguard.errors import UsageError
 from deskguard.store import Store
-from deskguard.store.core import MIGRATIONS, current_revision
+from deskguard.store.core import current_revision
 
 pytestmark = pytest.mark.unit
 
@@ -54,11 +53,7 @@ def test_destroy_marks_state_destroyed(store):
 def test_store_made_by_revision_0001_upgrades_without_loss(site):
     """A store written by the first release keeps its secrets: live ones become active, erased ones destroyed."""
     with Store.open(site, create=True) as s:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        with s.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0001")
+        downgrade_store(s, "0001")
         assert current_revision(s.engine) == "0001"
         with s.engine.begin() as conn:
             conn.exec_driver_sql(

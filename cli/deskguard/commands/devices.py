@@ -98,7 +98,12 @@ def remove(site, host, yes):
                                  default="", show_default=False)
             if typed.strip().lower() != hostname:
                 raise UsageError(f"the typed name does not match {hostname!r}; nothing removed")
+        peer = store.vpn_peer(device.uuid)
         device = remove_and_unlist(root, store, hostname)
         kept = len(store.list_secrets(device.uuid, include_destroyed=False))
     click.echo(f"devices: removed {hostname} ({device.uuid}) from the store and the inventory; "
                f"{kept} escrowed secret(s) kept")
+    if peer is not None:
+        # The store revoked the peer with the removal; the gateway drops it only when it is pushed.
+        click.echo(f"devices: VPN peer {peer.address} revoked and its address freed; run `deskguard vpn "
+                   "push-gateway` so the gateway stops accepting it")

@@ -7,9 +7,10 @@ See docs/store.md.
 
 from .core import (DB_URL_ENV, DeviceExists, DeviceNotFound, Store, StoreError, db_url_for, default_actor,
                    default_db_path, migrate, state_dir)
-from .models import DEVICE_STATES, SECRET_STATES, AuditEntry, Device, Secret
+from .models import DEVICE_STATES, SECRET_STATES, VPN_PEER_STATES, AuditEntry, Device, Secret, VpnPeer
+from .vpnpeers import VpnPoolExhausted
 
 __all__ = [
     "DB_URL_ENV", "DEVICE_STATES", "SECRET_STATES", "AuditEntry", "Device", "DeviceExists", "DeviceNotFound", "Secret", "Store",
-    "StoreError", "db_url_for", "default_actor", "default_db_path", "migrate", "state_dir",
+    "StoreError", "VPN_PEER_STATES", "VpnPeer", "VpnPoolExhausted", "db_url_for", "default_actor", "default_db_path", "migrate", "state_dir",
 ]

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from ..errors import DeskguardError, UsageError
 from .auditchain import GENESIS, canonical_json, row_hash
 from .models import DEVICE_STATES, SECRET_STATES, AuditEntry, Device, Secret, utcnow
+from .vpnpeers import VpnPeersMixin
 
 DB_URL_ENV = "DESKGUARD_DB_URL"
 STATE_DIR = ".deskguard"
@@ -29,7 +30,7 @@ DB_NAME = "deskguard.db"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The newest revision in migrations/versions. A store already there is opened without loading Alembic
 # (a test checks this matches Alembic's head: bump it with every new revision).
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004"
 _PG_MIGRATION_LOCK = 0x6465736B  # "desk": serialises concurrent `deskguard` processes migrating one database
 
 
@@ -134,7 +135,7 @@ def _clean(value: str | None, what: str, *, required: bool = True, max_len: int 
     return value
 
 
-class Store:
+class Store(VpnPeersMixin):
     """Open with ``Store.open(site)`` (or ``Store(url)``); the schema is migrated on open."""
 
     def __init__(self, url: str, *, run_migrations: bool = True):
@@ -314,6 +315,9 @@ class Store:
                 Secret.device_uuid == device.uuid, Secret.destroyed_at.is_(None)))
             self._append_audit(s, actor, "device.remove", device.hostname,
                                {"uuid": device.uuid, "old_state": old, "secrets_kept": kept})
+            # A removed laptop must not keep a way into the company network: its peer is revoked (the gateway
+            # drops it at the next `vpn_gateway.yml`) and its address returns to the pool, in this transaction.
+            self.revoke_vpn_peer(device.uuid, reason="device removed", actor=actor)
             return device
 
     # -- escrowed secrets (ciphertext only) ---------------------------------------------------------------

@@ -182,3 +182,39 @@ class ComplianceResult(Base):
     observed: Mapped[str] = mapped_column(Text)
     expected: Mapped[str] = mapped_column(Text)
     evidence: Mapped[str] = mapped_column(Text)
+
+
+# Lifecycle of a VPN peer. An *active* row holds its address: the partial unique indexes below make two active
+# peers with one address (or one device with two active peers) impossible, whatever the admins do at once.
+VPN_PEER_STATES = (
+    "active",    # the address is the device's; public_key is NULL until the laptop has reported its key
+    "revoked",   # device removed or re-enrolled: the address is free again, the gateway drops the peer
+)
+
+
+class VpnPeer(Base):
+    """A laptop's WireGuard peer: its tunnel address from the policy's pool and its *public* key only."""
+
+    __tablename__ = "vpn_peers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_uuid: Mapped[str] = mapped_column(ForeignKey("devices.uuid"), index=True)
+    pool: Mapped[str] = mapped_column(String(64))        # the pool's CIDR when the address was allocated
+    address: Mapped[str] = mapped_column(String(45))     # one host address of the pool, without prefix
+    public_key: Mapped[str | None] = mapped_column(String(44))
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    key_changed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (
+        Index("uq_vpn_peers_address_active", "pool", "address", unique=True,
+              sqlite_where=text("state = 'active'"), postgresql_where=text("state = 'active'")),
+        Index("uq_vpn_peers_device_active", "device_uuid", unique=True,
+              sqlite_where=text("state = 'active'"), postgresql_where=text("state = 'active'")),
+    )
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "device_uuid": self.device_uuid, "pool": self.pool, "address": self.address,
+                "public_key": self.public_key, "state": self.state, "created_at": iso(self.created_at),
+                "key_changed_at": iso(self.key_changed_at), "revoked_at": iso(self.revoked_at)}

@@ -1,0 +1,106 @@
+"""`deskguard vpn gateway-config|list|rotate`: the laptops' WireGuard peers (docs/vpn.md)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+_site_option = click.option("--site", default=None, help="Site folder (default: DESKGUARD_SITE or the checkout).")
+_policy_option = click.option("--policy", "policy_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                              default=None, help="Read the vpn_* settings from this file instead of the site's policy.")
+
+
+@click.group()
+def vpn():
+    """The VPN gateway's peer list, the enrolled laptops, key rotation."""
+
+
+@vpn.command("gateway-config")
+@click.option("--format", "fmt", type=click.Choice(["wg-quick", "networkd", "json"]), default="wg-quick",
+              show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write here (atomically) instead of standard output.")
+@_policy_option
+@_site_option
+def gateway_config(fmt, output, policy_file, site):
+    """The gateway's peers: every enrolled laptop's public key and address, nothing secret."""
+    from ..site import site_dir
+    from ..store import Store
+    from ..vpn import gateway, policy
+
+    root = site_dir(site)
+    settings = policy.settings(root, policy_file)
+    with Store.open(root) as store:
+        peers, pending = gateway.peer_rows(store, settings)
+    text = gateway.render(fmt, settings, peers, pending)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    from ..fsutil import atomic_write
+
+    atomic_write(output, text.encode(), mode=0o644)
+    click.echo(f"{output}: {len(peers)} peer(s)" + (f", {len(pending)} waiting for their key" if pending else ""),
+               err=True)
+
+
+@vpn.command("list")
+@click.option("--all", "include_revoked", is_flag=True, help="Include revoked peers.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_site_option
+def list_(include_revoked, as_json, site):
+    """Every laptop's tunnel address and public key."""
+    from ..site import site_dir
+    from ..store import Store
+
+    with Store.open(site_dir(site)) as store:
+        rows = store.list_vpn_peers(include_revoked=include_revoked)
+    if as_json:
+        import json
+
+        click.echo(json.dumps([{**p.to_dict(), "hostname": d.hostname} for p, d in rows], indent=2))
+        return
+    if not rows:
+        click.echo("vpn: no laptop enrolled")
+        return
+    for p, d in rows:
+        click.echo(f"{d.hostname:24} {p.address:16} {p.state:8} {p.public_key or '(waiting for the laptop)'}")
+
+
+@vpn.command()
+@click.argument("host")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_site_option
+def rotate(host, as_json, site):
+    """A new key pair made on HOST; the store and the gateways (group vpn_gateways) learn the public key."""
+    import json
+
+    from ..inventory import validate_hostname
+    from ..progress import progress_factory
+    from ..site import site_dir
+    from ..vpn.admin import rotate as rotate_host
+
+    result, row = rotate_host(site_dir(site), validate_hostname(host),
+                              progress=None if as_json else progress_factory("vpn rotate", 1))
+    if as_json:
+        click.echo(json.dumps({"exit_code": result.exit_code, **row}, indent=2))
+    else:
+        click.echo(f"{row['host']:24} {row['state']:14} {row['address'] or '-':16} {'; '.join(row['messages']) or '-'}")
+    sys.exit(result.exit_code)
+
+
+@vpn.command("push-gateway")
+@_site_option
+def push_gateway(site):
+    """Push the enrolled laptops to the inventory's `vpn_gateways` (wg syncconf; their other peers kept).
+
+    Run it after `deskguard devices remove`: the removed laptop's peer is dropped and its handshakes stop."""
+    from ..progress import progress_factory
+    from ..site import site_dir
+    from ..vpn.admin import push_gateways
+
+    result = push_gateways(site_dir(site), progress=progress_factory("vpn push-gateway", 1))
+    for name, outcome in sorted(result.hosts.items()):
+        click.echo(f"{name:24} {outcome.state:14} {'; '.join(outcome.messages) or '-'}")
+    sys.exit(result.exit_code)

@@ -1,0 +1,219 @@
+# -*- coding: utf-8 -*-
+"""Converge the laptop's tunnel (VPN-001, VPN-003) without ever cutting the management channel.
+
+Order: key (made here if missing, or on rotation) -> render every file -> compare -> if anything differs:
+keep the current files aside -> arm the rollback timer when IT manages the laptop over this tunnel -> validate
+the new files (`wg-quick strip`, `nft -c`) in a staging directory -> install -> restart -> prove the interface
+is up. A failed validation changes nothing; a failed restart puts the old files back and restarts them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+
+try:
+    from ansible.module_utils.deskguard_wireguard import (KILL_SWITCH_TABLE, KILL_SWITCH_UNIT, ROLLBACK_UNIT,
+                                                          WireGuardError, _run, make_key, public_key,
+                                                          render_kill_switch, render_kill_switch_unit, render_nm,
+                                                          render_wg_quick, resolve_endpoint)
+except ImportError:  # unit tests put module_utils on sys.path
+    from deskguard_wireguard import (KILL_SWITCH_TABLE, KILL_SWITCH_UNIT, ROLLBACK_UNIT, WireGuardError, _run,
+                                     make_key, public_key, render_kill_switch, render_kill_switch_unit, render_nm,
+                                     render_wg_quick, resolve_endpoint)
+
+
+def _probe(cmd):
+    """Exit status of a read-only command (systemctl is-active ...); quiet."""
+    return subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+
+
+def nm_manages_network(probe=_probe):
+    """NetworkManager is running (then the tunnel belongs in NM, where the operator sees and toggles it)."""
+    return bool(shutil.which("nmcli")) and probe(["systemctl", "is-active", "--quiet", "NetworkManager"]) == 0
+
+
+def desired_files(p, paths, backend, run=_run):
+    """{path: (content, mode)} for everything the tunnel needs; None content = must not exist."""
+    files = {}
+    if backend == "networkmanager":
+        with open(paths.key) as fh:
+            files[paths.nm] = (render_nm(p, fh.read().strip()), 0o600)
+        files[paths.conf] = (None, 0)
+    else:
+        files[paths.conf] = (render_wg_quick(dict(p, key_path=paths.key)), 0o600)
+        files[paths.nm] = (None, 0)
+    if p.get("kill_switch"):
+        files[paths.nft] = (render_kill_switch(p, resolve_endpoint(p["endpoint"])), 0o644)
+        files[paths.unit] = (render_kill_switch_unit(paths.nft), 0o644)
+    else:
+        files[paths.nft] = (None, 0)
+        files[paths.unit] = (None, 0)
+    return files
+
+
+def _differs(path, content, mode):
+    if content is None:
+        return os.path.lexists(path)
+    if not os.path.exists(path):
+        return True
+    with open(path) as fh:
+        if fh.read() != content:
+            return True
+    return (os.stat(path).st_mode & 0o7777) != mode
+
+
+def _service_ok(unit, probe=_probe):
+    return probe(["systemctl", "is-active", "--quiet", unit]) == 0 and \
+        probe(["systemctl", "is-enabled", "--quiet", unit]) == 0
+
+
+def _atomic(path, content, mode):
+    d = os.path.dirname(path)
+    os.makedirs(d, mode=0o700 if d.endswith("wireguard") else 0o755, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".deskguard-")
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, content.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def _backup(paths, names):
+    """Keep the current files (and the key) aside, 0700, for the rollback timer and a failed restart."""
+    if os.path.exists(paths.backup_dir):
+        shutil.rmtree(paths.backup_dir)
+    os.makedirs(paths.backup_dir, mode=0o700)
+    saved = {}
+    for i, path in enumerate(sorted(set(names) | {paths.key})):
+        if os.path.exists(path):
+            copy = os.path.join(paths.backup_dir, "%d" % i)
+            shutil.copy2(path, copy)
+            saved[path] = copy
+    return saved
+
+
+def _restore(saved, names):
+    for path in names:
+        if path in saved:
+            shutil.copy2(saved[path], path)
+        elif os.path.lexists(path):
+            os.unlink(path)
+
+
+def _rollback_script(paths, saved, names, iface):
+    """A shell script the rollback timer runs: old files back, tunnel and kill switch restarted (or gone)."""
+    lines = ["#!/bin/sh", "# deskguard: put the VPN back as it was (the management channel was not confirmed)"]
+    for path in sorted(set(names) | {paths.key}):
+        if path in saved:
+            lines.append("cp -p '%s' '%s'" % (saved[path], path))
+        else:
+            lines.append("rm -f '%s'" % path)
+    lines += ["nft delete table inet %s 2>/dev/null" % KILL_SWITCH_TABLE, "systemctl daemon-reload",
+              "systemctl restart %s 2>/dev/null || true" % KILL_SWITCH_UNIT,
+              "if [ -e '%s' ]; then systemctl restart wg-quick@%s; else systemctl disable --now wg-quick@%s; fi"
+              % (paths.conf, iface, iface)]
+    script = os.path.join(paths.state_dir, "rollback.sh")
+    _atomic(script, "\n".join(lines) + "\n", 0o700)
+    return script
+
+
+def arm_rollback(seconds, script, run=_run, probe=_probe):
+    probe(["systemctl", "stop", ROLLBACK_UNIT + ".timer"])   # a timer left from an earlier run
+    probe(["systemctl", "reset-failed", ROLLBACK_UNIT + ".service"])
+    run(["systemd-run", "--unit", ROLLBACK_UNIT, "--on-active=%ds" % seconds,
+          "--description=deskguard: restore the VPN unless the management channel was confirmed", "/bin/sh", script])
+
+
+def _validate(files, paths, run):
+    """Check the new files before they replace anything: wg-quick parses the config, nft the ruleset."""
+    stage = tempfile.mkdtemp(prefix="deskguard-vpn-")
+    try:
+        conf = files.get(paths.conf, (None, 0))[0]
+        if conf is not None:
+            staged = os.path.join(stage, os.path.basename(paths.conf))
+            _atomic(staged, conf, 0o600)
+            run(["wg-quick", "strip", staged])
+        nft = files.get(paths.nft, (None, 0))[0]
+        if nft is not None:
+            staged = os.path.join(stage, "killswitch.nft")
+            _atomic(staged, nft, 0o600)
+            run(["nft", "-c", "-f", staged])
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def converge(p, paths, check_mode=False, run=_run, backend=None, probe=_probe):
+    """Returns {changed, public_key, backend, files, key_created, rollback_armed}. Never the private key."""
+    backend = backend or ("networkmanager" if nm_manages_network(probe) else "wg-quick")
+    result = {"changed": False, "backend": backend, "files": [], "key_created": False, "rollback_armed": False}
+    pub = public_key(paths, run)
+    need_key = pub is None or p.get("rotate")
+    if need_key and check_mode:
+        result.update(changed=True, public_key=pub, files=["(new key)"])
+        return result
+    names = [paths.conf, paths.nm, paths.nft, paths.unit]
+    saved = None
+    if need_key:
+        saved = _backup(paths, names)   # the old key too: a rotation the gateway never learnt is undone
+        pub = make_key(paths, run)
+        result["key_created"] = True
+    files = desired_files(p, paths, backend, run)
+    differ = [path for path, (content, mode) in files.items() if _differs(path, content, mode)]
+    unit = "wg-quick@%s" % p["interface"]
+    service_ok = backend == "networkmanager" or _service_ok(unit, probe)
+    ks_ok = not p.get("kill_switch") or _service_ok(KILL_SWITCH_UNIT, probe)
+    result.update(public_key=pub, files=sorted(differ))
+    if not differ and service_ok and ks_ok and not need_key:
+        return result
+    result["changed"] = True
+    if check_mode:
+        return result
+    _validate(files, paths, run)
+    if saved is None:
+        saved = _backup(paths, names)
+    if p.get("rollback_seconds"):
+        arm_rollback(int(p["rollback_seconds"]), _rollback_script(paths, saved, names, p["interface"]), run, probe)
+        result["rollback_armed"] = True
+    for path, (content, mode) in files.items():
+        if content is None:
+            if os.path.lexists(path):
+                os.unlink(path)
+        elif path in differ:
+            _atomic(path, content, mode)
+    try:
+        _activate(p, paths, backend, run, probe)
+    except WireGuardError as exc:
+        _restore(saved, names + [paths.key])
+        try:
+            _activate(p, paths, backend, run, probe, disable_missing=True)
+        finally:
+            raise WireGuardError("the new tunnel did not come up (%s); the previous configuration is back" % exc)
+    return result
+
+
+def _activate(p, paths, backend, run, probe, disable_missing=False):
+    iface = p["interface"]
+    run(["systemctl", "daemon-reload"])
+    if os.path.exists(paths.unit):
+        run(["systemctl", "enable", KILL_SWITCH_UNIT])
+        run(["systemctl", "restart", KILL_SWITCH_UNIT])
+    else:
+        # Best effort: no kill switch wanted, none may stay loaded (absent already is fine).
+        probe(["systemctl", "disable", "--now", KILL_SWITCH_UNIT])
+        probe(["nft", "delete", "table", "inet", KILL_SWITCH_TABLE])
+    if backend == "networkmanager":
+        run(["nmcli", "connection", "reload"])
+        run(["nmcli", "connection", "up", "id", "deskguard-%s" % iface])
+        return
+    if not os.path.exists(paths.conf):
+        if disable_missing:
+            probe(["systemctl", "disable", "--now", "wg-quick@%s" % iface])
+        return
+    run(["systemctl", "enable", "wg-quick@%s" % iface])
+    run(["systemctl", "restart", "wg-quick@%s" % iface])
+    run(["wg", "show", iface, "public-key"])   # the interface exists and has its key
