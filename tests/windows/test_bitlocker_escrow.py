@@ -96,3 +96,43 @@ def test_check_mode_escrows_nothing(responder, play, enc_site):
     play("disk_encryption.yml", check=True, deskguard_device_uuid=uuid, **ENC)
     assert "add_recovery" not in bitlocker_states(responder)
     assert secrets_now(site, uuid) == []
+
+
+def test_rotation_escrows_a_new_password_before_the_old_protector_goes(responder, enc_site):
+    """`deskguard keys rotate` on Windows (playbooks/rotate_keys.yml): new password pending -> added and read
+    back -> active -> only then the old protector removed; the old secret is retired."""
+    from winplay import run_playbook
+
+    site, uuid, officer = enc_site
+    old, new = PROTECTOR, "{6A1B2C3D-0000-4000-8000-00000000CAFE}"
+    responder.answers.update({("deskguard_bitlocker", "inventory"): INVENTORY,
+                              ("deskguard_bitlocker", "add_recovery"): {"changed": True, "protector_id": old,
+                                                                        "verified": True}})
+    first = run_playbook("disk_encryption.yml", responder, {"deskguard_device_uuid": uuid, **ENC})
+    assert first.returncode == 0, first.stdout[-3000:]
+    responder.calls.clear()
+    seen = {}
+
+    def add_recovery(call):
+        seen["at_add"] = secrets_now(site, uuid)
+        return {"changed": True, "protector_id": new, "verified": True}
+
+    def remove_protector(call):
+        seen["at_remove"] = secrets_now(site, uuid)
+        return {"changed": True}
+
+    on_volume = {**INVENTORY, "volumes": [{**INVENTORY["volumes"][0], "protection_status": "On",
+                                           "volume_status": "FullyEncrypted",
+                                           "protectors": [{"id": old, "type": "RecoveryPassword"}]}]}
+    responder.answers.update({("deskguard_bitlocker", "inventory"): on_volume,
+                              ("deskguard_bitlocker", "add_recovery"): add_recovery,
+                              ("deskguard_bitlocker", "remove_protector"): remove_protector})
+    proc = run_playbook("../../../playbooks/rotate_keys.yml", responder,
+                        {"deskguard_hosts": "win-loopback", "deskguard_os": "windows", "deskguard_device_uuid": uuid})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert bitlocker_states(responder) == ["inventory", "add_recovery", "remove_protector"]
+    assert seen["at_add"] == [("active", old), ("pending", None)]
+    assert seen["at_remove"] == [("active", old), ("active", new)]
+    (removed,) = [c.args["protector_id"] for c in responder.calls if c.args.get("state") == "remove_protector"]
+    assert removed == old
+    assert secrets_now(site, uuid) == [("retired", old), ("active", new)]
