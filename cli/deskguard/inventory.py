@@ -239,6 +239,14 @@ def has_group(site: Path, group: str) -> bool:
     return hasattr(children, "get") and children.get(group) is not None
 
 
+def require_hosts(site: Path) -> list[str]:
+    """list_hosts, refusing an inventory with no laptop (commands that act on the fleet need one)."""
+    hosts = list_hosts(site)
+    if not hosts:
+        raise UsageError("no managed laptops in the inventory (add one with `deskguard onboard`)")
+    return hosts
+
+
 def ensure_hosts_file(site: Path) -> bool:
     """Create an empty hosts.yml (with the laptops group) if there is none. True if created."""
     path = hosts_file(site)

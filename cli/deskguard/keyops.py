@@ -94,9 +94,7 @@ def run_keys_playbook(site: Path, playbook: str, limit: str | None, env: dict, p
     from . import inventory
     from .runner import run_playbook
 
-    hosts = inventory.list_hosts(site)
-    if not hosts:
-        raise UsageError("no managed laptops in the inventory (add one with `deskguard onboard`)")
+    hosts = inventory.require_hosts(site)
     if limit and limit in hosts:
         extravars = {"deskguard_hosts": limit}
     else:

@@ -17,20 +17,6 @@ pytestmark = pytest.mark.windows
 RECORDED = sorted((Path(__file__).parent / "recorded").glob("*.json"))
 
 
-def test_the_recorder_writes_a_scrubbed_replayable_file(tmp_path):
-    secret = tmp_path / "pw"
-    secret.write_text("loopback-only\n")
-    out = tmp_path / "rec.json"
-    with Responder(script_handler=host(PRO)) as r:
-        assert record_main(["127.0.0.1", "--port", str(r.port), "--user", "deskguard-test", "--password-file",
-                            str(secret), "--insecure-lab-winrm", "--out", str(out)]) == 0
-    data = json.loads(out.read_text())
-    assert data["rc"] == 0 and data["script_matches_kit"] and len(data["exchanges"]) == 5
-    assert json.loads(data["stdout"])["computer_name"] == "RECORDED-PC"
-    text = out.read_text()
-    assert "LAP-0042" not in text and "loopback-only" not in text and "deskguard-test" not in text
-
-
 def _record_from_the_responder(tmp_path) -> Path:
     secret = tmp_path / "pw"
     secret.write_text("loopback-only\n")
@@ -39,6 +25,15 @@ def _record_from_the_responder(tmp_path) -> Path:
         assert record_main(["127.0.0.1", "--port", str(r.port), "--user", "deskguard-test", "--password-file",
                             str(secret), "--insecure-lab-winrm", "--out", str(out)]) == 0
     return out
+
+
+def test_the_recorder_writes_a_scrubbed_replayable_file(tmp_path):
+    out = _record_from_the_responder(tmp_path)
+    data = json.loads(out.read_text())
+    assert data["rc"] == 0 and data["script_matches_kit"] and len(data["exchanges"]) == 5
+    assert json.loads(data["stdout"])["computer_name"] == "RECORDED-PC"
+    text = out.read_text()
+    assert "LAP-0042" not in text and "loopback-only" not in text and "deskguard-test" not in text
 
 
 def test_recordings_replay_through_the_preflight(tmp_path):

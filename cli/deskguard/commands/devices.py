@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import click
 
-_site_option = click.option("--site", type=click.Path(file_okay=False), default=None,
-                            help="Site directory (default: $DESKGUARD_SITE, else the kit checkout).")
-
-
-def _open(site):
-    from ..site import site_dir
-    from ..store import Store
-
-    root = site_dir(site)
-    return root, Store.open(root)
+from .common import open_store, site_option
 
 
 @click.group()
@@ -22,12 +13,12 @@ def devices():
 
 
 @devices.command("list")
-@_site_option
+@site_option
 @click.option("--all", "include_removed", is_flag=True, help="Include removed devices.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_(site, include_removed, as_json):
     """Every managed device, one per line."""
-    _root, store = _open(site)
+    _root, store = open_store(site)
     with store:
         rows = store.list_devices(include_removed=include_removed)
     if as_json:
@@ -45,7 +36,7 @@ def list_(site, include_removed, as_json):
 
 
 @devices.command()
-@_site_option
+@site_option
 @click.argument("host")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def show(site, host, as_json):
@@ -53,7 +44,7 @@ def show(site, host, as_json):
     from ..inventory import list_hosts, validate_hostname
 
     hostname = validate_hostname(host)
-    root, store = _open(site)
+    root, store = open_store(site)
     with store:
         device = store.require_device(hostname, include_removed=True)
         secrets = store.list_secrets(device.uuid)
@@ -79,7 +70,7 @@ def show(site, host, as_json):
 
 
 @devices.command()
-@_site_option
+@site_option
 @click.argument("host")
 @click.option("--yes", is_flag=True, help="Do not ask to type the hostname.")
 def remove(site, host, yes):
@@ -90,7 +81,7 @@ def remove(site, host, yes):
     from ..inventory import remove_and_unlist, validate_hostname
 
     hostname = validate_hostname(host)
-    root, store = _open(site)
+    root, store = open_store(site)
     with store:
         device = store.require_device(hostname)
         if not yes:

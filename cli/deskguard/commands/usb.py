@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import click
 
-_site_option = click.option("--site", type=click.Path(file_okay=False), default=None,
-                            help="Site directory (default: $DESKGUARD_SITE, else the kit checkout).")
-
-
-def _store(site):
-    from ..site import site_dir
-    from ..store import Store
-
-    root = site_dir(site)
-    return root, Store.open(root)
+from .common import open_store, site_option
 
 
 @click.group()
@@ -22,7 +13,7 @@ def usb():
 
 
 @usb.command()
-@_site_option
+@site_option
 @click.argument("device")
 @click.option("--group", default=None, help="Approve for an inventory group (`all`: the whole policy).")
 @click.option("--host", default=None, help="Approve for one laptop.")
@@ -33,7 +24,7 @@ def approve(site, device, group, host, reason):
     Takes effect where usb_control_mode is allow_listed, at the next run of the role."""
     from ..usb import approve as do_approve
 
-    root, store = _store(site)
+    root, store = open_store(site)
     with store:
         changed, path, entry = do_approve(root, store, device, group=group, host=host, reason=reason)
     shown = entry["id"] + (f":{entry['serial']}" if entry.get("serial") else " (any serial)")
@@ -45,7 +36,7 @@ def approve(site, device, group, host, reason):
 
 
 @usb.command("list")
-@_site_option
+@site_option
 @click.argument("host")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_(site, host, as_json):
@@ -53,7 +44,7 @@ def list_(site, host, as_json):
     from ..errors import DeskguardError
     from ..usb import report
 
-    root, store = _store(site)
+    root, store = open_store(site)
     with store:
         result, found = report(root, store, host)
     if found is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from ..errors import DeskguardError, UsageError
+from ..errors import DeskguardError
 from .catalog import CONTROLS
 
 
@@ -17,8 +17,7 @@ def run_once(site: Path, limit: str | None, progress=None):
     from ..store import Store
     from . import runs
 
-    if not inventory.list_hosts(site):
-        raise UsageError("no managed laptops in the inventory (add one with `deskguard onboard`)")
+    inventory.require_hosts(site)
     run_id = str(uuid.uuid4())
     result = run_playbook(site, "comply.yml", [inventory.hosts_file(site)], limit=limit,
                           envvars={"DESKGUARD_RUN_ID": run_id, "DESKGUARD_RUN_SOURCE": "cli"}, progress=progress)
