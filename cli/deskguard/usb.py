@@ -7,12 +7,10 @@ lock, and audited in the same store transaction: if the file cannot be written, 
 from __future__ import annotations
 
 import datetime
-import importlib.util
-import sys
 from pathlib import Path
 
 from .errors import UsageError
-from .site import KIT_ROOT
+from .site import module_utils
 
 VAR_ALL = "usb_control_approved_devices"
 VAR_GROUP = "usb_control_approved_devices_group"
@@ -22,13 +20,7 @@ MAX_REASON = 200
 
 def policy_utils():
     """plugins/module_utils/deskguard_usb_policy.py: the one definition of a device id (laptop, role, CLI)."""
-    name = "deskguard_usb_policy"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, KIT_ROOT / "plugins" / "module_utils" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return module_utils("deskguard_usb_policy")
 
 
 def parse_device(text: str) -> dict:
