@@ -40,7 +40,7 @@ def _check(result_id: str, observed: dict, expected: dict, problems: list[str]) 
 
 # ------------------------------------------------------------------------------------------ evaluators
 
-def screen_lock(p: dict, policy: dict) -> Result:
+def screen_lock(p: dict, policy: dict, _posture: dict | None = None) -> Result:
     minutes = int(policy.get("screen_lock_idle_minutes", 5))
     expected = {"idle_delay": f"1..{minutes * 60} s", "lock_enabled": True, "locked": True, "db_compiled": True}
     observed = {k: p.get(k) for k in ("idle_delay", "lock_enabled", "db_compiled")}
@@ -61,7 +61,7 @@ def screen_lock(p: dict, policy: dict) -> Result:
     return _check("LCK-001", observed, expected, problems)
 
 
-def firewall(p: dict, policy: dict) -> Result:
+def firewall(p: dict, policy: dict, _posture: dict | None = None) -> Result:
     sources = list(policy.get("firewall_management_sources") or [])
     port = str(policy.get("firewall_management_port", 22))
     expected = {"active": True, "incoming": "DROP or REJECT", "management": [f"{s} -> {port}/tcp" for s in sources]}
@@ -81,7 +81,7 @@ def firewall(p: dict, policy: dict) -> Result:
     return _check("FW-001", observed, expected, problems)
 
 
-def updates(p: dict, policy: dict) -> Result:
+def updates(p: dict, policy: dict, _posture: dict | None = None) -> Result:
     expected = {"installed": True, "periodic_unattended_upgrade": "1", "periodic_update_lists": "1",
                 "timers": "enabled", "origins": "security only" if policy.get("auto_update_security_only", True)
                 else "any"}
@@ -104,9 +104,9 @@ def updates(p: dict, policy: dict) -> Result:
     return _check("UPD-001", observed, expected, problems)
 
 
-def updates_applied(p: dict, policy: dict, os_facts: dict) -> Result:
+def updates_applied(p: dict, policy: dict, posture: dict) -> Result:
     max_days = float(policy.get("auto_update_max_age_days", 7))
-    age, up_days = p.get("last_run_age_days"), (os_facts or {}).get("uptime_seconds", 0) / 86400
+    age, up_days = p.get("last_run_age_days"), (posture.get("os") or {}).get("uptime_seconds", 0) / 86400
     observed = {"reboot_pending": p.get("reboot_pending"), "last_run_age_days": age}
     expected = {"reboot_pending": False, "last_run_age_days": f"<= {max_days:g}"}
     problems = []
@@ -131,6 +131,16 @@ def disk(escrow_outcome) -> list[Result]:
                     else {"violations": escrow_outcome.enc001})
         out.append(Result(cid, status.get(rep["state"], "error"), observed, expected, list(rep["findings"])))
     return out
+
+
+# Control -> (the posture section it reads, its judge(section, policy, whole posture)). ENC-* come from the
+# escrow verification instead (see disk()).
+JUDGES = {
+    "LCK-001": ("screen_lock", screen_lock),
+    "FW-001": ("firewall", firewall),
+    "UPD-001": ("updates", updates),
+    "UPD-002": ("updates", updates_applied),
+}
 
 
 # -------------------------------------------------------------------------------------------- waivers
@@ -169,15 +179,11 @@ def evaluate(hostname: str, posture: dict, errors: dict, policy: dict, escrow_ou
     results: dict[str, Result] = {}
     for r in disk(escrow_outcome) if escrow_outcome is not None else []:
         results[r.id] = r
-    plan = {"LCK-001": ("screen_lock", lambda s: screen_lock(s, policy)),
-            "FW-001": ("firewall", lambda s: firewall(s, policy)),
-            "UPD-001": ("updates", lambda s: updates(s, policy)),
-            "UPD-002": ("updates", lambda s: updates_applied(s, policy, posture.get("os")))}
-    for cid, (section, judge) in plan.items():
+    for cid, (section, judge) in JUDGES.items():
         if section in errors or section not in posture:
             results[cid] = Result(cid, "error", evidence=[f"{section} not collected: {errors.get(section, 'missing')}"])
         else:
-            results[cid] = judge(posture[section])
+            results[cid] = judge(posture[section], policy, posture)
     if "ENC-001" not in results:
         for cid in ("ENC-001", "ENC-002"):
             results[cid] = Result(cid, "error", evidence=["disk not evaluated (no escrow verification)"])
