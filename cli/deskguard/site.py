@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -26,10 +26,10 @@ def ansible_cfg(site: Path) -> Path:
 
 def module_utils(name: str):
     """A kit module_utils file (plugins/module_utils/NAME.py) imported on the controller: the laptop side and the
-    controller share one definition (a device id, an order's signature) instead of two copies."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, KIT_ROOT / "plugins" / "module_utils" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    controller share one definition (a device id, an order's signature) instead of two copies. The directory
+    goes on sys.path because those files import each other by their bare names outside Ansible; every name
+    there starts with deskguard_, so nothing else is shadowed."""
+    path = str(KIT_ROOT / "plugins" / "module_utils")
+    if path not in sys.path:
+        sys.path.append(path)
+    return importlib.import_module(name)

@@ -10,6 +10,7 @@ control is not a failed task: the task fails only when the posture cannot be col
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from ansible.errors import AnsibleActionFail
@@ -32,6 +33,7 @@ class ActionModule(ActionBase):
         hostname = task_vars.get("inventory_hostname")
         try:
             from deskguard import escrow
+            from deskguard.compliance import policy as dgpolicy
             from deskguard.compliance.evaluate import PolicyError, evaluate, host_summary
             from deskguard.errors import DeskguardError
             from deskguard.site import site_dir
@@ -39,27 +41,35 @@ class ActionModule(ActionBase):
         except ImportError as exc:
             raise AnsibleActionFail(f"the deskguard library is not importable here ({exc})") from None
 
-        collected = self._execute_module(module_name="deskguard_posture", module_args={}, task_vars=task_vars)
+        policy = dgpolicy.effective({k: self._templar.template(v) for k, v in task_vars.items()
+                                     if k.startswith(POLICY_PREFIXES)})
+        uuid = task_vars.get("deskguard_device_uuid")
+        try:
+            params = dgpolicy.posture_params(policy)
+        except PolicyError as exc:
+            raise AnsibleActionFail(f"the policy's compliance settings are unusable: {exc}") from None
+        collected = self._execute_module(module_name="deskguard_posture", module_args={"params": params},
+                                         task_vars=task_vars)
         if collected.get("failed") or collected.get("unreachable"):
             raise AnsibleActionFail(f"collecting the posture failed: {collected.get('msg', 'no message')}")
         posture, errors = collected.get("posture") or {}, collected.get("errors") or {}
-        policy = {k: self._templar.template(v) for k, v in task_vars.items() if k.startswith(POLICY_PREFIXES)}
-        uuid = task_vars.get("deskguard_device_uuid")
         try:
-            outcome = None
-            if "disk" in posture:
-                req = escrow.Request(device_uuid=uuid or "unregistered", hostname=hostname, mode="verify",
-                                     approved_ciphers=tuple(policy.get("disk_encryption_approved_ciphers")
-                                                            or ("aes-xts-plain64",)),
-                                     min_key_bits=int(policy.get("disk_encryption_min_key_bits") or 512))
-                # The disk inventory was collected with the posture: the verification needs no second call.
-                remote = lambda module, args: posture["disk"]  # noqa: E731
-                if uuid:
-                    with Store.open(site_dir(os.environ.get("DESKGUARD_SITE"))) as store:
-                        outcome = escrow.run_luks(store, None, remote, req)
-                else:
-                    outcome = escrow.run_luks(None, None, remote, req)
-                outcome.module_calls = 0
+            # One store session per host: the enrolled VPN key and the escrow records are what the laptop is
+            # compared with. An unregistered host (check mode before onboarding) has neither.
+            with Store.open(site_dir(os.environ.get("DESKGUARD_SITE"))) if uuid else contextlib.nullcontext() as store:
+                if store is not None and policy.get("vpn_enabled"):
+                    peer = store.vpn_peer(uuid)
+                    policy["vpn_enrolled_public_key"] = peer.public_key if peer else None
+                outcome = None
+                if "disk" in posture:
+                    req = escrow.Request(device_uuid=uuid or "unregistered", hostname=hostname, mode="verify",
+                                         approved_ciphers=tuple(policy.get("disk_encryption_approved_ciphers")
+                                                                or ("aes-xts-plain64",)),
+                                         min_key_bits=int(policy.get("disk_encryption_min_key_bits") or 512))
+                    # The disk inventory was collected with the posture: the verification needs no second call.
+                    remote = lambda module, args: posture["disk"]  # noqa: E731
+                    outcome = escrow.run_luks(store, None, remote, req)
+                    outcome.module_calls = 0
             results = evaluate(hostname, posture, errors, policy, outcome)
         except PolicyError as exc:
             raise AnsibleActionFail(f"the policy's compliance settings are unusable: {exc}") from None

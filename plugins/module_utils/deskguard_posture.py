@@ -17,11 +17,15 @@ import subprocess
 import time
 
 try:  # inside a module (Ansiballz) the kit's module_utils live under ansible.module_utils
-    from ansible.module_utils import deskguard_luks, deskguard_reboot, deskguard_ufw
+    from ansible.module_utils import (deskguard_luks, deskguard_reboot, deskguard_ufw, deskguard_usb_report,
+                                      deskguard_vpn_facts, deskguard_wireguard)
 except ImportError:  # unit tests and the agent import them as plain modules
     import deskguard_luks
     import deskguard_reboot
     import deskguard_ufw
+    import deskguard_usb_report
+    import deskguard_vpn_facts
+    import deskguard_wireguard
 
 _C_ENV = dict(os.environ, LC_ALL="C", LANG="C")
 
@@ -31,7 +35,7 @@ def _out(argv, timeout=10):
     return proc.returncode, proc.stdout.decode(errors="replace")
 
 
-def _os(root):
+def _os(root, params):
     release = {}
     try:
         with open(os.path.join(root, "etc/os-release")) as fh:
@@ -47,7 +51,7 @@ def _os(root):
             "uptime_seconds": int(uptime)}
 
 
-def _disk(root):
+def _disk(root, params):
     return deskguard_luks.inventory()
 
 
@@ -63,7 +67,7 @@ def _dconf_value(text):
         return text.strip("'\"")
 
 
-def _screen_lock(root):
+def _screen_lock(root, params):
     base = os.path.join(root, "etc/dconf")
     settings, files = {}, sorted(glob.glob(os.path.join(base, "db/local.d/*")))
     for path in files:
@@ -93,7 +97,7 @@ def _screen_lock(root):
             "db_compiled": os.path.exists(db) and os.path.getmtime(db) >= newest}
 
 
-def _firewall(root):
+def _firewall(root, params):
     if not os.path.exists(os.path.join(root, "usr/sbin/ufw")):
         return {"tool": None, "active": False}
     return {"tool": "ufw", "active": deskguard_ufw.is_enabled(),
@@ -114,7 +118,7 @@ def _apt_config():
     return values, origins
 
 
-def _updates(root):
+def _updates(root, params):
     if not os.path.isdir(os.path.join(root, "etc/apt")):
         return {"tool": None}
     values, origins = _apt_config()
@@ -132,17 +136,35 @@ def _updates(root):
             "reboot_pending": pending, "reboot_packages": packages[:20]}
 
 
-# Sections the controller can ask for. Other roles add theirs (usb_control, vpn) with the same shape.
-COLLECTORS = {"os": _os, "disk": _disk, "screen_lock": _screen_lock, "firewall": _firewall, "updates": _updates}
+def _usb(root, params):
+    """USB-001..003: what is attached and whether the daemon runs the rules rendered from this policy, which is
+    why the section needs the policy's mode and approved devices."""
+    if not params.get("mode"):
+        raise ValueError("the USB policy was not given (params.usb.mode)")
+    return deskguard_usb_report.collect(dict({"approved_devices": [], "allowed_classes": []}, **params,
+                                             rebaseline=False))
 
 
-def collect(sections=None, root="/"):
+def _vpn(root, params):
+    interface = params.get("interface") or "wg0"
+    paths = deskguard_wireguard.Paths(interface)
+    return deskguard_vpn_facts.gather(interface, paths.key, [paths.conf, paths.nm],
+                                      deskguard_wireguard.KILL_SWITCH_TABLE)
+
+
+# Sections the controller can ask for: collector(root, params), params being that section's part of the
+# module's `params` option (the policy values a section needs to know what "in force" means).
+COLLECTORS = {"os": _os, "disk": _disk, "screen_lock": _screen_lock, "firewall": _firewall, "updates": _updates,
+              "usb": _usb, "vpn": _vpn}
+
+
+def collect(sections=None, root="/", params=None):
     """({section: observed}, {section: error}) for the given sections (all by default), with timings."""
     posture, errors, timings = {}, {}, {}
     for name in sections or COLLECTORS:
         start = time.monotonic()
         try:
-            posture[name] = COLLECTORS[name](root)
+            posture[name] = COLLECTORS[name](root, (params or {}).get(name) or {})
         except Exception as exc:  # one broken section must not hide the others
             errors[name] = "%s: %s" % (type(exc).__name__, str(exc)[:300])
         timings[name] = round(time.monotonic() - start, 3)

@@ -95,8 +95,8 @@ def evaluate(facts, mode, approved_devices):
                 "observed": "mode %s" % mode, "expected": "mode allow_listed", "evidence": {}}
     drift = facts["drift"]
     ok = running and facts["running_matches"] and not drift and not facts["rendered_error"]
-    usb3 = _result("USB-003", ok, "running %s rules (rendered %s); drift: %s" % (
-        facts["running_rules"], facts["rendered_rules"],
+    usb3 = _result("USB-003", ok, "daemon %s/%s; running %s rules (rendered %s); drift: %s" % (
+        unit["enabled"], unit["active"], facts["running_rules"], facts["rendered_rules"],
         ", ".join("%s (%s)" % (d["path"], d["reason"]) for d in drift) or "none"),
         "the daemon runs exactly the rendered rules; config, rules and IPC files as rendered",
         {"drift": drift, "rendered_error": facts["rendered_error"]})

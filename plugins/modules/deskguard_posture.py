@@ -17,6 +17,12 @@ options:
     description: Sections to collect (default all).
     type: list
     elements: str
+  params:
+    description:
+      - Policy values per section that the section needs to judge "in force", e.g.
+        C({usb: {mode, approved_devices, allowed_classes}, vpn: {interface}}).
+    type: dict
+    default: {}
 author: deskguard
 """
 
@@ -37,12 +43,13 @@ from ansible.module_utils.deskguard_posture import COLLECTORS, collect
 
 
 def main():
-    module = AnsibleModule(argument_spec=dict(sections=dict(type="list", elements="str")),
+    module = AnsibleModule(argument_spec=dict(sections=dict(type="list", elements="str"),
+                                              params=dict(type="dict", default={})),
                            supports_check_mode=True)
     unknown = sorted(set(module.params["sections"] or ()) - set(COLLECTORS))
     if unknown:
         module.fail_json(msg="unknown posture sections: %s (known: %s)" % (", ".join(unknown), ", ".join(COLLECTORS)))
-    posture, errors, timings = collect(module.params["sections"])
+    posture, errors, timings = collect(module.params["sections"], params=module.params["params"])
     module.exit_json(changed=False, posture=posture, errors=errors, timings=timings)
 
 

@@ -8,13 +8,15 @@ import datetime as dt
 import pytest
 
 from deskguard.compliance.evaluate import PolicyError, evaluate, host_summary, parse_waivers
+from deskguard.compliance.policy import effective
 from deskguard.escrow import Outcome
 
 pytestmark = pytest.mark.unit
 
 TODAY = dt.date(2026, 11, 28)
-POLICY = {"screen_lock_idle_minutes": 5, "firewall_management_sources": ["10.8.0.0/16"],
-          "firewall_management_port": 22, "auto_update_security_only": True}
+# Judged as the compliance play does: every role's defaults (USB mode block, VPN off) under the host's values.
+POLICY = effective({"screen_lock_idle_minutes": 5, "firewall_management_sources": ["10.8.0.0/16"],
+                    "firewall_management_port": 22, "auto_update_security_only": True})
 LOCKS = ["/org/gnome/desktop/session/idle-delay", "/org/gnome/desktop/screensaver/lock-enabled"]
 GOOD = {
     "os": {"id": "debian", "uptime_seconds": 3600},
@@ -25,7 +27,15 @@ GOOD = {
     "updates": {"installed": True, "periodic_unattended_upgrade": "1", "periodic_update_lists": "1",
                 "timers": ["enabled", "enabled"], "origins": ["origin=Debian,label=Debian-Security"],
                 "last_run_age_days": 0.5, "reboot_pending": False},
+    # Shapes from plugins/module_utils/deskguard_usb_report.collect and deskguard_vpn_facts.gather.
+    "usb": {"installed": True, "devices": [], "blocked": [], "recent_blocks": [],
+            "unit": {"active": "active", "enabled": "enabled"}, "drift": [], "rendered_error": None,
+            "running_rules": 7, "rendered_rules": 7, "running_matches": True},
+    "vpn": {"interface": "wg0", "config_files": [], "key_file": None, "interface_up": False, "public_key": None,
+            "peers": [], "kill_switch": False},
 }
+PASSING = ["ENC-001", "ENC-002", "LCK-001", "FW-001", "UPD-001", "UPD-002", "USB-001", "USB-003"]
+NOT_APPLICABLE = ["USB-002", "VPN-001", "VPN-002", "VPN-003"]   # mode block; VPN off by default
 
 
 def disk_ok():
@@ -46,11 +56,11 @@ def broken(section, **changes):
 
 def test_a_good_laptop_passes_everything():
     results = run()
-    assert {cid: r.status for cid, r in results.items()} == dict.fromkeys(
-        ["ENC-001", "ENC-002", "LCK-001", "FW-001", "UPD-001", "UPD-002"], "pass")
+    assert {cid: r.status for cid, r in results.items()} == {
+        **dict.fromkeys(PASSING, "pass"), **dict.fromkeys(NOT_APPLICABLE, "not_applicable")}
     assert host_summary(list(results.values())) == {
         "score": 100.0, "compliant": True,
-        "counts": {"pass": 6, "fail": 0, "error": 0, "waived": 0, "not_applicable": 0}}
+        "counts": {"pass": 8, "fail": 0, "error": 0, "waived": 0, "not_applicable": 4}}
 
 
 @pytest.mark.parametrize("section, changes, cid, reason", [
@@ -69,10 +79,54 @@ def test_a_good_laptop_passes_everything():
 ])
 def test_each_broken_setting_fails_its_control_with_the_observed_value(section, changes, cid, reason):
     results = run(broken(section, **changes))
-    failing = {k for k, r in results.items() if r.status != "pass"}
+    failing = {k for k, r in results.items() if r.status not in ("pass", "not_applicable")}
     assert failing == {cid}
     assert any(reason in e for e in results[cid].evidence), results[cid].evidence
     assert results[cid].observed and results[cid].expected
+
+
+@pytest.mark.parametrize("changes, failing, reason", [
+    # usbguard stopped: nothing enforces the rules, and the running policy cannot be the rendered one.
+    ({"unit": {"active": "inactive", "enabled": "enabled"}, "running_matches": False, "running_rules": None},
+     {"USB-001", "USB-003"}, "daemon enabled/inactive"),
+    ({"drift": [{"path": "/etc/usbguard/rules.conf", "reason": "content differs"}]}, {"USB-003"},
+     "/etc/usbguard/rules.conf (content differs)"),
+    ({"devices": [{"id": "0781:5567", "serial": "A1", "storage": True, "authorized": True, "block_devices": []}]},
+     {"USB-001"}, "0781:5567 A1"),
+    ({"installed": False}, {"USB-001", "USB-002", "USB-003"}, "usbguard not installed"),
+])
+def test_usb_controls_fail_with_what_was_observed(changes, failing, reason):
+    results = run(broken("usb", **changes))
+    assert {k for k, r in results.items() if r.status == "fail"} == failing
+    for cid in failing:   # every failure says what was seen
+        assert results[cid].evidence and results[cid].observed, cid
+    assert any(reason in e for cid in failing for e in results[cid].evidence), \
+        {cid: results[cid].evidence for cid in failing}
+
+
+VPN_POLICY = {**POLICY, "vpn_enabled": True, "vpn_gateway_public_key": "G" * 43 + "=", "vpn_kill_switch": True,
+              "vpn_enrolled_public_key": "L" * 43 + "="}
+VPN_UP = {"interface": "wg0", "config_files": ["/etc/wireguard/wg0.conf"], "key_file": {"mode": "0600", "uid": 0},
+          "interface_up": True, "public_key": "L" * 43 + "=", "kill_switch": True,
+          "peers": [{"public_key": "G" * 43 + "=", "endpoint": "192.0.2.1:51820", "allowed_ips": ["10.77.0.0/24"],
+                     "latest_handshake_age": 30, "rx_bytes": 1, "tx_bytes": 1}]}
+
+
+@pytest.mark.parametrize("changes, failing, reason", [
+    ({}, set(), None),
+    ({"interface_up": False, "peers": []}, {"VPN-001", "VPN-002"}, "interface wg0 is not up"),
+    ({"peers": [{**VPN_UP["peers"][0], "latest_handshake_age": 900}]}, {"VPN-002"}, "900 s ago"),
+    ({"public_key": "X" * 43 + "="}, {"VPN-001"}, "not the one enrolled"),
+    ({"kill_switch": False}, {"VPN-003"}, "kill switch not loaded"),
+])
+def test_vpn_controls_when_the_policy_enables_the_vpn(changes, failing, reason):
+    results = run({**GOOD, "vpn": {**VPN_UP, **changes}}, policy=VPN_POLICY)
+    assert {k for k, r in results.items() if r.status == "fail"} == failing
+    for cid in failing:   # every failure says what was seen
+        assert results[cid].evidence, cid
+    if failing:
+        assert any(reason in e for cid in failing for e in results[cid].evidence), \
+            {cid: results[cid].evidence for cid in failing}
 
 
 def test_a_section_that_was_not_collected_is_an_error_not_a_pass():

@@ -33,7 +33,7 @@ def make_root(tmp_path, idle=300):
 
 
 def test_screen_lock_settings_are_read_as_values(tmp_path):
-    got = dp._screen_lock(str(make_root(tmp_path)))
+    got = dp._screen_lock(str(make_root(tmp_path)), {})
     assert got == {"idle_delay": 300, "lock_enabled": True, "lock_delay": 0, "profile_uses_local_db": True,
                    "db_compiled": True, "locked": ["/org/gnome/desktop/screensaver/lock-enabled",
                                                    "/org/gnome/desktop/session/idle-delay"]}
@@ -43,11 +43,11 @@ def test_a_settings_file_newer_than_the_database_is_seen(tmp_path):
     root = make_root(tmp_path)
     settings = root / "etc/dconf/db/local.d/00-deskguard-screenlock"
     os.utime(settings, (time.time() + 60, time.time() + 60))
-    assert dp._screen_lock(str(root))["db_compiled"] is False
+    assert dp._screen_lock(str(root), {})["db_compiled"] is False
 
 
 def test_one_failing_section_is_reported_and_the_rest_collected(tmp_path, monkeypatch):
-    def boom(root):
+    def boom(root, params):
         raise RuntimeError("ufw status failed")
 
     monkeypatch.setitem(dp.COLLECTORS, "firewall", boom)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict, dataclass, field
 
+from ..site import module_utils
 from .catalog import CONTROLS
 
 STATUSES = ("pass", "fail", "error", "waived", "not_applicable")
@@ -133,6 +134,32 @@ def disk(escrow_outcome) -> list[Result]:
     return out
 
 
+# USB-* and VPN-* are judged by the laptop-side code's own pure `evaluate` (module_utils), so `deskguard usb list`,
+# the role's report and the nightly run cannot disagree; these adapters only reshape their results.
+
+def usb(p: dict, policy: dict, _posture: dict | None = None) -> dict[str, Result]:
+    from .policy import approved_usb_devices
+    status = {"pass": "pass", "fail": "fail", "not-applicable": "not_applicable"}
+    out = {}
+    for r in module_utils("deskguard_usb_report").evaluate(p, policy.get("usb_control_mode"),
+                                                           approved_usb_devices(policy)):
+        # The observed line already names what is wrong (daemon state, drifted files, unapproved devices).
+        evidence = [str(r["observed"])] if r["status"] == "fail" else []
+        out[r["id"]] = Result(r["id"], status.get(r["status"], "error"), r["observed"], r["expected"], evidence)
+    return out
+
+
+def vpn(p: dict, policy: dict, _posture: dict | None = None) -> dict[str, Result]:
+    expected = {"gateway_public_key": policy.get("vpn_gateway_public_key"),
+                "public_key": policy.get("vpn_enrolled_public_key"),  # from the store, set by the caller
+                "kill_switch": bool(policy.get("vpn_kill_switch")),
+                "handshake_max_age": policy.get("vpn_handshake_max_age")}
+    status = {"compliant": "pass", "noncompliant": "fail", "not_applicable": "not_applicable"}
+    return {cid: Result(cid, status.get(r["state"], "error"), r.get("observed"), r.get("expected"),
+                        list(r.get("findings") or []))
+            for cid, r in module_utils("deskguard_vpn_facts").evaluate(p, expected).items()}
+
+
 # Control -> (the posture section it reads, its judge(section, policy, whole posture)). ENC-* come from the
 # escrow verification instead (see disk()).
 JUDGES = {
@@ -140,6 +167,10 @@ JUDGES = {
     "FW-001": ("firewall", firewall),
     "UPD-001": ("updates", updates),
     "UPD-002": ("updates", updates_applied),
+    **{cid: ("usb", lambda p, policy, posture, cid=cid: usb(p, policy, posture)[cid])
+       for cid in ("USB-001", "USB-002", "USB-003")},
+    **{cid: ("vpn", lambda p, policy, posture, cid=cid: vpn(p, policy, posture)[cid])
+       for cid in ("VPN-001", "VPN-002", "VPN-003")},
 }
 
 

@@ -1,0 +1,46 @@
+"""The policy a host is judged against, and the part of it the laptop needs to collect its posture.
+
+The roles see their defaults overlaid by the inventory (group_vars/all's policy, group and host vars); the
+compliance play runs no role, so the same layering is done here: every role's defaults/main.yml, then the
+host's own variables. A policy that leaves a value at its default is judged by that default, as it was applied.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import yaml
+
+from ..site import KIT_ROOT, module_utils
+from .evaluate import PolicyError
+
+
+@functools.cache
+def role_defaults() -> dict:
+    merged = {}
+    for path in sorted((KIT_ROOT / "roles").glob("*/defaults/main.yml")):
+        merged.update(yaml.safe_load(path.read_text()) or {})
+    return merged
+
+
+def effective(host_policy: dict) -> dict:
+    return {**role_defaults(), **host_policy}
+
+
+def approved_usb_devices(policy: dict) -> list[dict]:
+    """The approved list as the usb_control role builds it: policy + group + host lists, checked."""
+    entries = [*(policy.get("usb_control_approved_devices") or []),
+               *(policy.get("usb_control_approved_devices_group") or []),
+               *(policy.get("usb_control_approved_devices_host") or [])]
+    utils = module_utils("deskguard_usb_policy")
+    try:
+        return utils.check_approved(entries)
+    except utils.PolicyError as exc:
+        raise PolicyError(str(exc)) from None
+
+
+def posture_params(policy: dict) -> dict:
+    """deskguard_posture's `params`: what the USB and VPN sections need to tell "in force" from "present"."""
+    return {"usb": {"mode": policy.get("usb_control_mode"), "approved_devices": approved_usb_devices(policy),
+                    "allowed_classes": list(policy.get("usb_control_allowed_classes") or [])},
+            "vpn": {"interface": policy.get("vpn_interface") or "wg0"}}
