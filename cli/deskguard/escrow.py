@@ -57,6 +57,8 @@ class Outcome:
     enc001: list[str] = field(default_factory=list)      # violations
     enc001_warnings: list[str] = field(default_factory=list)
     enc002: list[str] = field(default_factory=list)      # what is wrong with escrow (non-compliant)
+    enc003: list[str] = field(default_factory=list)      # keyslots outside the baseline and the escrow
+    enc003_done: list[str] = field(default_factory=list)  # such keyslots removed by this run
     notes: list[str] = field(default_factory=list)       # what was done, and other findings
     volumes: list[dict] = field(default_factory=list)
     failed: str | None = None
@@ -65,7 +67,7 @@ class Outcome:
     def controls(self, *, escrow_applied: bool) -> dict:
         if self.not_applicable:
             return {cid: {"state": "not_applicable", "findings": [self.not_applicable]}
-                    for cid in ("ENC-001", "ENC-002")}
+                    for cid in ("ENC-001", "ENC-002", "ENC-003")}
         enc1 = {"state": "noncompliant" if self.enc001 else "compliant", "findings": self.enc001 + self.enc001_warnings}
         if self.failed:
             enc2_state = "failed"
@@ -74,7 +76,10 @@ class Outcome:
         else:
             enc2_state = "applied" if escrow_applied else "compliant"
         enc2 = {"state": enc2_state, "findings": ([self.failed] if self.failed else []) + self.enc002 + self.notes}
-        return {"ENC-001": enc1, "ENC-002": enc2}
+        enc3_state = ("failed" if self.failed else "noncompliant" if self.enc003
+                      else "applied" if self.enc003_done else "compliant")
+        enc3 = {"state": enc3_state, "findings": self.enc003 + self.enc003_done}
+        return {"ENC-001": enc1, "ENC-002": enc2, "ENC-003": enc3}
 
 
 @dataclass
@@ -89,6 +94,7 @@ class Request:
     approved_ciphers: tuple = ("aes-xts-plain64",)
     min_key_bits: int = 512
     format_devices: tuple = ()               # unencrypted data volumes the policy allows to encrypt (erase)
+    remove_unknown_slots: bool = True        # ENC-003: remove keyslots outside the baseline (else report them)
     hook: Callable[[str], None] | None = None  # test hook: called with "pending", "added", "activated", "removed"
 
 
@@ -119,6 +125,9 @@ class LuksEscrow(_Escrow):
     def run(self) -> Outcome:
         # Check mode may run before the device is registered: then nothing is escrowed yet.
         live = self.store.live_secrets(self.req.device_uuid, KIND_LUKS) if self.store else []
+        # None: no store (check mode before registration), so no keyslot can be judged against a baseline.
+        self.baselines = self.store.keyslot_baselines(self.req.device_uuid) if self.store else None
+        self.changes: dict[str, dict] = {}
         exempt = [s.key_id.split(":", 1)[1] for s in live]
         inv = self.call({"state": "inventory", "approved_ciphers": list(self.req.approved_ciphers),
                          "min_key_bits": self.req.min_key_bits, "exempt_slots": exempt,
@@ -135,8 +144,10 @@ class LuksEscrow(_Escrow):
         if not inv.get("devices"):
             self.out.enc002.append("no encrypted volume to escrow a recovery key for")
         for volume in inv.get("devices") or []:
+            mine = [s for s in live if s.key_id.startswith(f"luks:{volume['luks_uuid']}:")]
             try:
-                self.volume(volume, [s for s in live if s.key_id.startswith(f"luks:{volume['luks_uuid']}:")])
+                self.volume(volume, mine)
+                self.keyslots(volume, mine)
             except RemoteFailed as exc:
                 self.out.failed = str(exc)
                 return self.out
@@ -270,6 +281,8 @@ class LuksEscrow(_Escrow):
                                "escrowed as pending, nothing removed")
         self.store.set_secret_state(sec.id, "active", fingerprint=res["fingerprint"], verified=True,
                                     detail={"slot": slot, "device": dev})
+        change = self.changes.setdefault(uuid, {"added": set(), "removed": set()})
+        change["added"].add(res["fingerprint"])
         self.out.changed = True
         self.step("activated")
         for old in replaced:
@@ -277,10 +290,67 @@ class LuksEscrow(_Escrow):
             self.call({"state": "remove", "device": dev, "luks_uuid": uuid, "slot": old_slot,
                        "fingerprint": old.fingerprint, "remaining_key": key})
             self.store.set_secret_state(old.id, "retired", detail={"slot": old_slot, "replaced_by": sec.id})
+            change["removed"].add(old.fingerprint)
             self.step("removed")
         self.out.notes.append(f"{dev}: recovery key {'rotated' if replaced else 'escrowed'} "
                               f"(keyslot {slot}, secret #{sec.id})")
         self.out.volumes.append({"device": dev, "luks_uuid": uuid, "escrowed": [sec.id]})
+
+    # -- ENC-003: keyslots nobody escrowed ---------------------------------------------------------------
+
+    def keyslots(self, vol: dict, secrets: list) -> None:
+        """Judge the volume's keyslots against its baseline; when writing, remove the unknown ones and keep the
+        baseline current. The first escrow records the baseline (the installer's and key-file slots and the
+        escrowed one); later, only slots deskguard itself adds or removes change it."""
+        if self.baselines is None:
+            return
+        dev, uuid = vol["device"], vol["luks_uuid"]
+        change = self.changes.get(uuid, {"added": set(), "removed": set()})
+        slots = {ks["fingerprint"]: ks["slot"] for ks in vol.get("keyslots", []) if ks.get("fingerprint")}
+        now = (set(slots) - change["removed"]) | change["added"]
+        base = self.baselines.get(uuid)
+        if base is None:
+            if self.writes:
+                self.store.record_keyslot_baseline(self.req.device_uuid, uuid, now, reason="first escrow")
+            else:
+                self.out.enc003.append(f"{dev}: no keyslot baseline recorded yet (deskguard comply --fix or "
+                                       "onboard records it)")
+            return
+        pending_slots = {parse_luks_key_id(s.key_id)[1] for s in secrets if s.state == "pending"}
+        known = base | change["added"] | {s.fingerprint for s in secrets if s.state == "active" and s.fingerprint}
+        unknown = {fp: slot for fp, slot in slots.items()
+                   if fp in now and fp not in known and slot not in pending_slots}
+        for fp, slot in sorted(unknown.items(), key=lambda kv: kv[1]):
+            what = f"{dev}: keyslot {slot} is neither escrowed nor in the enrolment baseline (added outside deskguard)"
+            if self.req.mode == "check" and self.req.remove_unknown_slots:
+                self.out.changed = True
+                self.out.enc003_done.append(f"{what}: would remove it")
+            elif not self.writes or not self.req.remove_unknown_slots:
+                self.out.enc003.append(what)
+            else:
+                try:
+                    self.call({"state": "remove", "device": dev, "luks_uuid": uuid, "slot": slot, "fingerprint": fp,
+                               "remaining_key": self.remaining_key(secrets)})
+                except RemoteFailed as exc:
+                    self.out.enc003.append(f"{what}; not removed: {exc}")
+                    continue
+                now.discard(fp)
+                self.out.changed = True
+                self.out.enc003_done.append(f"{what}: removed")
+        if self.writes:
+            self.store.record_keyslot_baseline(self.req.device_uuid, uuid, (base & now) | change["added"],
+                                               reason="rotate" if self.req.mode == "rotate" else "escrow")
+
+    def remaining_key(self, secrets: list) -> str | None:
+        """The key that proves the disk still opens once an unknown slot is gone: the installer passphrase, or
+        with the officer key the active escrowed key; None lets the device use its crypttab key file."""
+        if self.req.unlock_key:
+            return self.req.unlock_key
+        active = [s for s in secrets if s.state == "active"]
+        if self.req.officer_key is not None and active:
+            return unseal(self.req.officer_key, active[0].ciphertext, active[0].device_uuid, active[0].kind,
+                          active[0].key_id).decode()
+        return None
 
     def unlock_key(self, replaced: list, dev: str, uuid: str) -> str | None:
         """The installer passphrase if given; else, with the officer key, the escrowed key being replaced;

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from ansible.errors import AnsibleActionFail
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 DOCUMENTATION = r"""
@@ -30,6 +31,7 @@ options:
   approved_ciphers: {description: Ciphers ENC-001 accepts., type: list, elements: str}
   min_key_bits: {description: Smallest volume key ENC-001 accepts., type: int}
   format_devices: {description: Unencrypted data volumes the policy allows to encrypt (erasing them)., type: list, elements: str}
+  remove_unknown_keyslots: {description: ENC-003 - remove keyslots outside the escrow record (false only reports them)., type: bool, default: true}
 """
 
 
@@ -45,7 +47,8 @@ def _read_file(var: str) -> bytes | None:
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("backend", "mode", "approved_ciphers", "min_key_bits", "inventory", "format_devices"))
+    _VALID_ARGS = frozenset(("backend", "mode", "approved_ciphers", "min_key_bits", "inventory", "format_devices",
+                              "remove_unknown_keyslots"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -91,7 +94,8 @@ class ActionModule(ActionBase):
                 unlock_key=unlock.decode("utf-8") if unlock else None, officer_key=officer,
                 approved_ciphers=tuple(args.get("approved_ciphers") or ("aes-xts-plain64",)),
                 min_key_bits=int(args.get("min_key_bits") or 512),
-                format_devices=tuple(args.get("format_devices") or ()))
+                format_devices=tuple(args.get("format_devices") or ()),
+                remove_unknown_slots=boolean(args.get("remove_unknown_keyslots", True), strict=False))
             def run(store):
                 if backend == "bitlocker":
                     done = escrow.run_bitlocker(store, load_escrow_public_key(site), remote, req,

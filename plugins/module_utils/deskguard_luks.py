@@ -354,9 +354,11 @@ def test_key(device, key, slot=None):
     raise LuksError("%s: testing a key failed (rc %d): %s" % (device, rc, _last_line(err)))
 
 
-def first_opening_key(device, dump, keys):
-    """The first of keys that opens some slot of device, or None (one PBKDF run per slot and key tried)."""
-    return next((k for k in keys if k and _opening_slot(device, dump, _check_key(device, k)) is not None), None)
+def first_opening_key(device, dump, keys, exclude=()):
+    """The first of keys that opens some slot of device (not in exclude), or None (one PBKDF run per slot and
+    key tried)."""
+    return next((k for k in keys
+                 if k and _opening_slot(device, dump, _check_key(device, k), exclude=exclude) is not None), None)
 
 
 def _opening_slot(device, dump, key, exclude=(), prefer=None):
@@ -652,7 +654,14 @@ def act(p, check_mode=False, crypttab_text=None, lsblk_json=None, etc="/etc"):
                             "changed it)" % (device, slot))
         if check_mode:
             return dict(changed=True)
-        return dict(changed=remove_slot(device, slot, p["remaining_key"].encode()))
+        remaining = p["remaining_key"].encode() if p.get("remaining_key") else None
+        if remaining is None:  # a headless laptop: its crypttab key file is the key that stays
+            others = [k for k in (_read(f) for f in keyfiles_for(device, p.get("luks_uuid"), entries)) if k]
+            remaining = first_opening_key(device, dump, others, exclude=(slot,))
+            if remaining is None:
+                raise LuksError("%s: no key that stays to prove the disk still opens after keyslot %d goes (no "
+                                "crypttab key file): give the escrow officer's key; nothing removed" % (device, slot))
+        return dict(changed=remove_slot(device, slot, remaining))
     if state != "enroll":
         raise LuksError("unknown state %r" % state)
     new_key = p["new_key"].encode()

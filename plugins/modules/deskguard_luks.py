@@ -29,7 +29,7 @@ options:
   slot: {description: The keyslot to write (enroll), remove or test., type: int}
   new_key: {description: The recovery key to add (enroll)., type: str, no_log: true}
   unlock_key: {description: A key that opens the device now (installer passphrase, the escrowed key)., type: str, no_log: true}
-  remaining_key: {description: The key that must still open another slot before O(slot) is removed., type: str, no_log: true}
+  remaining_key: {description: "The key that must still open another slot before O(slot) is removed; without it, the volume's crypttab key file.", type: str, no_log: true}
   key: {description: The key to test., type: str, no_log: true}
   fingerprint: {description: The fingerprint O(slot) must still have to be removed (remove)., type: str}
   approved_ciphers: {description: Ciphers the policy accepts (inventory)., type: list, elements: str, default: [aes-xts-plain64]}
@@ -66,7 +66,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils import deskguard_luks as dl
 
 
-REQUIRED = {"enroll": ("device", "slot", "new_key"), "remove": ("device", "slot", "remaining_key", "fingerprint"),
+REQUIRED = {"enroll": ("device", "slot", "new_key"), "remove": ("device", "slot", "fingerprint"),
             "test": ("device", "slot", "key"), "format": ("device", "luks_uuid", "new_key", "name")}
 
 

@@ -34,7 +34,7 @@ GOOD = {
     "vpn": {"interface": "wg0", "config_files": [], "key_file": None, "interface_up": False, "public_key": None,
             "peers": [], "kill_switch": False},
 }
-PASSING = ["ENC-001", "ENC-002", "LCK-001", "FW-001", "UPD-001", "UPD-002", "USB-001", "USB-003"]
+PASSING = ["ENC-001", "ENC-002", "ENC-003", "LCK-001", "FW-001", "UPD-001", "UPD-002", "USB-001", "USB-003"]
 NOT_APPLICABLE = ["USB-002", "VPN-001", "VPN-002", "VPN-003"]   # mode block; VPN off by default
 
 
@@ -60,7 +60,7 @@ def test_a_good_laptop_passes_everything():
         **dict.fromkeys(PASSING, "pass"), **dict.fromkeys(NOT_APPLICABLE, "not_applicable")}
     assert host_summary(list(results.values())) == {
         "score": 100.0, "compliant": True,
-        "counts": {"pass": 8, "fail": 0, "error": 0, "waived": 0, "not_applicable": 4}}
+        "counts": {"pass": 9, "fail": 0, "error": 0, "waived": 0, "not_applicable": 4}}
 
 
 @pytest.mark.parametrize("section, changes, cid, reason", [

@@ -173,12 +173,14 @@ def test_verify_catches_a_key_changed_behind_the_kits_back(store, laptop, device
     assert out.enc002 and "no longer matches" in out.enc002[0]
     assert out.controls(escrow_applied=False)["ENC-002"]["state"] == "noncompliant"
     assert store.get_secret(sid).state == "mismatch"
-    # The next apply escrows a fresh key (the changed slot is not ours to remove) and is compliant again.
+    assert "keyslot 2 is neither escrowed nor in the enrolment baseline" in out.enc003[0]
+    # The next apply escrows a fresh key and removes the re-keyed slot: it now holds a key nobody escrowed.
     fixed = run(store, laptop, device)
-    assert fixed.changed and fixed.failed is None and fixed.enc002 == []
+    assert fixed.changed and fixed.failed is None and fixed.enc002 == [] and fixed.enc003 == []
     assert fixed.controls(escrow_applied=True)["ENC-002"]["state"] == "applied"
+    assert fixed.controls(escrow_applied=True)["ENC-003"]["state"] == "applied"
     (new_id, new_key), = keys_of(store, device, states=("active",)).items()
-    assert laptop.opens(new_key) and 2 in laptop.slots()
+    assert laptop.opens(new_key) and 2 not in laptop.slots()
     assert run(store, laptop, device, mode="verify").enc002 == []
 
 

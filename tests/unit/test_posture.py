@@ -62,3 +62,8 @@ def test_collecting_changes_nothing(tmp_path):
     posture, errors, _ = dp.collect(["os", "screen_lock"], root=str(root))
     assert {p: p.stat().st_mtime for p in root.rglob("*")} == before
     assert posture["screen_lock"]["idle_delay"] == 300 and not errors
+
+
+def test_the_usb_section_without_the_policy_is_an_error_not_a_guess(tmp_path):
+    posture, errors, _ = dp.collect(["usb"], root=str(make_root(tmp_path)))
+    assert posture == {} and "the USB policy was not given" in errors["usb"]

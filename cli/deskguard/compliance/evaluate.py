@@ -121,14 +121,17 @@ def updates_applied(p: dict, policy: dict, posture: dict) -> Result:
 
 
 def disk(escrow_outcome) -> list[Result]:
-    """ENC-001/ENC-002 from deskguard.escrow's verify outcome (which also compared the escrowed keys)."""
+    """ENC-001..003 from deskguard.escrow's verify outcome (which also compared the escrowed keys and the
+    keyslot baseline)."""
     controls = escrow_outcome.controls(escrow_applied=False)
     status = {"compliant": "pass", "noncompliant": "fail", "not_applicable": "not_applicable", "failed": "error"}
     out = []
     for cid, expected in (("ENC-001", "root and swap on LUKS2, approved cipher"),
-                          ("ENC-002", "an active escrowed key matching a keyslot on every volume")):
+                          ("ENC-002", "an active escrowed key matching a keyslot on every volume"),
+                          ("ENC-003", "every keyslot escrowed or in the enrolment baseline")):
         rep = controls[cid]
         observed = ({"volumes": [v["device"] for v in escrow_outcome.volumes]} if cid == "ENC-002"
+                    else {"unknown_keyslots": escrow_outcome.enc003} if cid == "ENC-003"
                     else {"violations": escrow_outcome.enc001})
         out.append(Result(cid, status.get(rep["state"], "error"), observed, expected, list(rep["findings"])))
     return out
@@ -216,7 +219,7 @@ def evaluate(hostname: str, posture: dict, errors: dict, policy: dict, escrow_ou
         else:
             results[cid] = judge(posture[section], policy, posture)
     if "ENC-001" not in results:
-        for cid in ("ENC-001", "ENC-002"):
+        for cid in ("ENC-001", "ENC-002", "ENC-003"):
             results[cid] = Result(cid, "error", evidence=["disk not evaluated (no escrow verification)"])
     out = []
     for cid, control in CONTROLS.items():

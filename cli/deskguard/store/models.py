@@ -218,3 +218,22 @@ class VpnPeer(Base):
         return {"id": self.id, "device_uuid": self.device_uuid, "pool": self.pool, "address": self.address,
                 "public_key": self.public_key, "state": self.state, "created_at": iso(self.created_at),
                 "key_changed_at": iso(self.key_changed_at), "revoked_at": iso(self.revoked_at)}
+
+
+class KeyslotBaseline(Base):
+    """The keyslots (fingerprints, see deskguard_luks.slot_fingerprint) a LUKS volume had when deskguard
+    escrowed its key, kept current by every escrow change. A keyslot outside it and outside the active escrowed
+    secrets was added behind the kit's back: ENC-003."""
+
+    __tablename__ = "keyslot_baselines"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_uuid: Mapped[str] = mapped_column(ForeignKey("devices.uuid"), index=True)
+    luks_uuid: Mapped[str] = mapped_column(String(36))
+    fingerprints: Mapped[str] = mapped_column(Text)          # JSON list, sorted
+    recorded_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (Index("uq_keyslot_baselines_volume", "device_uuid", "luks_uuid", unique=True),)
+
+    def prints(self) -> set[str]:
+        return set(json.loads(self.fingerprints))
