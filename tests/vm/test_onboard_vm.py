@@ -43,14 +43,16 @@ def test_check_apply_verify_converge(site, laptop):
     proc, out = onboard(site, laptop, "--check")
     assert proc.returncode == 0, (proc.stderr, out)
     assert {c["control"]: c["state"] for c in out["controls"]} == {
-        "ENC-001": "already compliant", "ENC-002": "would change", "FW-001": "would change",
+        "ENC-001": "already compliant", "ENC-002": "would change", "ENC-003": "already compliant",
+        "FW-001": "would change",
         "LCK-001": "would change", "UPD-001": "would change", "USB-001": "would change"}, out
 
     proc, out = onboard(site, laptop)
     assert proc.returncode == 0, (proc.stderr, out)
     states = {c["control"]: c for c in out["controls"]}
     assert {k: v["state"] for k, v in states.items()} == {
-        "ENC-001": "already compliant", "ENC-002": "applied", "FW-001": "applied", "LCK-001": "applied",
+        "ENC-001": "already compliant", "ENC-002": "applied", "ENC-003": "already compliant",
+        "FW-001": "applied", "LCK-001": "applied",
         "UPD-001": "applied", "USB-001": "applied"}, out
     # The lab's installer slots use a light PBKDF (TCG is slow): reported, not hidden.
     assert any("weak PBKDF" in f for f in states["ENC-001"]["findings"]), states["ENC-001"]
@@ -67,6 +69,60 @@ def test_check_apply_verify_converge(site, laptop):
     assert proc.returncode == 0, (proc.stderr, out)
     assert out["changed_tasks"] == 0 and {c["state"] for c in out["controls"]} == {"already compliant"}, out
     assert out["module_calls"] <= 20, out
+
+
+# ------------------------------------------------------------------------ nightly compliance (issue 7)
+
+def comply(site, *extra):
+    proc = deskguard(site, "comply", "--limit", HOST, "--format", "json", *extra)
+    assert proc.stdout.strip().startswith("{"), proc.stderr
+    report = json.loads(proc.stdout)
+    return proc.returncode, report, report["hosts"][HOST]
+
+
+def failing(host):
+    return {cid for cid, r in host["results"].items() if r["status"] in ("fail", "error")}
+
+
+# What an operator or an intruder would do by hand on the laptop, one change per control.
+BREAK = (
+    "sudo systemctl stop usbguard; "                                                   # USB-001, USB-003
+    "sudo sed -i 's/^idle-delay=.*/idle-delay=uint32 3600/' /etc/dconf/db/local.d/00-deskguard-screenlock && "
+    "sudo dconf update; "                                                              # LCK-001
+    "sudo ufw disable; "                                                               # FW-001
+    "printf 'a key nobody escrowed' > /tmp/rogue; "                                    # ENC-003
+    "sudo cryptsetup luksAddKey -q --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file /etc/keys/root.key "
+    "$(sudo blkid -t TYPE=crypto_LUKS -o device | head -n1) /tmp/rogue; echo rc=$?"
+)
+
+
+def test_comply_fails_exactly_what_was_broken_and_fix_repairs_it(site, laptop):
+    rc, _, host = comply(site)
+    assert rc == 0 and host["state"] == "ok" and failing(host) == set(), host
+
+    r = vm.ssh(laptop, BREAK, timeout=300)
+    assert r.stdout.strip().endswith("rc=0"), r.stdout + r.stderr
+    rc, report, host = comply(site)
+    broken = {"USB-001", "USB-003", "LCK-001", "FW-001", "ENC-003"}
+    assert rc == 1 and failing(host) == broken, {c: host["results"][c] for c in failing(host)}
+    results = host["results"]
+    assert "inactive" in str(results["USB-001"]["observed"])
+    assert results["LCK-001"]["observed"]["idle_delay"] == 3600
+    assert results["FW-001"]["observed"]["active"] is False
+    assert any("keyslot 3 is neither escrowed nor in the enrolment baseline" in e
+               for e in results["ENC-003"]["evidence"]), results["ENC-003"]
+    assert {(d["control"], d["change"]) for d in report["drift"]} == {(c, "new failure") for c in broken}
+
+    rc, report, host = comply(site, "--fix")
+    assert rc == 0 and failing(host) == set(), host
+    assert {(d["control"], d["change"]) for d in report["drift"]} == {(c, "fixed") for c in broken}
+    r = vm.ssh(laptop, "systemctl is-active usbguard; sudo ufw status | head -n1; "
+                       "sudo cryptsetup luksDump $(sudo blkid -t TYPE=crypto_LUKS -o device | head -n1) "
+                       "| grep -c 'luks2$'", timeout=180)
+    assert r.stdout.split() == ["active", "Status:", "active", "3"], r.stdout   # rogue slot gone, 3 remain
+
+    rc, report, host = comply(site)
+    assert rc == 0 and failing(host) == set() and report["drift"] == [], report["drift"]
 
 
 # ----------------------------------------------------------------------------- recovery keys (issue 4)
