@@ -1,6 +1,6 @@
-"""uvicorn's HTTP/1.1 protocol with a deadline for receiving a request's headers (slowloris).
+"""uvicorn's HTTP/1.1 protocols with a deadline for receiving a request's headers (slowloris).
 
-uvicorn (0.54, h11) has no such timer: its keep-alive timer runs only between requests and is cancelled by any
+uvicorn (0.54, h11 and httptools alike) has no such timer: its keep-alive timer runs only between requests and is cancelled by any
 received byte, and a connection that sends nothing at all is never timed out (Kludex/uvicorn#1192). A client
 trickling a header byte every few seconds therefore holds a connection, and enough of them exhaust the file
 descriptors or ``limit_concurrency``. Other clients are not blocked meanwhile (asyncio), but connections are a
@@ -15,11 +15,18 @@ import os
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+try:  # the C parser: about a third less CPU per request than h11 (tests/bench/checkin.py)
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools not installed
+    HttpToolsProtocol = None
+
 # Seconds; the environment variable lets tests use a short deadline without waiting.
 HEADER_DEADLINE = float(os.environ.get("DESKGUARD_SERVE_HEADER_DEADLINE", "10"))
 
 
-class DeadlineH11Protocol(H11Protocol):
+class RequestDeadline:
+    """Mixed in before a uvicorn HTTP protocol class: both set ``self.cycle`` once a request head is parsed."""
+
     header_deadline = HEADER_DEADLINE
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
@@ -62,3 +69,19 @@ class DeadlineH11Protocol(H11Protocol):
         if not self.transport.is_closing():
             self.logger.info("closing a connection that sent no complete request in %.0f s", self.header_deadline)
             self.transport.close()
+
+
+class DeadlineH11Protocol(RequestDeadline, H11Protocol):
+    pass
+
+
+if HttpToolsProtocol is not None:
+    class DeadlineHttpToolsProtocol(RequestDeadline, HttpToolsProtocol):
+        pass
+else:
+    DeadlineHttpToolsProtocol = None
+
+
+def protocol_class():
+    """httptools' protocol if it is installed, else h11's; both with the header deadline."""
+    return DeadlineHttpToolsProtocol or DeadlineH11Protocol

@@ -88,7 +88,10 @@ def create_app(config: ServeConfig, store: Store | None = None) -> Starlette:
             return _json(refused.answer)
         except ClientDisconnect:
             return Response(status_code=400)
-        answer = await run_in_threadpool(ingest.checkin if kind == "checkin" else ingest.ack, body)
+        if kind == "checkin":
+            answer = await _checkin(ingest, body)
+        else:
+            answer = await run_in_threadpool(ingest.ack, body)
         if answer.status != 200:
             log.info("%s from %s refused: %s %s", kind, request.client.host if request.client else "?",
                      answer.status, answer.body.get("error"))
@@ -126,6 +129,7 @@ def create_app(config: ServeConfig, store: Store | None = None) -> Starlette:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            ingest.close()
             if own_store:
                 store.close()
 
@@ -138,6 +142,18 @@ def create_app(config: ServeConfig, store: Store | None = None) -> Starlette:
 
 
 OK_HEALTH = Answer(200, {"ok": True})
+
+
+async def _checkin(ingest: Ingest, body: bytes) -> Answer:
+    """Parse and verify on the event loop (CPU only, no thread hop); a key not in memory is read from the store
+    in a thread; the write waits for the group-commit writer without holding a thread."""
+    got = ingest.open_checkin(body, fetch=False)
+    if got is None:
+        got = await run_in_threadpool(ingest.open_checkin, body, fetch=True)
+    if isinstance(got, Answer):
+        return got
+    failure = await asyncio.wrap_future(ingest.writer.submit(got))
+    return ingest.checkin_answer(failure)
 
 
 def _read_order(path: Path) -> bytes:

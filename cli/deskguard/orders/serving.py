@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import DeskguardError, UsageError
 from ..store import Store
 from . import settings
-from .httpproto import DeadlineH11Protocol
+from .httpproto import protocol_class
 from .server import ServeConfig
 
 DEFAULT_BIND = "127.0.0.1:8443"
@@ -66,7 +66,7 @@ def run(site: Path, bind: str = DEFAULT_BIND, *, certfile: Path | None = None, k
     conf = settings.load(site)
     Store.open(site).close()  # a missing or broken store fails here, once, not in every worker
     serve_conf = ServeConfig(Path(site), conf.orders_dir, conf.done_grace.total_seconds() / 3600)
-    common = dict(http=DeadlineH11Protocol, lifespan="on", access_log=access_log, log_level="info",
+    common = dict(http=protocol_class(), lifespan="on", access_log=access_log, log_level="info",
                   limit_concurrency=LIMIT_CONCURRENCY, ssl_certfile=str(certfile) if certfile else None,
                   ssl_keyfile=str(keyfile) if keyfile else None, server_header=False, proxy_headers=False)
     sock = listen(host, port)
@@ -76,8 +76,7 @@ def run(site: Path, bind: str = DEFAULT_BIND, *, certfile: Path | None = None, k
         os.environ["DESKGUARD_SERVE_CONFIG"] = json.dumps(
             {"site": str(site), "orders_dir": str(conf.orders_dir), "done_grace_hours": serve_conf.done_grace_hours})
         config = uvicorn.Config("deskguard.orders.server:app_from_env", factory=True, workers=workers, **common)
-        server = uvicorn.Server(config)
-        Multiprocess(config, target=server.run, sockets=[sock]).run()
+        Multiprocess(config, sockets=[sock]).run()
         return
     from .server import create_app
 
