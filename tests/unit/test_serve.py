@@ -331,3 +331,74 @@ def test_serve_bad_input(tmp_path, lab):
     assert proc.returncode == 2 and "ADDRESS:PORT" in proc.stderr
     proc = run("--site", str(tmp_path), "--bind", f"127.0.0.1:{free_port()}")
     assert proc.returncode == 4 and "deskguard init" in proc.stderr
+
+
+def _self_signed(tmp_path):
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "deskguard test")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    crt, pem = tmp_path / "server.crt", tmp_path / "server.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    return crt, pem
+
+
+def test_tls_with_two_workers(lab, tmp_path):
+    """HTTPS through uvicorn's ssl options, two worker processes: a check-in over a verified TLS connection."""
+    import ssl
+
+    crt, pem = _self_signed(tmp_path)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_DB_URL", "DESKGUARD_SITE")}
+    proc = subprocess.Popen([sys.executable, "-m", "deskguard", "serve", "--site", str(lab["site"]), "--bind",
+                             f"0.0.0.0:{port}", "--tls-cert", str(crt), "--tls-key", str(pem), "--workers", "2"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ctx = ssl.create_default_context(cafile=str(crt))
+    opened = []
+    try:
+        for _ in range(150):
+            try:
+                conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=ctx)
+                opened.append(conn)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the TLS server did not start")
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=ctx)
+        opened.append(conn)
+        conn.request("POST", "/v1/checkin", body=_checkin(lab, "lt-2", sent=now_utc() + dt.timedelta(seconds=20)))
+        resp = conn.getresponse()
+        assert (resp.status, json.loads(resp.read())) == (200, {"ok": True})
+        with pytest.raises(ssl.SSLError):  # a client that does not trust the certificate is refused
+            bare = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=ssl.create_default_context())
+            opened.append(bare)
+            bare.request("GET", "/healthz")
+        with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):  # no plain HTTP on that port
+            Client(port).request("GET", "/healthz")
+    finally:
+        for c in opened:
+            c.close()  # an idle TLS connection left open makes a graceful stop wait for asyncio's TLS shutdown
+        proc.terminate()
+        try:
+            err = proc.communicate(timeout=60)[1]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            err = "did not stop on SIGTERM: " + proc.communicate()[1]
+    assert "Traceback" not in err and "did not stop" not in err, err[-3000:]

@@ -68,7 +68,9 @@ class RequestDeadline:
         self._deadline = None
         if not self.transport.is_closing():
             self.logger.info("closing a connection that sent no complete request in %.0f s", self.header_deadline)
-            self.transport.close()
+            # abort, not close: under TLS, close waits (up to 30 s) for the peer's close_notify, and a slow
+            # client would keep the connection that long.
+            self.transport.abort()
 
 
 class DeadlineH11Protocol(RequestDeadline, H11Protocol):
