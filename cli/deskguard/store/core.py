@@ -23,6 +23,8 @@ from ..errors import DeskguardError, UsageError
 from .auditchain import GENESIS, canonical_json, row_hash
 from .models import DEVICE_STATES, SECRET_STATES, AuditEntry, Device, Secret, utcnow
 from .baselines import KeyslotBaselinesMixin
+from .checkins import CheckinsMixin
+from .orders import OrdersMixin
 from .vpnpeers import VpnPeersMixin
 
 DB_URL_ENV = "DESKGUARD_DB_URL"
@@ -31,7 +33,7 @@ DB_NAME = "deskguard.db"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The newest revision in migrations/versions. A store already there is opened without loading Alembic
 # (a test checks this matches Alembic's head: bump it with every new revision).
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 _PG_MIGRATION_LOCK = 0x6465736B  # "desk": serialises concurrent `deskguard` processes migrating one database
 
 
@@ -136,7 +138,7 @@ def _clean(value: str | None, what: str, *, required: bool = True, max_len: int 
     return value
 
 
-class Store(VpnPeersMixin, KeyslotBaselinesMixin):
+class Store(VpnPeersMixin, OrdersMixin, CheckinsMixin, KeyslotBaselinesMixin):
     """Open with ``Store.open(site)`` (or ``Store(url)``); the schema is migrated on open."""
 
     def __init__(self, url: str, *, run_migrations: bool = True):
@@ -219,6 +221,24 @@ class Store(VpnPeersMixin, KeyslotBaselinesMixin):
         finally:
             self._local.session = None
             session.close()
+
+    def run_batch(self, steps) -> list[BaseException | None]:
+        """Group commit: run each step (a callable without arguments that makes store calls) in its own
+        savepoint of one write transaction, and commit once. A step that raises leaves no trace and gets its
+        exception in the result list; the others are committed together. StoreError if the commit fails (then
+        nothing of the batch is stored). One fsync for many small writes (check-ins from many laptops)."""
+        results: list[BaseException | None] = []
+        with self._session(write=True) as s:
+            for step in steps:
+                try:
+                    with s.begin_nested():
+                        step()
+                    results.append(None)
+                except DBAPIError:
+                    raise  # the connection itself failed: the whole batch is rolled back
+                except Exception as exc:
+                    results.append(exc)
+        return results
 
     # -- devices -----------------------------------------------------------------------------------------
 
@@ -430,12 +450,15 @@ class Store(VpnPeersMixin, KeyslotBaselinesMixin):
         with self._session(write=True) as s:
             return self._append_audit(s, actor, action, target, detail)
 
-    def list_audit(self, *, target: str | None = None, limit: int | None = None) -> list[AuditEntry]:
-        """Entries oldest first; with limit, the newest `limit` ones."""
+    def list_audit(self, *, target: str | None = None, limit: int | None = None,
+                   since=None) -> list[AuditEntry]:
+        """Entries oldest first; with since (naive UTC), those at or after it; with limit, the newest ones."""
         with self._session(write=False) as s:
             q = select(AuditEntry)
             if target:
                 q = q.where(AuditEntry.target == target)
+            if since is not None:
+                q = q.where(AuditEntry.at >= since)
             q = q.order_by(AuditEntry.id.desc())
             if limit:
                 q = q.limit(limit)
