@@ -13,12 +13,12 @@ from __future__ import annotations
 import contextlib
 import os
 
-from ansible.errors import AnsibleActionFail
+from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure
 from ansible.plugins.action import ActionBase
 
 # Policy variables the evaluation reads (templated per host, like the roles see them).
 POLICY_PREFIXES = ("screen_lock_", "firewall_", "auto_update_", "disk_encryption_", "usb_control_", "vpn_",
-                   "deskguard_waivers")
+                   "network_posture_", "deskguard_waivers", "deskguard_checkin_")
 STATE_FOR_RUNNER = {"pass": "compliant", "fail": "noncompliant", "error": "failed", "waived": "compliant",
                     "not_applicable": "not_applicable"}
 
@@ -33,6 +33,7 @@ class ActionModule(ActionBase):
         hostname = task_vars.get("inventory_hostname")
         try:
             from deskguard import escrow
+            from deskguard.compliance import evidence
             from deskguard.compliance import policy as dgpolicy
             from deskguard.compliance.evaluate import PolicyError, evaluate, host_summary
             from deskguard.errors import DeskguardError
@@ -48,9 +49,28 @@ class ActionModule(ActionBase):
             params = dgpolicy.posture_params(policy)
         except PolicyError as exc:
             raise AnsibleActionFail(f"the policy's compliance settings are unusable: {exc}") from None
-        collected = self._execute_module(module_name="deskguard_posture", module_args={"params": params},
-                                         task_vars=task_vars)
-        if collected.get("failed") or collected.get("unreachable"):
+        try:
+            collected = self._execute_module(module_name="deskguard_posture", module_args={"params": params},
+                                             task_vars=task_vars)
+        except AnsibleConnectionFailure as exc:
+            collected = {"unreachable": True, "msg": str(exc)}
+        source, checkin = "live", None
+        if collected.get("unreachable"):
+            # A laptop that is off tonight is judged from its agent's latest check-in, marked as such.
+            if uuid:
+                with Store.open(site_dir(os.environ.get("DESKGUARD_SITE"))) as store:
+                    checkin = evidence.latest_checkin(store, uuid, policy)
+            if checkin is None:
+                result.update(unreachable=True, msg=collected.get("msg", "unreachable"))
+                return result
+            if checkin.stale:
+                result.update(changed=False, module_calls=0, deskguard_compliance={
+                    "hostname": hostname, "device_uuid": uuid, "stale": True, "source": "checkin",
+                    "evidence_at": checkin.collected_at.isoformat() + "Z", "message": checkin.describe(),
+                    "summary": {"score": None, "compliant": False}, "results": []})
+                return result
+            source, collected = "checkin", {"posture": checkin.posture, "errors": checkin.errors}
+        elif collected.get("failed"):
             raise AnsibleActionFail(f"collecting the posture failed: {collected.get('msg', 'no message')}")
         posture, errors = collected.get("posture") or {}, collected.get("errors") or {}
         try:
@@ -79,6 +99,8 @@ class ActionModule(ActionBase):
         result.update(
             changed=False, module_calls=1, timings=collected.get("timings"),
             deskguard_compliance={"hostname": hostname, "device_uuid": uuid, "summary": summary,
-                                  "results": [r.to_dict() for r in results]},
+                                  "results": [r.to_dict() for r in results], "source": source,
+                                  "evidence_at": (checkin.collected_at.isoformat() + "Z") if checkin else None,
+                                  "message": checkin.describe() if checkin else None},
             deskguard_controls={r.id: {"state": STATE_FOR_RUNNER[r.status], "findings": r.evidence} for r in results})
         return result

@@ -9,6 +9,7 @@ or DESKGUARD_SITE; DESKGUARD_RUN_ID / DESKGUARD_RUN_SOURCE name the run (the CLI
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import uuid
 
@@ -45,12 +46,17 @@ class CallbackModule(CallbackBase):
         self.started = utcnow()
 
     def v2_runner_on_ok(self, result):
+        from deskguard.store.models import utcnow
+
         data = result._result.get("deskguard_compliance")
         if self._is_comply(result) and data:
             from deskguard.compliance.runs import HostRecord
 
-            self.hosts[result._host.get_name()] = HostRecord("ok", data["results"], data["summary"],
-                                                            device_uuid=data.get("device_uuid"))
+            at = data.get("evidence_at")
+            self.hosts[result._host.get_name()] = HostRecord(
+                "stale" if data.get("stale") else "ok", data["results"], data["summary"], message=data.get("message"),
+                device_uuid=data.get("device_uuid"), source=data.get("source") or "live",
+                evidence_at=dt.datetime.fromisoformat(at.rstrip("Z")) if at else utcnow())
 
     def v2_runner_on_failed(self, result, ignore_errors=False):
         if self._is_comply(result):

@@ -62,7 +62,8 @@ def _report(run, drift, history, fmt, output):
 def comply(limit, fix, fmt, output, since, site):
     """Score every control on every laptop, record the run, report drift.
 
-    Exit codes: 0 every host compliant; 1 a host not compliant or not collected; 3 a host unreachable."""
+    Exit codes: 0 every host compliant; 1 a host not compliant or not collected; 3 a host unreachable with
+    no check-in fresh enough to judge it from."""
     from ..compliance import command, report, runs
     from ..progress import progress_factory
     from ..site import site_dir

@@ -11,7 +11,7 @@ import json
 from xml.etree import ElementTree as ET
 
 SCHEMA_VERSION = 1
-RANK = {"unreachable": 0, "failed": 1}
+RANK = {"unreachable": 0, "stale": 0, "failed": 1}
 
 
 def worst_first(run) -> list[tuple[str, dict]]:
@@ -72,8 +72,10 @@ def table_rows(run) -> list[dict]:
     rows = []
     for host, h in worst_first(run):
         bad = [(cid, r) for cid, r in sorted(h["results"].items()) if r["status"] in ("fail", "error")]
-        rows.append({"host": host, "state": h["state"] if h["state"] != "ok" else
-                     ("compliant" if h["compliant"] else "NOT compliant"),
+        state = h["state"] if h["state"] != "ok" else ("compliant" if h["compliant"] else "NOT compliant")
+        if h.get("source") == "checkin" and h["state"] == "ok":
+            state += f" (check-in {h['evidence_at']})"
+        rows.append({"host": host, "state": state,
                      "score": "-" if h["score"] is None else f"{h['score']:.0f}%",
                      "failing": "; ".join(f"{cid}: {(r['evidence'] or [r['status']])[0]}" for cid, r in bad)
                      or (h.get("message") or "-")})
@@ -81,10 +83,11 @@ def table_rows(run) -> list[dict]:
 
 
 def exit_code(run) -> int:
-    """0 all compliant, 3 a host unreachable, 1 a host not compliant or not collected (docs/compliance.md)."""
+    """0 all compliant, 3 a host unreachable (and no fresh check-in), 1 a host not compliant or not collected
+    (docs/compliance.md)."""
     from ..errors import EXIT_HOST_FAILED, EXIT_OK, EXIT_UNREACHABLE
 
-    if any(h["state"] == "unreachable" for h in run.hosts.values()):
+    if any(h["state"] in ("unreachable", "stale") for h in run.hosts.values()):
         return EXIT_UNREACHABLE
     if any(h["state"] != "ok" or not h["compliant"] for h in run.hosts.values()):
         return EXIT_HOST_FAILED

@@ -10,18 +10,21 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from ..store.auditchain import canonical_json
-from ..store.models import ComplianceHost, ComplianceResult, ComplianceRun, utcnow
+from ..store.models import ComplianceHost, ComplianceResult, ComplianceRun, iso, utcnow
 
 
 @dataclass
 class HostRecord:
-    """What a run learnt about one host: state ok (results) | unreachable | failed (message)."""
+    """What a run learnt about one host: state ok (results) | unreachable | failed | stale (message), and where
+    the evidence came from (live, or the laptop's latest check-in) and when it was collected."""
 
     state: str
     results: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
     message: str | None = None
     device_uuid: str | None = None
+    source: str | None = None
+    evidence_at: dt.datetime | None = None
 
 
 def fleet_score(hosts: dict[str, HostRecord]) -> float | None:
@@ -38,7 +41,7 @@ def record(store, run_id: str, started: dt.datetime, source: str, hosts: dict[st
         for name, h in sorted(hosts.items()):
             s.add(ComplianceHost(run_id=run_id, hostname=name, device_uuid=h.device_uuid, state=h.state,
                                  score=h.summary.get("score"), compliant=bool(h.summary.get("compliant")),
-                                 message=h.message))
+                                 message=h.message, source=h.source, evidence_at=h.evidence_at))
             for r in h.results:
                 s.add(ComplianceResult(run_id=run_id, hostname=name, control=r["id"], status=r["status"],
                                        severity=r.get("severity") or "", observed=canonical_json(r.get("observed")),
@@ -46,6 +49,9 @@ def record(store, run_id: str, started: dt.datetime, source: str, hosts: dict[st
                                        evidence=canonical_json(r.get("evidence") or [])))
         store.audit(None, "compliance.run", "fleet", {"run_id": run_id, "hosts": len(hosts), "source": source,
                                                       "score": fleet_score(hosts)})
+    seen = [h.device_uuid for h in hosts.values() if h.device_uuid and h.state == "ok" and h.source == "live"]
+    if seen:
+        store.mark_seen(seen, via="live")
 
 
 @dataclass
@@ -63,7 +69,8 @@ def load(store, run_id: str | None = None) -> Run | None:
         if run is None:
             return None
         hosts = {h.hostname: {"state": h.state, "score": h.score, "compliant": h.compliant, "message": h.message,
-                              "device_uuid": h.device_uuid, "results": {}}
+                              "device_uuid": h.device_uuid, "source": h.source,
+                              "evidence_at": iso(h.evidence_at), "results": {}}
                  for h in s.scalars(select(ComplianceHost).where(ComplianceHost.run_id == run.id))}
         for r in s.scalars(select(ComplianceResult).where(ComplianceResult.run_id == run.id)):
             hosts[r.hostname]["results"][r.control] = {

@@ -33,7 +33,7 @@ DB_NAME = "deskguard.db"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The newest revision in migrations/versions. A store already there is opened without loading Alembic
 # (a test checks this matches Alembic's head: bump it with every new revision).
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0007"
 _PG_MIGRATION_LOCK = 0x6465736B  # "desk": serialises concurrent `deskguard` processes migrating one database
 
 

@@ -163,7 +163,8 @@ class ComplianceRun(Base):
 
 
 class ComplianceHost(Base):
-    """A host's outcome in a run: state ok | unreachable | failed (collection failed), its score."""
+    """A host's outcome in a run: state ok | unreachable | failed (collection failed) | stale (unreachable, and
+    its latest check-in older than the policy allows), its score, and where the evidence came from."""
 
     __tablename__ = "compliance_hosts"
 
@@ -174,6 +175,8 @@ class ComplianceHost(Base):
     score: Mapped[float | None] = mapped_column(Float)
     compliant: Mapped[bool] = mapped_column(Boolean)
     message: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(String(16))            # live | checkin
+    evidence_at: Mapped[dt.datetime | None] = mapped_column(DateTime)  # when the posture was collected
 
 
 class ComplianceResult(Base):
