@@ -229,3 +229,24 @@ def test_audit_log_formats_and_since(site):
     assert json.loads(deskguard("audit", "log", "--json", "--since", "2999-01-01", site=site).stdout) == []
     assert json.loads(deskguard("audit", "list", "--json", "--limit", "1", site=site).stdout) == rows[-1:]
     one_line_error(deskguard("audit", "log", "--since", "last tuesday", site=site), 2, "--since")
+
+
+def test_orders_settle_records_an_expired_order(site):
+    import datetime as dt
+
+    from deskguard.keys import load_order_signing_key
+
+    with _store(site) as s:
+        device = s.get_device("lt-1")
+        old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=40)
+        payload = P.build_order(device.uuid, "wipe", [LUKS], now=old)
+        s.create_order(device.uuid, payload, P.sign(payload, load_order_signing_key(site)).decode(), reason="lost")
+    listed = deskguard("orders", "list", site=site).stdout
+    assert "queued (expired)" in listed
+    proc = deskguard("orders", "settle", site=site)
+    assert proc.returncode == 0 and f"order {payload['order_id']} expired" in proc.stdout, proc.stderr
+    assert json.loads(deskguard("orders", "list", "--json", site=site).stdout)[0]["state"] == "expired"
+    assert deskguard("orders", "settle", site=site).stdout.strip() == "orders: nothing to settle"
+    with _store(site) as s:
+        assert s.get_device("lt-1").state == "onboarded"
+        assert [e.action for e in s.list_audit()[-2:]] == ["device.state", "order.expired"]
