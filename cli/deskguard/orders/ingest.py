@@ -1,7 +1,7 @@
 """What the server does with an acknowledgement or a check-in body: verify it, store it, say how it went.
 
-Plain synchronous code over the Store (the HTTP layer runs it in a worker thread), so the whole decision is
-testable without a socket. A check-in and the refusals it reports are stored together or not at all (one
+Plain synchronous code over the Store, so the whole decision is testable without a socket; the HTTP layer
+(server.py) verifies on its event loop, reads the store in a thread, and waits for the writer's future. A check-in and the refusals it reports are stored together or not at all (one
 savepoint); check-ins arriving together share one commit (group commit, see CheckinWriter), since on SQLite the
 commit's fsync is most of a check-in's cost. Answers follow docs/agent-protocol.md, "Server answers".
 """
