@@ -17,8 +17,9 @@ import subprocess
 import time
 
 try:  # inside a module (Ansiballz) the kit's module_utils live under ansible.module_utils
-    from ansible.module_utils import deskguard_luks, deskguard_reboot, deskguard_ufw
+    from ansible.module_utils import deskguard_agent_health, deskguard_luks, deskguard_reboot, deskguard_ufw
 except ImportError:  # unit tests and the agent import them as plain modules
+    import deskguard_agent_health
     import deskguard_luks
     import deskguard_reboot
     import deskguard_ufw
@@ -132,8 +133,13 @@ def _updates(root):
             "reboot_pending": pending, "reboot_packages": packages[:20]}
 
 
+def _agent(root):
+    return deskguard_agent_health.collect(root)
+
+
 # Sections the controller can ask for. Other roles add theirs (usb_control, vpn) with the same shape.
-COLLECTORS = {"os": _os, "disk": _disk, "screen_lock": _screen_lock, "firewall": _firewall, "updates": _updates}
+COLLECTORS = {"os": _os, "disk": _disk, "screen_lock": _screen_lock, "firewall": _firewall, "updates": _updates,
+              "agent": _agent}
 
 
 def collect(sections=None, root="/"):

@@ -1,0 +1,62 @@
+"""Controller side of the endpoint_agent role: what the agent's configuration holds, and the device's public key
+registered in the store. Independent of Ansible (the deskguard_agent action plugin calls it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from .errors import UsageError
+
+CONFIG_PATH = "/etc/deskguard-agent/agent.json"
+DEVICE_KEY = "/etc/deskguard-agent/device.key"
+STATE_DIR = "/var/lib/deskguard-agent"
+LUKS_KIND = "luks-recovery"
+
+
+def escrowed_keyslots(store, device_uuid: str) -> dict[str, list[str]]:
+    """{LUKS UUID: [fingerprint, ...]} of the device's *active* escrowed recovery slots: what a dead-man lock
+    keeps (a pending or mismatched slot is not known to open the disk, so it does not count)."""
+    keep: dict[str, list[str]] = {}
+    for secret in store.live_secrets(device_uuid, LUKS_KIND):
+        parts = secret.key_id.split(":")
+        if secret.state == "active" and secret.fingerprint and len(parts) == 3 and parts[0] == "luks":
+            keep.setdefault(parts[1], []).append(secret.fingerprint)
+    return {uuid: sorted(fps) for uuid, fps in sorted(keep.items())}
+
+
+def order_public_pem(site: Path) -> str:
+    from .keys import load_order_public_key
+
+    return load_order_public_key(site).public_bytes(serialization.Encoding.PEM,
+                                                    serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def config(*, device_uuid: str, installed_at: str, orders_url: str, server_url: str, order_public_key: str,
+           escrowed: dict, ca_file: str = "", timeout_seconds: int = 15, deadman_days: int = 0,
+           interval_minutes: int = 15) -> str:
+    """The agent's /etc/deskguard-agent/agent.json (no secret in it: public keys, URLs, fingerprints)."""
+    for name, url in (("orders_url", orders_url), ("server_url", server_url)):
+        if not url.startswith(("https://", "http://")):
+            raise UsageError(f"endpoint_agent_{name} must be an http(s) URL, not {url!r}")
+    if deadman_days < 0 or not 1 <= interval_minutes <= 1440 or timeout_seconds < 1:
+        raise UsageError("endpoint_agent: dead-man days >= 0, interval 1-1440 minutes, timeout >= 1 s")
+    doc = {"device_uuid": device_uuid, "installed_at": installed_at, "orders_url": orders_url,
+           "server_url": server_url, "ca_file": ca_file, "order_public_key": order_public_key,
+           "device_key": DEVICE_KEY, "state_dir": STATE_DIR, "timeout_seconds": timeout_seconds,
+           "deadman_days": deadman_days, "interval_minutes": interval_minutes, "escrowed_keyslots": escrowed}
+    return json.dumps(doc, indent=1, sort_keys=True) + "\n"
+
+
+def check_device_public_key(pem: str | None) -> str:
+    """The laptop's answer must be an ECDSA P-256 public key in PEM, nothing else."""
+    try:
+        key = serialization.load_pem_public_key((pem or "").encode())
+    except ValueError:
+        raise UsageError("the laptop returned no valid device public key") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise UsageError("the laptop's device key is not ECDSA P-256")
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
