@@ -125,7 +125,7 @@ def test_store_made_by_revision_0002_upgrades_without_loss(site):
         assert current_revision(s.engine) == "0002"
         audit_rows = len(s.list_audit())
     with Store.open(site) as s:
-        assert current_revision(s.engine) == "0004"   # through 0003 (compliance) and 0004 (vpn)
+        assert current_revision(s.engine) == "0005"   # through 0003 (compliance), 0004 (vpn), 0005 (orders)
         assert s.get_device("lt-1").uuid == dev.uuid
         assert [x.ciphertext for x in s.list_secrets(dev.uuid)] == [b"\x01\x02"]
         assert len(s.list_audit()) == audit_rows and s.verify_audit() == (True, None)

@@ -22,6 +22,8 @@ from sqlalchemy.orm import Session
 from ..errors import DeskguardError, UsageError
 from .auditchain import GENESIS, canonical_json, row_hash
 from .models import DEVICE_STATES, SECRET_STATES, AuditEntry, Device, Secret, utcnow
+from .checkins import CheckinsMixin
+from .orders import OrdersMixin
 from .vpnpeers import VpnPeersMixin
 
 DB_URL_ENV = "DESKGUARD_DB_URL"
@@ -30,7 +32,7 @@ DB_NAME = "deskguard.db"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The newest revision in migrations/versions. A store already there is opened without loading Alembic
 # (a test checks this matches Alembic's head: bump it with every new revision).
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 _PG_MIGRATION_LOCK = 0x6465736B  # "desk": serialises concurrent `deskguard` processes migrating one database
 
 
@@ -135,7 +137,7 @@ def _clean(value: str | None, what: str, *, required: bool = True, max_len: int 
     return value
 
 
-class Store(VpnPeersMixin):
+class Store(VpnPeersMixin, OrdersMixin, CheckinsMixin):
     """Open with ``Store.open(site)`` (or ``Store(url)``); the schema is migrated on open."""
 
     def __init__(self, url: str, *, run_migrations: bool = True):

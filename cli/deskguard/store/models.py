@@ -58,6 +58,11 @@ class Device(Base):
     state: Mapped[str] = mapped_column(String(32), default="registered")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    # The on-device agent's ECDSA P-256 public key (PEM), registered at enrolment (revision 0005).
+    agent_public_key: Mapped[str | None] = mapped_column(Text)
+    # When the kit last heard from the laptop, and how: "checkin" (agent) or "live" (an SSH/WinRM run).
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    last_seen_via: Mapped[str | None] = mapped_column(String(16))
 
     # A hostname is unique among devices that are not removed: a replaced laptop may reuse its name and gets a
     # new UUID, while the removed row (and its escrowed secrets) stays for the record.
@@ -71,6 +76,8 @@ class Device(Base):
             "uuid": self.uuid, "hostname": self.hostname, "os": self.os, "os_version": self.os_version,
             "address": self.address, "port": self.port, "ssh_user": self.ssh_user, "operator": self.operator,
             "state": self.state, "created_at": iso(self.created_at), "updated_at": iso(self.updated_at),
+            "agent_key": self.agent_public_key is not None, "last_seen_at": iso(self.last_seen_at),
+            "last_seen_via": self.last_seen_via,
         }
 
     def __repr__(self) -> str:
@@ -218,3 +225,72 @@ class VpnPeer(Base):
         return {"id": self.id, "device_uuid": self.device_uuid, "pool": self.pool, "address": self.address,
                 "public_key": self.public_key, "state": self.state, "created_at": iso(self.created_at),
                 "key_changed_at": iso(self.key_changed_at), "revoked_at": iso(self.revoked_at)}
+
+
+# Lifecycle of a wipe/lock order (docs/agent-protocol.md). Never "done" without an accepted acknowledgement.
+ORDER_STATES = (
+    "queued",        # signed and published; the laptop has not acknowledged it
+    "acknowledged",  # the agent accepted it (signed ack): the wipe/lock started
+    "done",          # acknowledged, then silent for the grace period or re-enrolled with new volumes
+    "refused",       # the agent refused it, with a reason (docs/agent-protocol.md)
+    "expired",       # never acknowledged before expires_at
+    "cancelled",     # an admin cancelled it before any acknowledgement; a signed cancel replaced it
+)
+OPEN_ORDER_STATES = ("queued", "acknowledged")
+
+
+class Order(Base):
+    """A signed wipe or lock order and what became of it. ``envelope`` is the exact published file."""
+
+    __tablename__ = "orders"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)            # the payload's order_id
+    device_uuid: Mapped[str] = mapped_column(ForeignKey("devices.uuid"), index=True)
+    action: Mapped[str] = mapped_column(String(8))                           # wipe | lock
+    volumes: Mapped[str] = mapped_column(Text)                               # canonical JSON list
+    nonce: Mapped[str] = mapped_column(String(64), unique=True)
+    envelope: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), index=True)               # see ORDER_STATES
+    state_reason: Mapped[str | None] = mapped_column(Text)                   # refusal reason, why done/cancelled
+    prior_device_state: Mapped[str] = mapped_column(String(32))              # restored on cancel
+    actor: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)                                # the admin's reason ("lost on train")
+    ticket: Mapped[str | None] = mapped_column(String(64))
+    issued_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    acknowledged_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)          # done/refused/expired/cancelled
+    cancel_envelope: Mapped[str | None] = mapped_column(Text)
+
+    @property
+    def volume_list(self) -> list[str]:
+        return json.loads(self.volumes)
+
+    def to_dict(self) -> dict:
+        """Everything but the envelopes (they are public, but long)."""
+        return {"id": self.id, "device_uuid": self.device_uuid, "action": self.action, "volumes": self.volume_list,
+                "nonce": self.nonce, "state": self.state, "state_reason": self.state_reason, "actor": self.actor,
+                "reason": self.reason, "ticket": self.ticket, "issued_at": iso(self.issued_at),
+                "expires_at": iso(self.expires_at), "created_at": iso(self.created_at),
+                "acknowledged_at": iso(self.acknowledged_at), "closed_at": iso(self.closed_at)}
+
+
+class Checkin(Base):
+    """The latest verified check-in of a device (one row per device, replaced by each newer one)."""
+
+    __tablename__ = "checkins"
+
+    device_uuid: Mapped[str] = mapped_column(ForeignKey("devices.uuid"), primary_key=True)
+    payload: Mapped[str] = mapped_column(Text)          # the verified payload, canonical JSON text
+    sent_at: Mapped[dt.datetime] = mapped_column(DateTime)      # the device's clock
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime)  # the server's clock
+    agent_version: Mapped[str | None] = mapped_column(String(64))
+
+    @property
+    def payload_obj(self) -> dict:
+        return json.loads(self.payload)
+
+    def to_dict(self) -> dict:
+        return {"device_uuid": self.device_uuid, "sent_at": iso(self.sent_at), "received_at": iso(self.received_at),
+                "agent_version": self.agent_version, "payload": self.payload_obj}
