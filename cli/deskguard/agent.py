@@ -60,3 +60,11 @@ def check_device_public_key(pem: str | None) -> str:
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
         raise UsageError("the laptop's device key is not ECDSA P-256")
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def register_public_key(store, device_uuid: str, pem: str) -> bool:
+    """Record the device's public key (audited by the store); False when the store already has it."""
+    if store.get_agent_public_key(device_uuid) == pem:
+        return False
+    store.set_agent_public_key(device_uuid, pem)
+    return True

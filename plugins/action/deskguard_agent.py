@@ -84,7 +84,7 @@ class ActionModule(ActionBase):
                     return result
                 if not self._task.check_mode:
                     pem = agent.check_device_public_key(res.get("public_key"))
-                    registered = agent.register_public_key(store, hostname, pem)
+                    registered = agent.register_public_key(store, device_uuid, pem)
                     res["changed"] = bool(res.get("changed")) or registered
         except DeskguardError as exc:
             raise AnsibleActionFail(str(exc)) from None

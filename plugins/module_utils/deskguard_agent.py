@@ -37,6 +37,12 @@ class AgentError(Exception):
     """The agent cannot run (configuration, key, state): one line, exit code 2, nothing done."""
 
 
+def _datetime(epoch):
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(int(epoch), tz=dt.timezone.utc)
+
+
 def _protocol():
     try:
         from ansible.module_utils import deskguard_protocol
@@ -115,15 +121,21 @@ def public_pem(private_key):
 class Agent:
     """One run's context. `volumes` ({luks uuid: device}) and `now` are injectable for tests."""
 
-    def __init__(self, cfg, volumes=None, now=None, actions=linux, transport=http, log=None):
+    def __init__(self, cfg, volumes=None, now=None, actions=linux, transport=http, log=None, posture=None):
         self.cfg = cfg
+        self._posture = posture
         self.actions = actions
         self.transport = transport
         self.proto = _protocol()
         self.now = time.time() if now is None else now
         self._volumes = volumes
+        self.when = _datetime(self.now)
         self.key = load_private_key(cfg["device_key"])
-        self.pinned = cfg["order_public_key"]
+        try:
+            self.pinned = self.proto.load_public_key(cfg["order_public_key"])
+        except ValueError:
+            raise AgentError("the pinned order public key in the configuration is not ECDSA P-256 "
+                             "(re-run the endpoint_agent role)")
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.state = agent_state.State.load(cfg["state_dir"])
 
@@ -138,42 +150,44 @@ class Agent:
 
     # -- verification: one path for the timer and the playbook ------------------------------------------
 
+    def local_volumes(self):
+        """{luks uuid: [fingerprints of its keyslots now]}: what the protocol checks volumes and kept slots
+        against."""
+        return {uuid: sorted(linux.fingerprints(linux.deskguard_luks.luks_dump(dev)))
+                for uuid, dev in self.volumes.items()}
+
     def check(self, body):
-        """Verify an order body. Returns (payload, None) when it may be carried out, or (payload-or-None,
-        reason). Never raises for bad input: a refusal is an answer."""
+        """Verify an order body with deskguard_protocol. Returns (payload, None) when it may be carried out
+        (or is a valid cancel), else (payload or None, reason). Never raises for bad input: a refusal is an
+        answer."""
         proto = self.proto
         try:
-            payload = proto.verify_order(body, self.pinned, self.cfg["device_uuid"], list(self.volumes),
-                                         now=self.now, seen=self.state.seen)
-        except proto.Refused as exc:
-            return getattr(exc, "payload", None), exc.reason
-        if payload.get("type") == "cancel":
+            volumes = self.local_volumes()
+        except (linux.deskguard_luks.LuksError, OSError) as exc:
+            self.log("deskguard-agent: cannot read the local volumes: %s" % exc)
+            volumes = {}
+        decision, payload = proto.evaluate(
+            body, self.pinned, self.cfg["device_uuid"], volumes, now=self.when, seen_nonces=self.state.data["nonces"],
+            cancelled_orders=self.state.data["cancelled"])
+        if decision in (proto.ACCEPT, "cancel"):
             return payload, None
-        if self.state.cancelled(payload["order_id"]):
-            return payload, "replayed"
-        if payload["action"] == "lock":
-            try:
-                linux.plan_lock(self.volumes, payload.get("keep_keyslots") or {})
-            except linux.ActionRefused as exc:
-                return payload, exc.reason
-        return payload, None
+        return payload, decision
 
     def _sign(self, payload):
         return self.proto.sign(payload, self.key)
 
     def ack_envelope(self, payload, status, reason=None):
-        ack = {"v": 1, "type": "ack", "order_id": payload["order_id"], "device_uuid": self.cfg["device_uuid"],
-               "nonce": payload["nonce"], "status": status, "sent_at": agent_state.utc(self.now)}
-        if reason:
-            ack["reason"] = reason
-        return self._sign(ack)
+        return self._sign(self.proto.build_ack(payload, status, reason, now=self.when))
 
     def _refuse(self, payload, reason):
         payload = payload or {}
         authentic = payload is not None and payload.get("device_uuid") == self.cfg["device_uuid"] \
             and reason in ACK_REFUSALS
+        # Remember the nonce of an authentic refusal so it is never executed later; not for a replay (known
+        # already) nor for not_yet_valid (a laptop clock behind must not turn a genuine order away for good).
+        remember = authentic and reason not in ("replayed", "not_yet_valid")
         self.state.refuse(payload.get("order_id") if authentic else None, reason,
-                          nonce=payload.get("nonce") if authentic and reason != "replayed" else None, now=self.now)
+                          nonce=payload.get("nonce") if remember else None, now=self.now)
         return self.ack_envelope(payload, "refused", reason) if authentic else None
 
     # -- the timer's run ---------------------------------------------------------------------------------
@@ -215,7 +229,8 @@ class Agent:
             self.state.cancel(payload["order_id"], payload["nonce"], now=self.now)
             return {"status": "cancelled", "order_id": payload["order_id"]}
         if reason is not None:
-            if reason == "replayed" and payload is not None and self.state.seen(payload.get("nonce")):
+            if reason == "replayed" and payload is not None and self.state.seen(payload.get("nonce"),
+                                                                                payload.get("order_id")):
                 # The order we already executed or refused is still published: nothing new to report.
                 return {"status": "done_before", "order_id": payload.get("order_id")}
             ack = self._refuse(payload, reason)
@@ -259,7 +274,8 @@ class Agent:
         except (linux.ActionRefused, linux.deskguard_luks.LuksError, OSError) as exc:
             # Kept slots are never touched, so a lock that failed half-way still opens with the escrowed key.
             report, after = {"error": str(exc)}, None
-        self.state.remember(payload["nonce"], "executed" if after else "failed", now=self.now)
+        self.state.remember(payload["nonce"], "executed" if after else "failed", now=self.now,
+                            order_id=payload["order_id"])
         self.state.save()
         report["powered"] = self.actions.power(after) if after else False
         report.update(acted=after is not None, action=payload["action"], order_id=payload["order_id"], then=after)
@@ -288,7 +304,9 @@ class Agent:
         try:
             plan = linux.plan_lock(self.volumes, self.lock_keep())
         except linux.ActionRefused as exc:
-            self.state.refuse(None, "deadman_" + exc.reason, now=self.now)
+            # Not a protocol refusal (no order): kept in the state and shown by the AGT-001 facts.
+            self.state.data["deadman_refused"] = {"reason": exc.reason, "detail": str(exc),
+                                                  "at": agent_state.utc(self.now)}
             return {"acted": False, "refused": exc.reason, "detail": str(exc)}
         report = self.actions.lock(plan)
         data["deadman_locked_at"] = agent_state.utc(self.now)
@@ -300,15 +318,18 @@ class Agent:
     # -- check-in ----------------------------------------------------------------------------------------
 
     def checkin_envelope(self):
-        try:
-            from ansible.module_utils import deskguard_posture
-        except ImportError:
-            import deskguard_posture
-        posture, errors, timings = deskguard_posture.collect()
+        if self._posture is None:
+            try:
+                from ansible.module_utils import deskguard_posture
+            except ImportError:
+                import deskguard_posture
+            self._posture = deskguard_posture.collect
+        posture, errors, timings = self._posture()
         refused = self.state.pending_refusals()
-        payload = {"v": 1, "type": "checkin", "device_uuid": self.cfg["device_uuid"],
-                   "sent_at": agent_state.utc(self.now), "agent_version": AGENT_VERSION,
-                   "posture": {"posture": posture, "errors": errors, "timings": timings}, "refused": refused}
+        # The same shape as the deskguard_posture module's result, so the controller judges both alike.
+        payload = self.proto.build_checkin(self.cfg["device_uuid"],
+                                           {"posture": posture, "errors": errors, "timings": timings},
+                                           AGENT_VERSION, refused, now=self.when)
         return self._sign(payload), len(refused)
 
     def _checkin(self):
@@ -371,6 +392,11 @@ def _read_order(args):
         raise AgentError("cannot read the order %s: %s" % (args[1], exc.strerror))
 
 
+def _text(value):
+    """Envelopes are bytes of UTF-8 JSON: printed as their text, so the controller can read them back."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
 def main(argv=None, config_path=None):
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in ("run", "ack", "execute", "pubkey", "status"):
@@ -397,5 +423,5 @@ def main(argv=None, config_path=None):
     except (AgentError, agent_state.StateError) as exc:
         print("deskguard-agent: %s" % exc, file=sys.stderr)
         return 2
-    print(json.dumps(result, sort_keys=True, default=str))
+    print(json.dumps(result, sort_keys=True, default=_text))
     return 0

@@ -101,14 +101,17 @@ class State:
 
     # -- nonces and order ids ------------------------------------------------------------------------
 
-    def seen(self, nonce):
-        """True when an order with this nonce was executed, refused or cancelled before."""
-        return nonce in self.data["nonces"]
+    def seen(self, nonce, order_id=None):
+        """True when an order with this nonce was executed, refused or cancelled before (and, if order_id is
+        given, under that very order id: the same order still published, not a replay under a new id)."""
+        entry = self.data["nonces"].get(nonce)
+        return entry is not None and (order_id is None or entry.get("order_id") == order_id)
 
-    def remember(self, nonce, outcome, now=None):
-        """Record a nonce as done ('executed', 'refused', 'cancelled'); the oldest go past MAX_NONCES."""
+    def remember(self, nonce, outcome, now=None, order_id=None):
+        """Record a nonce as done ('executed', 'failed', 'refused', 'cancelled') with its order id; the oldest
+        go past MAX_NONCES."""
         nonces = self.data["nonces"]
-        nonces[nonce] = {"outcome": outcome, "at": utc(now)}
+        nonces[nonce] = {"outcome": outcome, "at": utc(now), "order_id": order_id}
         if len(nonces) > MAX_NONCES:
             for old in sorted(nonces, key=lambda n: nonces[n]["at"])[: len(nonces) - MAX_NONCES]:
                 del nonces[old]
@@ -120,7 +123,7 @@ class State:
     def cancel(self, order_id, nonce, now=None):
         if order_id not in self.data["cancelled"]:
             self.data["cancelled"] = (self.data["cancelled"] + [order_id])[-MAX_NONCES:]
-        self.remember(nonce, "cancelled", now)
+        self.remember(nonce, "cancelled", now, order_id)
 
     def acknowledge(self, nonce, order_id):
         self.data["acknowledged"][nonce] = order_id
@@ -141,7 +144,7 @@ class State:
             refusals = refusals[-MAX_REFUSALS:]
         self.data["refusals"] = refusals
         if nonce is not None:
-            self.remember(nonce, "refused", now)
+            self.remember(nonce, "refused", now, order_id)
 
     def pending_refusals(self):
         return list(self.data["refusals"])
