@@ -37,7 +37,7 @@ def order_public_pem(site: Path) -> str:
 
 def config(*, device_uuid: str, installed_at: str, orders_url: str, server_url: str, order_public_key: str,
            escrowed: dict, ca_file: str = "", timeout_seconds: int = 15, deadman_days: int = 0,
-           interval_minutes: int = 15) -> str:
+           interval_minutes: int = 15, device_key: str = DEVICE_KEY, state_dir: str = STATE_DIR) -> str:
     """The agent's /etc/deskguard-agent/agent.json (no secret in it: public keys, URLs, fingerprints)."""
     for name, url in (("orders_url", orders_url), ("server_url", server_url)):
         if not url.startswith(("https://", "http://")):
@@ -46,7 +46,7 @@ def config(*, device_uuid: str, installed_at: str, orders_url: str, server_url: 
         raise UsageError("endpoint_agent: dead-man days >= 0, interval 1-1440 minutes, timeout >= 1 s")
     doc = {"device_uuid": device_uuid, "installed_at": installed_at, "orders_url": orders_url,
            "server_url": server_url, "ca_file": ca_file, "order_public_key": order_public_key,
-           "device_key": DEVICE_KEY, "state_dir": STATE_DIR, "timeout_seconds": timeout_seconds,
+           "device_key": device_key, "state_dir": state_dir, "timeout_seconds": timeout_seconds,
            "deadman_days": deadman_days, "interval_minutes": interval_minutes, "escrowed_keyslots": escrowed}
     return json.dumps(doc, indent=1, sort_keys=True) + "\n"
 
@@ -68,3 +68,31 @@ def register_public_key(store, device_uuid: str, pem: str) -> bool:
         return False
     store.set_agent_public_key(device_uuid, pem)
     return True
+
+
+def record_ack(store, device_uuid: str, envelope: str | bytes, *, now=None, actor: str | None = None) -> dict:
+    """An acknowledgement the agent gave through the management channel (playbooks/wipe.yml), checked like one
+    posted to `deskguard serve`: signed by the device's registered key, well formed, for this device, on time;
+    then applied to the order in the store. Returns {order_id, status, reason, changed}."""
+    import datetime as dt
+
+    from .site import module_utils
+
+    proto = module_utils("deskguard_protocol")
+    pem = store.get_agent_public_key(device_uuid)
+    if pem is None:
+        raise UsageError(f"device {device_uuid} has no registered agent key: run the endpoint_agent role first")
+    data = envelope.encode() if isinstance(envelope, str) else envelope
+    try:
+        payload = proto.open_envelope(data, proto.load_public_key(pem), proto.LIMITS["ack"])
+        skew = proto.check_ack(payload, now or dt.datetime.now(dt.timezone.utc))
+    except proto.ProtocolError as exc:
+        raise UsageError(f"the laptop's acknowledgement is refused: {exc}") from None
+    if skew:
+        raise UsageError("the laptop's clock is more than 5 minutes off: its acknowledgement is refused")
+    if payload["device_uuid"] != device_uuid:
+        raise UsageError("the acknowledgement names another device")
+    order, changed = store.acknowledge_order(payload["order_id"], device_uuid=device_uuid, nonce=payload["nonce"],
+                                             status=payload["status"], reason=payload["reason"], actor=actor)
+    return {"order_id": order.id, "status": payload["status"], "reason": payload["reason"], "changed": changed,
+            "order_state": order.state}

@@ -29,6 +29,10 @@ options:
   modules: {description: Names of the kit module_utils the agent is made of., type: list, elements: str, required: true}
   module_utils_dir: {description: Where those files are on the controller., type: path, required: true}
   files: {description: Launcher and units (path, content, mode)., type: list, elements: dict, required: true}
+  config_path: {description: Where the agent's configuration goes (Windows differs)., type: str}
+  device_key: {description: The device key's file (Linux) or CNG key name (Windows)., type: str}
+  state_dir: {description: The agent's state folder., type: str}
+  windows_task: {description: "Windows: the scheduled task's settings (agent_path, interval_minutes, boot_delay_seconds, jitter_seconds).", type: dict}
 """
 
 LIB_DIR = "/usr/lib/deskguard-agent"
@@ -37,7 +41,8 @@ LIB_DIR = "/usr/lib/deskguard-agent"
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("orders_url", "server_url", "ca_file", "timeout_seconds", "deadman_days",
-                             "interval_minutes", "modules", "module_utils_dir", "files"))
+                             "interval_minutes", "modules", "module_utils_dir", "files", "config_path",
+                             "device_key", "state_dir", "windows_task"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -64,6 +69,7 @@ class ActionModule(ActionBase):
             except OSError as exc:
                 raise AnsibleActionFail(f"cannot read the agent's code {base / name}.py: {exc.strerror}") from None
         site = site_dir(os.environ.get("DESKGUARD_SITE"))
+        device_key = args.get("device_key") or agent.DEVICE_KEY
         try:
             with Store.open(site) as store:
                 device = store.get_device(hostname)
@@ -74,10 +80,14 @@ class ActionModule(ActionBase):
                     orders_url=args["orders_url"], server_url=args["server_url"],
                     order_public_key=agent.order_public_pem(site), escrowed=agent.escrowed_keyslots(store, device_uuid),
                     ca_file=args.get("ca_file") or "", timeout_seconds=int(args.get("timeout_seconds", 15)),
-                    deadman_days=int(args.get("deadman_days", 0)), interval_minutes=int(args.get("interval_minutes", 15)))
-                files = list(args["files"]) + code + [{"path": agent.CONFIG_PATH, "content": text, "mode": "0600"}]
-                res = self._execute_module(module_name="deskguard_agent_install",
-                                           module_args={"files": files, "device_key": agent.DEVICE_KEY},
+                    deadman_days=int(args.get("deadman_days", 0)), interval_minutes=int(args.get("interval_minutes", 15)),
+                    device_key=device_key, state_dir=args.get("state_dir") or agent.STATE_DIR)
+                files = list(args["files"]) + code + [{"path": args.get("config_path") or agent.CONFIG_PATH,
+                                                       "content": text, "mode": "0600"}]
+                margs = {"files": files, "device_key": device_key}
+                if args.get("windows_task"):
+                    margs["windows_task"] = dict(args["windows_task"])
+                res = self._execute_module(module_name="deskguard_agent_install", module_args=margs,
                                            task_vars=task_vars)
                 if res.get("failed") or res.get("unreachable"):
                     result.update(res)
