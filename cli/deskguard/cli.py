@@ -22,6 +22,8 @@ COMMANDS = {
     "comply": "deskguard.commands.comply:comply",
     "usb": "deskguard.commands.usb:usb",
     "vpn": "deskguard.commands.vpn:vpn",
+    "wipe": "deskguard.commands.wipe:wipe",
+    "orders": "deskguard.commands.orders:orders",
 }
 
 

@@ -54,6 +54,8 @@ REASONS = (
 _SIG_LEN = 64  # P-256: r and s, 32 bytes each (IEEE P1363)
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z\Z")
+# A kept "keyslot": a LUKS slot fingerprint (deskguard_luks.slot_fingerprint) or a BitLocker protector id.
+_KEYSLOT = re.compile(r"[0-9a-f]{64}\Z|\{[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\}\Z")
 _VOLUME_ID = re.compile(r"[A-Za-z0-9{}._:-]{1,128}\Z")  # LUKS UUID or BitLocker volume id ({GUID}, \\?\Volume{…})
 
 
@@ -389,8 +391,9 @@ def _order_shape(p):
     if p["action"] == "lock":
         keep = p["keep_keyslots"]
         if not isinstance(keep, dict) or not all(
-                isinstance(k, str) and isinstance(v, list) and all(_is_hex64(f) for f in v) for k, v in keep.items()):
-            return "keep_keyslots must map volume ids to lists of keyslot fingerprints"
+                isinstance(k, str) and isinstance(v, list) and all(isinstance(f, str) and _KEYSLOT.match(f) for f in v)
+                for k, v in keep.items()):
+            return "keep_keyslots must map volume ids to lists of keyslot fingerprints or protector ids"
     return None
 
 

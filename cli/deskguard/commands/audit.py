@@ -1,18 +1,16 @@
-"""`deskguard audit ...`: the append-only, hash-chained audit log."""
+"""`deskguard audit log|verify`: the append-only, hash-chained audit log."""
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+
 import click
 
-_site_option = click.option("--site", type=click.Path(file_okay=False), default=None,
-                            help="Site directory (default: $DESKGUARD_SITE, else the kit checkout).")
+from .common import open_store, site_option
 
-
-def _open(site):
-    from ..site import site_dir
-    from ..store import Store
-
-    return Store.open(site_dir(site))
+FORMATS = ("table", "csv", "json")
+CSV_COLUMNS = ("id", "at", "actor", "action", "target", "detail", "prev_hash", "hash")
 
 
 @click.group()
@@ -21,13 +19,14 @@ def audit():
 
 
 @audit.command()
-@_site_option
+@site_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def verify(site, as_json):
     """Check the hash chain. Exit 0 if intact, 1 at the first altered or missing entry."""
     from ..errors import EXIT_HOST_FAILED, DeskguardError
 
-    with _open(site) as store:
+    _root, store = open_store(site)
+    with store:
         ok, bad, count, head = store.verify_audit_detail()
     if as_json:
         import json
@@ -42,23 +41,56 @@ def verify(site, as_json):
     click.echo(f"audit: {count} entries, chain intact; head {head}")
 
 
-@audit.command("list")
-@_site_option
+def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
+    """A UTC date or time (2026-11-01, 2026-11-01T10:00[:00][Z]) or an age (90m, 12h, 7d) as naive UTC."""
+    from ..errors import UsageError
+    from ..store.models import utcnow
+
+    text = text.strip()
+    m = re.fullmatch(r"(\d+)([mhd])", text)
+    if m:
+        unit = {"m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
+        return (now or utcnow()) - dt.timedelta(**{unit: int(m.group(1))})
+    try:
+        parsed = dt.datetime.fromisoformat(text[:-1] if text.endswith("Z") else text)
+    except ValueError:
+        raise UsageError(f"--since {text[:40]!r}: give a UTC date or time (2026-11-01, 2026-11-01T10:00) or an "
+                         "age (90m, 12h, 7d)") from None
+    return parsed.astimezone(dt.timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
+@audit.command("log")
+@site_option
+@click.option("--since", default=None, help="Entries at or after a UTC date/time (2026-11-01) or an age (7d).")
 @click.option("--target", default=None, help="Only entries about this target (e.g. a hostname).")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Newest N entries.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def list_(site, target, limit, as_json):
-    """The newest entries, oldest first."""
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the newest N entries.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+def log(site, since, target, limit, fmt, as_json):
+    """Audit entries, oldest first (`audit list` is the same command)."""
     import json
 
-    with _open(site) as store:
-        rows = store.list_audit(target=target, limit=limit)
-    if as_json:
-        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
-        return
-    if not rows:
+    since_at = parse_since(since) if since else None
+    _root, store = open_store(site)
+    with store:
+        rows = [r.to_dict() for r in store.list_audit(target=target, limit=limit, since=since_at)]
+    fmt = "json" if as_json else fmt
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+    elif fmt == "csv":
+        import csv
+        import sys
+
+        out = csv.DictWriter(sys.stdout, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        out.writeheader()
+        for r in rows:
+            out.writerow({**r, "detail": json.dumps(r["detail"], sort_keys=True, ensure_ascii=False)})
+    elif not rows:
         click.echo("audit: no entries")
-    for r in rows:
-        d = r.to_dict()
-        click.echo(f"#{r.id:<5} {d['at']} {r.actor:16} {r.action:16} {r.target}  "
-                   f"{json.dumps(d['detail'], sort_keys=True)}")
+    else:
+        for r in rows:
+            click.echo(f"#{r['id']:<5} {r['at']} {r['actor']:16} {r['action']:18} {r['target']}  "
+                       f"{json.dumps(r['detail'], sort_keys=True)}")
+
+
+audit.add_command(log, "list")

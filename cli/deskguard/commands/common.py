@@ -15,3 +15,17 @@ def open_store(site):
 
     root = site_dir(site)
     return root, Store.open(root)
+
+
+def confirm_host(hostname: str, yes: bool, confirm: str | None, what: str) -> None:
+    """A destructive action names its host twice: typed at the prompt, or `--yes --confirm HOST`.
+    ``what`` completes "Type HOST to …" and "nothing …" (e.g. "wipe it" / "wiped")."""
+    from ..errors import UsageError
+
+    if yes:
+        if confirm != hostname:
+            raise UsageError(f"--yes needs --confirm {hostname}; nothing {what[1]}")
+        return
+    typed = click.prompt(f"Type {hostname} to {what[0]}", err=True, default="", show_default=False)
+    if typed.strip().lower() != hostname:
+        raise UsageError(f"the name typed does not match {hostname!r}; nothing {what[1]}")

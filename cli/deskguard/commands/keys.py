@@ -114,18 +114,12 @@ def verify(limit, escrow_key, passphrase_file, as_json, site):
 @_site_option
 def destroy(host, reason, yes, confirm_host, site):
     """Erase HOST's escrowed recovery keys from the store. Afterwards IT cannot open its disk."""
-    from ..errors import UsageError
     from ..inventory import validate_hostname
     from ..keyops import destroy as destroy_keys
+    from .common import confirm_host as confirm
     from ..site import site_dir
 
     hostname = validate_hostname(host)
-    if yes:
-        if confirm_host != hostname:
-            raise UsageError(f"--yes needs --confirm {hostname}")
-    else:
-        typed = click.prompt(f"Type {hostname} to erase its escrowed recovery keys for good", err=True)
-        if typed.strip().lower() != hostname:
-            raise UsageError("the name typed does not match; nothing destroyed")
+    confirm(hostname, yes, confirm_host, ("erase its escrowed recovery keys for good", "destroyed"))
     count = destroy_keys(site_dir(site), hostname, reason)
     click.echo(f"{hostname}: {count} escrowed key(s) destroyed")

@@ -431,12 +431,15 @@ class Store(VpnPeersMixin, OrdersMixin, CheckinsMixin):
         with self._session(write=True) as s:
             return self._append_audit(s, actor, action, target, detail)
 
-    def list_audit(self, *, target: str | None = None, limit: int | None = None) -> list[AuditEntry]:
-        """Entries oldest first; with limit, the newest `limit` ones."""
+    def list_audit(self, *, target: str | None = None, limit: int | None = None,
+                   since=None) -> list[AuditEntry]:
+        """Entries oldest first; with since (naive UTC), those at or after it; with limit, the newest ones."""
         with self._session(write=False) as s:
             q = select(AuditEntry)
             if target:
                 q = q.where(AuditEntry.target == target)
+            if since is not None:
+                q = q.where(AuditEntry.at >= since)
             q = q.order_by(AuditEntry.id.desc())
             if limit:
                 q = q.limit(limit)

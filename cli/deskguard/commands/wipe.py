@@ -1,0 +1,63 @@
+"""`deskguard wipe HOST`: sign and publish a wipe (or lock) order; deliver it at once if the laptop answers."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .common import confirm_host, open_store, site_option
+
+
+@click.command()
+@click.argument("host")
+@click.option("--reason", required=True, help="Why (\"lost on the train\"); audited and kept with the order.")
+@click.option("--ticket", default=None, help="Ticket or incident id (e.g. INC-123).")
+@click.option("--mode", type=click.Choice(["wipe", "lock"]), default="wipe", show_default=True,
+              help="wipe: crypto-erase every disk (final). lock: remove all but the escrowed key slots (reversible).")
+@click.option("--yes", is_flag=True, help="Do not ask to type the hostname; needs --confirm HOST.")
+@click.option("--confirm", "confirm_name", default=None, help="The hostname again, with --yes.")
+@click.option("--no-run", is_flag=True, help="Only publish: let the agent fetch it at its next check-in.")
+@site_option
+def wipe(host, reason, ticket, mode, yes, confirm_name, no_run, site):
+    """Order HOST's agent to wipe (or lock) it: a signed order is published for its next check-in, and
+    delivered at once through playbooks/wipe.yml when the laptop answers now. Exit 0 once published."""
+    from ..inventory import validate_hostname
+    from ..orders import deliver, issue, settings
+
+    hostname = validate_hostname(host)
+    root, store = open_store(site)
+    with store:
+        device = store.require_device(hostname)  # an unknown host fails before the prompt
+        conf = settings.load(root)
+        confirm_host(hostname, yes, confirm_name,
+                     ("wipe every disk on it for good" if mode == "wipe" else "lock it", "ordered"))
+        done = issue.issue(root, store, conf, hostname, action=mode, reason=reason, ticket=ticket)
+    order = done.order
+    click.echo(f"{hostname}: {mode} order {order.id} signed and published at {done.path} "
+               f"(volumes {', '.join(done.payload['volumes'])}; expires {done.payload['expires_at']})")
+    if no_run:
+        click.echo(f"{hostname}: it runs at the laptop's next check-in")
+        return
+    if not deliver.playbook_available(root):
+        click.echo(f"{hostname}: playbooks/{deliver.WIPE_PLAYBOOK} is not installed; the laptop gets the order at its "
+                   "next check-in")
+        return
+    why = deliver.reachable(device.address, device.port)
+    if why:
+        click.echo(f"{hostname}: does not answer now ({why}); the laptop gets the order at its next check-in")
+        return
+    from ..progress import progress_factory
+
+    result = deliver.run_now(root, hostname, done.path, progress=progress_factory(f"{mode} {hostname}", 1))
+    outcome = result.hosts.get(hostname)
+    if outcome is not None and outcome.unreachable:
+        click.echo(f"{hostname}: went away during delivery; the laptop gets the order at its next check-in")
+        return
+    if result.exit_code == 0:
+        click.echo(f"{hostname}: the agent received the order now; see `deskguard orders show {order.id[:8]}`")
+        return
+    detail = "; ".join(outcome.messages) if outcome and outcome.messages else f"ansible exit {result.rc}"
+    click.echo(f"{hostname}: delivering it now failed ({detail}); the order stays published for the next "
+               "check-in", err=True)
+    sys.exit(result.exit_code)
