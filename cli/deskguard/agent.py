@@ -14,18 +14,19 @@ from .errors import UsageError
 CONFIG_PATH = "/etc/deskguard-agent/agent.json"
 DEVICE_KEY = "/etc/deskguard-agent/device.key"
 STATE_DIR = "/var/lib/deskguard-agent"
-LUKS_KIND = "luks-recovery"
 
 
 def escrowed_keyslots(store, device_uuid: str) -> dict[str, list[str]]:
-    """{LUKS UUID: [fingerprint, ...]} of the device's *active* escrowed recovery slots: what a dead-man lock
-    keeps (a pending or mismatched slot is not known to open the disk, so it does not count)."""
-    keep: dict[str, list[str]] = {}
-    for secret in store.live_secrets(device_uuid, LUKS_KIND):
-        parts = secret.key_id.split(":")
-        if secret.state == "active" and secret.fingerprint and len(parts) == 3 and parts[0] == "luks":
-            keep.setdefault(parts[1], []).append(secret.fingerprint)
-    return {uuid: sorted(fps) for uuid, fps in sorted(keep.items())}
+    """{LUKS UUID: [fingerprint, ...]} of the device's active escrowed recovery slots: exactly what a lock order
+    would keep (deskguard.orders.issue.order_targets), so a dead-man lock keeps the same. {} when the store
+    has no such set (no escrow yet, or a volume without an active one): the dead-man switch then refuses."""
+    from .orders.issue import order_targets
+
+    try:
+        _, keep = order_targets(store, device_uuid, "lock")
+    except UsageError:
+        return {}
+    return {uuid: sorted(fps) for uuid, fps in sorted((keep or {}).items())}
 
 
 def order_public_pem(site: Path) -> str:
