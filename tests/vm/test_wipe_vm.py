@@ -84,10 +84,17 @@ def fresh_laptop(lab_session, lab_inventory_dir):
 
 
 def install_debs(laptop, debs):
-    script = "set -e; d=$(mktemp -d); " + "; ".join(
-        f"base64 -d > $d/{p.name} <<'EOF'\n{base64.b64encode(p.read_bytes()).decode()}\nEOF\n" for p in debs)
-    script += "; sudo -n dpkg -i $d/*.deb >/dev/null; python3 -c 'import cryptography; print(\"OK\")'"
-    r = vm.ssh(laptop, script, timeout=600)
+    """The .debs travel on stdin (a tar, base64): argv would be too long and scp is one more round trip."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path in debs:
+            tar.add(path, arcname=path.name)
+    script = ("set -e; d=$(mktemp -d); base64 -d | tar -x -C $d; sudo -n dpkg -i $d/*.deb >/dev/null; "
+              "python3 -c 'import cryptography; print(\"OK\")'")
+    r = vm.ssh(laptop, script, timeout=600, stdin=base64.b64encode(buf.getvalue()).decode())
     assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout[-500:] + r.stderr[-2000:]
 
 
