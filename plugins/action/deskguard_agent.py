@@ -3,7 +3,8 @@
 
 The agent's code is the kit's own module_utils, read here from their one source and sent with its units and
 configuration (device UUID, pinned order-signing public key, escrowed keyslot fingerprints from the store) in
-one module call (deskguard_agent_install). The device key pair is made on the laptop; only the public half
+one module call (deskguard_agent_install, or deskguard_agent_install_windows). The device key pair is made on
+the laptop; only the public half
 comes back, and it is registered in the store. Nothing secret passes here. The site comes from DESKGUARD_SITE
 (or DESKGUARD_DB_URL), as for deskguard_escrow and deskguard_vpn.
 """
@@ -87,8 +88,11 @@ class ActionModule(ActionBase):
                 margs = {"files": files, "device_key": device_key}
                 if args.get("windows_task"):
                     margs["windows_task"] = dict(args["windows_task"])
-                res = self._execute_module(module_name="deskguard_agent_install", module_args=margs,
-                                           task_vars=task_vars)
+                # Two module names, not one name with .py and .ps1: Ansible resolves such a pair by directory
+                # order on a Linux connection (its '' suffix takes the first file os.listdir returns).
+                windows = ".ps1" in self._connection.module_implementation_preferences
+                res = self._execute_module(module_name="deskguard_agent_install_windows" if windows
+                                           else "deskguard_agent_install", module_args=margs, task_vars=task_vars)
                 if res.get("failed") or res.get("unreachable"):
                     result.update(res)
                     return result

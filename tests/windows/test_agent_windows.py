@@ -59,10 +59,10 @@ def test_windows_agent_matches_golden_and_registers_the_device_key(responder, pl
     from deskguard.store import Store
 
     pem = _device_pem()
-    responder.answers["deskguard_agent_install"] = {"changed": True, "key_created": True, "files": [],
+    responder.answers["deskguard_agent_install_windows"] = {"changed": True, "key_created": True, "files": [],
                                                      "public_key": pem}
     play("role.yml", deskguard_test_role="endpoint_agent", deskguard_device_uuid=enc_site[1], **AGENT)
-    (call,) = [c for c in responder.calls if c.short == "deskguard_agent_install"]
+    (call,) = [c for c in responder.calls if c.short == "deskguard_agent_install_windows"]
     files = {f["path"]: f for f in call.args["files"]}
     script = files["C:\\ProgramData\\deskguard\\agent\\deskguard-agent.ps1"]["content"]
     assert script == (REPO / "roles/endpoint_agent/files/deskguard-agent.ps1").read_text()
@@ -82,7 +82,7 @@ def test_windows_agent_matches_golden_and_registers_the_device_key(responder, pl
 def test_a_bad_device_key_from_windows_fails_the_play_and_is_not_registered(responder, play, enc_site):
     from deskguard.store import Store
 
-    responder.answers["deskguard_agent_install"] = {"changed": True, "public_key": "-----BEGIN nonsense"}
+    responder.answers["deskguard_agent_install_windows"] = {"changed": True, "public_key": "-----BEGIN nonsense"}
     proc = play("role.yml", expect_rc=2, deskguard_test_role="endpoint_agent", deskguard_device_uuid=enc_site[1],
                 **AGENT)
     assert "no valid device public key" in proc.stdout

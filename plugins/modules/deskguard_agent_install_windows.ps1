@@ -1,5 +1,5 @@
 #!powershell
-# deskguard_agent_install for Windows: the agent's files (readable by SYSTEM and Administrators only), its device
+# deskguard_agent_install_windows (the Windows twin of deskguard_agent_install.py): the agent's files (readable by SYSTEM and Administrators only), its device
 # key made here in the machine's CNG key store (non-exportable: the private key never leaves the laptop), and
 # the scheduled task that runs it as SYSTEM. Returns the public key only. Driven by the action deskguard_agent.
 # Not yet verified on a real Windows host (docs/agent.md).
