@@ -4,8 +4,7 @@
 The agent's code is the kit's own module_utils, read here from their one source and sent with its units and
 configuration (device UUID, pinned order-signing public key, escrowed keyslot fingerprints from the store) in
 one module call (deskguard_agent_install, or deskguard_agent_install_windows). The device key pair is made on
-the laptop; only the public half
-comes back, and it is registered in the store. Nothing secret passes here. The site comes from DESKGUARD_SITE
+the laptop; only the public half comes back, and it is registered in the store. Nothing secret passes here. The site comes from DESKGUARD_SITE
 (or DESKGUARD_DB_URL), as for deskguard_escrow and deskguard_vpn.
 """
 
