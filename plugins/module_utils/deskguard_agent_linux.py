@@ -4,8 +4,9 @@
 Planning (which volume, which keyslots) is separate from acting, so the plan can be checked in full before
 anything changes, and unit-tested on real cryptsetup image files (header operations need no device-mapper).
 
-wipe: lock out interactive users, erase every LUKS device's keyslots (`cryptsetup erase`), prove from the JSON
-      metadata that no keyslot remains, discard the header area where the device supports it, power off.
+wipe: lock interactive accounts, erase every LUKS device's keyslots (`cryptsetup erase`), prove from the JSON
+      metadata that no keyslot remains, discard the header area where the device supports it, power off (which
+      ends every session).
 lock: keep only the escrowed keyslots the order names (by fingerprint), remove every other one, reboot. If a
       kept fingerprint is missing, nothing is removed at all (a lock must never leave a disk without the
       escrowed key).
@@ -95,13 +96,13 @@ def interactive_users():
 
 
 def lock_out_users(users=None, run=_run):
-    """Lock the passwords, expire the accounts and end the sessions of interactive users. Best effort per
-    user (a wipe does not stop because one account is odd); returns [(user, ok)]."""
+    """Lock the passwords and expire the accounts of interactive users: no new login, by password or by key.
+    Sessions are not killed here: one of them may be the management connection carrying this very order (and
+    the agent with it); the power-off that follows the erase ends them all. Best effort per user (a wipe does
+    not stop because one account is odd); returns [(user, ok)]."""
     done = []
     for user in interactive_users() if users is None else users:
-        ok = run(["usermod", "--lock", "--expiredate", "1", user])[0] == 0
-        run(["loginctl", "terminate-user", user])
-        done.append((user, ok))
+        done.append((user, run(["usermod", "--lock", "--expiredate", "1", user])[0] == 0))
     return done
 
 

@@ -190,3 +190,15 @@ def test_agent_runs_on_debians_python3_and_python3_cryptography(tmp_path):
     assert (out["status"], out["reason"]) == ("refused", "foreign_volumes"), (out, probe.stdout)
     assert proto.parse_envelope(out["ack"].encode(), 8192).unverified_payload()["status"] == "refused"
     assert sys.version_info >= (3, 9)
+
+
+def test_wipe_locks_accounts_without_killing_sessions():
+    """The management connection carrying the order runs in a user's session: killing sessions first killed
+    the agent before it erased anything (seen on the lab VM). Accounts are locked; power-off ends sessions."""
+    import deskguard_agent_linux as linux
+
+    calls = []
+    out = linux.lock_out_users(["tanaka", "dgadmin"], run=lambda argv: calls.append(argv) or (0, ""))
+    assert out == [("tanaka", True), ("dgadmin", True)]
+    assert calls == [["usermod", "--lock", "--expiredate", "1", "tanaka"],
+                     ["usermod", "--lock", "--expiredate", "1", "dgadmin"]]
