@@ -3,6 +3,7 @@ sys.path through its conftest)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,21 @@ def run_deskguard(site, *args, timeout=1800) -> subprocess.CompletedProcess:
     """`deskguard ARGS --site SITE` in a subprocess, as an admin would run it."""
     return subprocess.run([sys.executable, "-m", "deskguard", *args, "--site", str(site)],
                           capture_output=True, text=True, timeout=timeout)
+
+
+def deskguard(*args, site, stdin=None) -> subprocess.CompletedProcess:
+    """`deskguard ARGS` with DESKGUARD_SITE=site (and no DESKGUARD_DB_URL from the caller's environment)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_DB_URL", "DESKGUARD_SITE")}
+    env["DESKGUARD_SITE"] = str(site)
+    return subprocess.run([sys.executable, "-m", "deskguard", *args], capture_output=True, text=True,
+                          timeout=180, env=env, input=stdin)
+
+
+def one_line_error(proc: subprocess.CompletedProcess, code: int, text: str = "") -> None:
+    """The CLI refused with exit `code` and exactly one line "deskguard: …" containing `text`, no traceback."""
+    assert proc.returncode == code, (proc.stdout, proc.stderr)
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("deskguard: "), proc.stderr
+    assert text in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
 def init_site(site: Path, management: str | None = None) -> Path:

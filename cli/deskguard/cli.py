@@ -24,6 +24,7 @@ COMMANDS = {
     "vpn": "deskguard.commands.vpn:vpn",
     "wipe": "deskguard.commands.wipe:wipe",
     "orders": "deskguard.commands.orders:orders",
+    "serve": "deskguard.commands.serve:serve",
 }
 
 

@@ -90,7 +90,9 @@ def parse_time(text):
     """A protocol time (``YYYY-MM-DDTHH:MM:SSZ``) as an aware UTC datetime; ValueError if it is not one."""
     if not isinstance(text, str) or not _TIME.match(text):
         raise ValueError("not a UTC time of the form YYYY-MM-DDTHH:MM:SSZ: %r" % (str(text)[:40],))
-    return dt.datetime.strptime(text, TIME_FORMAT).replace(tzinfo=dt.timezone.utc)
+    # By position, not strptime: the shape is fixed, and strptime was a tenth of a check-in's CPU time.
+    return dt.datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]),
+                       int(text[17:19]), tzinfo=dt.timezone.utc)
 
 
 def _aware(t):
@@ -161,17 +163,21 @@ def sign(payload, private_key):
 class Envelope(object):
     """A parsed, *not yet verified* envelope: ``payload_bytes`` are what the signature covers."""
 
-    __slots__ = ("key_id", "payload_bytes", "signature")
+    __slots__ = ("key_id", "payload_bytes", "signature", "_parsed")
 
     def __init__(self, key_id, payload_bytes, signature):
         self.key_id = key_id
         self.payload_bytes = payload_bytes
         self.signature = signature
+        self._parsed = None
 
     def unverified_payload(self):
         """The payload before verification: only to find out whose key to verify with (the server looks up
-        the device by ``device_uuid``). Never act on it."""
-        return _loads_object(self.payload_bytes, "payload")
+        the device by ``device_uuid``). Never act on it (and do not change it: verify returns this same parse
+        of the same bytes instead of parsing them twice)."""
+        if self._parsed is None:
+            self._parsed = _loads_object(self.payload_bytes, "payload")
+        return self._parsed
 
 
 def parse_envelope(data, limit):
@@ -205,7 +211,7 @@ def verify(envelope, public_key):
         public_key.verify(encode_dss_signature(r, s), envelope.payload_bytes, ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         raise ProtocolError("bad_signature", "the signature does not verify with key %s" % envelope.key_id)
-    return _loads_object(envelope.payload_bytes, "payload")
+    return envelope.unverified_payload()
 
 
 def open_envelope(data, public_key, limit):

@@ -59,6 +59,26 @@ def test_list_and_show(site):
     assert "luks-recovery slot1 (active" in text and "RECOVERY" not in text
 
 
+def test_list_shows_last_seen_from_a_checkin_or_a_live_run(site):
+    import datetime as dt
+
+    from deskguard.store import Store
+
+    lines = {line.split()[0]: line for line in deskguard("devices", "list", site=site).stdout.splitlines()[1:]}
+    assert " never " in lines["tanaka-laptop"]
+    with Store.open(site) as store:
+        tanaka, sato = store.get_device("tanaka-laptop"), store.get_device("sato-laptop")
+        store.record_checkin(tanaka.uuid, {"type": "checkin"}, dt.datetime(2026, 11, 29, 1, 0),
+                             received_at=dt.datetime(2026, 11, 29, 1, 0, 5))
+        store.mark_seen([sato.uuid], via="live", at=dt.datetime(2026, 11, 28, 22, 30))
+    lines = {line.split()[0]: line for line in deskguard("devices", "list", site=site).stdout.splitlines()[1:]}
+    assert " 2026-11-29 01:00 checkin " in lines["tanaka-laptop"]
+    assert " 2026-11-28 22:30 live " in lines["sato-laptop"]
+    rows = {r["hostname"]: r for r in json.loads(deskguard("devices", "list", "--json", site=site).stdout)}
+    assert rows["tanaka-laptop"]["last_seen_via"] == "checkin"
+    assert rows["tanaka-laptop"]["last_seen_at"].startswith("2026-11-29T01:00:05")
+
+
 def test_show_unknown_and_invalid_hosts(site):
     one_line_error(deskguard("devices", "show", "nobody", site=site), 2)
     one_line_error(deskguard("devices", "show", "bad;host", site=site), 2)
@@ -122,5 +142,5 @@ def test_corrupt_database_is_one_line_exit_4(tmp_path):
 
 def test_help_lists_the_new_commands(site):
     out = deskguard("--help", site=site).stdout
-    for name in ("init", "devices", "audit"):
+    for name in ("init", "devices", "audit", "wipe", "orders", "serve"):
         assert f"  {name} " in out

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+import sitetools
+from sitetools import deskguard
 
 pytestmark = pytest.mark.unit
 
@@ -15,17 +14,9 @@ PASS = "correct horse battery staple"
 KEY = "123456-234567-345678-456789-567890-678901-789012-890123"
 
 
-def deskguard(*args, site, stdin=None):
-    env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_DB_URL", "DESKGUARD_SITE")}
-    env["DESKGUARD_SITE"] = str(site)
-    return subprocess.run([sys.executable, "-m", "deskguard", *args], capture_output=True, text=True,
-                          timeout=180, env=env, input=stdin)
-
-
 def one_line_error(proc, code, text):
-    assert proc.returncode == code, (proc.stdout, proc.stderr)
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("deskguard: "), proc.stderr
-    assert text in proc.stderr and KEY not in proc.stdout + proc.stderr
+    sitetools.one_line_error(proc, code, text)
+    assert KEY not in proc.stdout + proc.stderr
 
 
 @pytest.fixture

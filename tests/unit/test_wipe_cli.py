@@ -7,12 +7,10 @@ import contextlib
 import csv
 import io
 import json
-import os
 import socket
-import subprocess
-import sys
 
 import pytest
+from sitetools import deskguard, one_line_error
 
 from deskguard.site import module_utils
 
@@ -21,19 +19,6 @@ P = module_utils("deskguard_protocol")
 PASS = "correct horse battery staple"
 LUKS = "3b2e8d4a-1c5f-4e7a-9b0d-6f8e2a4c1d3b"
 FP = "e" * 64
-
-
-def deskguard(*args, site, stdin=None):
-    env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_DB_URL", "DESKGUARD_SITE")}
-    env["DESKGUARD_SITE"] = str(site)
-    return subprocess.run([sys.executable, "-m", "deskguard", *args], capture_output=True, text=True,
-                          timeout=180, env=env, input=stdin)
-
-
-def one_line_error(proc, code, text):
-    assert proc.returncode == code, (proc.stdout, proc.stderr)
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("deskguard: "), proc.stderr
-    assert text in proc.stderr, proc.stderr
 
 
 def closed_port() -> int:

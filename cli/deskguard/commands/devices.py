@@ -29,10 +29,18 @@ def list_(site, include_removed, as_json):
     if not rows:
         click.echo("devices: none (add one with `deskguard onboard`)")
         return
-    click.echo(f"{'HOSTNAME':24} {'STATE':12} {'OS':8} {'ADDRESS':22} {'USER':12} {'OPERATOR':20} UUID")
+    click.echo(f"{'HOSTNAME':24} {'STATE':12} {'OS':8} {'ADDRESS':22} {'USER':12} {'OPERATOR':20} "
+               f"{'LAST SEEN (UTC)':26} UUID")
     for d in rows:
         click.echo(f"{d.hostname:24} {d.state:12} {d.os:8} {d.address + ':' + str(d.port):22} "
-                   f"{d.ssh_user:12} {(d.operator or '-'):20} {d.uuid}")
+                   f"{d.ssh_user:12} {(d.operator or '-'):20} {_last_seen(d):26} {d.uuid}")
+
+
+def _last_seen(device) -> str:
+    """"2026-11-29 01:00 checkin": when the kit last heard from the laptop, and how (agent or a live run)."""
+    if device.last_seen_at is None:
+        return "never"
+    return f"{device.last_seen_at:%Y-%m-%d %H:%M} {device.last_seen_via or ''}".rstrip()
 
 
 @devices.command()

@@ -1,0 +1,189 @@
+"""`deskguard serve`: the HTTP side of docs/agent-protocol.md, as a Starlette app run by uvicorn.
+
+GET /orders/{device_uuid} serves the published order files, POST /v1/ack and POST /v1/checkin take signed
+messages into the store (deskguard.orders.ingest), GET /healthz says whether the store answers. Bodies are read
+as they arrive, never past the size limit and never for longer than BODY_DEADLINE seconds; request heads have
+their own deadline (deskguard.orders.httpproto). Store work runs in worker threads so a slow disk never stalls
+the event loop, and acknowledged/expired orders are settled in the background every SETTLE_EVERY seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..site import module_utils
+from ..store import Store
+from .ingest import Answer, Ingest
+
+P = module_utils("deskguard_protocol")
+# Seconds to receive a whole body (a 256 KiB check-in needs < 1 s on a poor line); tests shorten it.
+BODY_DEADLINE = float(os.environ.get("DESKGUARD_SERVE_BODY_DEADLINE", "10"))
+SETTLE_EVERY = 300.0
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+log = logging.getLogger("deskguard.serve")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    site: Path
+    orders_dir: Path
+    done_grace_hours: float
+    settle: bool = True
+
+
+class BodyRefused(Exception):
+    def __init__(self, answer: Answer):
+        self.answer = answer
+
+
+async def read_body(request: Request, limit: int, deadline: float | None = None) -> bytes:
+    """The request body, refused (413) as soon as it is known to be over ``limit`` (a Content-Length above it,
+    or the bytes received so far), and refused (408) if it takes longer than ``deadline`` seconds."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BodyRefused(Answer.error(400, "malformed", "bad Content-Length"))
+        if int(declared) > limit:
+            raise BodyRefused(Answer.error(413, "oversized", f"limit {limit} bytes"))
+    chunks, size = [], 0
+    deadline = BODY_DEADLINE if deadline is None else deadline
+    try:
+        async with asyncio.timeout(deadline):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyRefused(Answer.error(413, "oversized", f"limit {limit} bytes"))
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyRefused(Answer.error(408, "timeout", f"the body took more than {deadline:.0f} s")) from None
+    return b"".join(chunks)
+
+
+def _json(answer: Answer) -> Response:
+    headers = {"connection": "close"} if answer.status in (408, 413) else None  # the rest of the body is unread
+    return JSONResponse(answer.body, status_code=answer.status, headers=headers)
+
+
+def create_app(config: ServeConfig, store: Store | None = None) -> Starlette:
+    own_store = store is None
+    store = store or Store.open(config.site)
+    ingest = Ingest(store)
+
+    async def post(request: Request, kind: str) -> Response:
+        try:
+            body = await read_body(request, P.LIMITS[kind])
+        except BodyRefused as refused:
+            return _json(refused.answer)
+        except ClientDisconnect:
+            return Response(status_code=400)
+        if kind == "checkin":
+            answer = await _checkin(ingest, body)
+        else:
+            answer = await run_in_threadpool(ingest.ack, body)
+        if answer.status != 200:
+            log.info("%s from %s refused: %s %s", kind, request.client.host if request.client else "?",
+                     answer.status, answer.body.get("error"))
+        return _json(answer)
+
+    async def checkin(request: Request) -> Response:
+        return await post(request, "checkin")
+
+    async def ack(request: Request) -> Response:
+        return await post(request, "ack")
+
+    async def order(request: Request) -> Response:
+        device_uuid = request.path_params["device_uuid"]
+        if not _UUID.match(device_uuid):
+            return _json(Answer.error(404, "no_order"))
+        try:
+            data = await run_in_threadpool(_read_order, config.orders_dir / device_uuid)
+        except FileNotFoundError:
+            return _json(Answer.error(404, "no_order"))
+        except OSError:
+            return _json(Answer.error(503, "orders_unavailable"))
+        return Response(data, media_type="application/json", headers={"cache-control": "no-store"})
+
+    async def healthz(request: Request) -> Response:
+        ok = await run_in_threadpool(ingest.healthy)
+        return _json(OK_HEALTH if ok else Answer.error(503, "store_unavailable"))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        task = asyncio.create_task(_settle_forever(store, config)) if config.settle else None
+        try:
+            yield
+        finally:
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            ingest.close()
+            if own_store:
+                store.close()
+
+    return Starlette(routes=[
+        Route("/orders/{device_uuid}", order, methods=["GET"]),
+        Route("/v1/ack", ack, methods=["POST"]),
+        Route("/v1/checkin", checkin, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ], lifespan=lifespan)
+
+
+OK_HEALTH = Answer(200, {"ok": True})
+
+
+async def _checkin(ingest: Ingest, body: bytes) -> Answer:
+    """Parse and verify on the event loop (CPU only, no thread hop); a key not in memory is read from the store
+    in a thread; the write waits for the group-commit writer without holding a thread."""
+    got = ingest.open_checkin(body, fetch=False)
+    if got is None:
+        got = await run_in_threadpool(ingest.open_checkin, body, fetch=True)
+    if isinstance(got, Answer):
+        return got
+    failure = await asyncio.wrap_future(ingest.writer.submit(got))
+    return ingest.checkin_answer(failure)
+
+
+def _read_order(path: Path) -> bytes:
+    # An order file is small (8 KiB limit); anything larger is not ours to serve.
+    with open(path, "rb") as fh:
+        data = fh.read(P.LIMITS["order"] + 1)
+    if len(data) > P.LIMITS["order"]:
+        raise OSError(f"{path} is larger than an order can be")
+    return data
+
+
+async def _settle_forever(store: Store, config: ServeConfig) -> None:
+    import datetime as dt
+
+    grace = dt.timedelta(hours=config.done_grace_hours)
+    while True:
+        try:
+            expired = await run_in_threadpool(store.expire_orders, actor="deskguard-serve")
+            done = await run_in_threadpool(store.settle_orders, grace, actor="deskguard-serve")
+            for o in expired + done:
+                log.info("order %s is now %s", o.id, o.state)
+        except Exception as exc:  # the server keeps serving; the next round tries again
+            log.warning("settling orders failed: %s", " ".join(str(exc).split())[:200])
+        await asyncio.sleep(SETTLE_EVERY)
+
+
+def app_from_env() -> Starlette:
+    """The app for uvicorn worker processes (``--workers N``): the config comes in DESKGUARD_SERVE_CONFIG."""
+    import json
+
+    raw = json.loads(os.environ["DESKGUARD_SERVE_CONFIG"])
+    return create_app(ServeConfig(Path(raw["site"]), Path(raw["orders_dir"]), raw["done_grace_hours"],
+                                  raw.get("settle", True)))
