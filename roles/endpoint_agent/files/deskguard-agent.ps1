@@ -154,9 +154,10 @@ function Save-State([string]$Dir, [hashtable]$State) {
 
 # ------------------------------------------------------------------------------------------ verification
 
+# Orders name a BitLocker volume by its mount point ("C:"), as the escrow records it (docs/wipe.md).
 function Get-LocalVolumeIds {
     $volumes = Get-CimInstance -Namespace 'root\cimv2\Security\MicrosoftVolumeEncryption' -ClassName Win32_EncryptableVolume
-    return @($volumes | ForEach-Object { $_.PersistentVolumeID } | Where-Object { $_ })
+    return @($volumes | ForEach-Object { $_.DriveLetter } | Where-Object { $_ })
 }
 
 # Returns @{ Decision = 'accept' | 'cancel' | <reason>; Payload = <object or $null> }.
