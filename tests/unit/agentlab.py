@@ -178,7 +178,8 @@ def write_device_key(path: Path):
 
 def config(tmp_path: Path, server_url: str, order_key, device_key_path: Path, **extra) -> dict:
     cfg = {"device_uuid": DEVICE_UUID, "orders_url": server_url + "/orders", "server_url": server_url,
-           "order_public_key": proto.public_key_pem(order_key).decode(), "device_key": str(device_key_path),
+           "order_public_key": proto.public_key_pem(order_key).decode() if order_key is not None else None,
+           "device_key": str(device_key_path),
            "state_dir": str(tmp_path / "state"), "timeout_seconds": 2, "deadman_days": 0,
            "escrowed_keyslots": {}, "installed_at": None, "config_mtime": 0}
     cfg.update(extra)
