@@ -27,7 +27,7 @@ CONTROLLER_ACTIONS = frozenset(
         "import_role", "include_vars", "add_host", "group_by", "validate_argument_spec", "set_stats", "pause",
     )
     for a in (name, f"ansible.builtin.{name}")
-)
+) | {"deskguard_order_ack"}   # the kit's own controller-only step (records an acknowledgement in the store)
 
 
 # Task names start with a control ID: "LCK-001 | PATCH | ...".

@@ -362,6 +362,37 @@ def _cold_boot(state, name: str, image, port: int, log=print):
     return host
 
 
+def boot_again(name: str, wait_ssh: bool = True, log=print):
+    """Cold-boot a stopped laptop VM from *its own* disk overlay (kept, unlike `lab up`'s fresh start): what a
+    wipe or lock test needs, since a snapshot would revert the LUKS header. The serial log is started afresh.
+    With wait_ssh=False it returns as soon as qemu runs (a wiped laptop never answers). Returns the LabHost."""
+    from .access import wait_for_ssh
+    from .image import LaptopImage
+    from .state import LabState, locked
+
+    with locked():
+        state = LabState.load()
+        host = state.hosts.get(name)
+        if host is None or host.kind != KIND:
+            raise LabError(f"no lab laptop VM named {name}; start it with `deskguard lab up --laptops 1`")
+        if is_alive(host):
+            raise LabError(f"{name} is still running; power it off first")
+        rundir = Path(host.extra["dir"])
+        disk = rundir / "disk.qcow2"
+        if not disk.exists():
+            raise LabError(f"{name} has no disk overlay left in {rundir}")
+        image = LaptopImage(Path(host.extra["image"]))
+        (rundir / "serial.log").unlink(missing_ok=True)
+        (rundir / "qmp.sock").unlink(missing_ok=True)
+        t0 = time.monotonic()
+        pid, start = _daemonize(name, qemu_argv(name, image, disk, host.port, rundir), rundir, host.port)
+        host = _record(state, name, image, host.port, pid, start, rundir, "cold (own disk)")
+    if wait_ssh:
+        wait_for_ssh(host, COLD_BOOT_TIMEOUT, alive=lambda: same_process(pid, start))
+        log(f"{name}: up again from its own disk in {time.monotonic() - t0:.0f} s")
+    return host
+
+
 def _start_one(state, name: str, image, port: int, log=print):
     for attempt in (1, 2):
         if not snapshot_ready(image):
