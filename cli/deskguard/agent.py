@@ -38,7 +38,8 @@ def order_public_pem(site: Path) -> str:
 
 def config(*, device_uuid: str, installed_at: str, orders_url: str, server_url: str, order_public_key: str,
            escrowed: dict, ca_file: str = "", timeout_seconds: int = 15, deadman_days: int = 0,
-           interval_minutes: int = 15, device_key: str = DEVICE_KEY, state_dir: str = STATE_DIR) -> str:
+           interval_minutes: int = 15, device_key: str = DEVICE_KEY, state_dir: str = STATE_DIR,
+           posture_params: dict | None = None) -> str:
     """The agent's /etc/deskguard-agent/agent.json (no secret in it: public keys, URLs, fingerprints)."""
     for name, url in (("orders_url", orders_url), ("server_url", server_url)):
         if not url.startswith(("https://", "http://")):
@@ -48,7 +49,9 @@ def config(*, device_uuid: str, installed_at: str, orders_url: str, server_url: 
     doc = {"device_uuid": device_uuid, "installed_at": installed_at, "orders_url": orders_url,
            "server_url": server_url, "ca_file": ca_file, "order_public_key": order_public_key,
            "device_key": device_key, "state_dir": state_dir, "timeout_seconds": timeout_seconds,
-           "deadman_days": deadman_days, "interval_minutes": interval_minutes, "escrowed_keyslots": escrowed}
+           "deadman_days": deadman_days, "interval_minutes": interval_minutes, "escrowed_keyslots": escrowed,
+           # What the posture's USB and VPN sections need to tell "in force" from "present" (as in comply).
+           "posture_params": posture_params or {}}
     return json.dumps(doc, indent=1, sort_keys=True) + "\n"
 
 

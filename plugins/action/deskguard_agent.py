@@ -55,6 +55,7 @@ class ActionModule(ActionBase):
                                     "(the agent is pinned to its device UUID)")
         try:
             from deskguard import agent
+            from deskguard.compliance import policy as dgpolicy
             from deskguard.errors import DeskguardError
             from deskguard.site import site_dir
             from deskguard.store import Store
@@ -81,7 +82,8 @@ class ActionModule(ActionBase):
                     order_public_key=agent.order_public_pem(site), escrowed=agent.escrowed_keyslots(store, device_uuid),
                     ca_file=args.get("ca_file") or "", timeout_seconds=int(args.get("timeout_seconds", 15)),
                     deadman_days=int(args.get("deadman_days", 0)), interval_minutes=int(args.get("interval_minutes", 15)),
-                    device_key=device_key, state_dir=args.get("state_dir") or agent.STATE_DIR)
+                    device_key=device_key, state_dir=args.get("state_dir") or agent.STATE_DIR,
+                    posture_params=dgpolicy.posture_params(dgpolicy.host_policy(task_vars, self._templar.template)))
                 files = list(args["files"]) + code + [{"path": args.get("config_path") or agent.CONFIG_PATH,
                                                        "content": text, "mode": "0600"}]
                 margs = {"files": files, "device_key": device_key}
@@ -99,7 +101,7 @@ class ActionModule(ActionBase):
                     pem = agent.check_device_public_key(res.get("public_key"))
                     registered = agent.register_public_key(store, device_uuid, pem)
                     res["changed"] = bool(res.get("changed")) or registered
-        except DeskguardError as exc:
+        except (DeskguardError, ValueError) as exc:   # ValueError: an unusable policy value (compliance PolicyError)
             raise AnsibleActionFail(str(exc)) from None
         result.update({k: v for k, v in res.items() if k != "invocation"})
         return result

@@ -16,9 +16,6 @@ import os
 from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure
 from ansible.plugins.action import ActionBase
 
-# Policy variables the evaluation reads (templated per host, like the roles see them).
-POLICY_PREFIXES = ("screen_lock_", "firewall_", "auto_update_", "disk_encryption_", "usb_control_", "vpn_",
-                   "network_posture_", "deskguard_waivers", "deskguard_checkin_")
 STATE_FOR_RUNNER = {"pass": "compliant", "fail": "noncompliant", "error": "failed", "waived": "compliant",
                     "not_applicable": "not_applicable"}
 
@@ -42,8 +39,7 @@ class ActionModule(ActionBase):
         except ImportError as exc:
             raise AnsibleActionFail(f"the deskguard library is not importable here ({exc})") from None
 
-        policy = dgpolicy.effective({k: self._templar.template(v) for k, v in task_vars.items()
-                                     if k.startswith(POLICY_PREFIXES)})
+        policy = dgpolicy.host_policy(task_vars, self._templar.template)
         uuid = task_vars.get("deskguard_device_uuid")
         try:
             params = dgpolicy.posture_params(policy)

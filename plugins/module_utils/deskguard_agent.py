@@ -323,7 +323,8 @@ class Agent:
                 from ansible.module_utils import deskguard_posture
             except ImportError:
                 import deskguard_posture
-            self._posture = deskguard_posture.collect
+            params = self.cfg.get("posture_params") or {}
+            self._posture = lambda: deskguard_posture.collect(params=params)
         posture, errors, timings = self._posture()
         refused = self.state.pending_refusals()
         # The same shape as the deskguard_posture module's result, so the controller judges both alike.

@@ -15,6 +15,16 @@ from ..site import KIT_ROOT, module_utils
 from .evaluate import PolicyError
 
 
+# Host variables that are policy (templated per host, like the roles see them).
+POLICY_PREFIXES = ("screen_lock_", "firewall_", "auto_update_", "disk_encryption_", "usb_control_", "vpn_",
+                   "network_posture_", "endpoint_agent_", "deskguard_waivers", "deskguard_checkin_")
+
+
+def host_policy(task_vars: dict, template) -> dict:
+    """The effective policy of the host whose task_vars these are (template: the action's templar.template)."""
+    return effective({k: template(v) for k, v in task_vars.items() if k.startswith(POLICY_PREFIXES)})
+
+
 @functools.cache
 def role_defaults() -> dict:
     merged = {}
