@@ -22,6 +22,7 @@ COMMANDS = {
     "comply": "deskguard.commands.comply:comply",
     "usb": "deskguard.commands.usb:usb",
     "vpn": "deskguard.commands.vpn:vpn",
+    "netcheck": "deskguard.commands.netcheck:netcheck",
 }
 
 

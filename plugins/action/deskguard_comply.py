@@ -17,7 +17,7 @@ from ansible.plugins.action import ActionBase
 
 # Policy variables the evaluation reads (templated per host, like the roles see them).
 POLICY_PREFIXES = ("screen_lock_", "firewall_", "auto_update_", "disk_encryption_", "usb_control_", "vpn_",
-                   "deskguard_waivers")
+                   "network_posture_", "deskguard_waivers")
 STATE_FOR_RUNNER = {"pass": "compliant", "fail": "noncompliant", "error": "failed", "waived": "compliant",
                     "not_applicable": "not_applicable"}
 

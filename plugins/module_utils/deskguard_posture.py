@@ -17,9 +17,10 @@ import subprocess
 import time
 
 try:  # inside a module (Ansiballz) the kit's module_utils live under ansible.module_utils
-    from ansible.module_utils import deskguard_luks, deskguard_reboot, deskguard_ufw
+    from ansible.module_utils import deskguard_luks, deskguard_network, deskguard_reboot, deskguard_ufw
 except ImportError:  # unit tests and the agent import them as plain modules
     import deskguard_luks
+    import deskguard_network
     import deskguard_reboot
     import deskguard_ufw
 
@@ -133,7 +134,8 @@ def _updates(root):
 
 
 # Sections the controller can ask for. Other roles add theirs (usb_control, vpn) with the same shape.
-COLLECTORS = {"os": _os, "disk": _disk, "screen_lock": _screen_lock, "firewall": _firewall, "updates": _updates}
+COLLECTORS = {"os": _os, "disk": _disk, "screen_lock": _screen_lock, "firewall": _firewall, "updates": _updates,
+              "network": deskguard_network.posture_section}
 
 
 def collect(sections=None, root="/"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict, dataclass, field
 
+from . import network
 from .catalog import CONTROLS
 
 STATUSES = ("pass", "fail", "error", "waived", "not_applicable")
@@ -140,6 +141,7 @@ JUDGES = {
     "FW-001": ("firewall", firewall),
     "UPD-001": ("updates", updates),
     "UPD-002": ("updates", updates_applied),
+    **network.JUDGES,   # NET-001..003, judged in network.py
 }
 
 
