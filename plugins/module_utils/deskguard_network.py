@@ -355,9 +355,8 @@ def _link(probe, name):
     uev = parse_uevent(uevent)
     wireless = os.path.isdir(probe.path(base + "/wireless")) or os.path.exists(probe.path(base + "/phy80211"))
     usb_id = None
-    device = probe.path(base + "/device")
-    for parent in (device, os.path.join(device, "..")):   # the USB interface's parent is the USB device
-        vid, pid = (probe.read(os.path.join(parent, f)) for f in ("idVendor", "idProduct"))
+    for parent in ("/device", "/device/.."):   # the USB interface's parent is the USB device
+        vid, pid = (probe.read(base + parent + "/" + f) for f in ("idVendor", "idProduct"))
         if vid and pid:
             usb_id = "%s:%s" % (vid.strip(), pid.strip())
             break

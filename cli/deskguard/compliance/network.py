@@ -67,7 +67,7 @@ def tethering(p: dict, policy: dict, _posture: dict | None = None):
     elif kind in MOBILE_KINDS:
         allowed = {str(a).lower() for a in policy.get("network_posture_allowed_usb_adapters") or []}
         if kind == "usb_tether" and (uplink.get("usb_id") or "").lower() in allowed:
-            pass  # a company USB-Ethernet dock that uses a CDC driver
+            kind = "wired"  # a company USB-Ethernet dock that uses a CDC driver: judged like any wired link
         else:
             how = f"driver {uplink['driver']}" if uplink.get("driver") else f"interface {uplink.get('interface')}"
             problems.append(f"Connected through {MOBILE_KINDS[kind]} ({how}"
