@@ -38,8 +38,11 @@ CONFIG_PATH = "etc/deskguard/network-posture.json"
 # is Android's classic "USB tethering" (RNDIS), cdc_ncm newer Android phones, ipheth an iPhone's "Personal
 # Hotspot" over USB; cdc_ether (CDC ECM) is what some phones and the Linux USB gadget present, and also what some
 # USB-Ethernet docks use: docks the company issues are allowed by USB id in the policy).
+# cdc_subset is what Linux binds for the Linux USB gadget's ids (0525:a4a2, "Linux-USB Ethernet/RNDIS Gadget"),
+# which Linux-based phones present and QEMU's usb-net device (the lab's tethering phone) presents too.
 TETHER_DRIVERS = {"rndis_host": "a phone's USB tethering", "cdc_ncm": "a phone's USB tethering",
-                  "ipheth": "an iPhone's USB tethering", "cdc_ether": "a phone's USB tethering"}
+                  "ipheth": "an iPhone's USB tethering", "cdc_ether": "a phone's USB tethering",
+                  "cdc_subset": "a phone's USB tethering"}
 # Cellular modems: usbnet sets DEVTYPE=wwan for drivers flagged FLAG_WWAN (usbnet.c); these are the common ones.
 WWAN_DRIVERS = {"qmi_wwan", "cdc_mbim", "huawei_cdc_ncm", "sierra_net", "mhi_net", "ipa"}
 # NetworkManager device types (nmcli GENERAL.TYPE) that mean a phone or modem.
