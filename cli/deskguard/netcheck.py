@@ -23,7 +23,7 @@ class Netcheck:
 
     @property
     def exit_code(self) -> int:
-        """0 every NET control passed (or does not apply); 1 a problem was found or something could not be determined."""
+        """0 every NET control passed (or does not apply); 1 a problem was found or something is unknown."""
         return 0 if all(c["status"] in ("pass", "not_applicable", "waived") for c in self.controls) else 1
 
     def to_dict(self) -> dict:
@@ -36,7 +36,8 @@ def _problems(control: dict) -> list[str]:
 
 
 def _unknowns(control: dict) -> list[str]:
-    return [e[len("could not determine: "):] for e in control.get("evidence") or [] if e.startswith("could not determine")]
+    prefix = "could not determine: "
+    return [e[len(prefix):] for e in control.get("evidence") or [] if e.startswith(prefix)]
 
 
 def verdict(network: dict, controls: list[dict]) -> list[str]:
@@ -60,8 +61,8 @@ def verdict(network: dict, controls: list[dict]) -> list[str]:
         if (network.get("vpn") or {}).get("up"):
             text += ", VPN up"
         if samples.get("rtt_avg_ms") is not None:
-            text += (f", call system reachable in {samples['rtt_avg_ms']:g} ms (jitter {samples['jitter_ms'] or 0:g} ms, "
-                     f"loss {samples['loss_pct']:g}%)")
+            text += (f", call system reachable in {samples['rtt_avg_ms']:g} ms (jitter {samples['jitter_ms'] or 0:g} "
+                     f"ms, loss {samples['loss_pct']:g}%)")
         lines.append(text + ".")
     return lines
 
@@ -71,7 +72,8 @@ def evidence(network: dict) -> list[str]:
     out = []
     u = network.get("uplink")
     if u:
-        out.append(f"default route: {u.get('interface')} via {u.get('gateway') or '-'}, {KINDS.get(u.get('kind'), u.get('kind'))}"
+        kind = KINDS.get(u.get("kind"), u.get("kind"))
+        out.append(f"default route: {u.get('interface')} via {u.get('gateway') or '-'}, {kind}"
                    + (f" ({', '.join(u.get('evidence') or [])})" if u.get("evidence") else "")
                    + (f", USB id {u['usb_id']}" if u.get("usb_id") else ""))
     else:
@@ -94,13 +96,14 @@ def evidence(network: dict) -> list[str]:
     for t in cs.get("targets") or []:
         ports = ", ".join(f"{p} {r['state']}" + (f" {r['ms']:g} ms" if r.get("ms") is not None else "")
                           for p, r in (t.get("ports") or {}).items())
-        where = (f" via {t['route_dev']}" + (" (the VPN)" if t.get("through_vpn") else "")) if t.get("route_dev") else ""
-        out.append(f"call system {t['host']}: " + (", ".join(t["addresses"]) + where if t.get("resolved")
-                                                   else t.get("error") or "not resolved") + (f"; {ports}" if ports else ""))
+        where = f" via {t['route_dev']}" + (" (the VPN)" if t.get("through_vpn") else "") if t.get("route_dev") else ""
+        found = ", ".join(t["addresses"]) + where if t.get("resolved") else t.get("error") or "not resolved"
+        out.append(f"call system {t['host']}: {found}" + (f"; {ports}" if ports else ""))
     s = cs.get("samples")
     if s:
-        out.append(f"samples ({s['sent']} TCP handshakes to {s['host']}:{s['port']}): avg {s['rtt_avg_ms']} ms, "
-                   f"min {s['rtt_min_ms']} ms, max {s['rtt_max_ms']} ms, jitter {s['jitter_ms']} ms, loss {s['loss_pct']}%")
+        out.append(f"samples ({s.get('sent')} TCP handshakes to {s.get('host')}:{s.get('port')}): avg "
+                   f"{s.get('rtt_avg_ms')} ms, min {s.get('rtt_min_ms')} ms, max {s.get('rtt_max_ms')} ms, jitter "
+                   f"{s.get('jitter_ms')} ms, loss {s.get('loss_pct')}%")
     for item in network.get("unknown") or []:
         out.append(f"unknown: {item}")
     out.append(f"checked in {network.get('elapsed')} s (limit {network.get('time_limit')} s)")

@@ -23,7 +23,10 @@ options:
     default: []
   vpn_interface: {description: The VPN's interface (empty to skip the VPN check)., type: str, default: wg0}
   time_limit: {description: Overall limit in seconds., type: float, default: 10}
-  probe_timeout: {description: Limit for one probe (a command, a DNS lookup, a TCP connect) in seconds., type: float, default: 2}
+  probe_timeout:
+    description: Limit for one probe (a command, a DNS lookup, a TCP connect) in seconds.
+    type: float
+    default: 2
   samples: {description: RTT samples (TCP connects) to the first open call-system port., type: int, default: 10}
   sample_timeout: {description: A sample unanswered after this many seconds counts as lost., type: float, default: 0.9}
 author: deskguard

@@ -25,6 +25,9 @@ GOOD = {
     "updates": {"installed": True, "periodic_unattended_upgrade": "1", "periodic_update_lists": "1",
                 "timers": ["enabled", "enabled"], "origins": ["origin=Debian,label=Debian-Security"],
                 "last_run_age_days": 0.5, "reboot_pending": False},
+    "network": {"uplink": {"interface": "enp0s31f6", "kind": "wired", "driver": "e1000e", "present": True},
+                "default_routes": [{"dev": "enp0s31f6"}], "networkmanager": None, "android_metered": None,
+                "wifi": None, "vpn": None, "call_system": None, "unknown": [], "complete": True},
 }
 
 
@@ -46,11 +49,12 @@ def broken(section, **changes):
 
 def test_a_good_laptop_passes_everything():
     results = run()
-    assert {cid: r.status for cid, r in results.items()} == dict.fromkeys(
-        ["ENC-001", "ENC-002", "LCK-001", "FW-001", "UPD-001", "UPD-002"], "pass")
+    assert {cid: r.status for cid, r in results.items()} == {**dict.fromkeys(
+        ["ENC-001", "ENC-002", "LCK-001", "FW-001", "UPD-001", "UPD-002", "NET-001", "NET-002"], "pass"),
+        "NET-003": "not_applicable"}   # the policy names no call system
     assert host_summary(list(results.values())) == {
         "score": 100.0, "compliant": True,
-        "counts": {"pass": 6, "fail": 0, "error": 0, "waived": 0, "not_applicable": 0}}
+        "counts": {"pass": 8, "fail": 0, "error": 0, "waived": 0, "not_applicable": 1}}
 
 
 @pytest.mark.parametrize("section, changes, cid, reason", [
@@ -66,10 +70,15 @@ def test_a_good_laptop_passes_everything():
     ("updates", {"origins": ["origin=Debian,label=Debian"]}, "UPD-001", "origins beyond security updates"),
     ("updates", {"reboot_pending": True, "reboot_packages": ["linux-image"]}, "UPD-002", "linux-image"),
     ("updates", {"last_run_age_days": 12.0}, "UPD-002", "12.0 days ago"),
+    ("network", {"uplink": {"interface": "enp0s20u11", "kind": "usb_tether", "driver": "rndis_host"}}, "NET-001",
+     "Connected through a phone's USB tethering (driver rndis_host)."),
+    ("network", {"android_metered": True}, "NET-001", "ANDROID_METERED"),
+    ("network", {"uplink": {"interface": "wlp2s0", "kind": "wifi"}, "wifi": {"ssid": "Cafe", "security": "open"}},
+     "NET-002", 'Connected to the open Wi-Fi "Cafe"'),
 ])
 def test_each_broken_setting_fails_its_control_with_the_observed_value(section, changes, cid, reason):
     results = run(broken(section, **changes))
-    failing = {k for k, r in results.items() if r.status != "pass"}
+    failing = {k for k, r in results.items() if r.status not in ("pass", "not_applicable")}
     assert failing == {cid}
     assert any(reason in e for e in results[cid].evidence), results[cid].evidence
     assert results[cid].observed and results[cid].expected

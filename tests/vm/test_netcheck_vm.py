@@ -126,9 +126,19 @@ def test_wired_with_the_vpn_up_passes(site):
 
 def test_a_phones_usb_tethering_as_default_route_fails_net_001(site, laptop):
     usb.plug(NAME, kind="tether", device_id="phone1")
-    sh(laptop, """sudo sh -e -c '
-for i in $(seq 100); do d=$(ls -d /sys/class/net/usb* 2>/dev/null | head -n1); [ -n "$d" ] && break; sleep 0.2; done
-dev=$(basename "$d"); ip link set "$dev" up; ip addr add 10.0.3.15/24 dev "$dev"
+    # Whatever udev names it: the interface whose device is bound to a usbnet driver.
+    sh(laptop, """sudo sh -c '
+dev=""
+for i in $(seq 300); do
+  for n in /sys/class/net/*; do
+    case "$(basename "$(readlink "$n/device/driver" 2>/dev/null)")" in
+      cdc_subset|rndis_host|cdc_ether|cdc_ncm) dev=$(basename "$n");;
+    esac
+  done
+  [ -n "$dev" ] && break; sleep 0.2
+done
+if [ -z "$dev" ]; then ls -l /sys/class/net /sys/bus/usb/devices; dmesg | tail -n 20; exit 1; fi
+set -e; ip link set "$dev" up; ip addr add 10.0.3.15/24 dev "$dev"
 ip route add default via 10.0.3.2 dev "$dev" metric 10'""")
     code, out = netcheck(site)
     uplink = out["network"]["uplink"]
