@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import DeskguardError, UsageError
+from .errors import DeskguardError
 
 KINDS = {"wired": "wired connection", "wifi": "Wi-Fi", "usb_tether": "a phone's USB tethering",
          "bluetooth_pan": "a phone's Bluetooth tethering", "mobile_broadband": "a mobile broadband modem",
@@ -112,19 +112,10 @@ def evidence(network: dict) -> list[str]:
 
 def run(site, store, host: str, *, actor: str | None = None) -> Netcheck:
     """Run playbooks/netcheck.yml on HOST and judge it. DeskguardError (exit 3) when the laptop cannot be reached."""
-    from .inventory import hosts_file, list_hosts, validate_hostname
-    from .runner import run_playbook
+    from .runner import run_on_host
 
-    hostname = validate_hostname(host)
-    if hostname not in list_hosts(site):
-        raise UsageError(f"{hostname} is not in the inventory (see `deskguard devices list`)")
-    result = run_playbook(site, "netcheck.yml", [hosts_file(site)], limit=hostname,
-                          extravars={"deskguard_hosts": hostname}, keep_events=True)
-    found = None
-    for event in result.events:
-        data = event.get("event_data") or {}
-        if event.get("event") == "runner_on_ok" and data.get("task_action") == "deskguard_network_posture":
-            found = data.get("res")
+    hostname, result = run_on_host(site, "netcheck.yml", host)
+    found = result.task_result("deskguard_network_posture")
     if not found or "controls" not in found:
         outcome = next(iter(result.hosts.values()), None)
         why = "; ".join(outcome.messages) if outcome and outcome.messages else result.status

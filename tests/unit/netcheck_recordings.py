@@ -9,6 +9,22 @@ tool that is not installed. `files` are other files under the root (lease files)
 
 from __future__ import annotations
 
+import contextlib
+import socket
+
+
+@contextlib.contextmanager
+def call_system_listener():
+    """A real TCP listener on the loopback standing in for the call system; yields its port."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    try:
+        yield srv.getsockname()[1]
+    finally:
+        srv.close()
+
+
 # NetworkManager's terse device view, as `nmcli -t -f GENERAL,DHCP4 device show IF` prints it (colons in values
 # escaped with a backslash). Shape: NetworkManager 1.x; the DHCP option names are NM's (e.g. the Ubuntu
 # "wireless-info" report of an HTC phone's USB tethering shows `vendor_encapsulated_options = ANDROID_METERED`

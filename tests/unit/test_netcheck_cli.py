@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import json
-import socket
 import sys
 
 import pytest
+from netcheck_recordings import call_system_listener
 from sitetools import init_site, run_deskguard
 
 from deskguard.netcheck import evidence, verdict
@@ -17,11 +17,8 @@ pytestmark = pytest.mark.unit
 
 @pytest.fixture
 def listener():
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
-    yield srv.getsockname()[1]
-    srv.close()
+    with call_system_listener() as port:
+        yield port
 
 
 @pytest.fixture

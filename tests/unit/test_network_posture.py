@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from netcheck_recordings import COMPANY_POLICY, DHCLIENT_ANDROID, RECORDINGS
+from netcheck_recordings import COMPANY_POLICY, DHCLIENT_ANDROID, RECORDINGS, call_system_listener
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "module_utils"))
 import deskguard_network as dn  # noqa: E402
@@ -190,11 +190,8 @@ def test_rtt_stats_loss_and_jitter():
 
 @pytest.fixture
 def listener():
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(16)
-    yield srv.getsockname()[1]
-    srv.close()
+    with call_system_listener() as port:
+        yield port
 
 
 @pytest.fixture
