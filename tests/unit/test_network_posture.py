@@ -318,3 +318,20 @@ def test_the_posture_section_reads_the_role_s_targets(tmp_path, listener):
     assert bare["configured"] is False and bare["call_system"] is None
     r = judged(bare, {"network_posture_call_system": [{"host": "x", "ports": [1]}]})["NET-003"]
     assert r.status in ("error", "fail") and r.status != "pass"
+
+
+def test_the_example_policy_fits_the_role_s_argument_spec():
+    """onboard.yml validates every role's spec before any change: the example policy must pass it, and a call
+    system without a host must be refused there, not on the laptop."""
+    import yaml
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+    root = Path(__file__).resolve().parents[2]
+    spec = yaml.safe_load((root / "roles/network_posture/meta/argument_specs.yml").read_text())
+    validator = ArgumentSpecValidator(spec["argument_specs"]["main"]["options"])
+    policy = yaml.safe_load((root / "inventory/group_vars/all/policy.yml").read_text())
+    mine = {k: v for k, v in policy.items() if k.startswith("network_posture_")}
+    assert set(mine) == set(spec["argument_specs"]["main"]["options"])
+    assert validator.validate(mine).error_messages == []
+    bad = validator.validate({**mine, "network_posture_call_system": [{"ports": [5061]}]})
+    assert bad.error_messages == ["missing required arguments: host found in network_posture_call_system"]

@@ -180,3 +180,44 @@ def test_netem_delay_jitter_and_loss_fail_net_003_with_the_figures(site, laptop)
     assert any(line.startswith("Call system reachable, jitter") and "voice quality will suffer" in line
                for line in out["verdict"]), out["verdict"]
     assert s["loss_pct"] > 2 or s["rtt_avg_ms"] > 150, s
+
+
+ROLE_PLAY = """
+- name: network_posture role alone
+  hosts: lap-vm1
+  gather_facts: false
+  tasks:
+    - name: BASE | AUDIT | OS family
+      ansible.builtin.setup:
+        gather_subset: [min]
+    - name: NET | Network environment checks
+      ansible.builtin.import_role:
+        name: network_posture
+"""
+
+
+def test_the_nightly_run_scores_net_controls_from_the_roles_targets(site, laptop, tmp_path):
+    """The role leaves the targets on the laptop; `deskguard comply` (one posture call) then probes the call
+    system through the VPN in its `network` section and scores NET-001..003."""
+    from deskguard.site import KIT_ROOT, ansible_cfg
+
+    play = tmp_path / "role.yml"
+    play.write_text(ROLE_PLAY)
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ansible_cfg(site)), ANSIBLE_TIMEOUT="90")
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i",
+                           str(site / "inventory" / "hosts.yml"), str(play)],
+                          capture_output=True, text=True, timeout=900, env=env, cwd=KIT_ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    deployed = json.loads(sh(laptop, "cat /etc/deskguard/network-posture.json"))
+    assert deployed["targets"] == [{"host": "cti.lab.example", "ports": [CALL_PORT]}]
+
+    from sitetools import run_deskguard
+
+    started = time.monotonic()
+    report = run_deskguard(site, "comply", "--limit", HOST, "--format", "json", timeout=900)
+    print(f"comply (one posture call): exit {report.returncode} in {time.monotonic() - started:.0f} s")
+    results = json.loads(report.stdout)["hosts"][HOST]["results"]
+    # The laptop is not onboarded (other controls fail); the network ones are judged from the real probes.
+    assert {cid: results[cid]["status"] for cid in ("NET-001", "NET-002", "NET-003")} == {
+        "NET-001": "pass", "NET-002": "pass", "NET-003": "pass"}, {k: results[k] for k in results if "NET" in k}
+    assert results["NET-003"]["observed"]["targets"]["cti.lab.example"]["through_vpn"] is True
