@@ -91,6 +91,10 @@ def site(make_site, laptop, tunnel):
         text = policy.read_text().replace(
             "network_posture_call_system: []",
             f'network_posture_call_system: [{{host: cti.lab.example, ports: [{CALL_PORT}]}}]')
+        # The lab's path (a TCG guest, userspace wireguard-go on a shared 2-core host) adds latency and jitter
+        # of its own: measured 44 ms average with jitter above 30 ms while other tests ran. Lab limits:
+        text = text.replace("network_posture_max_rtt_ms: 150", "network_posture_max_rtt_ms: 400")
+        text = text.replace("network_posture_max_jitter_ms: 30", "network_posture_max_jitter_ms: 80")
         policy.write_text(text)
         add_host(site, HOST, {"ansible_host": laptop.address, "ansible_port": laptop.port, "ansible_user": "dgadmin",
                               "ansible_become": True, "ansible_ssh_private_key_file": str(lab_key()),
@@ -115,6 +119,7 @@ def statuses(out: dict) -> dict[str, str]:
 def test_wired_with_the_vpn_up_passes(site):
     code, out = netcheck(site)
     net = out["network"]
+    print("samples through the tunnel:", (net.get("call_system") or {}).get("samples"))
     assert net["uplink"]["interface"] == "ens3" and net["uplink"]["kind"] == "wired", net["uplink"]
     assert net["vpn"]["up"] and net["call_system"]["targets"][0]["through_vpn"] is True, net
     assert net["call_system"]["targets"][0]["ports"][str(CALL_PORT)]["state"] == "open"
@@ -126,6 +131,14 @@ def test_wired_with_the_vpn_up_passes(site):
 
 def test_a_phones_usb_tethering_as_default_route_fails_net_001(site, laptop):
     usb.plug(NAME, kind="tether", device_id="phone1")
+    try:
+        _tethered(site, laptop)
+    finally:   # the next tests need the wired default route back
+        sh(laptop, "sudo sh -c 'ip route del default via 10.0.3.2 metric 10 2>/dev/null; true'")
+        usb.unplug(NAME, "phone1")
+
+
+def _tethered(site, laptop):
     # Whatever udev names it: the interface whose device is bound to a usbnet driver.
     sh(laptop, """sudo sh -c '
 dev=""
@@ -150,8 +163,6 @@ ip route replace default via 10.0.3.2 dev "$dev" metric 10'""")   # networkd may
     assert uplink["driver"] in ("cdc_subset", "rndis_host", "cdc_ether")
     # The tunnel still rides the management link's route to the gateway: the call system is reached.
     assert statuses(out)["NET-003"] == "pass", out["controls"]
-    sh(laptop, "sudo sh -c 'ip route del default via 10.0.3.2 metric 10'")
-    usb.unplug(NAME, "phone1")
 
 
 def test_vpn_down_changes_the_verdict(site, laptop):
@@ -168,7 +179,7 @@ def test_vpn_down_changes_the_verdict(site, laptop):
 
 
 def test_netem_delay_jitter_and_loss_fail_net_003_with_the_figures(site, laptop):
-    sh(laptop, "sudo tc qdisc add dev wg0 root netem delay 150ms 120ms loss 35%")
+    sh(laptop, "sudo tc qdisc add dev wg0 root netem delay 300ms 250ms loss 35%")
     try:
         code, out = netcheck(site)
     finally:
@@ -176,7 +187,7 @@ def test_netem_delay_jitter_and_loss_fail_net_003_with_the_figures(site, laptop)
     s = out["network"]["call_system"]["samples"]
     print("samples under netem:", s)
     assert statuses(out)["NET-003"] == "fail" and code == 1, out["controls"]
-    assert s["jitter_ms"] > 30 and s["rtt_avg_ms"] > 60, s
+    assert s["jitter_ms"] > 80 and s["rtt_avg_ms"] > 100, s
     assert any(line.startswith("Call system reachable, jitter") and "voice quality will suffer" in line
                for line in out["verdict"]), out["verdict"]
     assert s["loss_pct"] > 2 or s["rtt_avg_ms"] > 150, s

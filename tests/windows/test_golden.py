@@ -11,7 +11,7 @@ from golden import GOLDEN, golden_diff
 
 pytestmark = pytest.mark.windows
 
-ROLES = ["screen_lock", "firewall", "auto_update", "network_posture"]
+ROLES = ["screen_lock", "firewall", "auto_update"]
 ENC_DEFAULTS = {"disk_encryption_enabled": True, "disk_encryption_windows_method": "XtsAes256",
                 "disk_encryption_windows_protector": "tpm"}
 CAPABLE = {"changed": False, "edition": {"name": "Professional", "edition_id": "Professional", "build": "22631",

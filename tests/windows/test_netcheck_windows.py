@@ -45,3 +45,13 @@ def test_the_windows_answer_is_judged_like_linux(responder):
     assert results["NET-001"].evidence[0] == ("Connected through a phone's USB tethering (driver usb8023.sys, "
                                               "USB id 18d1:4ee4).")
     assert results["NET-003"].status == "pass"
+
+
+def test_the_role_leaves_the_targets_on_windows_only_when_there_is_a_call_system(responder, play):
+    play("role.yml", deskguard_test_role="network_posture")
+    assert responder.calls == []                       # no call system: nothing to leave, no round trip
+    play("role.yml", deskguard_test_role="network_posture",
+         network_posture_call_system=[{"host": "cti.example.com", "ports": [5061]}])
+    assert_golden("network_posture", responder.calls)
+    (call,) = responder.calls
+    assert '"host": "cti.example.com"' in call.args["parameters"]["Content"]
