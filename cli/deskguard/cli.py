@@ -25,6 +25,7 @@ COMMANDS = {
     "wipe": "deskguard.commands.wipe:wipe",
     "orders": "deskguard.commands.orders:orders",
     "serve": "deskguard.commands.serve:serve",
+    "netcheck": "deskguard.commands.netcheck:netcheck",
 }
 
 

@@ -100,6 +100,15 @@ class PlaybookResult:
     def module_calls(self) -> int:
         return sum(h.module_calls for h in self.hosts.values())
 
+    def task_result(self, action: str) -> dict | None:
+        """The result of the last task that ran `action` successfully (the run needs keep_events=True)."""
+        found = None
+        for event in self.events:
+            data = event.get("event_data") or {}
+            if event.get("event") == "runner_on_ok" and data.get("task_action") == action:
+                found = data.get("res")
+        return found
+
 
 class EventCollector:
     """Turns ansible-runner events into per-host outcomes; knows nothing about display."""
@@ -166,6 +175,19 @@ class EventCollector:
         elif kind == "runner_on_skipped":
             h.skipped += 1
             h.record_control(cid, "skipped")
+
+
+def run_on_host(site: Path, playbook: str, host: str) -> tuple[str, PlaybookResult]:
+    """Run a read-only report playbook on one laptop of the inventory, keeping its events (UsageError, exit 2,
+    for a host the inventory does not have). Returns (the validated host name, the result)."""
+    from .errors import UsageError
+    from .inventory import hosts_file, list_hosts, validate_hostname
+
+    hostname = validate_hostname(host)
+    if hostname not in list_hosts(site):
+        raise UsageError(f"{hostname} is not in the inventory (see `deskguard devices list`)")
+    return hostname, run_playbook(site, playbook, [hosts_file(site)], limit=hostname,
+                                  extravars={"deskguard_hosts": hostname}, keep_events=True)
 
 
 def failure_messages(res: dict) -> list[str]:

@@ -107,19 +107,10 @@ def approve(site: Path, store, device_text: str, *, group: str | None = None, ho
 
 def report(site: Path, store, host: str, *, actor: str | None = None):
     """Run the read-only USB report on HOST; returns (PlaybookResult, module result or None). Audited."""
-    from .inventory import hosts_file, list_hosts, validate_hostname
-    from .runner import run_playbook
+    from .runner import run_on_host
 
-    hostname = validate_hostname(host)
-    if hostname not in list_hosts(site):
-        raise UsageError(f"{hostname} is not in the inventory (see `deskguard devices list`)")
-    result = run_playbook(site, "usb_report.yml", [hosts_file(site)], limit=hostname,
-                          extravars={"deskguard_hosts": hostname}, keep_events=True)
-    found = None
-    for event in result.events:
-        data = event.get("event_data") or {}
-        if event.get("event") == "runner_on_ok" and data.get("task_action") == "deskguard_usb_report":
-            found = data.get("res")
+    hostname, result = run_on_host(site, "usb_report.yml", host)
+    found = result.task_result("deskguard_usb_report")
     summary = {"exit_code": result.exit_code}
     if found:
         summary.update(attached=len(found["usb"].get("devices", [])), blocked=len(found["usb"].get("blocked", [])),

@@ -17,11 +17,12 @@ import subprocess
 import time
 
 try:  # inside a module (Ansiballz) the kit's module_utils live under ansible.module_utils
-    from ansible.module_utils import (deskguard_agent_health, deskguard_luks, deskguard_reboot, deskguard_ufw,
-                                      deskguard_usb_report, deskguard_vpn_facts, deskguard_wireguard)
+    from ansible.module_utils import (deskguard_agent_health, deskguard_luks, deskguard_network, deskguard_reboot,
+                                      deskguard_ufw, deskguard_usb_report, deskguard_vpn_facts, deskguard_wireguard)
 except ImportError:  # unit tests and the agent import them as plain modules
     import deskguard_agent_health
     import deskguard_luks
+    import deskguard_network
     import deskguard_reboot
     import deskguard_ufw
     import deskguard_usb_report
@@ -150,6 +151,11 @@ def _agent(root, params):
     return deskguard_agent_health.collect(root)
 
 
+def _network(root, params):
+    # The call system's targets come from the file the network_posture role leaves on the laptop.
+    return deskguard_network.posture_section(root)
+
+
 def _vpn(root, params):
     interface = params.get("interface") or "wg0"
     paths = deskguard_wireguard.Paths(interface)
@@ -160,7 +166,7 @@ def _vpn(root, params):
 # Sections the controller can ask for: collector(root, params), params being that section's part of the
 # module's `params` option (the policy values a section needs to know what "in force" means).
 COLLECTORS = {"os": _os, "disk": _disk, "screen_lock": _screen_lock, "firewall": _firewall, "updates": _updates,
-              "usb": _usb, "vpn": _vpn, "agent": _agent}
+              "usb": _usb, "vpn": _vpn, "agent": _agent, "network": _network}
 
 
 def collect(sections=None, root="/", params=None):

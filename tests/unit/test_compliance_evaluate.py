@@ -33,9 +33,14 @@ GOOD = {
             "running_rules": 7, "rendered_rules": 7, "running_matches": True},
     "vpn": {"interface": "wg0", "config_files": [], "key_file": None, "interface_up": False, "public_key": None,
             "peers": [], "kill_switch": False},
+    "network": {"uplink": {"interface": "enp0s31f6", "kind": "wired", "driver": "e1000e", "present": True},
+                "default_routes": [{"dev": "enp0s31f6"}], "networkmanager": None, "android_metered": None,
+                "wifi": None, "vpn": None, "call_system": None, "unknown": [], "complete": True},
 }
-PASSING = ["ENC-001", "ENC-002", "ENC-003", "LCK-001", "FW-001", "UPD-001", "UPD-002", "USB-001", "USB-003"]
-NOT_APPLICABLE = ["USB-002", "VPN-001", "VPN-002", "VPN-003"]   # mode block; VPN off by default
+PASSING = ["ENC-001", "ENC-002", "ENC-003", "LCK-001", "FW-001", "UPD-001", "UPD-002", "USB-001", "USB-003",
+           "NET-001", "NET-002"]
+# USB mode block; VPN off by default; the policy names no call system.
+NOT_APPLICABLE = ["USB-002", "VPN-001", "VPN-002", "VPN-003", "NET-003"]
 
 
 def disk_ok():
@@ -60,7 +65,7 @@ def test_a_good_laptop_passes_everything():
         **dict.fromkeys(PASSING, "pass"), **dict.fromkeys(NOT_APPLICABLE, "not_applicable")}
     assert host_summary(list(results.values())) == {
         "score": 100.0, "compliant": True,
-        "counts": {"pass": 9, "fail": 0, "error": 0, "waived": 0, "not_applicable": 4}}
+        "counts": {"pass": 11, "fail": 0, "error": 0, "waived": 0, "not_applicable": 5}}
 
 
 @pytest.mark.parametrize("section, changes, cid, reason", [
@@ -76,6 +81,11 @@ def test_a_good_laptop_passes_everything():
     ("updates", {"origins": ["origin=Debian,label=Debian"]}, "UPD-001", "origins beyond security updates"),
     ("updates", {"reboot_pending": True, "reboot_packages": ["linux-image"]}, "UPD-002", "linux-image"),
     ("updates", {"last_run_age_days": 12.0}, "UPD-002", "12.0 days ago"),
+    ("network", {"uplink": {"interface": "enp0s20u11", "kind": "usb_tether", "driver": "rndis_host"}}, "NET-001",
+     "Connected through a phone's USB tethering (driver rndis_host)."),
+    ("network", {"android_metered": True}, "NET-001", "ANDROID_METERED"),
+    ("network", {"uplink": {"interface": "wlp2s0", "kind": "wifi"}, "wifi": {"ssid": "Cafe", "security": "open"}},
+     "NET-002", 'Connected to the open Wi-Fi "Cafe"'),
 ])
 def test_each_broken_setting_fails_its_control_with_the_observed_value(section, changes, cid, reason):
     results = run(broken(section, **changes))

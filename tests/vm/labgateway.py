@@ -24,8 +24,8 @@ def _sh(*cmd, **kw):
     return subprocess.run(list(cmd), check=True, capture_output=True, text=True, **kw)
 
 
-def in_ns(*cmd, check=True):
-    return subprocess.run(["ip", "netns", "exec", NETNS, *cmd], check=check, capture_output=True, text=True)
+def in_ns(*cmd, check=True, netns=NETNS):
+    return subprocess.run(["ip", "netns", "exec", netns, *cmd], check=check, capture_output=True, text=True)
 
 
 @dataclass
@@ -34,16 +34,19 @@ class Gateway:
     wg: subprocess.Popen
     relay: subprocess.Popen
     workdir: Path
+    netns: str = NETNS
+    iface: str = IFACE
+    relay_port: int = RELAY_PORT
 
     @property
     def endpoint(self) -> str:
-        return f"10.0.2.2:{RELAY_PORT}"
+        return f"10.0.2.2:{self.relay_port}"
 
     def peers(self) -> list[str]:
-        return in_ns("wg", "show", IFACE, "peers").stdout.split()
+        return in_ns("wg", "show", self.iface, "peers", netns=self.netns).stdout.split()
 
     def handshakes(self) -> dict[str, int]:
-        out = in_ns("wg", "show", IFACE, "latest-handshakes").stdout
+        out = in_ns("wg", "show", self.iface, "latest-handshakes", netns=self.netns).stdout
         return {k: int(v) for k, v in (line.split("\t") for line in out.splitlines() if "\t" in line)}
 
     def stop(self) -> None:
@@ -54,14 +57,16 @@ class Gateway:
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-        subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
-        Path(f"/var/run/wireguard/{IFACE}.sock").unlink(missing_ok=True)
+        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+        Path(f"/var/run/wireguard/{self.iface}.sock").unlink(missing_ok=True)
 
 
-def start() -> Gateway:
-    subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)   # a leftover of an interrupted run
-    _sh("ip", "netns", "add", NETNS)
-    _sh("ip", "-n", NETNS, "link", "set", "lo", "up")
+def start(netns: str = NETNS, iface: str = IFACE, relay_port: int = RELAY_PORT) -> Gateway:
+    """Another helper's lab may run beside this one: its own namespace, interface (wireguard-go's UAPI sockets
+    are machine-wide) and relay port keep them apart."""
+    subprocess.run(["ip", "netns", "del", netns], capture_output=True)   # a leftover of an interrupted run
+    _sh("ip", "netns", "add", netns)
+    _sh("ip", "-n", netns, "link", "set", "lo", "up")
     workdir = Path(tempfile.mkdtemp(prefix="dgvpn-gw-"))
     key = workdir / "gateway.key"
     old = os.umask(0o077)
@@ -71,22 +76,22 @@ def start() -> Gateway:
         os.umask(old)
     public = _sh("wg", "pubkey", input=key.read_text()).stdout.strip()
     env = {**os.environ, "WG_PROCESS_FOREGROUND": "1"}
-    wg = subprocess.Popen(["ip", "netns", "exec", NETNS, "wireguard-go", "-f", IFACE], env=env,
+    wg = subprocess.Popen(["ip", "netns", "exec", netns, "wireguard-go", "-f", iface], env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     relay = None
     try:
         for _ in range(50):
-            if in_ns("ip", "link", "show", IFACE, check=False).returncode == 0 and \
-                    Path(f"/var/run/wireguard/{IFACE}.sock").exists():
+            if in_ns("ip", "link", "show", iface, check=False, netns=netns).returncode == 0 and \
+                    Path(f"/var/run/wireguard/{iface}.sock").exists():
                 break
             time.sleep(0.1)
-        in_ns("wg", "set", IFACE, "listen-port", str(WG_PORT), "private-key", str(key))
-        in_ns("ip", "addr", "add", ADDRESS, "dev", IFACE)
-        in_ns("ip", "link", "set", IFACE, "up")
-        relay = subprocess.Popen([sys.executable, str(Path(__file__).with_name("udprelay.py")), str(RELAY_PORT),
-                                  NETNS, str(WG_PORT)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        in_ns("wg", "set", iface, "listen-port", str(WG_PORT), "private-key", str(key), netns=netns)
+        in_ns("ip", "addr", "add", ADDRESS, "dev", iface, netns=netns)
+        in_ns("ip", "link", "set", iface, "up", netns=netns)
+        relay = subprocess.Popen([sys.executable, str(Path(__file__).with_name("udprelay.py")), str(relay_port),
+                                  netns, str(WG_PORT)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert relay.stdout.readline().strip() == "ready", relay.stderr.read() if relay.poll() else "relay silent"
     except BaseException:
-        Gateway(public, wg, relay or wg, workdir).stop()
+        Gateway(public, wg, relay or wg, workdir, netns, iface, relay_port).stop()
         raise
-    return Gateway(public, wg, relay, workdir)
+    return Gateway(public, wg, relay, workdir, netns, iface, relay_port)

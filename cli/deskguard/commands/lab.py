@@ -81,10 +81,11 @@ def usb():
 @usb.command()
 @click.argument("name")
 @click.option("--serial", default=None, help="USB serial number the device reports.")
-@click.option("--kind", type=click.Choice(["storage", "keyboard", "mouse"]), default="storage", show_default=True)
+@click.option("--kind", type=click.Choice(["storage", "keyboard", "mouse", "tether"]), default="storage",
+              show_default=True)
 @click.option("--id", "device_id", default=None, help="Device id to use for unplug (default: derived).")
 def plug(name, serial, kind, device_id):
-    """Plug a USB stick, keyboard or mouse into laptop VM NAME."""
+    """Plug a USB stick, keyboard, mouse or a phone's USB tethering (tether) into laptop VM NAME."""
     from ..lab import usb
 
     dev = usb.plug(name, kind=kind, serial=serial, device_id=device_id)

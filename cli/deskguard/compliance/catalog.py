@@ -14,6 +14,7 @@ class Control:
     role: str              # the role that applies it; its <role>_enabled switch turns the control off
     mandatory: bool = False  # a failure makes the host non-compliant whatever its score; cannot be waived
     remediation: str = ""
+    fixable: bool = True     # `comply --fix` can repair it by running the role (not so for the operator's network)
 
 
 CONTROLS = {c.id: c for c in (
@@ -44,4 +45,12 @@ CONTROLS = {c.id: c for c in (
             remediation="check the laptop's network and the gateway (deskguard vpn list); --fix restarts the tunnel"),
     Control("VPN-003", "VPN kill switch loaded (when the policy wants one)", "medium", "vpn",
             remediation="deskguard comply --fix (vpn role)"),
+    Control("NET-001", "Not on a phone's tethering or mobile data (company mobile Wi-Fi allowed)", "high",
+            "network_posture", remediation="the operator connects through the home broadband or the company mobile "
+            "Wi-Fi; `deskguard netcheck HOST` tells the helpdesk what the laptop is on", fixable=False),
+    Control("NET-002", "Not on open (or WEP) Wi-Fi", "high", "network_posture",
+            remediation="the operator joins an encrypted network (WPA2/WPA3)", fixable=False),
+    Control("NET-003", "Call system reachable through the VPN within the latency, jitter and loss limits", "medium",
+            "network_posture", remediation="`deskguard netcheck HOST` for the cause (VPN down, DNS, a slow or lossy "
+            "link)", fixable=False),
 )}

@@ -35,7 +35,7 @@ def fix_targets(run) -> dict[str, list[str]]:
     targets: dict[str, set] = {}
     for host, h in run.hosts.items():
         for cid, r in h["results"].items():
-            if r["status"] == "fail" and cid in CONTROLS:
+            if r["status"] == "fail" and cid in CONTROLS and CONTROLS[cid].fixable:
                 targets.setdefault(host, set()).add(CONTROLS[cid].role)
     return {h: sorted(roles) for h, roles in sorted(targets.items())}
 

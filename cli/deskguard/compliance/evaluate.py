@@ -11,6 +11,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 
 from ..site import module_utils
+from . import network
 from .catalog import CONTROLS
 
 STATUSES = ("pass", "fail", "error", "waived", "not_applicable")
@@ -174,6 +175,7 @@ JUDGES = {
        for cid in ("USB-001", "USB-002", "USB-003")},
     **{cid: ("vpn", lambda p, policy, posture, cid=cid: vpn(p, policy, posture)[cid])
        for cid in ("VPN-001", "VPN-002", "VPN-003")},
+    **network.JUDGES,   # NET-001..003, judged in network.py
 }
 
 

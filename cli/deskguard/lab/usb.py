@@ -12,7 +12,10 @@ from ..errors import LabError
 from .state import is_alive
 from .vm import KIND, _last_line, vm_dir
 
-USB_KINDS = {"storage": "usb-storage", "keyboard": "usb-kbd", "mouse": "usb-mouse"}
+USB_KINDS = {"storage": "usb-storage", "keyboard": "usb-kbd", "mouse": "usb-mouse", "tether": "usb-net"}
+# A phone sharing its mobile data over USB: QEMU's usb-net presents RNDIS + CDC Ethernet (the Linux USB
+# gadget's ids, as Android phones do), so the guest binds a real rndis_host/cdc_ether. Its own user network.
+TETHER_NET = "10.0.3.0/24"
 USB_STICK_BYTES = 64 << 20
 _ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,31}$")
 _SERIAL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -86,6 +89,15 @@ def plug(name: str, kind: str = "storage", serial: str | None = None, device_id:
                 mon.cmd("blockdev-del", **{"node-name": node})
                 img.unlink(missing_ok=True)
                 raise
+        elif kind == "tether":
+            netdev = f"{device_id}-net"
+            mon.cmd("netdev_add", type="user", id=netdev, net=TETHER_NET)
+            dev["netdev"] = netdev
+            try:
+                mon.cmd("device_add", **dev)
+            except LabError:
+                mon.cmd("netdev_del", id=netdev)
+                raise
         else:
             mon.cmd("device_add", **dev)
     return device_id
@@ -124,6 +136,8 @@ def unplug(name: str, device_id: str) -> None:
             if time.monotonic() > deadline:
                 raise LabError(f"{name}: USB device {device_id} was not released within 30 s")
             time.sleep(0.1)
+        if present.get(device_id) == USB_KINDS["tether"]:
+            mon.cmd("netdev_del", id=f"{device_id}-net")
         # The stick's internal SCSI disk lets go of its drive a moment after the device left the bus.
         node = f"{device_id}-drive"
         while node in mon.block_nodes():
