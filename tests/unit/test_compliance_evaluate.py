@@ -31,6 +31,10 @@ GOOD = {
     "usb": {"installed": True, "devices": [], "blocked": [], "recent_blocks": [],
             "unit": {"active": "active", "enabled": "enabled"}, "drift": [], "rendered_error": None,
             "running_rules": 7, "rendered_rules": 7, "running_matches": True},
+    # Shape from plugins/module_utils/deskguard_agent_health.collect.
+    "agent": {"installed": True, "timer_enabled": True, "timer_active": True, "device_key_present": True,
+              "last_checkin": "2026-11-28T23:50:00Z", "last_checkin_age_seconds": 600, "pending_refusals": 0,
+              "deadman_days": 0},
     "vpn": {"interface": "wg0", "config_files": [], "key_file": None, "interface_up": False, "public_key": None,
             "peers": [], "kill_switch": False},
     "network": {"uplink": {"interface": "enp0s31f6", "kind": "wired", "driver": "e1000e", "present": True},
@@ -40,7 +44,7 @@ GOOD = {
 PASSING = ["ENC-001", "ENC-002", "ENC-003", "LCK-001", "FW-001", "UPD-001", "UPD-002", "USB-001", "USB-003",
            "NET-001", "NET-002"]
 # USB mode block; VPN off by default; the policy names no call system.
-NOT_APPLICABLE = ["USB-002", "VPN-001", "VPN-002", "VPN-003", "NET-003"]
+NOT_APPLICABLE = ["USB-002", "VPN-001", "VPN-002", "VPN-003", "NET-003", "AGT-001"]   # the agent is off by default
 
 
 def disk_ok():
@@ -65,7 +69,7 @@ def test_a_good_laptop_passes_everything():
         **dict.fromkeys(PASSING, "pass"), **dict.fromkeys(NOT_APPLICABLE, "not_applicable")}
     assert host_summary(list(results.values())) == {
         "score": 100.0, "compliant": True,
-        "counts": {"pass": 11, "fail": 0, "error": 0, "waived": 0, "not_applicable": 5}}
+        "counts": {"pass": 11, "fail": 0, "error": 0, "waived": 0, "not_applicable": 6}}
 
 
 @pytest.mark.parametrize("section, changes, cid, reason", [
@@ -189,3 +193,19 @@ def test_waivers_valid_expired_and_per_host():
 def test_unusable_waivers_are_refused_with_a_clear_message(waiver, message):
     with pytest.raises(PolicyError, match=message):
         parse_waivers({"deskguard_waivers": [waiver]}, "lt-1")
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({}, None),
+    ({"timer_active": False}, "deskguard-agent.timer is not enabled and active"),
+    ({"device_key_present": False}, "the device key is missing"),
+    ({"last_checkin": None, "last_checkin_age_seconds": None}, "never checked in"),
+    ({"last_checkin_age_seconds": 3 * 3600}, "last successful check-in 180 min ago"),
+    ({"installed": False}, "not installed"),
+])
+def test_agt_001_when_the_policy_turns_the_agent_on(changes, reason):
+    results = run({**GOOD, "agent": {**GOOD["agent"], **changes}}, policy={**POLICY, "endpoint_agent_enabled": True})
+    r = results["AGT-001"]
+    assert r.status == ("pass" if reason is None else "fail"), r
+    if reason:
+        assert any(reason in e for e in r.evidence), r.evidence

@@ -45,6 +45,9 @@ CONTROLS = {c.id: c for c in (
             remediation="check the laptop's network and the gateway (deskguard vpn list); --fix restarts the tunnel"),
     Control("VPN-003", "VPN kill switch loaded (when the policy wants one)", "medium", "vpn",
             remediation="deskguard comply --fix (vpn role)"),
+    Control("AGT-001", "Check-in agent healthy: timer on, device key present, a recent successful check-in", "high",
+            "endpoint_agent", remediation="deskguard comply --fix (endpoint_agent role); check that the laptop can "
+            "reach endpoint_agent_server_url"),
     Control("NET-001", "Not on a phone's tethering or mobile data (company mobile Wi-Fi allowed)", "high",
             "network_posture", remediation="the operator connects through the home broadband or the company mobile "
             "Wi-Fi; `deskguard netcheck HOST` tells the helpdesk what the laptop is on", fixable=False),

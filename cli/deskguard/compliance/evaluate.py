@@ -164,6 +164,31 @@ def vpn(p: dict, policy: dict, _posture: dict | None = None) -> dict[str, Result
             for cid, r in module_utils("deskguard_vpn_facts").evaluate(p, expected).items()}
 
 
+def agent(p: dict, policy: dict, _posture: dict | None = None) -> Result:
+    """AGT-001: the agent installed, its timer enabled and running, its device key present, and a successful
+    check-in within three intervals (a laptop that was just switched on may not have checked in yet)."""
+    interval = int(policy.get("endpoint_agent_interval_minutes") or 15)
+    limit = 3 * interval * 60
+    expected = {"installed": True, "timer": "enabled, active", "device_key_present": True,
+                "last_checkin_age_seconds": f"<= {limit}"}
+    observed = {k: p.get(k) for k in ("installed", "timer_enabled", "timer_active", "device_key_present",
+                                      "last_checkin", "last_checkin_age_seconds", "pending_refusals")}
+    problems = []
+    if not p.get("installed"):
+        problems.append("the check-in agent is not installed")
+    else:
+        if not (p.get("timer_enabled") and p.get("timer_active")):
+            problems.append("deskguard-agent.timer is not enabled and active")
+        if not p.get("device_key_present"):
+            problems.append("the device key is missing (the laptop cannot sign acknowledgements or check-ins)")
+        age = p.get("last_checkin_age_seconds")
+        if age is None:
+            problems.append("the agent has never checked in successfully")
+        elif age > limit:
+            problems.append(f"last successful check-in {age // 60} min ago (more than 3 intervals of {interval} min)")
+    return _check("AGT-001", observed, expected, problems)
+
+
 # Control -> (the posture section it reads, its judge(section, policy, whole posture)). ENC-* come from the
 # escrow verification instead (see disk()).
 JUDGES = {
@@ -175,6 +200,7 @@ JUDGES = {
        for cid in ("USB-001", "USB-002", "USB-003")},
     **{cid: ("vpn", lambda p, policy, posture, cid=cid: vpn(p, policy, posture)[cid])
        for cid in ("VPN-001", "VPN-002", "VPN-003")},
+    "AGT-001": ("agent", agent),
     **network.JUDGES,   # NET-001..003, judged in network.py
 }
 
