@@ -239,10 +239,11 @@ def ssid_matches(ssid, patterns):
     return None
 
 
-def classify_link(name, uevent, driver, wireless, nm_type=None):
+def classify_link(name, uevent, driver, wireless, nm_type=None, virtual=False):
     """(kind, evidence) for one interface from its sysfs facts (uevent DEVTYPE, bound driver, wireless dir) and
     NetworkManager's device type. kind: wired | wifi | usb_tether | bluetooth_pan | mobile_broadband | virtual
-    | unknown."""
+    | unknown. virtual: the kernel lists the interface under /sys/devices/virtual (veth, tun, ... have no
+    device/driver link, so their driver cannot be read from sysfs)."""
     devtype = (uevent or {}).get("DEVTYPE")
     ev = []
     if driver:
@@ -259,9 +260,9 @@ def classify_link(name, uevent, driver, wireless, nm_type=None):
         return "usb_tether", ev
     if wireless or devtype == "wlan" or nm_type == "wifi":
         return "wifi", ev
-    if driver in VIRTUAL_DRIVERS or devtype in ("wireguard", "bridge", "vlan", "bond") or \
+    if virtual or driver in VIRTUAL_DRIVERS or devtype in ("wireguard", "bridge", "vlan", "bond") or \
             nm_type in ("wireguard", "tun", "bridge", "loopback"):
-        return "virtual", ev
+        return "virtual", ev + (["a virtual interface (/sys/devices/virtual)"] if virtual and not driver else [])
     if driver or nm_type == "ethernet":
         return "wired", ev
     return UNKNOWN, ev
@@ -349,7 +350,7 @@ def _link(probe, name):
     if uevent is None:
         probe.unknown.append("interface %s disappeared during the check (no %s)" % (name, "/" + base))
         return {"interface": name, "present": False, "uevent": {}, "driver": None, "wireless": False,
-                "usb_id": None}
+                "usb_id": None, "virtual": False}
     driver = None
     try:
         driver = os.path.basename(os.readlink(probe.path(base + "/device/driver")))
@@ -363,8 +364,9 @@ def _link(probe, name):
         if vid and pid:
             usb_id = "%s:%s" % (vid.strip(), pid.strip())
             break
+    virtual = "/devices/virtual/" in os.path.realpath(probe.path(base))
     return {"interface": name, "present": True, "uevent": uev, "driver": driver, "wireless": wireless,
-            "usb_id": usb_id}
+            "usb_id": usb_id, "virtual": virtual}
 
 
 def _lease_android_metered(probe, name, ifindex):
@@ -527,7 +529,7 @@ def gather(targets=(), vpn_interface="wg0", time_limit=10.0, probe_timeout=2.0, 
                 nm = parse_nmcli_device_show(probe.run(["nmcli", "-t", "-f", "GENERAL,DHCP4", "device", "show",
                                                         best["dev"]], "NetworkManager device"))
             kind, evidence = (classify_link(best["dev"], link["uevent"], link["driver"], link["wireless"],
-                                            nm and nm["type"]) if link["present"] else (UNKNOWN, []))
+                                            nm and nm["type"], link["virtual"]) if link["present"] else (UNKNOWN, []))
             result["uplink"] = {"interface": best["dev"], "gateway": best["gateway"], "kind": kind,
                                 "driver": link["driver"], "devtype": link["uevent"].get("DEVTYPE"),
                                 "usb_id": link["usb_id"], "present": link["present"], "evidence": evidence}

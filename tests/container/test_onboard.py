@@ -63,7 +63,8 @@ def test_check_mode_changes_and_records_nothing(site, laptop):
     # USB is VM-only: in a container USB-001 is left alone with a finding; no block device: ENC not applicable.
     assert states == {"FW-001": "would change", "LCK-001": "would change", "UPD-001": "would change",
                       "USB-001": "already compliant", "ENC-001": "not applicable",
-                      "ENC-002": "not applicable"}, out
+                      "ENC-002": "not applicable", "ENC-003": "not applicable",
+                      "NET-003": "already compliant", "AGT-001": "disabled"}, out
     assert snapshot(laptop) == before
     assert HOST not in (site / "inventory" / "hosts.yml").read_text()
     assert json.loads(deskguard(site, "devices", "list", "--json").stdout) == []
@@ -74,8 +75,9 @@ def test_onboard_applies_every_control(site, laptop):
     assert proc.returncode == 0, (proc.stderr, out)
     assert {c["control"]: c["state"] for c in out["controls"]} == {
         "FW-001": "applied", "LCK-001": "applied", "UPD-001": "applied", "USB-001": "already compliant",
-        "ENC-001": "not applicable", "ENC-002": "not applicable",  # a container's root is on no disk
-        "NET-003": "already compliant"}  # limits checked; no call system in the policy, nothing to deploy
+        "ENC-001": "not applicable", "ENC-002": "not applicable", "ENC-003": "not applicable",  # root on no disk
+        "NET-003": "already compliant",  # limits checked; no call system in the policy, nothing to deploy
+        "AGT-001": "disabled"}           # the example policy leaves the agent off
     device = json.loads(deskguard(site, "devices", "show", HOST, "--json").stdout)
     assert device["state"] == "onboarded" and device["uuid"] == out["device"]["uuid"]
 
@@ -105,7 +107,7 @@ def test_second_onboard_converges_with_nothing_changed(site, laptop):
     proc, out = onboard(site, laptop)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert out["changed_tasks"] == 0, out
-    assert {c["state"] for c in out["controls"]} == {"already compliant", "not applicable"}
+    assert {c["state"] for c in out["controls"]} == {"already compliant", "not applicable", "disabled"}
     assert out["module_calls"] <= 20, out["module_calls"]
 
 

@@ -111,6 +111,13 @@ WIFI_SYSFS = {"wlp2s0/uevent": "DEVTYPE=wlan\nINTERFACE=wlp2s0\nIFINDEX=3\n", "w
 NM_WIFI_HOME = "no:Nachbar:10\\:FE\\:ED\\:00\\:00\\:01:WPA2\nyes:FRITZ!Box 7590 XY:3C\\:A6\\:2F\\:11\\:22\\:33:WPA2\n"
 
 RECORDINGS = {
+    "container_veth": dict(
+        source="a systemd-nspawn container's host0 (veth, no device/driver link: /sys/class/net/host0 points into "
+               "/sys/devices/virtual/net), the lab's container laptops; no NetworkManager",
+        commands={"ip -j -4 route show default": route("host0", "10.213.0.1")},
+        sysfs={"host0": "-> ../../devices/virtual/net/host0",
+               "../../devices/virtual/net/host0/uevent": "INTERFACE=host0\nIFINDEX=2\n"},
+        kind="virtual", net001="pass", net002="pass"),
     "wired_home_broadband": dict(
         source="Intel I219 (e1000e) on a home router, NetworkManager connected; route JSON from iproute2 6.1",
         commands={"ip -j -4 route show default": route("enp0s31f6", "192.168.178.1"),

@@ -45,7 +45,8 @@ def test_check_apply_verify_converge(site, laptop):
     assert {c["control"]: c["state"] for c in out["controls"]} == {
         "ENC-001": "already compliant", "ENC-002": "would change", "ENC-003": "already compliant",
         "FW-001": "would change", "LCK-001": "would change", "UPD-001": "would change", "USB-001": "would change",
-        "NET-003": "already compliant"}, out   # no call system in the policy: nothing to deploy
+        "NET-003": "already compliant",    # no call system in the policy: nothing to deploy
+        "AGT-001": "disabled"}, out        # the example policy leaves the agent off
 
     proc, out = onboard(site, laptop)
     assert proc.returncode == 0, (proc.stderr, out)
@@ -53,7 +54,7 @@ def test_check_apply_verify_converge(site, laptop):
     assert {k: v["state"] for k, v in states.items()} == {
         "ENC-001": "already compliant", "ENC-002": "applied", "ENC-003": "already compliant",
         "FW-001": "applied", "LCK-001": "applied", "UPD-001": "applied", "USB-001": "applied",
-        "NET-003": "already compliant"}, out
+        "NET-003": "already compliant", "AGT-001": "disabled"}, out
     # The lab's installer slots use a light PBKDF (TCG is slow): reported, not hidden.
     assert any("weak PBKDF" in f for f in states["ENC-001"]["findings"]), states["ENC-001"]
     assert any("recovery key escrowed (keyslot 2" in f for f in states["ENC-002"]["findings"]), states["ENC-002"]
@@ -67,7 +68,7 @@ def test_check_apply_verify_converge(site, laptop):
 
     proc, out = onboard(site, laptop)
     assert proc.returncode == 0, (proc.stderr, out)
-    assert out["changed_tasks"] == 0 and {c["state"] for c in out["controls"]} == {"already compliant"}, out
+    assert out["changed_tasks"] == 0 and {c["state"] for c in out["controls"]} == {"already compliant", "disabled"}, out
     assert out["module_calls"] <= 20, out
 
 
