@@ -61,8 +61,18 @@ def test_completion_script_for_each_shell(shell):
     marker = {"bash": "complete -o nosort -F _deskguard_completion deskguard", "zsh": "#compdef deskguard",
               "fish": "complete --no-files --command deskguard"}[shell]
     assert marker in proc.stdout
-    if shell == "bash":
-        assert subprocess.run(["bash", "-n"], input=proc.stdout, text=True).returncode == 0
+    # The shell itself parses it (bash, zsh and fish are installed by .ci/setup).
+    check = {"bash": ["bash", "-n"], "zsh": ["zsh", "-n"], "fish": ["fish", "--no-execute"]}[shell]
+    assert subprocess.run(check, input=proc.stdout, text=True, capture_output=True).returncode == 0
+
+
+def test_fish_completion_really_completes():
+    script = deskguard("completion", "fish").stdout
+    proc = subprocess.run(["fish", "-c", script + '\ncomplete -C "deskguard ke"; complete -C "deskguard keys r"'],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"})
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split("\t")[0] for line in proc.stdout.splitlines()] == ["keys", "rotate"]
 
 
 def test_bash_completion_really_completes_commands_subcommands_and_choices():

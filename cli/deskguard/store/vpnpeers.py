@@ -1,7 +1,7 @@
 """The store's VPN part: tunnel addresses from a pool, one per device, and the peers' public keys.
 
 Mixed into ``Store``. Uniqueness is the database's job (partial unique indexes on active rows, migration
-0003): SQLite writers are serialised by BEGIN IMMEDIATE, and on PostgreSQL a second admin who picked the
+0004): SQLite writers are serialised by BEGIN IMMEDIATE, and on PostgreSQL a second admin who picked the
 same free address gets an IntegrityError and simply tries the next one.
 """
 
