@@ -16,7 +16,7 @@ KEY = "123456-234567-345678-456789-567890-678901-789012-890123"
 
 
 def deskguard(*args, site, stdin=None):
-    env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_DB_URL", "DESKGUARD_SITE")}
+    env = {k: v for k, v in os.environ.items() if k != "DESKGUARD_SITE"}  # DB_URL kept: the backend's store
     env["DESKGUARD_SITE"] = str(site)
     return subprocess.run([sys.executable, "-m", "deskguard", *args], capture_output=True, text=True,
                           timeout=180, env=env, input=stdin)
@@ -29,9 +29,9 @@ def one_line_error(proc, code, text):
 
 
 @pytest.fixture
-def site(tmp_path, monkeypatch):
-    """A site with one laptop holding one active escrowed LUKS recovery key."""
-    monkeypatch.delenv("DESKGUARD_DB_URL", raising=False)
+def site(site):
+    """A site with one laptop holding one active escrowed LUKS recovery key (on each store backend)."""
+    tmp_path = site
     from deskguard import keys
     from deskguard.store import Store
 
