@@ -56,3 +56,17 @@ def make_site(tmp_path_factory):
     from sitetools import init_site
 
     return lambda management=None: init_site(tmp_path_factory.mktemp("site"), management)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throw-away PostgreSQL server on loopback for the whole session (tests/pgcluster.py). Not starting is a
+    test failure, never a skip: `.ci/setup` installs the server, so CI must prove the store on it."""
+    from pgcluster import PgCluster, PgUnavailable
+
+    try:
+        cluster = PgCluster().start()
+    except PgUnavailable as exc:
+        pytest.fail(f"PostgreSQL for the store tests did not start: {exc}")
+    yield cluster
+    cluster.stop()

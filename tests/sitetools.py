@@ -18,8 +18,9 @@ def run_deskguard(site, *args, timeout=1800) -> subprocess.CompletedProcess:
 
 
 def deskguard(*args, site, stdin=None) -> subprocess.CompletedProcess:
-    """`deskguard ARGS` with DESKGUARD_SITE=site (and no DESKGUARD_DB_URL from the caller's environment)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_DB_URL", "DESKGUARD_SITE")}
+    """`deskguard ARGS` with DESKGUARD_SITE=site. DESKGUARD_DB_URL is kept: the unit tests' `site` fixture sets it
+    to run the same test on PostgreSQL."""
+    env = {k: v for k, v in os.environ.items() if k != "DESKGUARD_SITE"}
     env["DESKGUARD_SITE"] = str(site)
     return subprocess.run([sys.executable, "-m", "deskguard", *args], capture_output=True, text=True,
                           timeout=180, env=env, input=stdin)

@@ -9,6 +9,7 @@ import sys
 import click
 
 from .errors import EXIT_INTERRUPTED, DeskguardError
+from .examples import epilog
 
 # name -> "module:attribute" of a click command, loaded lazily.
 COMMANDS = {
@@ -26,6 +27,7 @@ COMMANDS = {
     "orders": "deskguard.commands.orders:orders",
     "serve": "deskguard.commands.serve:serve",
     "netcheck": "deskguard.commands.netcheck:netcheck",
+    "completion": "deskguard.commands.completion:completion",
 }
 
 
@@ -38,17 +40,46 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module, attr = target.split(":")
-        return getattr(importlib.import_module(module), attr)
+        command = getattr(importlib.import_module(module), attr)
+        _add_examples(command, name)
+        return command
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="deskguard")
-def app():
+def _add_examples(command: click.Command, path: str) -> None:
+    """Give a command and its subcommands their examples (deskguard/examples.py) as the --help epilog."""
+    if command.epilog is None:
+        command.epilog = epilog(path)
+    for name, sub in getattr(command, "commands", {}).items():
+        _add_examples(sub, f"{path} {name}")
+
+
+def _print_version(ctx, _param, value):
+    if not value or ctx.resilient_parsing:
+        return
+    from .versions import text
+
+    click.echo(text())
+    ctx.exit()
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=epilog(""))
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the kit, ansible-core and collection versions and exit.")
+@click.option("-v", "--verbose", count=True, help="Say more: every task as it runs, Ansible's -v (repeat for -vv).")
+@click.option("-q", "--quiet", is_flag=True, help="Say less: no progress display, only results and errors.")
+def app(verbose, quiet):
     """Provision, harden, check nightly and wipe the laptops of people who work from home.
 
     Exit codes: 0 ok; 1 a host failed; 2 usage error; 3 some hosts unreachable;
     4 the controller or lab cannot do it (missing tool, busy port, broken file); 130 interrupted.
+
+    NO_COLOR=1 turns colour off; DESKGUARD_SITE names the site, DESKGUARD_DB_URL the store.
     """
+    from .term import set_verbosity
+
+    if verbose and quiet:
+        raise click.UsageError("--verbose and --quiet contradict each other: pick one")
+    set_verbosity(verbose, quiet)
 
 
 def main(argv=None) -> None:

@@ -29,6 +29,8 @@ from .errors import DeskguardError, UsageError
 
 ESCROW_PRIVATE = "escrow-officer.key.pem"
 ESCROW_PUBLIC = "escrow.pub.pem"
+# Where AWX (a credential's file injector) hands the escrow public key to a job, which has no site folder.
+ESCROW_PUBLIC_ENV = "DESKGUARD_ESCROW_PUBLIC_KEY_FILE"
 ORDER_PRIVATE = "order-signing.key.pem"
 ORDER_PUBLIC = "order-signing.pub.pem"
 MIN_PASSPHRASE = 12
@@ -155,7 +157,8 @@ def _read(path: Path) -> bytes:
 
 
 def load_escrow_public_key(site: Path) -> X25519PublicKey:
-    path = keys_dir(site) / ESCROW_PUBLIC
+    """The site's escrow public key, or the file named by DESKGUARD_ESCROW_PUBLIC_KEY_FILE when set."""
+    path = Path(os.environ.get(ESCROW_PUBLIC_ENV) or keys_dir(site) / ESCROW_PUBLIC)
     try:
         key = serialization.load_pem_public_key(_read(path))
     except ValueError:

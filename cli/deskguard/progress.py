@@ -6,6 +6,7 @@ import sys
 import time
 
 from .runner import EventCollector, PlaybookResult
+from .term import quiet, verbosity
 
 
 class LiveProgress:
@@ -16,7 +17,8 @@ class LiveProgress:
         self.title = title
         self.total = total_hosts
         self.stream = stream or sys.stderr
-        self.interactive = self.stream.isatty()
+        # --verbose prints every task as a line, even on a terminal (the live display would hide them).
+        self.interactive = self.stream.isatty() and verbosity() == 0
         self._live = None
         self._last_task = None
         self._start = time.monotonic()
@@ -70,6 +72,9 @@ class LiveProgress:
 
 
 def progress_factory(title: str, total_hosts: int, stream=None):
+    """The display for a run, or None under --quiet (the runner then shows nothing while it runs)."""
+    if quiet():
+        return None
     return lambda collector: LiveProgress(collector, title, total_hosts, stream)
 
 

@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 
 from .errors import EXIT_HOST_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE
 from .site import KIT_ROOT, ansible_cfg
+from .term import verbosity
 from .vault import runner_env as vault_env
 
 # Actions that run on the controller only; they are not round trips to the laptop.
@@ -261,6 +262,7 @@ def run_playbook(
                 forks=forks,
                 tags=tags,
                 quiet=True,
+                verbosity=verbosity() or None,  # --verbose: Ansible's -v, -vv… in the collected messages
                 suppress_env_files=True,
                 event_handler=lambda ev: (collector(ev), display and display.refresh())[0],
             )

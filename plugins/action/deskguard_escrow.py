@@ -6,7 +6,8 @@ the order of the steps is deskguard.escrow's. The device steps are calls of the 
 Nothing secret is returned: the result carries slots, secret ids and findings only.
 
 Inputs besides the task's arguments, from the environment `deskguard` sets for the run (or AWX):
-  DESKGUARD_SITE               the site (store and escrow public key); DESKGUARD_DB_URL overrides the store
+  DESKGUARD_SITE               the site (store and escrow public key); DESKGUARD_DB_URL overrides the store,
+                               DESKGUARD_ESCROW_PUBLIC_KEY_FILE the escrow public key (AWX credentials)
   DESKGUARD_UNLOCK_KEY_FILE    optional: a file with the installer passphrase (exact bytes), used once
   DESKGUARD_OFFICER_KEY_FILE + DESKGUARD_OFFICER_PASSPHRASE_FILE   optional: the escrow private key, for a
                                real key test (verify) or to unlock with the escrowed key (rotate)

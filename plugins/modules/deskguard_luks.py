@@ -24,18 +24,18 @@ description:
 options:
   state: {description: What to do., type: str, choices: [inventory, enroll, remove, test, format], default: inventory}
   name: {description: The crypttab mapping name of a volume to encrypt (format)., type: str}
-  device: {description: The LUKS device (enroll, remove, test)., type: str}
+  device: {description: "The LUKS device (enroll, remove, test).", type: str}
   luks_uuid: {description: The LUKS UUID the caller expects at O(device); a mismatch stops the step., type: str}
-  slot: {description: The keyslot to write (enroll), remove or test., type: int}
+  slot: {description: "The keyslot to write (enroll), remove or test.", type: int}
   new_key: {description: The recovery key to add (enroll)., type: str, no_log: true}
-  unlock_key: {description: A key that opens the device now (installer passphrase, the escrowed key)., type: str, no_log: true}
+  unlock_key: {description: "A key that opens the device now (installer passphrase, the escrowed key).", type: str, no_log: true}
   remaining_key: {description: "The key that must still open another slot before O(slot) is removed; without it, the volume's crypttab key file.", type: str, no_log: true}
   key: {description: The key to test., type: str, no_log: true}
   fingerprint: {description: The fingerprint O(slot) must still have to be removed (remove)., type: str}
   approved_ciphers: {description: Ciphers the policy accepts (inventory)., type: list, elements: str, default: [aes-xts-plain64]}
-  min_key_bits: {description: Smallest volume key the policy accepts, in bits (inventory)., type: int, default: 512}
+  min_key_bits: {description: "Smallest volume key the policy accepts, in bits (inventory).", type: int, default: 512}
   exempt_slots: {description: "C(LUKS-UUID:slot) of escrowed recovery slots: no weak-PBKDF warning (inventory).", type: list, elements: str, default: []}
-  format_devices: {description: Volumes the policy allows to encrypt; inventory reports whether each exists, is LUKS, is mounted., type: list, elements: str, default: []}
+  format_devices: {description: "Volumes the policy allows to encrypt; inventory reports whether each exists, is LUKS, is mounted.", type: list, elements: str, default: []}
   fast_kdf:
     description:
       - Use PBKDF2 with 1000 iterations for the new slot. Recovery keys are 159-bit random numbers, so a slow,
@@ -52,12 +52,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-devices: {description: LUKS devices backing mounts, each with keyslots (slot, pbkdf, fingerprint) and free_slot., type: list, returned: inventory}
+devices: {description: "LUKS devices backing mounts, each with keyslots (slot, pbkdf, fingerprint) and free_slot.", type: list, returned: inventory}
 unencrypted: {description: Mounts not on LUKS (boot partitions apart)., type: list, returned: inventory}
-violations: {description: Reasons the laptop is not compliant (root or swap unencrypted, LUKS1, cipher)., type: list, returned: inventory}
-advisories: {description: Weaker points that do not make it non-compliant (PBKDF, unencrypted data volumes)., type: list, returned: inventory}
+violations: {description: "Reasons the laptop is not compliant (root or swap unencrypted, LUKS1, cipher).", type: list, returned: inventory}
+advisories: {description: "Weaker points that do not make it non-compliant (PBKDF, unencrypted data volumes).", type: list, returned: inventory}
 slot: {description: The keyslot the new key is in (enroll)., type: int, returned: enroll}
-fingerprint: {description: The slot's fingerprint after the step (enroll, test)., type: str, returned: enroll, test}
+fingerprint: {description: "The slot's fingerprint after the step (enroll, test).", type: str, returned: "enroll, test"}
 opens: {description: Whether the key opens the slot (test)., type: bool, returned: test}
 """
 

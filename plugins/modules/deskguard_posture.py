@@ -33,7 +33,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 posture: {description: Observed values per section., type: dict, returned: always}
-errors: {description: Sections that could not be read, with the reason., type: dict, returned: always}
+errors: {description: "Sections that could not be read, with the reason.", type: dict, returned: always}
 timings: {description: Seconds spent per section on the laptop., type: dict, returned: always}
 """
 

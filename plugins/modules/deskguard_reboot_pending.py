@@ -29,9 +29,9 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-reboot_pending: {description: True, False, or null when the system cannot tell., type: bool, returned: always}
+reboot_pending: {description: "True, False, or null when the system cannot tell.", type: bool, returned: always}
 packages: {description: Packages that asked for the reboot (Debian/Ubuntu)., type: list, returned: always}
-finding: {description: One-line note for the summary, only when a reboot is pending., type: str, returned: when pending}
+finding: {description: "One-line note for the summary, only when a reboot is pending.", type: str, returned: when pending}
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -20,7 +20,7 @@ options:
     type: list
     elements: dict
     default: []
-  rules: {description: Other allow rules (port, proto, src, direction, comment)., type: list, elements: dict, default: []}
+  rules: {description: "Other allow rules (port, proto, src, direction, comment).", type: list, elements: dict, default: []}
   enabled: {description: Whether ufw is on., type: bool, default: true}
   rollback_seconds: {description: Rollback delay; 0 disables the rollback timer., type: int, default: 300}
 author: deskguard

@@ -17,10 +17,10 @@ description:
     back and the daemon restarted on them.
   - In check mode it reports what would change and changes nothing.
 options:
-  mode: {description: C(block), C(read_only) or C(allow_listed)., type: str, required: true,
+  mode: {description: "C(block), C(read_only) or C(allow_listed).", type: str, required: true,
          choices: [block, read_only, allow_listed]}
   approved_devices:
-    description: Approved devices, each C({id: VVVV:PPPP, serial: ...}) (serial optional).
+    description: "Approved devices, each C({id: VVVV:PPPP, serial: ...}) (serial optional)."
     type: list
     elements: dict
     default: []

@@ -26,7 +26,7 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-usb: {description: Devices, blocked ones, recent blocks, daemon state, drift., type: dict, returned: always}
+usb: {description: "Devices, blocked ones, recent blocks, daemon state, drift.", type: dict, returned: always}
 controls: {description: "[{id, title, status, observed, expected, evidence}] for USB-001..003.", type: list, returned: always}
 finding: {description: One-line note when a control fails., type: str, returned: when failing}
 """

@@ -18,9 +18,20 @@ options:
 author: deskguard
 """
 
+EXAMPLES = r"""
+# Normally called by the deskguard_vpn action (role vpn, `deskguard comply`); on its own:
+- name: VPN-001 | AUDIT | Tunnel state of the laptop
+  deskguard_vpn_facts:
+    interface: wg0
+    gateway_public_key: "{{ vpn_gateway_public_key }}"
+    kill_switch: "{{ vpn_kill_switch }}"
+    handshake_max_age: 180
+  register: vpn_state
+"""
+
 RETURN = r"""
-facts: {description: What was observed (interface, peers with handshake ages, key file mode, kill switch)., type: dict, returned: always}
-controls: {description: Per control state, findings, observed and expected., type: dict, returned: always}
+facts: {description: "What was observed (interface, peers with handshake ages, key file mode, kill switch).", type: dict, returned: always}
+controls: {description: "Per control state, findings, observed and expected.", type: dict, returned: always}
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -19,9 +19,17 @@ options:
 author: deskguard
 """
 
+EXAMPLES = r"""
+# What playbooks/vpn_gateway.yml does with the output of `deskguard vpn gateway-config --format json`:
+- name: VPN-001 | PATCH | Gateway carries exactly the enrolled laptops
+  deskguard_wg_gateway:
+    interface: wg0
+    peers: "{{ (lookup('ansible.builtin.file', 'gw-peers.json') | from_json).peers }}"
+"""
+
 RETURN = r"""
 added: {description: Public keys added., type: list, returned: always}
-removed: {description: Public keys dropped (the kit's, no longer enrolled)., type: list, returned: always}
+removed: {description: "Public keys dropped (the kit's, no longer enrolled).", type: list, returned: always}
 kept_foreign: {description: How many peers the kit did not add and kept., type: int, returned: always}
 """
 

@@ -30,9 +30,22 @@ options:
   management_networks: {description: Networks IT manages the laptop from outside the tunnel (always reachable)., type: list, elements: str, default: []}
   rotate: {description: Make a new key pair (the old one is kept for the rollback only)., type: bool, default: false}
   rollback_seconds: {description: Arm the rollback timer (when the management channel runs over this tunnel); 0 off., type: int, default: 0}
-  backend: {description: auto (NetworkManager if it runs), wg-quick or networkmanager., type: str, default: auto}
+  backend: {description: "auto (NetworkManager if it runs), wg-quick or networkmanager.", type: str, default: auto}
   handshake_max_age: {description: VPN-002 threshold in seconds., type: int, default: 180}
 author: deskguard
+"""
+
+EXAMPLES = r"""
+# Normally called by the deskguard_vpn action, which allocates the address in the store first.
+- name: VPN-001 | PATCH | Tunnel to the company gateway, key made on the laptop
+  deskguard_wireguard:
+    address: 10.77.0.12
+    gateway_public_key: "{{ vpn_gateway_public_key }}"
+    endpoint: vpn.example.com:51820
+    allowed_ips: [10.77.0.0/24, 10.20.0.0/16]
+    kill_switch: true
+    kill_switch_captive_ports: ["53/udp", "80/tcp", "443/tcp"]
+    management_networks: [10.8.0.0/16]
 """
 
 RETURN = r"""

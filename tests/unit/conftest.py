@@ -1,13 +1,33 @@
-"""Fixtures for the store and inventory unit tests: a bare site folder and its store."""
+"""Fixtures for the store and inventory unit tests: a bare site folder and its store.
+
+`site` (and so `store`) runs each test twice: against the default SQLite file, and with DESKGUARD_DB_URL
+naming a fresh database on the session's throw-away PostgreSQL server (tests/pgcluster.py). Everything that
+opens the store from the environment (the CLI in a subprocess, the action and callback plugins) follows it.
+`sqlite_site` is for the few tests about the SQLite file itself."""
 
 from __future__ import annotations
 
 import pytest
 
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
 
 @pytest.fixture
-def site(tmp_path, monkeypatch):
+def sqlite_site(tmp_path, monkeypatch):
     monkeypatch.delenv("DESKGUARD_DB_URL", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def site(backend, tmp_path, monkeypatch, request):
+    monkeypatch.delenv("DESKGUARD_DB_URL", raising=False)
+    if backend == "postgresql":
+        monkeypatch.setenv("DESKGUARD_DB_URL", request.getfixturevalue("pg_cluster").new_database())
     return tmp_path
 
 
@@ -17,3 +37,16 @@ def store(site):
 
     with Store.open(site, create=True) as s:
         yield s
+
+
+@pytest.fixture
+def store_bytes(backend, site, request):
+    """store_bytes() -> every byte the store holds on disk (SQLite files) or in a dump (PostgreSQL)."""
+    import os
+
+    def read() -> bytes:
+        if backend == "postgresql":
+            return request.getfixturevalue("pg_cluster").dump(os.environ["DESKGUARD_DB_URL"])
+        return b"".join(p.read_bytes() for p in (site / ".deskguard").iterdir() if p.is_file())
+
+    return read

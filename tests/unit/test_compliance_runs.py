@@ -72,3 +72,21 @@ def test_reports_json_junit_csv_and_table(store):
     assert {r["control"]: r["status"] for r in rows if r["host"] == "lt-1"} == {"FW-001": "fail", "LCK-001": "waived"}
     table = report.table_rows(run)
     assert table[0]["host"] == "lt-2" and table[1]["failing"] == "FW-001: firewall off"
+
+
+def test_runs_recorded_by_a_0003_store_survive_the_upgrade(site):
+    """A store left at 0003 (compliance runs, before VPN peers) by an older release keeps its runs on open."""
+    from sitetools import downgrade_store
+
+    from deskguard.store import Store
+    from deskguard.store.core import SCHEMA_HEAD, current_revision
+
+    with Store.open(site, create=True) as store:
+        record(store, "old-run", {"lt-1": host(result("FW-001", "fail", ["firewall off"]))})
+        downgrade_store(store, "0003")
+        assert current_revision(store.engine) == "0003"
+    with Store.open(site) as store:
+        assert current_revision(store.engine) == SCHEMA_HEAD
+        run = runs.load(store, "old-run")
+        assert run.hosts["lt-1"]["results"]["FW-001"]["evidence"] == ["firewall off"]
+        assert store.verify_audit() == (True, None)

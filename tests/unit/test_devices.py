@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 
@@ -16,7 +15,8 @@ HV = dict(os="ubuntu", address="10.8.0.42", port=22, ssh_user="tanaka", operator
 
 
 def deskguard(*args, site, stdin=None):
-    env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_DB_URL", "DESKGUARD_SITE")}
+    # DESKGUARD_DB_URL is kept: with the PostgreSQL backend every command must find the store through it.
+    env = {k: v for k, v in os.environ.items() if k != "DESKGUARD_SITE"}
     env["DESKGUARD_SITE"] = str(site)
     return subprocess.run([sys.executable, "-m", "deskguard", *args], capture_output=True, text=True,
                           timeout=180, env=env, input=stdin)
@@ -29,9 +29,9 @@ def one_line_error(proc, code):
 
 
 @pytest.fixture
-def site(tmp_path, monkeypatch):
-    """An initialised site with two devices, one with an escrowed secret."""
-    monkeypatch.delenv("DESKGUARD_DB_URL", raising=False)
+def site(site):
+    """An initialised site with two devices, one with an escrowed secret (on each store backend)."""
+    tmp_path = site
     from deskguard import keys
     from deskguard.inventory import ensure_hosts_file, register_and_add
     from deskguard.store import Store
@@ -115,11 +115,12 @@ def test_remove_with_yes(site):
 def test_audit_verify_intact_then_tampered(site):
     proc = deskguard("audit", "verify", site=site)
     assert proc.returncode == 0 and "chain intact" in proc.stdout
-    c = sqlite3.connect(site / ".deskguard" / "deskguard.db")
-    c.execute("DROP TRIGGER audit_no_update")
-    c.execute("UPDATE audit SET actor = 'mallory' WHERE id = 2")
-    c.commit()
-    c.close()
+    from deskguard.store import Store
+
+    with Store.open(site) as store, store.engine.begin() as c:
+        c.exec_driver_sql("DROP TRIGGER audit_no_update" if c.dialect.name == "sqlite"
+                          else "DROP TRIGGER audit_no_change ON audit")
+        c.exec_driver_sql("UPDATE audit SET actor = 'mallory' WHERE id = 2")
     proc = deskguard("audit", "verify", site=site)
     one_line_error(proc, 1)
     assert "entry 2" in proc.stderr
@@ -129,6 +130,13 @@ def test_audit_verify_intact_then_tampered(site):
 def test_uninitialised_site_is_one_line_exit_4(tmp_path):
     for args in (("devices", "list"), ("audit", "verify"), ("devices", "show", "x")):
         one_line_error(deskguard(*args, site=tmp_path / "empty"), 4)
+
+
+def test_unreachable_postgresql_is_one_line_exit_4(tmp_path, monkeypatch):
+    monkeypatch.setenv("DESKGUARD_DB_URL", "postgresql+psycopg://deskguard:s3cret@127.0.0.1:1/deskguard")
+    proc = deskguard("devices", "list", site=tmp_path)
+    one_line_error(proc, 4)
+    assert "127.0.0.1" in proc.stderr and "s3cret" not in proc.stderr  # where it looked, never the password
 
 
 def test_corrupt_database_is_one_line_exit_4(tmp_path):

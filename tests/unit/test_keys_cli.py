@@ -20,9 +20,9 @@ def one_line_error(proc, code, text):
 
 
 @pytest.fixture
-def site(tmp_path, monkeypatch):
-    """A site with one laptop holding one active escrowed LUKS recovery key."""
-    monkeypatch.delenv("DESKGUARD_DB_URL", raising=False)
+def site(site):
+    """A site with one laptop holding one active escrowed LUKS recovery key (on each store backend)."""
+    tmp_path = site
     from deskguard import keys
     from deskguard.store import Store
 

@@ -1,4 +1,5 @@
-"""The store: devices, secrets, the hash-chained audit log, migrations."""
+"""The store: devices, secrets, the hash-chained audit log, migrations; on SQLite and PostgreSQL (the `site`
+and `store` fixtures run each test on both, see tests/unit/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import sqlite3
 
 import pytest
 from sqlalchemy import inspect
+from sqlalchemy.exc import DBAPIError
 
 from deskguard.errors import EXIT_USAGE, DeskguardError, UsageError
 from deskguard.store import DeviceExists, DeviceNotFound, Store, StoreError, default_db_path
@@ -21,8 +23,10 @@ def _register(store, name="tanaka-laptop", **kw):
                                  args["operator"])
 
 
-def _raw(site):
-    return sqlite3.connect(default_db_path(site))
+def _raw_sql(store, sql):
+    """One statement straight to the database, past the Store API (as an intruder with the file or a login)."""
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(sql)
 
 
 def test_migration_from_empty_creates_schema_at_head(site):
@@ -30,13 +34,17 @@ def test_migration_from_empty_creates_schema_at_head(site):
         assert s.revision == SCHEMA_HEAD
         insp = inspect(s.engine)
         assert {"devices", "secrets", "audit", "alembic_version"} <= set(insp.get_table_names())
-    with _raw(site) as c:
-        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert default_db_path(site).stat().st_mode & 0o777 == 0o600
-    assert default_db_path(site).parent.stat().st_mode & 0o777 == 0o700
     # Re-opening is a no-op migration.
     with Store.open(site) as s:
         assert s.revision == SCHEMA_HEAD
+
+
+def test_sqlite_file_is_private_and_in_wal_mode(sqlite_site):
+    Store.open(sqlite_site, create=True).close()
+    with sqlite3.connect(default_db_path(sqlite_site)) as c:
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert default_db_path(sqlite_site).stat().st_mode & 0o777 == 0o600
+    assert default_db_path(sqlite_site).parent.stat().st_mode & 0o777 == 0o700
 
 
 def test_schema_head_constant_matches_alembic_head():
@@ -67,9 +75,9 @@ def test_alembic_downgrade_and_upgrade_round_trip(site):
         _register(s)
 
 
-def test_missing_store_is_refused_without_create(site):
+def test_missing_store_is_refused_without_create(sqlite_site):
     with pytest.raises(StoreError, match="deskguard init"):
-        Store.open(site)
+        Store.open(sqlite_site)
 
 
 def test_foreign_keys_are_enforced(store):
@@ -174,22 +182,23 @@ def test_audit_chain_verifies(store):
     assert (ok, bad, count, head) == (True, None, 5, rows[-1].hash)
 
 
-def test_audit_is_append_only_in_the_database(site, store):
+def test_audit_is_append_only_in_the_database(store):
     store.audit("admin", "test", "x", {})
-    with _raw(site) as c:
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            c.execute("UPDATE audit SET actor = 'mallory'")
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            c.execute("DELETE FROM audit")
+    with pytest.raises(DBAPIError, match="append-only"):
+        _raw_sql(store, "UPDATE audit SET actor = 'mallory'")
+    with pytest.raises(DBAPIError, match="append-only"):
+        _raw_sql(store, "DELETE FROM audit")
+    assert [e.actor for e in store.list_audit()] == ["admin"]
 
 
-def _tamper(site, sql):
-    c = _raw(site)
-    c.execute("DROP TRIGGER audit_no_update")
-    c.execute("DROP TRIGGER audit_no_delete")
-    c.execute(sql)
-    c.commit()
-    c.close()
+def _tamper(store, sql):
+    """An intruder who can drop the append-only triggers edits the table: only the chain can tell."""
+    if store.engine.dialect.name == "sqlite":
+        _raw_sql(store, "DROP TRIGGER audit_no_update")
+        _raw_sql(store, "DROP TRIGGER audit_no_delete")
+    else:
+        _raw_sql(store, "DROP TRIGGER audit_no_change ON audit")
+    _raw_sql(store, sql)
 
 
 @pytest.mark.parametrize("sql,bad", [
@@ -199,14 +208,14 @@ def _tamper(site, sql):
     ("DELETE FROM audit WHERE id = 2", 3),
     ("UPDATE audit SET prev_hash = '" + "1" * 64 + "' WHERE id = 1", 1),
 ])
-def test_audit_verify_detects_tampering(site, store, sql, bad):
+def test_audit_verify_detects_tampering(store, sql, bad):
     for i in range(5):
         store.audit("admin", "test", f"t{i}", {"i": i})
-    _tamper(site, sql)
+    _tamper(store, sql)
     assert store.verify_audit() == (False, bad)
 
 
-def test_recomputed_hash_of_one_row_still_breaks_the_chain(site, store):
+def test_recomputed_hash_of_one_row_still_breaks_the_chain(store):
     """An attacker who edits a row and recomputes its hash breaks the link to the next row."""
     from deskguard.store.auditchain import row_hash
 
@@ -215,7 +224,7 @@ def test_recomputed_hash_of_one_row_still_breaks_the_chain(site, store):
     r = store.list_audit()[1]
     forged = row_hash(id=r.id, at=r.at, actor="mallory", action=r.action, target=r.target, detail=r.detail,
                       prev_hash=r.prev_hash)
-    _tamper(site, f"UPDATE audit SET actor = 'mallory', hash = '{forged}' WHERE id = 2")
+    _tamper(store, f"UPDATE audit SET actor = 'mallory', hash = '{forged}' WHERE id = 2")
     assert store.verify_audit() == (False, 3)
 
 

@@ -127,3 +127,18 @@ def test_weak_or_missing_passphrase_is_refused(tmp_path, pw):
     with pytest.raises(UsageError):
         keys.init_keys(tmp_path, pw)
     assert not (tmp_path / ".deskguard" / keys.ESCROW_PRIVATE).exists()
+
+
+def test_escrow_public_key_from_the_environment_for_awx(tmp_path, monkeypatch):
+    """An AWX job has no site folder: a credential injects the public key's file and names it."""
+    keys.init_keys(tmp_path / "site", PASS)
+    injected = tmp_path / "awx-credential.pem"
+    injected.write_bytes((tmp_path / "site" / ".deskguard" / keys.ESCROW_PUBLIC).read_bytes())
+    monkeypatch.setenv(keys.ESCROW_PUBLIC_ENV, str(injected))
+    empty_site = tmp_path / "project-checkout"
+    officer = keys.load_officer_key(tmp_path / "site" / ".deskguard" / keys.ESCROW_PRIVATE, PASS)
+    blob = keys.seal(keys.load_escrow_public_key(empty_site), b"secret", UUID, "luks-recovery", "slot1")
+    assert keys.unseal(officer, blob, UUID, "luks-recovery", "slot1") == b"secret"
+    monkeypatch.setenv(keys.ESCROW_PUBLIC_ENV, str(tmp_path / "missing.pem"))
+    with pytest.raises(keys.KeyFileError, match="missing.pem: no such key file"):
+        keys.load_escrow_public_key(empty_site)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from sitetools import downgrade_store
 
+from sqlalchemy import text
+
 from deskguard.errors import UsageError
 from deskguard.store import Store
 from deskguard.store.core import current_revision
@@ -56,13 +58,14 @@ def test_store_made_by_revision_0001_upgrades_without_loss(site):
         downgrade_store(s, "0001")
         assert current_revision(s.engine) == "0001"
         with s.engine.begin() as conn:
-            conn.exec_driver_sql(
+            conn.execute(text(
                 "INSERT INTO devices VALUES ('u1','lt-1','debian',NULL,'10.0.0.1',22,'dgadmin',NULL,'onboarded',"
-                "'2026-01-01 00:00:00','2026-01-01 00:00:00')")
-            conn.exec_driver_sql(
+                "'2026-01-01 00:00:00','2026-01-01 00:00:00')"))
+            conn.execute(text(
                 "INSERT INTO secrets (id, device_uuid, kind, key_id, escrow_key_id, ciphertext, created_at, "
-                "destroyed_at) VALUES (1,'u1','luks-recovery','k1',NULL,X'0102','2026-01-01 00:00:00',NULL),"
-                "(2,'u1','luks-recovery','k0',NULL,NULL,'2026-01-01 00:00:00','2026-01-02 00:00:00')")
+                "destroyed_at) VALUES (1,'u1','luks-recovery','k1',NULL,:blob,'2026-01-01 00:00:00',NULL),"
+                "(2,'u1','luks-recovery','k0',NULL,NULL,'2026-01-01 00:00:00','2026-01-02 00:00:00')"),
+                {"blob": b"\x01\x02"})
     with Store.open(site) as s:
         rows = {r.id: r for r in s.list_secrets("u1")}
         assert rows[1].state == "active" and rows[1].ciphertext == b"\x01\x02"

@@ -17,9 +17,10 @@ def key(n):
 
 
 @pytest.fixture
-def site(tmp_path, monkeypatch):
-    """A site whose policy names a gateway, with three laptops: two enrolled, one removed after enrolling."""
-    monkeypatch.delenv("DESKGUARD_DB_URL", raising=False)
+def site(site):
+    """A site whose policy names a gateway, with three laptops: two enrolled, one removed after enrolling
+    (on each store backend)."""
+    tmp_path = site
     from deskguard.inventory import ensure_hosts_file, register_and_add
     from deskguard.store import Store
 

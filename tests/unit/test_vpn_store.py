@@ -4,14 +4,14 @@ and the 0002 -> 0003 migration that added them."""
 from __future__ import annotations
 
 import multiprocessing
-import sqlite3
-
 import pytest
 from sitetools import downgrade_store
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from deskguard.errors import UsageError
 from deskguard.store import Store, VpnPoolExhausted
-from deskguard.store.core import SCHEMA_HEAD, current_revision, default_db_path
+from deskguard.store.core import SCHEMA_HEAD, current_revision
 
 pytestmark = pytest.mark.unit
 KEY = "A" * 43 + "="
@@ -59,17 +59,13 @@ def test_a_second_active_address_for_one_device_or_one_address_twice_is_refused_
     """The unique indexes, not only the code, keep addresses unique."""
     a, b = _devices(store, 2)
     store.allocate_vpn_address(a.uuid, "10.77.0.0/24")
-    with sqlite3.connect(default_db_path(store_site(store))) as c:
-        with pytest.raises(sqlite3.IntegrityError):
-            c.execute("INSERT INTO vpn_peers (device_uuid, pool, address, state, created_at) "
-                      "VALUES (?, '10.77.0.0/24', '10.77.0.1', 'active', '2026-01-01')", (b.uuid,))
-        with pytest.raises(sqlite3.IntegrityError):
-            c.execute("INSERT INTO vpn_peers (device_uuid, pool, address, state, created_at) "
-                      "VALUES (?, '10.77.0.0/24', '10.77.0.9', 'active', '2026-01-01')", (a.uuid,))
-
-
-def store_site(store):
-    return __import__("pathlib").Path(store.url.removeprefix("sqlite:///")).parents[1]
+    insert = text("INSERT INTO vpn_peers (device_uuid, pool, address, state, created_at) "
+                  "VALUES (:u, '10.77.0.0/24', :addr, 'active', '2026-01-01')")
+    for uuid, addr in ((b.uuid, "10.77.0.1"), (a.uuid, "10.77.0.9")):
+        with pytest.raises(IntegrityError):
+            with store.engine.begin() as conn:
+                conn.execute(insert, {"u": uuid, "addr": addr})
+    assert [p.address for p, _d in store.list_vpn_peers()] == ["10.77.0.1"]
 
 
 def test_pool_change_moves_the_device_and_removed_device_cannot_allocate(store):
@@ -91,6 +87,8 @@ def _admin(site, names, queue):
                 queue.put(s.allocate_vpn_address(dev.uuid, "10.77.0.0/26", reserved=["10.77.0.1"]).address)
     except Exception as exc:  # reported to the parent, which fails the test with it
         queue.put(f"error: {exc}")
+    finally:
+        queue.put(None)  # this admin is done: the parent stops waiting for it
 
 
 def test_two_admins_enrolling_at_once_never_share_an_address(site):
@@ -102,7 +100,13 @@ def test_two_admins_enrolling_at_once_never_share_an_address(site):
     procs = [ctx.Process(target=_admin, args=(site, names[i::2], queue)) for i in range(2)]
     for p in procs:
         p.start()
-    got = [queue.get(timeout=120) for _ in names]
+    got, running = [], len(procs)
+    while running:
+        item = queue.get(timeout=120)
+        if item is None:
+            running -= 1
+        else:
+            got.append(item)
     for p in procs:
         p.join(60)
     errors = [g for g in got if g.startswith("error")]

@@ -56,10 +56,11 @@ def _report(run, drift, history, fmt, output):
 @click.option("--limit", default=None, help="A host or Ansible host pattern (default: every laptop).")
 @click.option("--fix", is_flag=True, help="Repair the failing controls on the failing hosts, then check again.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--output", type=click.Path(dir_okay=False), default=None, help="Write the report to this file.")
 @click.option("--since", "since", default=None, help="Drift against this earlier run id (default: the previous run).")
 @click.option("--site", default=None, help="Site folder (default: DESKGUARD_SITE or the checkout).")
-def comply(limit, fix, fmt, output, since, site):
+def comply(limit, fix, fmt, as_json, output, since, site):
     """Score every control on every laptop, record the run, report drift.
 
     Exit codes: 0 every host compliant; 1 a host not compliant or not collected; 3 a host unreachable with
@@ -71,6 +72,10 @@ def comply(limit, fix, fmt, output, since, site):
 
     from ..errors import UsageError
 
+    if as_json:
+        if fmt not in ("table", "json"):
+            raise UsageError(f"--json and --format {fmt} contradict each other: pick one")
+        fmt = "json"
     root = site_dir(site)
     if since:
         with Store.open(root) as store:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -39,7 +40,8 @@ def _ask_passphrase() -> bytes:
               help="Site directory (default: $DESKGUARD_SITE, else the kit checkout).")
 @click.option("--officer-passphrase-file", type=click.Path(dir_okay=False), default=None,
               help="File holding the escrow officer key passphrase (else asked twice, hidden).")
-def init(site, officer_passphrase_file):
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (the officer-key notice stays on stderr).")
+def init(site, officer_passphrase_file, as_json):
     """Create the site's store, keys and example policy; keep whatever already exists."""
     from pathlib import Path
 
@@ -48,6 +50,7 @@ def init(site, officer_passphrase_file):
     from ..inventory import ensure_hosts_file, hosts_file
     from ..site import KIT_ROOT, site_dir
     from ..store import DB_URL_ENV, Store, default_db_path, state_dir
+    from ..term import color
 
     root = site_dir(site)
     root.mkdir(parents=True, exist_ok=True)
@@ -94,10 +97,15 @@ def init(site, officer_passphrase_file):
         with Store.open(root) as store:
             store.audit(None, "site.init", str(root), {"created": created})
 
-    for status, path, note in done:
-        click.echo(f"{status:8} {path} ({note})")
+    if as_json:
+        click.echo(json.dumps({"site": str(root), "items": [{"status": s, "path": p, "note": n} for s, p, n in done]},
+                              indent=2))
+    else:
+        for status, path, note in done:
+            click.echo(f"{status:8} {path} ({note})")
     officer = next((r for r in results if r.path.name == keys.ESCROW_PRIVATE), None)
     if officer is not None and officer.status == "created":
         click.secho(keys.OFFICER_KEY_NOTICE.format(path=officer.path, pub=Path(kdir / keys.ESCROW_PUBLIC)),
-                    err=True, fg="red", bold=True)
-    click.echo(f"init: site {root} ready ({len(created)} created, {len(done) - len(created)} kept)")
+                    err=True, fg="red", bold=True, color=color())
+    if not as_json:
+        click.echo(f"init: site {root} ready ({len(created)} created, {len(done) - len(created)} kept)")

@@ -7,6 +7,7 @@ import sys
 import click
 
 from ..preflight import SUPPORTED_OS
+from ..term import color
 
 
 @click.command()
@@ -51,7 +52,7 @@ def onboard(hostname, os_name, address, operator, ssh_user, port, ssh_key, luks_
         if insecure_lab_winrm:
             from ..preflight_winrm import LAB_WARNING
 
-            click.secho(LAB_WARNING, err=True, fg="red", bold=True)
+            click.secho(LAB_WARNING, err=True, fg="red", bold=True, color=color())
     if not (yes or check or as_json) and sys.stdin.isatty():
         click.confirm(f"Onboard {hostname} ({address}) for {operator}? This changes the laptop", abort=True)
     result, device = run_onboard(site_dir(site), req,

@@ -91,8 +91,9 @@ def rotate(host, as_json, site):
 
 
 @vpn.command("push-gateway")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_site_option
-def push_gateway(site):
+def push_gateway(as_json, site):
     """Push the enrolled laptops to the inventory's `vpn_gateways` (wg syncconf; their other peers kept).
 
     Run it after `deskguard devices remove`: the removed laptop's peer is dropped and its handshakes stop."""
@@ -100,7 +101,14 @@ def push_gateway(site):
     from ..site import site_dir
     from ..vpn.admin import push_gateways
 
-    result = push_gateways(site_dir(site), progress=progress_factory("vpn push-gateway", 1))
-    for name, outcome in sorted(result.hosts.items()):
-        click.echo(f"{name:24} {outcome.state:14} {'; '.join(outcome.messages) or '-'}")
+    result = push_gateways(site_dir(site), progress=None if as_json else progress_factory("vpn push-gateway", 1))
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"exit_code": result.exit_code,
+                               "gateways": {name: {"state": o.state, "messages": o.messages}
+                                            for name, o in sorted(result.hosts.items())}}, indent=2))
+    else:
+        for name, outcome in sorted(result.hosts.items()):
+            click.echo(f"{name:24} {outcome.state:14} {'; '.join(outcome.messages) or '-'}")
     sys.exit(result.exit_code)

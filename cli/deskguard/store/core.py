@@ -256,11 +256,13 @@ class Store(VpnPeersMixin, OrdersMixin, CheckinsMixin, KeyslotBaselinesMixin):
             if existing is not None:
                 raise _exists(existing)
             device = Device(uuid=str(uuidlib.uuid4()), hostname=hostname, state="registered", **fields)
-            s.add(device)
             try:
+                # Added inside the savepoint: if another admin won the race (PostgreSQL; SQLite serialises
+                # writers), only this row is rolled back and the session can still say who has the name.
                 with s.begin_nested():
+                    s.add(device)
                     s.flush()
-            except IntegrityError:  # another admin won the race (PostgreSQL; SQLite serialises writers)
+            except IntegrityError:
                 raise _exists(self._live(s, hostname) or device) from None
             self._append_audit(s, actor, "device.register", hostname, {"uuid": device.uuid, **fields})
             return device

@@ -1,7 +1,7 @@
 """The store's VPN part: tunnel addresses from a pool, one per device, and the peers' public keys.
 
 Mixed into ``Store``. Uniqueness is the database's job (partial unique indexes on active rows, migration
-0003): SQLite writers are serialised by BEGIN IMMEDIATE, and on PostgreSQL a second admin who picked the
+0004): SQLite writers are serialised by BEGIN IMMEDIATE, and on PostgreSQL a second admin who picked the
 same free address gets an IntegrityError and simply tries the next one.
 """
 
@@ -45,12 +45,13 @@ class VpnPeersMixin:
                 address = _lowest_free(s, net, skip)
                 peer = VpnPeer(device_uuid=device_uuid, pool=str(net), address=address, state="active",
                                created_at=utcnow())
-                s.add(peer)
                 try:
+                    # Added inside the savepoint, so losing the race to another admin (PostgreSQL: the unique
+                    # index refuses the address) rolls back only this row and the session stays usable.
                     with s.begin_nested():
+                        s.add(peer)
                         s.flush()
                 except IntegrityError:
-                    s.expunge(peer)
                     continue
                 self._append_audit(s, actor, "vpn.allocate", device.hostname,
                                    {"uuid": device_uuid, "peer_id": peer.id, "pool": str(net), "address": address})
