@@ -23,6 +23,15 @@ options:
 author: deskguard
 """
 
+EXAMPLES = r"""
+# Normally driven by the action deskguard_agent (roles/endpoint_agent), which also registers the public key.
+- name: AGT-001 | PATCH | Agent files, device key and timer
+  deskguard_agent_install:
+    files:
+      - {path: /usr/lib/deskguard-agent/deskguard-agent, mode: "0755", content: "#!/usr/bin/python3\n..."}
+    device_key: /etc/deskguard-agent/device.key
+"""
+
 RETURN = r"""
 public_key: {description: The device's public key (PEM)., type: str, returned: success and not check mode}
 files: {description: Files that differed., type: list, returned: always}

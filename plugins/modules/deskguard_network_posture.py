@@ -17,7 +17,7 @@ description:
   - Never changes anything, in check mode or not.
 options:
   targets:
-    description: The call system's hosts and TCP ports, e.g. C([{host: cti.example.com, ports: [5061, 443]}]).
+    description: "The call system's hosts and TCP ports, e.g. C([{host: cti.example.com, ports: [5061, 443]}])."
     type: list
     elements: dict
     default: []

@@ -9,7 +9,8 @@ module: deskguard_posture
 short_description: Collect the laptop's security posture in one call, changing nothing
 description:
   - Reads, in one round trip, what every control needs (disk encryption and keyslots, screen lock settings,
-    firewall, automatic updates and pending reboot, OS) and returns the observed values; the controller
+    firewall, automatic updates and pending reboot, USB policy in force, VPN, the check-in agent, the network,
+    OS) and returns the observed values; the controller
     judges them against the policy (action plugin C(deskguard_comply)).
   - Never changes anything, in check mode or not. A section that cannot be read is listed in C(errors).
 options:
@@ -19,8 +20,8 @@ options:
     elements: str
   params:
     description:
-      - Policy values per section that the section needs to judge "in force", e.g.
-        C({usb: {mode, approved_devices, allowed_classes}, vpn: {interface}}).
+      - "Policy values per section that the section needs to judge 'in force', e.g.
+        C({usb: {mode, approved_devices, allowed_classes}, vpn: {interface}})."
     type: dict
     default: {}
 author: deskguard
