@@ -115,6 +115,9 @@ class Ingest:
             self.store.record_checkin(payload["device_uuid"], payload, sent_at, received_at=received_at)
             self._apply_refusals(payload, hostname)
 
+        # record_checkin refuses before it writes; only reported refusals add writes after it (then a savepoint
+        # keeps the check-in and the order change together).
+        step.single_write = not any(r.get("order_id") for r in payload["refused"])
         return step
 
     @staticmethod
