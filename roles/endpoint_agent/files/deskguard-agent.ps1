@@ -207,6 +207,18 @@ function Test-Order([string]$Body, $Config, [hashtable]$State) {
         $result.Decision = 'foreign_volumes'
         return $result
     }
+    if ($payload.action -eq 'lock') {
+        # A lock must leave every volume openable with its escrowed recovery protector: each volume names the
+        # protector ids to keep, and each of them must be on the volume now.
+        foreach ($volume in $volumes) {
+            $keep = @($payload.keep_keyslots.$volume)
+            $present = @((Get-BitLockerVolume -MountPoint $volume).KeyProtector | ForEach-Object { $_.KeyProtectorId })
+            if ($keep.Count -eq 0 -or @($keep | Where-Object { $present -notcontains $_ }).Count -gt 0) {
+                $result.Decision = 'foreign_volumes'
+                return $result
+            }
+        }
+    }
     $result.Decision = 'accept'
     return $result
 }
