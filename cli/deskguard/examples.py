@@ -49,6 +49,17 @@ EXAMPLES: dict[str, list[str]] = {
     "lab usb plug": ["deskguard lab usb plug lab-vm1 --serial STICK01",
                      "deskguard lab usb plug lab-vm1 --kind keyboard --id kbd1"],
     "lab usb unplug": ["deskguard lab usb unplug lab-vm1 kbd1"],
+    "wipe": ["deskguard wipe lap-0042 --reason 'lost on the train' --ticket INC-123",
+             "deskguard wipe lap-0042 --mode lock --reason 'left in a taxi' --yes --confirm lap-0042"],
+    "orders": ["deskguard orders list"],
+    "orders list": ["deskguard orders list", "deskguard orders list --host lap-0042 --state queued --json"],
+    "orders show": ["deskguard orders show 1f3c9a2b", "deskguard orders show 1f3c9a2b --json"],
+    "orders cancel": ["deskguard orders cancel 1f3c9a2b"],
+    "orders settle": ["deskguard orders settle"],
+    "serve": ["deskguard serve --bind 0.0.0.0:8443 --tls-cert server.crt --tls-key server.key",
+              "deskguard serve --bind 127.0.0.1:8080"],
+    "netcheck": ["deskguard netcheck lap-0042", "deskguard netcheck lap-0042 --json"],
+    "audit log": ["deskguard audit log --since 7d", "deskguard audit log --since 2026-11-01 --format csv"],
     "demo": ["deskguard demo", "deskguard demo --laptops 0 --containers 1 --fleet 5"],
 }
 

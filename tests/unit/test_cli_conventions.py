@@ -26,7 +26,10 @@ NO_DATA = {"completion": "prints a shell script", "demo": "a guided run of the l
            "devices remove": "one confirmation line", "keys destroy": "one confirmation line",
            "lab down": "one line", "lab up": "one line (`lab status --json` has the data)",
            "lab ssh": "a shell on the lab host", "lab usb plug": "one line", "lab usb unplug": "one line",
-           "usb approve": "one confirmation line"}
+           "usb approve": "one confirmation line", "orders cancel": "one confirmation line",
+           "orders settle": "one line per order it moved (`orders list --json` has the data)",
+           "serve": "runs the server (its access log is the output)",
+           "wipe": "status lines (`orders show ID --json` has the order)"}
 
 
 def deskguard(*args, env=None, **kw):

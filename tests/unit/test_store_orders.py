@@ -253,9 +253,18 @@ def test_checkin_in_a_failed_transaction_leaves_nothing(store, device):
     assert store.latest_checkins() == {} and store.get_device("lt-1").last_seen_at is None
 
 
-def test_read_only_store_refuses_a_checkin_cleanly(site, store, device):
-    # A read-only connection (works as root too, unlike file modes): the write fails as StoreError, the
-    # check-in is not stored and the device's last seen is untouched.
+@pytest.fixture
+def sqlite_device(sqlite_site):
+    """SQLite's read-only URI mode is the tool here (it works as root too, unlike file modes)."""
+    with Store.open(sqlite_site, create=True) as store:
+        dev = store.register_device("lt-1", "debian", "10.0.0.1", 22, "dgadmin", "tanaka")
+        yield sqlite_site, store, dev
+
+
+def test_read_only_store_refuses_a_checkin_cleanly(sqlite_device):
+    # A read-only connection: the write fails as StoreError, the check-in is not stored and the device's last
+    # seen is untouched.
+    site, store, device = sqlite_device
     db = site / ".deskguard" / "deskguard.db"
     with Store(f"sqlite:///file:{db}?mode=ro&uri=true") as ro:
         with pytest.raises(StoreError):
@@ -300,7 +309,8 @@ def test_run_batch_keeps_each_step_whole_and_commits_the_rest_together(store, de
     assert store.get_device("lt-2").last_seen_at is None
 
 
-def test_run_batch_on_a_read_only_store_stores_nothing(site, store, device):
+def test_run_batch_on_a_read_only_store_stores_nothing(sqlite_device):
+    site, store, device = sqlite_device
     db = site / ".deskguard" / "deskguard.db"
     with Store(f"sqlite:///file:{db}?mode=ro&uri=true") as ro:
         with pytest.raises(StoreError):

@@ -43,4 +43,4 @@ def latest_checkin(store, device_uuid: str, policy: dict, now: dt.datetime | Non
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     age = max(0.0, (now - row.sent_at).total_seconds() / 3600)
     max_age = float(policy.get("deskguard_checkin_max_age_hours") or DEFAULT_MAX_AGE_HOURS)
-    return Checkin(sent["posture"], dict(sent.get("errors") or {}), row.sent_at, round(age, 2), max_age)
+    return Checkin(sent["posture"], dict(sent.get("errors") or {}), row.sent_at, age, max_age)
