@@ -277,3 +277,32 @@ def test_store_made_by_revision_0004_upgrades_without_loss(site):
         # The hostname index is still partial: a removed name can be reused.
         s.remove_device("lt-1")
         s.register_device("lt-1", "debian", "10.0.0.9", 22, "dgadmin", None)
+
+
+def test_run_batch_keeps_each_step_whole_and_commits_the_rest_together(store, device):
+    """Group commit: a step that fails after writing leaves no trace (its savepoint), the others commit."""
+    other = store.register_device("lt-2", "debian", "10.0.0.2", 22, "dgadmin", None)
+    t = dt.datetime.now(dt.timezone.utc)
+
+    def half_written():
+        store.record_checkin(other.uuid, {"n": "half"}, t)
+        raise RuntimeError("failed after its first write")
+
+    def replayed():
+        store.record_checkin(device.uuid, {"n": "old"}, t - dt.timedelta(hours=1))
+
+    replayed.single_write = True  # refuses before writing: no savepoint needed
+    ok = lambda: store.record_checkin(device.uuid, {"n": "ok"}, t)  # noqa: E731
+    results = store.run_batch([ok, half_written, replayed])
+    assert results[0] is None and isinstance(results[1], RuntimeError) and isinstance(results[2], CheckinReplayed)
+    latest = store.latest_checkins()
+    assert list(latest) == [device.uuid] and latest[device.uuid].payload_obj == {"n": "ok"}
+    assert store.get_device("lt-2").last_seen_at is None
+
+
+def test_run_batch_on_a_read_only_store_stores_nothing(site, store, device):
+    db = site / ".deskguard" / "deskguard.db"
+    with Store(f"sqlite:///file:{db}?mode=ro&uri=true") as ro:
+        with pytest.raises(StoreError):
+            ro.run_batch([lambda: ro.record_checkin(device.uuid, {}, dt.datetime.now(dt.timezone.utc))])
+    assert store.latest_checkins() == {}

@@ -229,3 +229,58 @@ def test_audit_log_formats_and_since(site):
     assert json.loads(deskguard("audit", "log", "--json", "--since", "2999-01-01", site=site).stdout) == []
     assert json.loads(deskguard("audit", "list", "--json", "--limit", "1", site=site).stdout) == rows[-1:]
     one_line_error(deskguard("audit", "log", "--since", "last tuesday", site=site), 2, "--since")
+
+
+def test_orders_settle_records_an_expired_order(site):
+    import datetime as dt
+
+    from deskguard.keys import load_order_signing_key
+
+    with _store(site) as s:
+        device = s.get_device("lt-1")
+        old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=40)
+        payload = P.build_order(device.uuid, "wipe", [LUKS], now=old)
+        s.create_order(device.uuid, payload, P.sign(payload, load_order_signing_key(site)).decode(), reason="lost")
+    listed = deskguard("orders", "list", site=site).stdout
+    assert "queued (expired)" in listed
+    proc = deskguard("orders", "settle", site=site)
+    assert proc.returncode == 0 and f"order {payload['order_id']} expired" in proc.stdout, proc.stderr
+    assert json.loads(deskguard("orders", "list", "--json", site=site).stdout)[0]["state"] == "expired"
+    assert deskguard("orders", "settle", site=site).stdout.strip() == "orders: nothing to settle"
+    with _store(site) as s:
+        assert s.get_device("lt-1").state == "onboarded"
+        assert [e.action for e in s.list_audit()[-2:]] == ["device.state", "order.expired"]
+
+
+def test_a_laptop_that_answers_gets_the_order_through_the_wipe_playbook_at_once(site):
+    """The delivery wiring: when the management port answers, `wipe` runs playbooks/wipe.yml on that one host
+    with deskguard_order_file. The site carries a stand-in wipe.yml (a site's own playbooks take precedence)
+    that only records the variables it got, on a local-connection host: what the real playbook does with the
+    order is the agent's part and is tested there."""
+    import sys
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        with _store(site) as s:
+            s.update_device("lt-1", port=listener.getsockname()[1])
+        (site / "inventory").mkdir(exist_ok=True)
+        (site / "inventory" / "hosts.yml").write_text(
+            "all:\n  children:\n    laptops:\n      hosts:\n"
+            f"        lt-1: {{ansible_connection: local, ansible_python_interpreter: {sys.executable}}}\n"
+            f"        lt-2: {{ansible_connection: local, ansible_python_interpreter: {sys.executable}}}\n")
+        (site / "playbooks").mkdir()
+        (site / "playbooks" / "wipe.yml").write_text(
+            "- hosts: all\n  gather_facts: false\n  tasks:\n"
+            "    - ansible.builtin.copy:\n"
+            "        dest: \"{{ playbook_dir }}/../delivered-{{ inventory_hostname }}.txt\"\n"
+            "        content: \"{{ deskguard_order_file }} {{ deskguard_hosts }}\"\n")
+        proc = deskguard("wipe", "lt-1", "--reason", "lost", "--yes", "--confirm", "lt-1", site=site)
+    finally:
+        listener.close()
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert "received the order now" in proc.stdout
+    [path] = _published(site)
+    assert (site / "delivered-lt-1.txt").read_text() == f"{path} lt-1"
+    assert not (site / "delivered-lt-2.txt").exists()  # --limit: only the host being wiped

@@ -1,7 +1,7 @@
 """What the server does with an acknowledgement or a check-in body: verify it, store it, say how it went.
 
-Plain synchronous code over the Store (the HTTP layer runs it in a worker thread), so the whole decision is
-testable without a socket. A check-in and the refusals it reports are stored together or not at all (one
+Plain synchronous code over the Store, so the whole decision is testable without a socket; the HTTP layer
+(server.py) verifies on its event loop, reads the store in a thread, and waits for the writer's future. A check-in and the refusals it reports are stored together or not at all (one
 savepoint); check-ins arriving together share one commit (group commit, see CheckinWriter), since on SQLite the
 commit's fsync is most of a check-in's cost. Answers follow docs/agent-protocol.md, "Server answers".
 """
@@ -115,6 +115,9 @@ class Ingest:
             self.store.record_checkin(payload["device_uuid"], payload, sent_at, received_at=received_at)
             self._apply_refusals(payload, hostname)
 
+        # record_checkin refuses before it writes; only reported refusals add writes after it (then a savepoint
+        # keeps the check-in and the order change together).
+        step.single_write = not any(r.get("order_id") for r in payload["refused"])
         return step
 
     @staticmethod

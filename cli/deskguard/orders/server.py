@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from ..site import module_utils
 from ..store import Store
-from .ingest import Answer, Ingest
+from .ingest import OK, Answer, Ingest
 
 P = module_utils("deskguard_protocol")
 # Seconds to receive a whole body (a 256 KiB check-in needs < 1 s on a poor line); tests shorten it.
@@ -117,7 +117,7 @@ def create_app(config: ServeConfig, store: Store | None = None) -> Starlette:
 
     async def healthz(request: Request) -> Response:
         ok = await run_in_threadpool(ingest.healthy)
-        return _json(OK_HEALTH if ok else Answer.error(503, "store_unavailable"))
+        return _json(OK if ok else Answer.error(503, "store_unavailable"))
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -139,9 +139,6 @@ def create_app(config: ServeConfig, store: Store | None = None) -> Starlette:
         Route("/v1/checkin", checkin, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
     ], lifespan=lifespan)
-
-
-OK_HEALTH = Answer(200, {"ok": True})
 
 
 async def _checkin(ingest: Ingest, body: bytes) -> Answer:
