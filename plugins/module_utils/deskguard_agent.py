@@ -216,7 +216,7 @@ class Agent:
             resp = self.transport.get(url, timeout=self.cfg["timeout_seconds"], limit=ORDER_LIMIT,
                                       ca_file=self.cfg.get("ca_file"))
         except self.transport.HttpFailure as exc:
-            if "larger than" in str(exc):
+            if exc.oversized:
                 self.state.refuse(None, "oversized", now=self.now)
                 return {"status": "refused", "reason": "oversized"}
             return {"status": "unreachable", "detail": str(exc)}

@@ -19,7 +19,11 @@ USER_AGENT = "deskguard-agent/1"
 
 
 class HttpFailure(Exception):
-    """The request did not produce a usable answer (unreachable, timeout, too big)."""
+    """The request did not produce a usable answer (unreachable, timeout, too big: `oversized`)."""
+
+    def __init__(self, message, oversized=False):
+        super().__init__(message)
+        self.oversized = oversized
 
 
 class Response:
@@ -55,7 +59,7 @@ def _read_bounded(resp, limit, deadline):
         chunks.append(chunk)
         size += len(chunk)
         if size > limit:
-            raise HttpFailure("answer larger than %d bytes" % limit)
+            raise HttpFailure("answer larger than %d bytes" % limit, oversized=True)
 
 
 def request(method, url, body=None, timeout=15.0, limit=8192, ca_file=None):
