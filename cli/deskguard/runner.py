@@ -83,6 +83,7 @@ class PlaybookResult:
     hosts: dict[str, HostOutcome]
     events: list[dict] = field(default_factory=list)
     interrupted: bool = False
+    notices: list[str] = field(default_factory=list)   # "deskguard: …" lines the kit's plugins printed
 
     @property
     def exit_code(self) -> int:
@@ -119,6 +120,7 @@ class EventCollector:
         self.current_task = ""
         self.keep_events = keep_events
         self.events: list[dict] = []
+        self.notices: list[str] = []
 
     def host(self, name: str) -> HostOutcome:
         return self.hosts.setdefault(name, HostOutcome())
@@ -135,6 +137,10 @@ class EventCollector:
                 self.host(name)
             for name in data.get("dark", {}) or {}:
                 self.host(name).unreachable = True
+        if not kind.startswith("runner_on_"):
+            # What the kit's callback/plugins say outside a task result (e.g. "the run was NOT recorded: …").
+            self.notices += [line.split("deskguard: ", 1)[1] for line in (event.get("stdout") or "").splitlines()
+                             if "deskguard: " in line]
         if self.keep_events:
             self.events.append(event)
         return False  # do not let ansible-runner keep events in memory/artifacts for us
@@ -275,4 +281,4 @@ def run_playbook(
         # Artifacts hold task results; they are not kept on the controller.
         shutil.rmtree(private, ignore_errors=True)
     return PlaybookResult(playbook, rc, status, time.monotonic() - start, collector.hosts,
-                          collector.events, interrupted)
+                          collector.events, interrupted, collector.notices)

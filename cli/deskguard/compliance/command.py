@@ -18,6 +18,7 @@ def run_once(site: Path, limit: str | None, progress=None):
     from . import runs
 
     inventory.require_hosts(site)
+    check_policy(site)
     run_id = str(uuid.uuid4())
     result = run_playbook(site, "comply.yml", [inventory.hosts_file(site)], limit=limit,
                           envvars={"DESKGUARD_RUN_ID": run_id, "DESKGUARD_RUN_SOURCE": "cli"}, progress=progress)
@@ -26,8 +27,23 @@ def run_once(site: Path, limit: str | None, progress=None):
         if recorded is None:
             if result.interrupted:
                 raise DeskguardError("interrupted: no run was recorded", exit_code=result.exit_code)
-            raise DeskguardError("the compliance run was not recorded (see the messages above); nothing to report")
+            why = next((n for n in result.notices if "NOT recorded" in n), None)
+            raise DeskguardError(why or "the compliance run was not recorded (see the messages above); nothing to report")
         return result, recorded, runs.previous(store, recorded)
+
+
+def check_policy(site: Path) -> None:
+    """Before anything runs: the site has a policy and every file of it parses (one clear line otherwise, not
+    Ansible's inventory traceback and an unrecorded run)."""
+    from ..errors import UsageError
+    from ..policyfile import read
+
+    folder = site / "inventory" / "group_vars" / "all"
+    files = sorted(folder.glob("*.y*ml")) if folder.is_dir() else []
+    if not files:
+        raise UsageError(f"no policy in {folder} (`deskguard init` writes the example policy.yml)")
+    for path in files:
+        read(path)
 
 
 def fix_targets(run) -> dict[str, list[str]]:
