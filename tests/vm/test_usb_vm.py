@@ -197,7 +197,8 @@ echo "RULES=$(sudo usbguard list-rules | wc -l)"
 def test_second_onboarding_changes_nothing(site, laptop):
     start = time.monotonic()
     out = onboard(site, laptop)
-    assert out["changed_tasks"] == 0 and {c["state"] for c in out["controls"]} == {"already compliant", "disabled"}, out  # AGT-001: agent off
+    states = {c["state"] for c in out["controls"]}
+    assert out["changed_tasks"] == 0 and states == {"already compliant", "disabled"}, out   # AGT-001: agent off
     assert out["module_calls"] <= 20, out
     print(f"converged onboarding: {time.monotonic() - start:.0f} s, {out['module_calls']} module calls")
 
