@@ -3,9 +3,13 @@ sys.path through its conftest)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 OFFICER_PASSPHRASE = "correct horse battery staple"
@@ -58,3 +62,41 @@ def downgrade_store(store, revision: str) -> None:
     with store.engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, revision)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for a server to bind, or for a client to find nobody)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(site, env: dict | None = None):
+    """`deskguard serve --site SITE` for real on a free loopback port; yields the port. Stopped at the end, and
+    what it printed must hold no traceback. `env` replaces the environment (default: without DESKGUARD_*)."""
+    import pytest
+
+    port = free_port()
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_DB_URL", "DESKGUARD_SITE")}
+    proc = subprocess.Popen([sys.executable, "-m", "deskguard", "serve", "--site", str(site), "--bind",
+                             f"127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    for _ in range(150):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("deskguard serve did not start: " + proc.communicate()[0][-2000:])
+    yield port
+    proc.terminate()
+    try:
+        out = proc.communicate(timeout=20)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out = proc.communicate()[0]
+    assert "Traceback" not in out, out[-3000:]

@@ -135,29 +135,10 @@ def posture_of(site, laptop_name=HOST) -> dict:
 @pytest.fixture
 def server(site):
     """`deskguard serve` for real on a free loopback port."""
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
+    from sitetools import serving
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "deskguard", "serve", "--site", str(site), "--bind",
-                             f"127.0.0.1:{port}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for _ in range(150):
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("deskguard serve did not start: " + proc.communicate()[0][-2000:])
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.communicate(timeout=20)
+    with serving(site) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def check_in(url, device_uuid, key, posture):

@@ -5,13 +5,14 @@ garbage, or not at all. Imported as `agentlab` (tests/unit is on sys.path throug
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from sitetools import free_port as dead_port  # noqa: F401  (a loopback port nothing listens on)
 
 MODULE_UTILS = Path(__file__).resolve().parents[2] / "plugins" / "module_utils"
 if str(MODULE_UTILS) not in sys.path:
@@ -160,13 +161,6 @@ class Server:
                 for p, b in self.posts if p == "/v1/checkin"]
 
 
-def dead_port() -> int:
-    """A loopback port nothing listens on."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def write_device_key(path: Path):

@@ -5,16 +5,12 @@ destroyed), only then the keyslots are erased; the check-in of another run lands
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
 import agentlab as lab
+import sitetools
 from agentlab import proto
 
 pytestmark = [pytest.mark.unit,
@@ -38,29 +34,14 @@ def served(tmp_path):
         secret = store.add_secret(dev.uuid, "luks-recovery", f"luks:{uuid}:2", b"sealed", state="pending")
         store.set_secret_state(secret.id, "active", fingerprint=lab.fingerprint(disk, 2), verified=True)
         store.set_agent_public_key(dev.uuid, proto.public_key_pem(device_key).decode())
-    port = lab.dead_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_DB_URL", "DESKGUARD_SITE")}
-    proc = subprocess.Popen([sys.executable, "-m", "deskguard", "serve", "--site", str(site), "--bind",
-                             f"127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(150):
-        try:
-            urllib.request.urlopen(url + "/healthz", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("deskguard serve did not start: " + proc.communicate()[0][-2000:])
     from deskguard import agent as controller
 
-    cfg = lab.config(tmp_path, url, None, tmp_path / "device.key",
-                     order_public_key=controller.order_public_pem(site), device_uuid=dev.uuid)
-    cfg["orders_url"] = url + "/orders"
-    yield {"site": site, "cfg": cfg, "disk": disk, "uuid": uuid, "device": dev}
-    proc.terminate()
-    out = proc.communicate(timeout=20)[0]
-    assert "Traceback" not in out, out[-3000:]
+    with sitetools.serving(site) as port:
+        url = f"http://127.0.0.1:{port}"
+        cfg = lab.config(tmp_path, url, None, tmp_path / "device.key",
+                         order_public_key=controller.order_public_pem(site), device_uuid=dev.uuid)
+        cfg["orders_url"] = url + "/orders"
+        yield {"site": site, "cfg": cfg, "disk": disk, "uuid": uuid, "device": dev}
 
 
 def _wipe(site, *args):

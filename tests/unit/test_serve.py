@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+import sitetools
 
 from deskguard.site import module_utils
 
@@ -24,12 +25,6 @@ P = module_utils("deskguard_protocol")
 PASS = "correct horse battery staple"
 LUKS = "3b2e8d4a-1c5f-4e7a-9b0d-6f8e2a4c1d3b"
 DEADLINE = 2.0  # header and body deadlines of the server under test, seconds
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def now_utc():
@@ -75,30 +70,10 @@ def lab(tmp_path_factory):
             store.set_agent_public_key(dev.uuid, P.public_key_pem(devkeys[name][1]).decode())
             store.add_secret(dev.uuid, "luks-recovery", f"luks:{LUKS}:1", b"sealed", state="active")
         issued = issue.issue(site, store, settings.load(site), "lt-1", action="wipe", reason="lost")
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_DB_URL", "DESKGUARD_SITE")}
     env.update(DESKGUARD_SERVE_HEADER_DEADLINE=str(DEADLINE), DESKGUARD_SERVE_BODY_DEADLINE=str(DEADLINE))
-    proc = subprocess.Popen([sys.executable, "-m", "deskguard", "serve", "--site", str(site), "--bind",
-                             f"127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    client = Client(port)
-    for _ in range(100):
-        try:
-            if client.request("GET", "/healthz")[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("deskguard serve did not start: " + proc.communicate()[0][-2000:])
-    yield {"site": site, "client": client, "port": port, "keys": devkeys, "order": issued, "proc": proc}
-    proc.terminate()
-    try:
-        out = proc.communicate(timeout=20)[0]
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out = proc.communicate()[0]
-    assert "Traceback" not in out, out[-3000:]
+    with sitetools.serving(site, env) as port:
+        yield {"site": site, "client": Client(port), "port": port, "keys": devkeys, "order": issued}
 
 
 def _checkin(lab, name="lt-1", sent=None, key=None, **extra):
@@ -294,7 +269,7 @@ def test_read_only_store_answers_503_and_stores_nothing(tmp_path):
         s.set_agent_public_key(dev.uuid, P.public_key_pem(key).decode())
     db = tmp_path / ".deskguard" / "deskguard.db"
     ro = Store(f"sqlite:///file:{db}?mode=ro&uri=true")
-    port = free_port()
+    port = sitetools.free_port()
     app = create_app(ServeConfig(tmp_path, tmp_path / "orders", 72, settle=False), store=ro)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=DeadlineH11Protocol,
                                            log_level="warning", lifespan="on"))
@@ -329,7 +304,7 @@ def test_serve_bad_input(tmp_path, lab):
     assert proc.returncode == 2 and "plain HTTP" in proc.stderr and proc.stderr.count("\n") == 1
     proc = run("--site", str(lab["site"]), "--bind", "localhost")
     assert proc.returncode == 2 and "ADDRESS:PORT" in proc.stderr
-    proc = run("--site", str(tmp_path), "--bind", f"127.0.0.1:{free_port()}")
+    proc = run("--site", str(tmp_path), "--bind", f"127.0.0.1:{sitetools.free_port()}")
     assert proc.returncode == 4 and "deskguard init" in proc.stderr
 
 
@@ -362,7 +337,7 @@ def test_tls_with_two_workers(lab, tmp_path):
     import ssl
 
     crt, pem = _self_signed(tmp_path)
-    port = free_port()
+    port = sitetools.free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_DB_URL", "DESKGUARD_SITE")}
     proc = subprocess.Popen([sys.executable, "-m", "deskguard", "serve", "--site", str(lab["site"]), "--bind",
                              f"0.0.0.0:{port}", "--tls-cert", str(crt), "--tls-key", str(pem), "--workers", "2"],
