@@ -6,19 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from test_escrow import INSTALLER, LIGHT, OFFICER, Laptop, keys_of, run
+from test_escrow import INSTALLER, LIGHT, OFFICER, Laptop, device, keys_of, laptop, run  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture
-def laptop(tmp_path):
-    return Laptop(tmp_path)
-
-
-@pytest.fixture
-def device(store):
-    return store.register_device("lt-1", "debian", "10.0.0.1", 22, "dgadmin", None)
 
 
 def add_rogue_slot(laptop, tmp_path) -> int:
