@@ -15,9 +15,6 @@ ALLOWED_NETWORKS = "the home broadband or the company mobile Wi-Fi"
 
 
 def _net():
-    # deskguard_network imports these two by their plain names when it is not inside a module.
-    module_utils("deskguard_wireguard")
-    module_utils("deskguard_vpn_facts")
     return module_utils("deskguard_network")
 
 
