@@ -45,34 +45,35 @@ class ActionModule(ActionBase):
             params = dgpolicy.posture_params(policy)
         except PolicyError as exc:
             raise AnsibleActionFail(f"the policy's compliance settings are unusable: {exc}") from None
+        # One store per host (none for an unregistered host, e.g. check mode before onboarding): its latest
+        # check-in, its enrolled VPN key and its escrow records are what the laptop is compared with.
         try:
-            collected = self._execute_module(module_name="deskguard_posture", module_args={"params": params},
-                                             task_vars=task_vars)
-        except AnsibleConnectionFailure as exc:
-            collected = {"unreachable": True, "msg": str(exc)}
-        source, checkin = "live", None
-        if collected.get("unreachable"):
-            # A laptop that is off tonight is judged from its agent's latest check-in, marked as such.
-            if uuid:
-                with Store.open(site_dir(os.environ.get("DESKGUARD_SITE"))) as store:
-                    checkin = evidence.latest_checkin(store, uuid, policy)
-            if checkin is None:
-                result.update(unreachable=True, msg=collected.get("msg", "unreachable"))
-                return result
-            if checkin.stale:
-                result.update(changed=False, module_calls=0, deskguard_compliance={
-                    "hostname": hostname, "device_uuid": uuid, "stale": True, "source": "checkin",
-                    "evidence_at": checkin.collected_at.isoformat() + "Z", "message": checkin.describe(),
-                    "summary": {"score": None, "compliant": False}, "results": []})
-                return result
-            source, collected = "checkin", {"posture": checkin.posture, "errors": checkin.errors}
-        elif collected.get("failed"):
-            raise AnsibleActionFail(f"collecting the posture failed: {collected.get('msg', 'no message')}")
-        posture, errors = collected.get("posture") or {}, collected.get("errors") or {}
-        try:
-            # One store session per host: the enrolled VPN key and the escrow records are what the laptop is
-            # compared with. An unregistered host (check mode before onboarding) has neither.
             with Store.open(site_dir(os.environ.get("DESKGUARD_SITE"))) if uuid else contextlib.nullcontext() as store:
+                try:
+                    collected = self._execute_module(module_name="deskguard_posture", module_args={"params": params},
+                                                     task_vars=task_vars)
+                except AnsibleConnectionFailure as exc:
+                    collected = {"unreachable": True, "msg": str(exc)}
+                checkin = None
+                if collected.get("unreachable"):
+                    # A laptop that is off tonight is judged from its agent's latest check-in, marked as such.
+                    checkin = evidence.latest_checkin(store, uuid, policy) if store is not None else None
+                    if checkin is None:
+                        result.update(unreachable=True, msg=collected.get("msg", "unreachable"))
+                        return result
+                    origin = {"source": "checkin", "evidence_at": checkin.collected_at.isoformat() + "Z",
+                              "message": checkin.describe()}
+                    if checkin.stale:
+                        result.update(changed=False, module_calls=0, deskguard_compliance={
+                            "hostname": hostname, "device_uuid": uuid, "stale": True, **origin,
+                            "summary": {"score": None, "compliant": False}, "results": []})
+                        return result
+                    collected = {"posture": checkin.posture, "errors": checkin.errors}
+                elif collected.get("failed"):
+                    raise AnsibleActionFail(f"collecting the posture failed: {collected.get('msg', 'no message')}")
+                else:
+                    origin = {"source": "live", "evidence_at": None, "message": None}
+                posture, errors = collected.get("posture") or {}, collected.get("errors") or {}
                 if store is not None and policy.get("vpn_enabled"):
                     peer = store.vpn_peer(uuid)
                     policy["vpn_enrolled_public_key"] = peer.public_key if peer else None
@@ -86,17 +87,16 @@ class ActionModule(ActionBase):
                     remote = lambda module, args: posture["disk"]  # noqa: E731
                     outcome = escrow.run_luks(store, None, remote, req)
                     outcome.module_calls = 0
-            results = evaluate(hostname, posture, errors, policy, outcome)
+                results = evaluate(hostname, posture, errors, policy, outcome)
         except PolicyError as exc:
             raise AnsibleActionFail(f"the policy's compliance settings are unusable: {exc}") from None
-        except DeskguardError as exc:
+        except DeskguardError as exc:   # the store could not be opened or read, an escrow record is unusable
             raise AnsibleActionFail(str(exc)) from None
         summary = host_summary(results)
         result.update(
-            changed=False, module_calls=1, timings=collected.get("timings"),
+            # A check-in cost no round trip to the laptop.
+            changed=False, module_calls=0 if checkin else 1, timings=collected.get("timings"),
             deskguard_compliance={"hostname": hostname, "device_uuid": uuid, "summary": summary,
-                                  "results": [r.to_dict() for r in results], "source": source,
-                                  "evidence_at": (checkin.collected_at.isoformat() + "Z") if checkin else None,
-                                  "message": checkin.describe() if checkin else None},
+                                  "results": [r.to_dict() for r in results], **origin},
             deskguard_controls={r.id: {"state": STATE_FOR_RUNNER[r.status], "findings": r.evidence} for r in results})
         return result
