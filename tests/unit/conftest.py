@@ -3,7 +3,8 @@
 `site` (and so `store`) runs each test twice: against the default SQLite file, and with DESKGUARD_DB_URL
 naming a fresh database on the session's throw-away PostgreSQL server (tests/pgcluster.py). Everything that
 opens the store from the environment (the CLI in a subprocess, the action and callback plugins) follows it.
-`sqlite_site` is for the few tests about the SQLite file itself."""
+`sqlite_site` is for the few tests about the SQLite file itself. `device` is one registered laptop with no
+secrets; `laptop` is a LUKS2 image standing for its root disk (tests/unit/luks_laptop.py)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,15 @@ def store_bytes(backend, site, request):
         return b"".join(p.read_bytes() for p in (site / ".deskguard").iterdir() if p.is_file())
 
     return read
+
+
+@pytest.fixture
+def device(store):
+    return store.register_device("lt-1", "debian", "10.0.0.1", 22, "dgadmin", None)
+
+
+@pytest.fixture
+def laptop(tmp_path):
+    from luks_laptop import Laptop
+
+    return Laptop(tmp_path)

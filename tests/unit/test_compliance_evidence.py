@@ -14,11 +14,6 @@ SENT = dt.datetime(2026, 11, 29, 1, 0, 0)
 POSTURE = {"posture": {"firewall": {"active": True}}, "errors": {"usb": "ValueError: no bus"}, "timings": {}}
 
 
-@pytest.fixture
-def device(store):
-    return store.register_device("lt-1", "debian", "10.0.0.1", 22, "dgadmin", None)
-
-
 def test_a_device_that_never_checked_in_has_no_evidence(store, device):
     assert latest_checkin(store, device.uuid, {}) is None
 

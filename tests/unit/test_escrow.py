@@ -1,117 +1,24 @@
-"""The escrow order (deskguard.escrow) against real cryptsetup on LUKS image files and a real SQLite store.
-
-The device side is module_utils/deskguard_luks.act, called in-process instead of over SSH; lsblk and
-/etc/crypttab are replaced by text that says "this image backs /" and "this key file unlocks it".
-"""
+"""The escrow order (deskguard.escrow) against real cryptsetup on LUKS image files (tests/unit/luks_laptop.py)
+and a real store."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import multiprocessing
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from deskguard import escrow
 from deskguard.store import Store, StoreError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "module_utils"))
-import deskguard_luks as dl  # noqa: E402
+from luks_laptop import INSTALLER, LIGHT, OFFICER, Laptop, dl, escrow_open, keys_of, run
 
 pytestmark = [pytest.mark.unit,
               pytest.mark.skipif(shutil.which("cryptsetup") is None, reason="cryptsetup not installed")]
-
-LIGHT = ("--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000")
-INSTALLER = "installer passphrase 7Qx"
-OFFICER = X25519PrivateKey.generate()
-
-
-class Laptop:
-    """One LUKS2 image standing for a laptop's root disk: slot 0 the installer passphrase, and optionally a
-    crypttab key file in slot 1 (the TPM stand-in of the lab)."""
-
-    def __init__(self, tmp: Path, keyfile: bool = True, luks_type: str = "luks2"):
-        self.image = tmp / "disk.img"
-        with open(self.image, "wb") as fh:
-            fh.truncate(20 << 20)
-        args = ["luksFormat", "-q", "--type", luks_type, *LIGHT, "--key-file", "-"]
-        if luks_type == "luks2":
-            args += ["--key-slot", "0"]
-        self._cs(*args, str(self.image), key=INSTALLER.encode())
-        self.uuid = self._cs("luksUUID", str(self.image)).stdout.decode().strip()
-        self.keyfile = tmp / "root.key"
-        self.crypttab = ""
-        if keyfile:
-            self.keyfile.write_bytes(os.urandom(64))
-            self._cs("luksAddKey", "-q", *LIGHT, "--key-slot", "1", "--key-file", "-", str(self.image),
-                     str(self.keyfile), key=INSTALLER.encode())
-            self.crypttab = f"root UUID={self.uuid} {self.keyfile} luks,discard\n"
-        self.calls: list[str] = []
-        self.etc = tmp / "etc"
-        self.etc.mkdir()
-
-    @staticmethod
-    def _cs(*args, key=b""):
-        proc = subprocess.run(["cryptsetup", *args], input=key, capture_output=True)
-        assert proc.returncode == 0, proc.stderr
-        return proc
-
-    def lsblk(self) -> str:
-        return json.dumps({"blockdevices": [{
-            "name": "disk.img", "path": str(self.image), "type": "disk", "fstype": "crypto_LUKS",
-            "uuid": self.uuid, "mountpoints": [None],
-            "children": [{"name": "root", "path": "/dev/mapper/root", "type": "crypt", "fstype": "ext4",
-                          "mountpoints": ["/"]}]}]})
-
-    def remote(self, module: str, args: dict) -> dict:
-        assert module == "deskguard_luks"
-        self.calls.append(args.get("state", "inventory"))
-        try:
-            return dl.act(args, crypttab_text=self.crypttab, lsblk_json=self.lsblk(), etc=str(self.etc))
-        except dl.LuksError as exc:
-            raise escrow.RemoteFailed(str(exc)) from None
-
-    def opens(self, key: str) -> bool:
-        return dl.test_key(str(self.image), key.encode())
-
-    def slots(self) -> list[int]:
-        return sorted(int(s) for s in dl.luks_dump(str(self.image))["keyslots"])
-
-    def digest(self) -> str:
-        return hashlib.sha256(self.image.read_bytes()).hexdigest()
-
-
-@pytest.fixture
-def laptop(tmp_path):
-    return Laptop(tmp_path)
-
-
-@pytest.fixture
-def device(store):
-    return store.register_device("lt-1", "debian", "10.0.0.1", 22, "dgadmin", None)
-
-
-def run(store, laptop, device, mode="apply", **kw):
-    req = escrow.Request(device_uuid=device.uuid, hostname="lt-1", mode=mode, **kw)
-    return escrow.run_luks(store, OFFICER.public_key(), laptop.remote, req)
-
-
-def keys_of(store, device, states=("pending", "active")):
-    return {s.id: escrow_open(s) for s in store.list_secrets(device.uuid) if s.state in states}
-
-
-def escrow_open(sec) -> str:
-    from deskguard.keys import unseal
-
-    return unseal(OFFICER, sec.ciphertext, sec.device_uuid, sec.kind, sec.key_id).decode()
-
 
 # ----------------------------------------------------------------------------------------------- flows
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_escrow import INSTALLER, LIGHT, OFFICER, Laptop, device, keys_of, laptop, run  # noqa: F401 (fixtures)
+from luks_laptop import INSTALLER, LIGHT, OFFICER, Laptop, keys_of, run
 
 pytestmark = pytest.mark.unit
 
