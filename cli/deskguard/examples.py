@@ -55,7 +55,7 @@ EXAMPLES: dict[str, list[str]] = {
     "orders list": ["deskguard orders list", "deskguard orders list --host lap-0042 --state queued --json"],
     "orders show": ["deskguard orders show 1f3c9a2b", "deskguard orders show 1f3c9a2b --json"],
     "orders cancel": ["deskguard orders cancel 1f3c9a2b"],
-    "orders settle": ["deskguard orders settle"],
+    "orders settle": ["deskguard orders settle", "deskguard orders settle --grace 12h"],
     "serve": ["deskguard serve --bind 0.0.0.0:8443 --tls-cert server.crt --tls-key server.key",
               "deskguard serve --bind 127.0.0.1:8080"],
     "netcheck": ["deskguard netcheck lap-0042", "deskguard netcheck lap-0042 --json"],

@@ -252,6 +252,34 @@ def test_orders_settle_records_an_expired_order(site):
         assert [e.action for e in s.list_audit()[-2:]] == ["device.state", "order.expired"]
 
 
+def test_orders_settle_grace_marks_done_only_an_acknowledged_order_after_the_silence(site):
+    """`--grace` shortens the policy's 72 h (what the VM test uses); a queued order is never done however
+    short the grace, an acknowledged one only once the grace has passed without a check-in."""
+    import time
+
+    from deskguard.keys import load_order_signing_key
+
+    with _store(site) as s:
+        device = s.get_device("lt-1")
+        payload = P.build_order(device.uuid, "wipe", [LUKS])
+        s.create_order(device.uuid, payload, P.sign(payload, load_order_signing_key(site)).decode(), reason="lost")
+    time.sleep(1.2)
+    assert deskguard("orders", "settle", "--grace", "1s", site=site).stdout.strip() == "orders: nothing to settle"
+    with _store(site) as s:
+        assert s.get_order(payload["order_id"]).state == "queued"    # never done without an acknowledgement
+        s.acknowledge_order(payload["order_id"], device_uuid=device.uuid, nonce=payload["nonce"], status="accepted")
+    assert deskguard("orders", "settle", site=site).stdout.strip() == "orders: nothing to settle"   # policy: 72 h
+    time.sleep(1.2)
+    proc = deskguard("orders", "settle", "--grace", "1s", site=site)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == (f"order {payload['order_id']} done: no check-in for 1 second after "
+                                   "the acknowledged wipe"), proc.stdout
+    with _store(site) as s:
+        assert s.get_order(payload["order_id"]).state == "done" and s.get_device("lt-1").state == "wiped"
+    for bad in ("0s", "soon", "-5m", "3w"):
+        one_line_error(deskguard("orders", "settle", "--grace", bad, site=site), 2, "--grace")
+
+
 def test_a_laptop_that_answers_gets_the_order_through_the_wipe_playbook_at_once(site):
     """The delivery wiring: when the management port answers, `wipe` runs playbooks/wipe.yml on that one host
     with deskguard_order_file. The site carries a stand-in wipe.yml (a site's own playbooks take precedence)

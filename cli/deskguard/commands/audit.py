@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 
 import click
 
-from .common import open_store, site_option
+from .common import open_store, parse_duration, site_option
 
 FORMATS = ("table", "csv", "json")
 CSV_COLUMNS = ("id", "at", "actor", "action", "target", "detail", "prev_hash", "hash")
@@ -42,15 +41,14 @@ def verify(site, as_json):
 
 
 def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
-    """A UTC date or time (2026-11-01, 2026-11-01T10:00[:00][Z]) or an age (90m, 12h, 7d) as naive UTC."""
+    """A UTC date or time (2026-11-01, 2026-11-01T10:00[:00][Z]) or an age (30s, 90m, 12h, 7d) as naive UTC."""
     from ..errors import UsageError
     from ..store.models import utcnow
 
     text = text.strip()
-    m = re.fullmatch(r"(\d+)([mhd])", text)
-    if m:
-        unit = {"m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
-        return (now or utcnow()) - dt.timedelta(**{unit: int(m.group(1))})
+    age = parse_duration(text)
+    if age is not None:
+        return (now or utcnow()) - age
     try:
         parsed = dt.datetime.fromisoformat(text[:-1] if text.endswith("Z") else text)
     except ValueError:

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .common import open_store, site_option
+from .common import open_store, parse_duration, site_option
 
 
 @click.group()
@@ -99,16 +99,24 @@ def cancel(site, order_id):
 
 @orders.command()
 @site_option
-def settle(site):
+@click.option("--grace", default=None, metavar="DURATION",
+              help="How long an acknowledged order must stay silent before it is done (30s, 90m, 12h, 3d); "
+                   "default: the policy's deskguard_order_done_grace_hours (72).")
+def settle(site, grace):
     """Record what time decided: queued orders past their expiry become expired, acknowledged ones done when
-    the laptop stayed silent for the policy's grace period (or re-enrolled). `deskguard serve` does this too."""
+    the laptop stayed silent for the grace period (or re-enrolled). Never done without an acknowledgement.
+    `deskguard serve` does this too, with the policy's grace."""
+    from ..errors import UsageError
     from ..orders import settings
 
+    period = parse_duration(grace) if grace is not None else None
+    if grace is not None and not period:
+        raise UsageError(f"--grace {grace[:40]!r}: give a period of at least one second (30s, 90m, 12h, 3d)")
     root, store = open_store(site)
     conf = settings.load(root)
     with store:
         expired = store.expire_orders()
-        done = store.settle_orders(conf.done_grace)
+        done = store.settle_orders(period or conf.done_grace)
     for o in expired:
         click.echo(f"order {o.id} expired")
     for o in done:

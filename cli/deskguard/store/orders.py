@@ -173,7 +173,7 @@ class OrdersMixin:
                 silent_since = now - order.acknowledged_at >= grace
                 if order.action == "lock":
                     if silent_since:
-                        why[order.id] = f"lock acknowledged {_days(grace)} ago"
+                        why[order.id] = f"lock acknowledged {_period(grace)} ago"
                     continue
                 if self._reenrolled(s, order):
                     why[order.id] = "re-enrolled with new volumes after the wipe"
@@ -181,7 +181,7 @@ class OrdersMixin:
                 checkin = s.get(Checkin, order.device_uuid)
                 heard = checkin is not None and checkin.received_at > order.acknowledged_at
                 if silent_since and not heard:
-                    why[order.id] = f"no check-in for {_days(grace)} after the acknowledged wipe"
+                    why[order.id] = f"no check-in for {_period(grace)} after the acknowledged wipe"
         for order_id, text in why.items():
             try:
                 settled.append(self.complete_order(order_id, text, actor=actor))
@@ -265,9 +265,13 @@ def volume_of(key_id: str) -> str | None:
     return rest.rsplit(":", 1)[0]
 
 
-def _days(grace: dt.timedelta) -> str:
-    hours = grace.total_seconds() / 3600
-    return f"{hours / 24:g} days" if hours >= 24 else f"{hours:g} hours"
+def _period(grace: dt.timedelta) -> str:
+    """3 days, 12 hours, 90 minutes, 30 seconds: the unit that reads best (`orders settle --grace` can be short)."""
+    seconds = grace.total_seconds()
+    size, unit = next((s, u) for s, u in ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second"))
+                      if seconds >= s or s == 1)
+    amount = seconds / size
+    return f"{amount:g} {unit}" + ("" if amount == 1 else "s")
 
 
 def _actor() -> str:
