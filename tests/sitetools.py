@@ -72,12 +72,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(site, env: dict | None = None):
-    """`deskguard serve --site SITE` for real on a free loopback port; yields the port. Stopped at the end, and
-    what it printed must hold no traceback. `env` replaces the environment (default: without DESKGUARD_*)."""
+def serving(site, env: dict | None = None, port: int | None = None):
+    """`deskguard serve --site SITE` for real on a loopback port (`port`, else a free one); yields the port.
+    Stopped at the end, and what it printed must hold no traceback. `env` replaces the environment (default:
+    without DESKGUARD_*)."""
     import pytest
 
-    port = free_port()
+    port = port or free_port()
     if env is None:
         env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_DB_URL", "DESKGUARD_SITE")}
     proc = subprocess.Popen([sys.executable, "-m", "deskguard", "serve", "--site", str(site), "--bind",

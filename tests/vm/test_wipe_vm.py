@@ -11,6 +11,7 @@ from the host. Phase times are printed (`-s` to see them).
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import os
 import signal
@@ -225,9 +226,76 @@ def test_reachable_wipe_acknowledged_erased_and_the_laptop_no_longer_boots(lab_s
     finally:
         stop(again)
     assert "login:" not in text.split("cryptsetup")[-1]
+    settles_done(site, order)
+    phase("reachable: orders settle --grace: done", t)
 
 
-def test_offline_wipe_at_the_first_check_in(lab_session, lab_inventory_dir, make_site, debs, tmp_path):
+# ------------------------------------------------------------- check-ins while the laptop is off (issue 9)
+
+def agent_checks_in(laptop, times=1):
+    """Run the agent's service now instead of waiting for its timer. A run already under way (the boot timer)
+    is waited for first: `systemctl start` would join it, and it may have collected the posture too early."""
+    start = "; ".join(["sudo -n systemctl start deskguard-agent.service"] * times)
+    r = vm.ssh(laptop, "while [ \"$(systemctl show -p ActiveState --value deskguard-agent.service)\" = activating ]; "
+                       f"do sleep 1; done; {start}; echo rc=$?; "
+                       "sudo -n journalctl -u deskguard-agent.service -n 12 --no-pager -o cat", timeout=600)
+    assert "rc=0" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
+    return r.stdout
+
+
+def latest_checkin(site):
+    from deskguard.store import Store
+
+    with Store.open(site) as store:
+        uuid = store.require_device(HOST).uuid
+        return store.latest_checkins([uuid]).get(uuid)
+
+
+def shut_down(laptop):
+    vm.ssh(laptop, "sync; sudo -n systemctl poweroff", timeout=60)
+    wait_powered_off(laptop)
+
+
+def comply_from_checkin(site, *extra_args):
+    proc = deskguard(site, "comply", "--limit", HOST, "--format", "json", *extra_args)
+    assert proc.stdout.strip().startswith("{"), proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads(proc.stdout)["hosts"][HOST]
+    return proc.returncode, report
+
+
+def failing(report):
+    return {cid for cid, r in report["results"].items() if r["status"] in ("fail", "error")}
+
+
+# A keyslot nobody escrowed, added by hand (ENC-003): a real change to the disk, cheap with the light PBKDF.
+ROGUE_KEYSLOT = ("printf 'a key nobody escrowed' > /tmp/rogue; sudo -n cryptsetup luksAddKey -q --pbkdf pbkdf2 "
+                 "--pbkdf-force-iterations 1000 --key-file /etc/keys/root.key "
+                 "$(sudo -n blkid -t TYPE=crypto_LUKS -o device | head -n1) /tmp/rogue; echo rc=$?")
+
+
+def settles_done(site, order):
+    """`orders settle`: not done under the policy's 72 h grace, done with a short --grace once the laptop has
+    been silent since its acknowledgement (issue 8: "done" = acknowledged, then silent)."""
+    proc = deskguard(site, "orders", "settle")
+    assert proc.returncode == 0 and proc.stdout.strip() == "orders: nothing to settle", proc.stdout + proc.stderr
+    proc = deskguard(site, "orders", "settle", "--grace", "5s")
+    assert proc.returncode == 0, proc.stderr
+    assert f"order {order.id} done: no check-in for 5 seconds after the acknowledged wipe" in proc.stdout, proc.stdout
+    device, (settled,), _ = store_view(site)
+    assert settled.state == "done" and device.state == "wiped", (settled.state, device.state)
+
+
+def test_off_at_night_judged_from_its_check_ins_then_wiped_at_the_first_check_in(lab_session, lab_inventory_dir,
+                                                                                 make_site, debs, tmp_path):
+    """One laptop for issue 9's proof and the offline wipe (a boot and an onboarding saved): the real agent
+    checks in through `deskguard serve`; with the laptop shut down, `comply` judges that check-in (source,
+    age; stale past the policy's maximum age); a keyslot added by hand, a check-in, shut down: the run shows
+    that failure from the check-in. Then the offline wipe: order published while it is off, acknowledged and
+    carried out at its first check-in after boot, and settled `done` after the silence that follows."""
+    from sitetools import serving
+
+    from deskguard import inventory
+
     t = time.monotonic()
     laptop = fresh_laptop(lab_session, lab_inventory_dir)
     install_debs(laptop, debs)
@@ -235,27 +303,64 @@ def test_offline_wipe_at_the_first_check_in(lab_session, lab_inventory_dir, make
     onboard(site, laptop)
     t = phase("offline: laptop onboarded", t)
     key, _, _ = escrowed(site)
-    vm.ssh(laptop, "sync; sudo -n systemctl poweroff", timeout=60)
-    wait_powered_off(laptop)
-    t = phase("offline: laptop shut down", t)
+    with serving(site, port=SERVE_PORT):
+        # Two runs: the second check-in carries the first one's success (AGT-001 wants a successful check-in).
+        ran = agent_checks_in(laptop, times=2)
+        checked_in = time.monotonic()
+        first = latest_checkin(site)
+        assert first is not None and first.payload_obj["posture"]["posture"], ran[-3000:]
+        t = phase("check-in: two agent runs through deskguard serve", t)
+        shut_down(laptop)
+        t = phase("check-in: laptop shut down", t)
 
-    proc = deskguard(site, "wipe", HOST, "--reason", "not returned (vm test)", "--yes", "--confirm", HOST)
-    assert proc.returncode == 0 and "next check-in" in proc.stdout, proc.stdout + proc.stderr
-    server = subprocess.Popen([sys.executable, "-m", "deskguard", "serve", "--bind", f"127.0.0.1:{SERVE_PORT}",
-                               "--site", str(site)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+        rc, away = comply_from_checkin(site)
+        assert rc == 0 and away["state"] == "ok" and away["source"] == "checkin", away
+        assert away["compliant"] and failing(away) == set(), away
+        assert away["evidence_at"].startswith(first.sent_at.strftime("%Y-%m-%dT%H:%M")), (away, first.sent_at)
+        assert "h ago" in away["message"] and away["results"]["AGT-001"]["status"] == "pass", away
+        assert away["results"]["ENC-002"]["status"] == "pass", away["results"]["ENC-002"]
+        t = phase("check-in: comply judges the shut laptop from its check-in", t)
+
+        # Stale: a real age (the check-in is older than 3.6 s by now) past a policy maximum lowered to 3.6 s.
+        assert time.monotonic() - checked_in > 3.6
+        inventory.add_host(site, HOST, {"deskguard_checkin_max_age_hours": 0.001})
+        rc, away = comply_from_checkin(site)
+        inventory.add_host(site, HOST, {"deskguard_checkin_max_age_hours": 24})
+        assert rc == 3 and away["state"] == "stale" and not away["compliant"], away
+        assert "older than the policy's 0.001 h" in away["message"], away
+        t = phase("check-in: stale past the policy's maximum age", t)
+
+        again = vm.boot_again(NAME, log=lambda m: None)
+        t = phase("check-in: cold boot to ssh", t)
+        r = vm.ssh(again, ROGUE_KEYSLOT, timeout=300)
+        assert r.stdout.strip().endswith("rc=0"), r.stdout + r.stderr
+        ran = agent_checks_in(again)
+        broken = latest_checkin(site)
+        assert broken.sent_at > first.sent_at, (broken.sent_at, first.sent_at, ran[-3000:])
+        shut_down(again)
+        t = phase("check-in: keyslot added by hand, check-in, shut down", t)
+        rc, away = comply_from_checkin(site)
+        assert rc == 1 and away["source"] == "checkin" and not away["compliant"], away
+        assert failing(away) == {"ENC-003"}, {c: away["results"][c] for c in failing(away)}
+        assert any("neither escrowed nor in the enrolment baseline" in e
+                   for e in away["results"]["ENC-003"]["evidence"]), away["results"]["ENC-003"]
+        t = phase("check-in: comply shows the failure from the check-in", t)
+
+        # The offline wipe: the order is published while the laptop is off; `serve` is still up.
+        proc = deskguard(site, "wipe", HOST, "--reason", "not returned (vm test)", "--yes", "--confirm", HOST)
+        assert proc.returncode == 0 and "next check-in" in proc.stdout, proc.stdout + proc.stderr
         again = vm.boot_again(NAME, wait_ssh=False, log=lambda m: None)
         t = phase("offline: order published, laptop started", t)
         wait_powered_off(again, timeout=900)
         t = phase("offline: first check-in acknowledged, wiped, powered off", t)
-    finally:
-        server.terminate()
-        served = server.communicate(timeout=30)[0]
     device, orders, live = store_view(site)
     (order,) = orders
-    assert order.state == "acknowledged" and device.state == "wiping" and live == [], (order.state, served[-2000:])
+    assert order.state == "acknowledged" and device.state == "wiping" and live == [], (order.state, device.state)
     raw = header(again, tmp_path)
     assert keyslots(raw) in (None, []) and not opens(raw, key.encode())
+    time.sleep(max(0.0, 5.5 - (dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+                                - order.acknowledged_at).total_seconds()))
+    settles_done(site, order)
 
 
 def test_lock_the_laptop_does_not_boot_unattended_and_the_escrowed_key_still_opens_it(
