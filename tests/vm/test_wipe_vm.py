@@ -5,7 +5,11 @@ recorded before it acts, and the proof on the disk itself.
 Each scenario destroys its laptop, so each starts from the booted snapshot and onboards the minimal role set
 (disk encryption with escrow + the agent; the other controls off) - few module calls under TCG. The wiped disk
 is checked twice: by cold-booting it (the initramfs can no longer unlock root) and by reading its LUKS header
-from the host. Phase times are printed (`-s` to see them).
+from the host. An acknowledged wipe is settled `done` with a short `orders settle --grace`.
+
+The check-in proof of issue 9 (the real agent reporting through `deskguard serve`, the shut laptop judged from
+it) shares the offline-wipe laptop: a laptop that can be wiped offline must first have been onboarded and
+have checked in, so one boot and one onboarding serve both. Phase times are printed (`-s` to see them).
 """
 
 from __future__ import annotations
