@@ -22,12 +22,14 @@ options:
   rollback_seconds: {description: Rollback delay when the management channel runs through the tunnel., type: int, default: 300}
   captive_ports: {description: Ports the kill switch leaves open for captive-portal sign-in., type: list, elements: str}
   backend: {description: auto, wg-quick or networkmanager., type: str, default: auto}
+  implementation: {description: "Linux: auto, kernel or userspace (wireguard-go).", type: str, default: auto}
 """
 
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("policy", "mode", "rollback_seconds", "captive_ports", "backend"))
+    _VALID_ARGS = frozenset(("policy", "mode", "rollback_seconds", "captive_ports", "backend",
+                             "implementation"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -64,7 +66,8 @@ class ActionModule(ActionBase):
                                 mode=mode, management_address=str(task_vars.get("ansible_host") or hostname),
                                 rollback_seconds=int(args.get("rollback_seconds", 300)),
                                 captive_ports=tuple(args.get("captive_ports") or ()),
-                                backend=args.get("backend", "auto"))
+                                backend=args.get("backend", "auto"),
+                                implementation=args.get("implementation", "auto"))
             if not device_uuid:
                 out = enrol.run(None, remote, req)
             else:
@@ -76,6 +79,7 @@ class ActionModule(ActionBase):
         except DeskguardError as exc:
             raise AnsibleActionFail(str(exc)) from None
         result.update(changed=out.changed, address=out.address, public_key=out.public_key,
+                      implementation=out.implementation,
                       rollback_armed=out.rollback_armed, management_over_vpn=out.management_over_vpn,
                       deskguard_controls=out.controls,
                       msg="; ".join(out.notes) or f"tunnel {settings.interface} at {out.address}")

@@ -37,7 +37,7 @@ class Paths(object):
 
     def __init__(self, interface, config_dir="/etc/wireguard", state_dir="/var/lib/deskguard/vpn",
                  nm_dir="/etc/NetworkManager/system-connections", unit_dir="/etc/systemd/system",
-                 nft_dir="/etc/deskguard"):
+                 nft_dir="/etc/deskguard", uapi_dir="/var/run/wireguard"):
         self.interface = interface
         self.config_dir = config_dir
         self.key = os.path.join(config_dir, interface + ".key")
@@ -45,6 +45,9 @@ class Paths(object):
         self.nm = os.path.join(nm_dir, "deskguard-%s.nmconnection" % interface)
         self.nft = os.path.join(nft_dir, "vpn-killswitch.nft")
         self.unit = os.path.join(unit_dir, KILL_SWITCH_UNIT)
+        # wg-quick@IFACE's drop-in naming the userspace implementation (absent: the kernel module).
+        self.dropin = os.path.join(unit_dir, "wg-quick@%s.service.d" % interface, "deskguard-userspace.conf")
+        self.uapi_dir = uapi_dir   # where wireguard-go leaves its control socket
         self.state_dir = state_dir
         self.backup_dir = os.path.join(state_dir, "previous")
 

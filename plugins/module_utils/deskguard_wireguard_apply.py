@@ -23,6 +23,11 @@ except ImportError:  # unit tests put module_utils on sys.path
     from deskguard_wireguard import (KILL_SWITCH_TABLE, KILL_SWITCH_UNIT, ROLLBACK_UNIT, WireGuardError, _run,
                                      make_key, public_key, render_kill_switch, render_kill_switch_unit, render_nm,
                                      render_wg_quick, resolve_endpoint)
+try:
+    from ansible.module_utils.deskguard_wireguard_impl import (ImplementationError, Laptop, choose, render_dropin,
+                                                               running_implementation)
+except ImportError:  # unit tests put module_utils on sys.path
+    from deskguard_wireguard_impl import ImplementationError, Laptop, choose, render_dropin, running_implementation
 
 
 def _probe(cmd):
@@ -35,9 +40,9 @@ def nm_manages_network(probe=_probe):
     return bool(shutil.which("nmcli")) and probe(["systemctl", "is-active", "--quiet", "NetworkManager"]) == 0
 
 
-def desired_files(p, paths, backend, run=_run):
+def desired_files(p, paths, backend, run=_run, implementation="kernel"):
     """{path: (content, mode)} for everything the tunnel needs; None content = must not exist."""
-    files = {}
+    files = {paths.dropin: (render_dropin(implementation), 0o644)}
     if backend == "networkmanager":
         with open(paths.key) as fh:
             files[paths.nm] = (render_nm(p, fh.read().strip()), 0o600)
@@ -147,22 +152,28 @@ def _validate(files, paths, run):
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def converge(p, paths, check_mode=False, run=_run, backend=None, probe=_probe):
-    """Returns {changed, public_key, backend, files, key_created, rollback_armed}. Never the private key."""
+def converge(p, paths, check_mode=False, run=_run, backend=None, probe=_probe, laptop=None):
+    """Returns {changed, public_key, backend, implementation, implementation_reason, files, key_created,
+    rollback_armed}. Never the private key. An implementation the laptop cannot run changes nothing."""
     backend = backend or ("networkmanager" if nm_manages_network(probe) else "wg-quick")
-    result = {"changed": False, "backend": backend, "files": [], "key_created": False, "rollback_armed": False}
+    try:
+        implementation, reason = choose(p.get("implementation") or "auto", backend, laptop or Laptop(probe=probe))
+    except ImplementationError as exc:
+        raise WireGuardError(str(exc))
+    result = {"changed": False, "backend": backend, "implementation": implementation,
+              "implementation_reason": reason, "files": [], "key_created": False, "rollback_armed": False}
     pub = public_key(paths, run)
     need_key = pub is None or p.get("rotate")
     if need_key and check_mode:
         result.update(changed=True, public_key=pub, files=["(new key)"])
         return result
-    names = [paths.conf, paths.nm, paths.nft, paths.unit]
+    names = [paths.conf, paths.nm, paths.nft, paths.unit, paths.dropin]
     saved = None
     if need_key:
         saved = _backup(paths, names)   # the old key too: a rotation the gateway never learnt is undone
         pub = make_key(paths, run)
         result["key_created"] = True
-    files = desired_files(p, paths, backend, run)
+    files = desired_files(p, paths, backend, run, implementation)
     differ = [path for path, (content, mode) in files.items() if _differs(path, content, mode)]
     unit = "wg-quick@%s" % p["interface"]
     service_ok = backend == "networkmanager" or _service_ok(unit, probe)
@@ -187,6 +198,7 @@ def converge(p, paths, check_mode=False, run=_run, backend=None, probe=_probe):
             _atomic(path, content, mode)
     try:
         _activate(p, paths, backend, run, probe)
+        _prove_implementation(paths, backend, implementation)
     except WireGuardError as exc:
         _restore(saved, names + [paths.key])
         try:
@@ -194,6 +206,16 @@ def converge(p, paths, check_mode=False, run=_run, backend=None, probe=_probe):
         finally:
             raise WireGuardError("the new tunnel did not come up (%s); the previous configuration is back" % exc)
     return result
+
+
+def _prove_implementation(paths, backend, implementation):
+    """The tunnel runs on what was chosen (wg-quick could otherwise fall back to wireguard-go unseen)."""
+    if backend == "networkmanager":
+        return
+    running = running_implementation(paths.interface, paths.uapi_dir)
+    if running != implementation:
+        raise WireGuardError("the tunnel came up on the %s implementation, not the %s one the policy chose"
+                             % (running, implementation))
 
 
 def _activate(p, paths, backend, run, probe, disable_missing=False):

@@ -21,6 +21,8 @@ $spec = @{
         rotate = @{ type = 'bool'; default = $false }
         rollback_seconds = @{ type = 'int'; default = 0 }
         backend = @{ type = 'str'; default = 'auto' }
+        # Linux's kernel-or-wireguard-go choice; WireGuard for Windows brings its own implementation.
+        implementation = @{ type = 'str'; default = 'auto' }
         handshake_max_age = @{ type = 'int'; default = 180 }
         config_dir = @{ type = 'path'; default = "$env:ProgramData\deskguard\wireguard" }
     }

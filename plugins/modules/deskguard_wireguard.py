@@ -31,6 +31,13 @@ options:
   rotate: {description: Make a new key pair (the old one is kept for the rollback only)., type: bool, default: false}
   rollback_seconds: {description: Arm the rollback timer (when the management channel runs over this tunnel); 0 off., type: int, default: 0}
   backend: {description: "auto (NetworkManager if it runs), wg-quick or networkmanager.", type: str, default: auto}
+  implementation:
+    description:
+      - "kernel (the WireGuard module), userspace (wireguard-go through wg-quick, for kernels without the module,
+        e.g. containers) or auto (kernel if the kernel has it, else userspace). A choice the laptop cannot honour
+        fails and changes nothing; the choice is returned."
+    type: str
+    default: auto
   handshake_max_age: {description: VPN-002 threshold in seconds., type: int, default: 180}
 author: deskguard
 """
@@ -51,6 +58,8 @@ EXAMPLES = r"""
 RETURN = r"""
 public_key: {description: The laptop's public key., type: str, returned: always}
 backend: {description: wg-quick or networkmanager., type: str, returned: always}
+implementation: {description: kernel or userspace (wireguard-go)., type: str, returned: always}
+implementation_reason: {description: Why that implementation., type: str, returned: always}
 files: {description: Files that differed (would change in check mode)., type: list, returned: always}
 rollback_armed: {description: Whether the rollback timer was armed., type: bool, returned: always}
 controls: {description: VPN-001..003 after the run (see deskguard_vpn_facts)., type: dict, returned: always}
@@ -75,6 +84,7 @@ def main():
             management_networks=dict(type="list", elements="str", default=[]),
             rotate=dict(type="bool", default=False), rollback_seconds=dict(type="int", default=0),
             backend=dict(type="str", default="auto", choices=["auto", "wg-quick", "networkmanager"]),
+            implementation=dict(type="str", default="auto", choices=["auto", "kernel", "userspace"]),
             handshake_max_age=dict(type="int", default=180),
         ),
         supports_check_mode=True,

@@ -107,3 +107,24 @@ def test_gateway_config_lists_exactly_the_enrolled_peers_in_every_format(store):
     store.remove_device("lt-0")
     peers, _ = peer_rows(store, s)
     assert [p["hostname"] for p in peers] == ["lt-1"]
+
+
+def test_the_implementation_is_passed_down_and_userspace_is_said_every_run(store):
+    """Never silently on wireguard-go: the policy's choice goes to the laptop, and a userspace tunnel is a
+    VPN-001 finding of every run (containers; kernels without the module)."""
+    dev = store.register_device("lt-1", "debian", "10.0.2.15", 22, "dgadmin", None)
+    laptop = FakeLaptop()
+
+    def userspace(module, args):
+        return {**laptop(module, args), "implementation": "userspace",
+                "implementation_reason": "no WireGuard kernel module (vpn_implementation: auto)"}
+    req = _req(dev)
+    req.implementation = "userspace"
+    out = enrol.run(store, userspace, req)
+    assert laptop.calls[0][1]["implementation"] == "userspace" and out.implementation == "userspace"
+    note = "userspace WireGuard (wireguard-go): no WireGuard kernel module (vpn_implementation: auto)"
+    assert out.controls["VPN-001"]["findings"] == [note] and note in out.notes
+    again = enrol.run(store, userspace, req)
+    assert not again.changed and again.controls["VPN-001"]["findings"] == [note]
+    kernel = enrol.run(store, laptop, _req(dev))
+    assert kernel.controls["VPN-001"]["findings"] == [] and kernel.notes == []

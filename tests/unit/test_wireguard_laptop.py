@@ -16,23 +16,39 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "module_utils"))
 import deskguard_wireguard as wgu  # noqa: E402
 import deskguard_wireguard_apply as wga  # noqa: E402
+import deskguard_wireguard_impl as wgi  # noqa: E402
 
 pytestmark = pytest.mark.unit
 GW = base64.b64encode(bytes(range(32))).decode()
 
 
 class FakeSystem:
-    """Real wg/wg-quick/nft; systemctl and friends recorded. `fail_restart` makes the tunnel not come up."""
+    """Real wg/wg-quick/nft; systemctl and friends recorded. `fail_restart` makes the tunnel not come up.
+    `kernel`: the laptop's kernel has the WireGuard module; otherwise a restart of wg-quick@ starts "wireguard-go"
+    (its UAPI socket appears in `uapi_dir`) unless `userspace_runs` is off (wg-quick fell back to something else)."""
 
-    def __init__(self):
+    def __init__(self, uapi_dir=None):
         self.cmds, self.fail_restart, self.units_ok = [], False, False
+        self.kernel, self.wireguard_go, self.tun, self.userspace_runs = True, True, True, True
+        self.uapi_dir = uapi_dir
+
+    def laptop(self):
+        return wgi.Laptop(kernel_module=self.kernel, userspace_binary="/usr/bin/wireguard-go" if self.wireguard_go
+                          else "", tun=self.tun)
 
     def run(self, cmd, stdin=None):
         self.cmds.append(cmd)
         if cmd[0] in ("wg", "wg-quick", "nft") and cmd[:2] != ["wg", "show"]:
             return wgu._run(cmd, stdin)
-        if self.fail_restart and cmd[:2] == ["systemctl", "restart"] and cmd[2].startswith("wg-quick@"):
-            raise wgu.WireGuardError("wg-quick@wg0 failed")
+        if cmd[:2] == ["systemctl", "restart"] and cmd[2].startswith("wg-quick@"):
+            if self.fail_restart:
+                raise wgu.WireGuardError("wg-quick@wg0 failed")
+            sock = Path(self.uapi_dir, "wg0.sock")
+            if not self.kernel and self.userspace_runs:
+                sock.parent.mkdir(parents=True, exist_ok=True)
+                sock.touch()
+            else:
+                sock.unlink(missing_ok=True)
         return ""
 
     def probe(self, cmd):
@@ -44,17 +60,18 @@ class FakeSystem:
 def env(tmp_path):
     paths = wgu.Paths("wg0", config_dir=str(tmp_path / "etc/wireguard"), state_dir=str(tmp_path / "var/vpn"),
                       nm_dir=str(tmp_path / "etc/nm"), unit_dir=str(tmp_path / "etc/systemd"),
-                      nft_dir=str(tmp_path / "etc/deskguard"))
+                      nft_dir=str(tmp_path / "etc/deskguard"), uapi_dir=str(tmp_path / "run/wireguard"))
     params = {"interface": "wg0", "address": "10.77.0.2", "gateway_public_key": GW, "endpoint": "10.0.2.2:51820",
               "allowed_ips": ["10.77.0.0/24"], "dns": [], "mtu": 1420, "keepalive": 25, "kill_switch": False,
               "kill_switch_captive_ports": ["53/udp", "80/tcp"], "management_networks": ["10.0.2.0/24"],
               "rotate": False, "rollback_seconds": 0}
-    return paths, params, FakeSystem(), tmp_path
+    return paths, params, FakeSystem(paths.uapi_dir), tmp_path
 
 
 def _converge(env, **changes):
     paths, params, sysm, _ = env
-    return wga.converge({**params, **changes}, paths, run=sysm.run, probe=sysm.probe, backend="wg-quick")
+    return wga.converge({**params, **changes}, paths, run=sysm.run, probe=sysm.probe, backend="wg-quick",
+                        laptop=sysm.laptop())
 
 
 def _all_text(root):
@@ -144,7 +161,8 @@ def test_rollback_timer_is_armed_before_the_change_when_managed_through_the_tunn
 
 def test_check_mode_changes_nothing(env):
     paths, params, sysm, root = env
-    res = wga.converge(params, paths, check_mode=True, run=sysm.run, probe=sysm.probe, backend="wg-quick")
+    res = wga.converge(params, paths, check_mode=True, run=sysm.run, probe=sysm.probe, backend="wg-quick",
+                       laptop=sysm.laptop())
     assert res["changed"] and not any(Path(root).rglob("*.key")) and not os.path.exists(paths.conf)
 
 
@@ -157,3 +175,58 @@ def test_networkmanager_keyfile_is_0600_and_has_the_tunnel(env):
     assert "dns=10.77.0.1;" in text and "dns-search=corp.example;" in text and "address1=10.77.0.2/32" in text
     files = wga.desired_files(params, paths, "networkmanager", sysm.run)
     assert files[paths.nm][1] == 0o600 and files[paths.conf][0] is None
+
+
+# -- kernel module or userspace wireguard-go (container laptops share a host kernel without the module) --------
+
+def test_kernel_laptop_gets_no_userspace_dropin_and_says_kernel(env):
+    paths, _params, _sysm, _ = env
+    res = _converge(env)
+    assert (res["implementation"], res["implementation_reason"]) == ("kernel", "the kernel has the WireGuard module")
+    assert not os.path.exists(paths.dropin)
+
+
+def test_without_the_kernel_module_auto_runs_wireguard_go_explicitly_and_converges(env):
+    paths, _params, sysm, _ = env
+    sysm.kernel = False
+    res = _converge(env)
+    assert res["changed"] and res["implementation"] == "userspace"
+    assert "no WireGuard kernel module" in res["implementation_reason"]
+    dropin = Path(paths.dropin)
+    assert dropin.parent.name == "wg-quick@wg0.service.d"
+    assert "Environment=WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go" in dropin.read_text()
+    sysm.units_ok = True
+    again = _converge(env)
+    assert not again["changed"] and again["implementation"] == "userspace", again
+    sysm.kernel = True   # the laptop got a kernel with the module: the drop-in goes, the tunnel restarts
+    back = _converge(env)
+    assert back["changed"] and paths.dropin in back["files"] and not dropin.exists()
+
+
+@pytest.mark.parametrize("setup, requested, backend, message", [
+    ({"kernel": False}, "kernel", "wg-quick", "vpn_implementation is kernel, but this laptop's kernel has no"),
+    ({"kernel": True}, "userspace", "wg-quick", "wg-quick always uses it"),
+    ({"kernel": False, "wireguard_go": False}, "auto", "wg-quick", "wireguard-go is not installed"),
+    ({"kernel": False, "tun": False}, "userspace", "wg-quick", "/dev/net/tun is missing"),
+    ({"kernel": False}, "auto", "networkmanager", "set vpn_backend: wg-quick"),
+])
+def test_an_implementation_the_laptop_cannot_run_is_refused_and_nothing_changes(env, setup, requested, backend,
+                                                                                 message):
+    paths, params, sysm, root = env
+    for k, v in setup.items():
+        setattr(sysm, k, v)
+    with pytest.raises(wgu.WireGuardError, match="nothing was changed") as exc:
+        wga.converge({**params, "implementation": requested}, paths, run=sysm.run, probe=sysm.probe,
+                     backend=backend, laptop=sysm.laptop())
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+    assert not any(p.is_file() for p in Path(root).rglob("*")) and sysm.cmds == []
+
+
+def test_a_tunnel_up_on_another_implementation_than_chosen_is_undone(env):
+    """wg-quick's own silent fallback (or a kernel that lost its module) is caught: previous files back."""
+    paths, _params, sysm, _ = env
+    sysm.kernel, sysm.userspace_runs = False, False
+    with pytest.raises(wgu.WireGuardError, match="came up on the kernel implementation, not the userspace"):
+        _converge(env)
+    assert not os.path.exists(paths.conf) and not os.path.exists(paths.dropin)
+    assert ["systemctl", "disable", "--now", "wg-quick@wg0"] in sysm.cmds

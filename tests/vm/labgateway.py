@@ -1,10 +1,15 @@
-"""The lab's VPN gateway: userspace wireguard-go in a network namespace of its own (`dgvpn-gw`; the host
-kernel has no WireGuard module), reached by the lab VM at 10.0.2.2:RELAY_PORT through qemu's user network
-and the UDP relay. Nothing here touches the default lab's bridge or namespaces."""
+"""The lab's VPN gateway: userspace wireguard-go in a network namespace of its own (the host kernel has no
+WireGuard module). Two ways in:
+- `start()` for the lab VM (`dgvpn-gw`): reached at 10.0.2.2:RELAY_PORT through qemu's user network and the
+  UDP relay; nothing here touches the default lab's bridge or namespaces.
+- `start_on_bridge()` for laptop containers (`dgvpn-ct`): the namespace gets a veth on the lab bridge and
+  10.213.0.2, a host of the containers' own LAN, so they dial it directly (no relay, any number of laptops).
+  Its veth leaves the bridge with the namespace, before `lab down` removes the bridge."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,19 +33,23 @@ def in_ns(*cmd, check=True, netns=NETNS):
     return subprocess.run(["ip", "netns", "exec", netns, *cmd], check=check, capture_output=True, text=True)
 
 
+BRIDGE_NETNS = "dgvpn-ct"
+BRIDGE_IFACE = "dgvpnct0"          # wireguard-go's UAPI socket names are machine-wide: not the VM gateway's
+BRIDGE_ADDRESS = "10.213.0.2"      # on dglab0 (10.213.0.0/16): reserved for this gateway in lab/network.py
+BRIDGE_VETH = "dgvpnct-br"
+
+
 @dataclass
 class Gateway:
     public_key: str
     wg: subprocess.Popen
-    relay: subprocess.Popen
+    relay: subprocess.Popen | None
     workdir: Path
     netns: str = NETNS
     iface: str = IFACE
     relay_port: int = RELAY_PORT
-
-    @property
-    def endpoint(self) -> str:
-        return f"10.0.2.2:{self.relay_port}"
+    endpoint: str = f"10.0.2.2:{RELAY_PORT}"
+    veth: str | None = None            # the bridge's port, removed at once (a namespace's veths go lazily)
 
     def peers(self) -> list[str]:
         return in_ns("wg", "show", self.iface, "peers", netns=self.netns).stdout.split()
@@ -51,22 +60,27 @@ class Gateway:
 
     def stop(self) -> None:
         for proc in (self.relay, self.wg):
-            if proc.poll() is None:
+            if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+        if self.veth:
+            subprocess.run(["ip", "link", "del", self.veth], capture_output=True)
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
         Path(f"/var/run/wireguard/{self.iface}.sock").unlink(missing_ok=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start(netns: str = NETNS, iface: str = IFACE, relay_port: int = RELAY_PORT) -> Gateway:
-    """Another helper's lab may run beside this one: its own namespace, interface (wireguard-go's UAPI sockets
-    are machine-wide) and relay port keep them apart."""
+def _namespace(netns: str) -> None:
     subprocess.run(["ip", "netns", "del", netns], capture_output=True)   # a leftover of an interrupted run
     _sh("ip", "netns", "add", netns)
     _sh("ip", "-n", netns, "link", "set", "lo", "up")
+
+
+def _wireguard(netns: str, iface: str) -> tuple[str, subprocess.Popen, Path]:
+    """wireguard-go with a fresh key, listening on WG_PORT, 10.77.0.1/24 on its interface."""
     workdir = Path(tempfile.mkdtemp(prefix="dgvpn-gw-"))
     key = workdir / "gateway.key"
     old = os.umask(0o077)
@@ -78,7 +92,6 @@ def start(netns: str = NETNS, iface: str = IFACE, relay_port: int = RELAY_PORT) 
     env = {**os.environ, "WG_PROCESS_FOREGROUND": "1"}
     wg = subprocess.Popen(["ip", "netns", "exec", netns, "wireguard-go", "-f", iface], env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    relay = None
     try:
         for _ in range(50):
             if in_ns("ip", "link", "show", iface, check=False, netns=netns).returncode == 0 and \
@@ -88,10 +101,45 @@ def start(netns: str = NETNS, iface: str = IFACE, relay_port: int = RELAY_PORT) 
         in_ns("wg", "set", iface, "listen-port", str(WG_PORT), "private-key", str(key), netns=netns)
         in_ns("ip", "addr", "add", ADDRESS, "dev", iface, netns=netns)
         in_ns("ip", "link", "set", iface, "up", netns=netns)
+    except BaseException:
+        Gateway(public, wg, None, workdir, netns, iface).stop()
+        raise
+    return public, wg, workdir
+
+
+def start(netns: str = NETNS, iface: str = IFACE, relay_port: int = RELAY_PORT) -> Gateway:
+    """Another helper's lab may run beside this one: its own namespace, interface (wireguard-go's UAPI sockets
+    are machine-wide) and relay port keep them apart."""
+    _namespace(netns)
+    public, wg, workdir = _wireguard(netns, iface)
+    relay = None
+    try:
         relay = subprocess.Popen([sys.executable, str(Path(__file__).with_name("udprelay.py")), str(relay_port),
                                   netns, str(WG_PORT)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert relay.stdout.readline().strip() == "ready", relay.stderr.read() if relay.poll() else "relay silent"
     except BaseException:
-        Gateway(public, wg, relay or wg, workdir, netns, iface, relay_port).stop()
+        Gateway(public, wg, relay, workdir, netns, iface, relay_port).stop()
         raise
-    return Gateway(public, wg, relay, workdir, netns, iface, relay_port)
+    return Gateway(public, wg, relay, workdir, netns, iface, relay_port, f"10.0.2.2:{relay_port}")
+
+
+def start_on_bridge(bridge: str = "dglab0", netns: str = BRIDGE_NETNS, iface: str = BRIDGE_IFACE,
+                    address: str = BRIDGE_ADDRESS, veth: str = BRIDGE_VETH) -> Gateway:
+    """The gateway as one more host on the lab bridge (the laptop containers' LAN)."""
+    _namespace(netns)
+    subprocess.run(["ip", "link", "del", veth], capture_output=True)     # a leftover of an interrupted run
+    try:
+        _sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
+        _sh("ip", "link", "set", veth, "master", bridge, "up")
+        _sh("ip", "-n", netns, "addr", "add", f"{address}/16", "dev", "eth0")
+        _sh("ip", "-n", netns, "link", "set", "eth0", "up")
+    except BaseException:
+        subprocess.run(["ip", "link", "del", veth], capture_output=True)
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+        raise
+    try:
+        public, wg, workdir = _wireguard(netns, iface)
+    except BaseException:
+        subprocess.run(["ip", "link", "del", veth], capture_output=True)
+        raise
+    return Gateway(public, wg, None, workdir, netns, iface, 0, f"{address}:{WG_PORT}", veth)

@@ -8,6 +8,8 @@ Address plan (one function each, the only place it is written down):
   host (bridge)       10.213.0.1
   container N (1..)   10.213.1.N
   fleet host i (0..)  10.213.(2 + i // 250).(i % 250 + 1)   (lab-f001 is i = 0)
+  10.213.0.2..254     lab services tests start themselves (10.213.0.2: the containers' WireGuard
+                      gateway, tests/vm/labgateway.py start_on_bridge); the lab never assigns them
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ class Request:
     rollback_seconds: int = 300
     captive_ports: tuple[str, ...] = ()
     backend: str = "auto"
+    implementation: str = "auto"        # Linux: auto | kernel | userspace (wireguard-go)
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Outcome:
     changed: bool = False
     address: str | None = None
     public_key: str | None = None
+    implementation: str | None = None
     rollback_armed: bool = False
     management_over_vpn: bool = False
     controls: dict = field(default_factory=dict)
@@ -66,7 +68,8 @@ def module_args(req: Request, address: str, rollback: int) -> dict:
             "keepalive": s.keepalive, "kill_switch": s.kill_switch,
             "kill_switch_captive_ports": list(req.captive_ports),
             "management_networks": list(s.management_networks), "rotate": req.mode == "rotate",
-            "rollback_seconds": rollback, "backend": req.backend}
+            "rollback_seconds": rollback, "backend": req.backend,
+            "implementation": req.implementation}
 
 
 def run(store, remote: Remote, req: Request) -> Outcome:
@@ -92,6 +95,7 @@ def run(store, remote: Remote, req: Request) -> Outcome:
     out.address = peer_address
     out.changed = bool(res.get("changed"))
     out.rollback_armed = bool(res.get("rollback_armed"))
+    out.implementation = res.get("implementation")
     pub = res.get("public_key")
     if req.mode != "check":
         out.public_key = check_public_key(pub, "public key reported by the laptop")
@@ -103,6 +107,12 @@ def run(store, remote: Remote, req: Request) -> Outcome:
         controls["VPN-001"] = {**controls["VPN-001"], "state": "applied"}
     if out.changed and s.kill_switch and "VPN-003" in controls:
         controls["VPN-003"] = {**controls["VPN-003"], "state": "applied"}
+    if out.implementation == "userspace" and "VPN-001" in controls:
+        # Said every run, never silently: wireguard-go is slower than the kernel and its own process.
+        note = f"userspace WireGuard (wireguard-go): {res.get('implementation_reason') or 'chosen by the policy'}"
+        controls["VPN-001"] = {**controls["VPN-001"],
+                               "findings": list(controls["VPN-001"].get("findings") or []) + [note]}
+        out.notes.append(note)
     out.controls = controls
     if req.mode == "rotate":
         out.notes.append("new key pair made on the laptop; push the gateway (playbooks/vpn_gateway.yml)")
