@@ -243,3 +243,22 @@ def test_no_real_linux_module_shares_a_folder_with_its_powershell_twin():
         twin = ps1.with_suffix(".py")
         assert not (twin.exists() and "AnsibleModule(" in twin.read_text()), \
             f"{ps1.name} must live in plugins/modules_windows: {twin.name} is a real Linux module"
+
+
+def test_allow_listed_mode_judges_the_allow_lists_against_the_approved_devices(escrowed):
+    """The registry as the role writes it for allow_listed (windows_usb_values) passes; a list that misses an
+    approved stick fails USB-002 and nothing else."""
+    from deskguard.site import module_utils
+
+    policy = {"usb_control_mode": "allow_listed", "usb_control_approved_devices": [{"id": "0951:1666"}]}
+    written = module_utils("deskguard_usb_windows").windows_usb_values("allow_listed", [{"id": "0951:1666"}])
+    values = [dict(v) for v in written["present"] + written["list_values"]]
+    results = escrowed(changed("usb", values=values), policy=policy)
+    assert {cid: results[cid].status for cid in ("USB-001", "USB-002", "USB-003")} == \
+        {"USB-001": "pass", "USB-002": "pass", "USB-003": "pass"}
+    short = [v for v in values if not v["path"].endswith("\\AllowDeviceIDs")]
+    results = escrowed(changed("usb", values=short), policy=policy)
+    assert {cid: results[cid].status for cid in ("USB-001", "USB-002", "USB-003")} == \
+        {"USB-001": "pass", "USB-002": "fail", "USB-003": "pass"}
+    assert results["USB-002"].evidence == ["HKLM:\\SOFTWARE\\Policies\\Microsoft\\Windows\\DeviceInstall\\Restrictions"
+                                           "\\AllowDeviceIDs lists nothing, policy wants USB\\VID_0951&PID_1666"]

@@ -103,6 +103,12 @@ def _usb_expected(policy: dict) -> dict:
         raise PolicyError(str(exc)) from None
 
 
+def _list_problem(key: str, seen: dict, wanted: dict) -> str:
+    def show(entries):
+        return ", ".join(sorted(map(str, entries.values()))) or "nothing"
+    return f"{key} lists {show(seen)}, policy wants {show(wanted)}"
+
+
 def usb(p: dict, policy: dict, _posture: dict | None = None) -> dict:
     """USB-001 the mode's values present, USB-002 the allow lists exactly the approved devices (allow_listed),
     USB-003 nothing of another mode left and the deny-class list exact: the registry as the role writes it."""
@@ -126,14 +132,14 @@ def usb(p: dict, policy: dict, _posture: dict | None = None) -> dict:
     if policy.get("usb_control_mode") != "allow_listed":
         out["USB-002"] = Result("USB-002", "not_applicable", None, None, ["only in allow_listed mode"])
     else:
-        wrong = [f"{k} lists {sorted(lists[k].values())}, policy wants {sorted(exp['lists'][k].values())}"
-                 for k in allow if sorted(map(str, lists[k].values())) != sorted(exp["lists"][k].values())]
+        wrong = [_list_problem(k, lists[k], exp["lists"][k]) for k in allow
+                 if sorted(map(str, lists[k].values())) != sorted(exp["lists"][k].values())]
         out["USB-002"] = Result("USB-002", "fail" if wrong else "pass", {k: lists[k] for k in allow},
                                 {k: exp["lists"][k] for k in allow}, wrong)
     stale = [f"{shown(v)} is set ({seen[(v['path'].lower(), v['name'].lower())]!r}) but belongs to another mode"
              for v in exp["absent"] if (v["path"].lower(), v["name"].lower()) in seen]
-    stale += [f"{k} lists {sorted(lists[k].values())}, policy wants {sorted(exp['lists'][k].values())}"
-              for k in exp["lists"] if k not in allow and sorted(map(str, lists[k].values())) != sorted(exp["lists"][k].values())]
+    stale += [_list_problem(k, lists[k], exp["lists"][k]) for k in exp["lists"]
+              if k not in allow and sorted(map(str, lists[k].values())) != sorted(exp["lists"][k].values())]
     out["USB-003"] = Result("USB-003", "fail" if stale else "pass",
                             {"stale_values": [shown(v) for v in exp["absent"]
                                               if (v["path"].lower(), v["name"].lower()) in seen]},
