@@ -28,7 +28,9 @@ Function Get-DeskguardWireGuardFacts {
     }
     $wg = Join-Path $env:ProgramFiles 'WireGuard\wg.exe'
     if (-not (Test-Path -LiteralPath $wg)) { return $facts }
-    $dump = @(& $wg show $Interface dump 2>$null)
+    # Modules run with $ErrorActionPreference = 'Stop', under which Windows PowerShell may turn wg.exe's
+    # stderr ("Unable to access interface") into an exception: that only means the tunnel is down.
+    try { $dump = @(& $wg show $Interface dump 2>$null) } catch { return $facts }
     if ($LASTEXITCODE -ne 0 -or $dump.Count -eq 0) { return $facts }
     $facts.interface_up = $true
     $first = $dump[0] -split "`t"
