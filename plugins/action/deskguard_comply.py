@@ -29,8 +29,7 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         hostname = task_vars.get("inventory_hostname")
         try:
-            from deskguard import escrow
-            from deskguard.compliance import evidence
+            from deskguard.compliance import disk, evidence
             from deskguard.compliance import policy as dgpolicy
             from deskguard.compliance.evaluate import PolicyError, evaluate, host_summary
             from deskguard.errors import DeskguardError
@@ -77,16 +76,8 @@ class ActionModule(ActionBase):
                 if store is not None and policy.get("vpn_enabled"):
                     peer = store.vpn_peer(uuid)
                     policy["vpn_enrolled_public_key"] = peer.public_key if peer else None
-                outcome = None
-                if "disk" in posture:
-                    req = escrow.Request(device_uuid=uuid or "unregistered", hostname=hostname, mode="verify",
-                                         approved_ciphers=tuple(policy.get("disk_encryption_approved_ciphers")
-                                                                or ("aes-xts-plain64",)),
-                                         min_key_bits=int(policy.get("disk_encryption_min_key_bits") or 512))
-                    # The disk inventory was collected with the posture: the verification needs no second call.
-                    remote = lambda module, args: posture["disk"]  # noqa: E731
-                    outcome = escrow.run_luks(store, None, remote, req)
-                    outcome.module_calls = 0
+                # The disk inventory was collected with the posture: the verification needs no second call.
+                outcome = disk.verify(store, uuid, hostname, posture, policy) if "disk" in posture else None
                 results = evaluate(hostname, posture, errors, policy, outcome)
         except PolicyError as exc:
             raise AnsibleActionFail(f"the policy's compliance settings are unusable: {exc}") from None

@@ -4,6 +4,7 @@
 # Copyright: deskguard contributors; Apache-2.0
 
 #AnsibleRequires -CSharpUtil Ansible.Basic
+#Requires -Module Ansible.ModuleUtils.DeskguardPostureDisk
 
 $spec = @{
     options = @{
@@ -31,50 +32,8 @@ $module.Result.mount_point = $mountPoint
 # password, so this module never does it (a lock or wipe is a separate, audited order).
 $tpmTypes = @('Tpm', 'TpmPin', 'TpmStartupKey', 'TpmPinStartupKey')
 
-function Get-EditionInfo {
-    # EditionID rather than ProductName: Windows 11 still reports "Windows 10 ..." as ProductName.
-    # Home editions are "Core", "CoreN", "CoreSingleLanguage", "CoreCountrySpecific".
-    $cv = Get-ItemProperty -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows NT\CurrentVersion'
-    $editionId = [string]$cv.EditionID
-    $isHome = $editionId.StartsWith('Core')
-    @{
-        name = if ($isHome) { 'Home' } else { $editionId }
-        edition_id = $editionId
-        build = [string]$cv.CurrentBuildNumber
-        bitlocker_capable = -not $isHome
-    }
-}
-
-function Get-TpmInfo {
-    try {
-        $tpm = Get-Tpm -ErrorAction Stop
-        @{ present = [bool]$tpm.TpmPresent; ready = [bool]$tpm.TpmReady }
-    }
-    catch {
-        # Get-Tpm needs an elevated session; a failure here is reported, not fatal, so inventory still runs.
-        @{ present = $false; ready = $false; error = $_.Exception.Message }
-    }
-}
-
-function ConvertTo-VolumeInfo {
-    param($Volume)
-    # Enums become their names (JSON would give numbers); never copy RecoveryPassword into the result.
-    $protectors = @(foreach ($kp in @($Volume.KeyProtector)) {
-            if ($null -ne $kp) {
-                @{ id = [string]$kp.KeyProtectorId; type = [string]$kp.KeyProtectorType }
-            }
-        })
-    @{
-        mount_point = [string]$Volume.MountPoint
-        volume_type = [string]$Volume.VolumeType
-        protection_status = [string]$Volume.ProtectionStatus
-        volume_status = [string]$Volume.VolumeStatus
-        encryption_method = [string]$Volume.EncryptionMethod
-        encryption_percentage = [double]$Volume.EncryptionPercentage
-        lock_status = [string]$Volume.LockStatus
-        protectors = $protectors
-    }
-}
+# Edition, TPM and volume reading live in Ansible.ModuleUtils.DeskguardPostureDisk.psm1, shared with the nightly
+# posture's `disk` section (deskguard_posture.ps1).
 
 function Get-DeskguardVolume {
     param([string]$MountPoint)
@@ -119,11 +78,11 @@ function Get-Finding {
 }
 
 function Invoke-Inventory {
-    $edition = Get-EditionInfo
-    $tpm = Get-TpmInfo
+    $edition = Get-DeskguardWindowsEdition
+    $tpm = Get-DeskguardTpm
     $volumes = @()
     if ($edition.bitlocker_capable) {
-        $volumes = @(Get-BitLockerVolume -ErrorAction SilentlyContinue | ForEach-Object { ConvertTo-VolumeInfo -Volume $_ })
+        $volumes = @(Get-BitLockerVolume -ErrorAction SilentlyContinue | ForEach-Object { ConvertTo-DeskguardBitLockerVolume -Volume $_ })
     }
     $osVolume = $volumes | Where-Object { $_.volume_type -eq 'OperatingSystem' } | Select-Object -First 1
     $module.Result.edition = $edition
@@ -166,7 +125,7 @@ function Invoke-AddRecovery {
 }
 
 function Invoke-Enable {
-    $edition = Get-EditionInfo
+    $edition = Get-DeskguardWindowsEdition
     if (-not $edition.bitlocker_capable) {
         $module.FailJson("edition $($edition.name) cannot use BitLocker")
     }
@@ -189,7 +148,7 @@ function Invoke-Enable {
         $module.Result.hardware_test_pending = $true
         return
     }
-    $tpm = Get-TpmInfo
+    $tpm = Get-DeskguardTpm
     if (-not $tpm.ready) {
         $module.FailJson("refusing to enable BitLocker on $($mountPoint): the TPM is not present or not ready")
     }

@@ -13,6 +13,10 @@ description:
     OS) and returns the observed values; the controller
     judges them against the policy (action plugin C(deskguard_comply)).
   - Never changes anything, in check mode or not. A section that cannot be read is listed in C(errors).
+  - "On Windows (a PowerShell connection) Ansible runs plugins/modules_windows/deskguard_posture.ps1 instead,
+    with the same options, sections and result shape, each section read by an
+    Ansible.ModuleUtils.DeskguardPosture<Section>.psm1 module_util; C(posture.os.family) is C(Windows) there.
+    Not yet verified on a real Windows host."
 options:
   sections:
     description: Sections to collect (default all).

@@ -36,6 +36,8 @@ class ModuleCall:
     module: str
     args: dict
     internal: dict = field(default_factory=dict)
+    script: str = ""                                    # the module file sent, e.g. `deskguard_posture.ps1`
+    bundled: list[str] = field(default_factory=list)    # every script in the manifest (module_utils included)
 
     @property
     def short(self) -> str:
@@ -58,7 +60,8 @@ def module_call(stdin: bytes) -> ModuleCall | None:
     bootstrap, manifest = text.split(SEPARATOR, 1)
     if json.loads(bootstrap).get("name") != "exec_wrapper":
         return None
-    actions = json.loads(manifest)["actions"]
+    manifest = json.loads(manifest)
+    actions = manifest["actions"]
     wrapper = next((a for a in actions if a["name"] == "module_wrapper.ps1"), None)
     if wrapper is None or not wrapper["params"].get("ForModule"):
         return None
@@ -67,7 +70,7 @@ def module_call(stdin: bytes) -> ModuleCall | None:
     internal = {k: v for k, v in complex_args.items() if k.startswith("_ansible_")}
     args = {k: v for k, v in complex_args.items() if not k.startswith("_ansible_")}
     return ModuleCall(module=internal.get("_ansible_module_name") or short_name(script), args=args,
-                      internal=internal)
+                      internal=internal, script=script, bundled=sorted(manifest["scripts"]))
 
 
 def short_name(script: str) -> str:

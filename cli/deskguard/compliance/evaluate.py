@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 
 from ..site import module_utils
-from . import network
+from . import network, windows
 from .catalog import CONTROLS
 
 STATUSES = ("pass", "fail", "error", "waived", "not_applicable")
@@ -112,28 +112,40 @@ def updates_applied(p: dict, policy: dict, posture: dict) -> Result:
     observed = {"reboot_pending": p.get("reboot_pending"), "last_run_age_days": age}
     expected = {"reboot_pending": False, "last_run_age_days": f"<= {max_days:g}"}
     problems = []
+    # Linux names the packages that want the reboot, Windows the registry markers that say so.
+    reasons = p.get("reboot_packages") or p.get("reboot_reasons") or []
+    tool = p.get("tool") or "unattended-upgrades"
     if p.get("reboot_pending"):
-        problems.append("reboot pending after updates (" + (", ".join(p.get("reboot_packages") or []) or "system") + ")")
+        problems.append("reboot pending after updates (" + (", ".join(reasons) or "system") + ")")
     if age is None and up_days > max_days:
-        problems.append(f"unattended-upgrades has never run in {up_days:.0f} days of uptime")
+        problems.append(f"{tool} has never installed updates in {up_days:.0f} days of uptime")
     elif age is not None and age > max_days:
-        problems.append(f"last unattended-upgrades run {age:.1f} days ago (policy: {max_days:g})")
+        problems.append(f"last {tool} run {age:.1f} days ago (policy: {max_days:g})")
     return _check("UPD-002", observed, expected, problems)
 
 
-def disk(escrow_outcome) -> list[Result]:
-    """ENC-001..003 from deskguard.escrow's verify outcome (which also compared the escrowed keys and the
-    keyslot baseline)."""
+DISK_EXPECTED = {
+    "Linux": {"ENC-001": "root and swap on LUKS2, approved cipher",
+              "ENC-002": "an active escrowed key matching a keyslot on every volume",
+              "ENC-003": "every keyslot escrowed or in the enrolment baseline"},
+    "Windows": {"ENC-001": "OS volume fully encrypted with the policy's method, BitLocker protection on",
+                "ENC-002": "an escrowed recovery password whose protector id is on the OS volume",
+                "ENC-003": "every recovery-password protector escrowed; no startup key, password or key file"},
+}
+
+
+def disk(escrow_outcome, family: str = "Linux") -> list[Result]:
+    """ENC-001..003 from the escrow verification's outcome (deskguard.compliance.disk: LUKS keyslots or
+    BitLocker protectors compared with the escrow records)."""
     controls = escrow_outcome.controls(escrow_applied=False)
     status = {"compliant": "pass", "noncompliant": "fail", "not_applicable": "not_applicable", "failed": "error"}
     out = []
-    for cid, expected in (("ENC-001", "root and swap on LUKS2, approved cipher"),
-                          ("ENC-002", "an active escrowed key matching a keyslot on every volume"),
-                          ("ENC-003", "every keyslot escrowed or in the enrolment baseline")):
+    for cid, expected in DISK_EXPECTED.get(family, DISK_EXPECTED["Linux"]).items():
         rep = controls[cid]
         observed = ({"volumes": [v["device"] for v in escrow_outcome.volumes]} if cid == "ENC-002"
                     else {"unknown_keyslots": escrow_outcome.enc003} if cid == "ENC-003"
-                    else {"violations": escrow_outcome.enc001})
+                    else {"violations": escrow_outcome.enc001, "volumes": escrow_outcome.volumes}
+                    if family == "Windows" else {"violations": escrow_outcome.enc001})
         out.append(Result(cid, status.get(rep["state"], "error"), observed, expected, list(rep["findings"])))
     return out
 
@@ -165,20 +177,25 @@ def vpn(p: dict, policy: dict, _posture: dict | None = None) -> dict[str, Result
 
 
 def agent(p: dict, policy: dict, _posture: dict | None = None) -> Result:
-    """AGT-001: the agent installed, its timer enabled and running, its device key present, and a successful
-    check-in within three intervals (a laptop that was just switched on may not have checked in yet)."""
+    """AGT-001: the agent installed, its timer (Windows: scheduled task) enabled and running, its device key
+    present, and a successful check-in within three intervals (a laptop just switched on may not have checked
+    in yet)."""
     interval = int(policy.get("endpoint_agent_interval_minutes") or 15)
     limit = 3 * interval * 60
     expected = {"installed": True, "timer": "enabled, active", "device_key_present": True,
                 "last_checkin_age_seconds": f"<= {limit}"}
     observed = {k: p.get(k) for k in ("installed", "timer_enabled", "timer_active", "device_key_present",
-                                      "last_checkin", "last_checkin_age_seconds", "pending_refusals")}
+                                      "last_checkin", "last_checkin_age_seconds", "pending_refusals",
+                                      "last_run_result")}
     problems = []
     if not p.get("installed"):
         problems.append("the check-in agent is not installed")
     else:
         if not (p.get("timer_enabled") and p.get("timer_active")):
-            problems.append("deskguard-agent.timer is not enabled and active")
+            problems.append(f"{p.get('scheduler') or 'deskguard-agent.timer'} is not enabled and active")
+        # Windows' scheduled task records its last exit code; 267011 (0x41303) means it has not run yet.
+        if p.get("last_run_result") not in (None, 0, 267011):
+            problems.append(f"the agent's last scheduled run failed (result {p['last_run_result']})")
         if not p.get("device_key_present"):
             problems.append("the device key is missing (the laptop cannot sign acknowledgements or check-ins)")
         age = p.get("last_checkin_age_seconds")
@@ -190,15 +207,15 @@ def agent(p: dict, policy: dict, _posture: dict | None = None) -> Result:
 
 
 # Control -> (the posture section it reads, its judge(section, policy, whole posture)). ENC-* come from the
-# escrow verification instead (see disk()).
+# escrow verification instead (see disk()). by_os: a Windows posture has its own judge where its facts differ.
 JUDGES = {
-    "LCK-001": ("screen_lock", screen_lock),
-    "FW-001": ("firewall", firewall),
-    "UPD-001": ("updates", updates),
+    "LCK-001": ("screen_lock", windows.by_os(screen_lock, windows.screen_lock)),
+    "FW-001": ("firewall", windows.by_os(firewall, windows.firewall)),
+    "UPD-001": ("updates", windows.by_os(updates, windows.updates)),
     "UPD-002": ("updates", updates_applied),
-    **{cid: ("usb", lambda p, policy, posture, cid=cid: usb(p, policy, posture)[cid])
+    **{cid: ("usb", lambda p, policy, posture, cid=cid: windows.by_os(usb, windows.usb)(p, policy, posture)[cid])
        for cid in ("USB-001", "USB-002", "USB-003")},
-    **{cid: ("vpn", lambda p, policy, posture, cid=cid: vpn(p, policy, posture)[cid])
+    **{cid: ("vpn", lambda p, policy, posture, cid=cid: windows.by_os(vpn, windows.vpn)(p, policy, posture)[cid])
        for cid in ("VPN-001", "VPN-002", "VPN-003")},
     "AGT-001": ("agent", agent),
     **network.JUDGES,   # NET-001..003, judged in network.py
@@ -239,7 +256,7 @@ def evaluate(hostname: str, posture: dict, errors: dict, policy: dict, escrow_ou
     today = today or dt.date.today()
     waivers = parse_waivers(policy, hostname)
     results: dict[str, Result] = {}
-    for r in disk(escrow_outcome) if escrow_outcome is not None else []:
+    for r in disk(escrow_outcome, windows.family(posture)) if escrow_outcome is not None else []:
         results[r.id] = r
     for cid, (section, judge) in JUDGES.items():
         if section in errors or section not in posture:

@@ -50,7 +50,9 @@ def approved_usb_devices(policy: dict) -> list[dict]:
 
 
 def posture_params(policy: dict) -> dict:
-    """deskguard_posture's `params`: what the USB and VPN sections need to tell "in force" from "present"."""
+    """deskguard_posture's `params`: what the USB and VPN sections need to tell "in force" from "present".
+    Sent alike to the Linux and the Windows module; each section reads what it needs (Windows: the VPN client)."""
     return {"usb": {"mode": policy.get("usb_control_mode"), "approved_devices": approved_usb_devices(policy),
                     "allowed_classes": list(policy.get("usb_control_allowed_classes") or [])},
-            "vpn": {"interface": policy.get("vpn_interface") or "wg0"}}
+            "vpn": {"interface": policy.get("vpn_interface") or "wg0",
+                    "client": policy.get("vpn_windows_client") or "wireguard"}}
