@@ -332,3 +332,33 @@ def test_a_denied_package_installed_fails_sw001_with_its_name():
     r = software.denied({"family": "Debian", "denied_installed": ["anydesk"], "denylist_pinned": True},
                         {"software_policy_denied_packages": ["anydesk"]})
     assert r.status == "fail" and r.evidence == ["denied software installed: anydesk"]
+
+
+# --------------------------------------------------------------------- the controller-side refusal, in Ansible
+
+def guard_play(tmp_path, denied, onboard_vars=None):
+    """Runs the role's guard (what onboard.yml's pre-tasks include) with real ansible-playbook on localhost."""
+    import subprocess
+    play = [{"hosts": "localhost", "gather_facts": False, "connection": "local",
+             "vars": {"software_policy_denied_packages": denied, **(onboard_vars or {})},
+             "tasks": [{"ansible.builtin.include_role": {"name": "software_policy", "tasks_from": "guard.yml"}}]}]
+    path = tmp_path / "guard.yml"
+    path.write_text(yaml.safe_dump(play))
+    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
+    return subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(path)],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_the_play_refuses_a_denylist_naming_a_kit_package_or_a_role_package(tmp_path):
+    ok = guard_play(tmp_path, ["anydesk"])
+    assert ok.returncode == 0, ok.stdout[-2000:]
+    bad = guard_play(tmp_path, ["anydesk", "sudo"])
+    assert bad.returncode != 0 and "names sudo, which deskguard needs" in bad.stdout, bad.stdout[-2000:]
+    # A package only the onboarding play's map names (a role's package) is protected as well.
+    mapped = guard_play(tmp_path, ["some-role-dep"], {"__onboard_packages": {"Debian": {"screen_lock": ["some-role-dep"]}}})
+    assert mapped.returncode != 0 and "names some-role-dep" in mapped.stdout, mapped.stdout[-2000:]
+    # With onboard.yml's own variables (its templated ClamAV entry included) the guard still evaluates.
+    onboard = yaml.safe_load((REPO / "playbooks/onboard.yml").read_text())[0]["vars"]
+    real = guard_play(tmp_path, ["anydesk"], {k: onboard[k] for k in ("__onboard_packages", "__onboard_clamav")})
+    assert real.returncode == 0, real.stdout[-2000:]
