@@ -362,3 +362,15 @@ def test_the_play_refuses_a_denylist_naming_a_kit_package_or_a_role_package(tmp_
     onboard = yaml.safe_load((REPO / "playbooks/onboard.yml").read_text())[0]["vars"]
     real = guard_play(tmp_path, ["anydesk"], {k: onboard[k] for k in ("__onboard_packages", "__onboard_clamav")})
     assert real.returncode == 0, real.stdout[-2000:]
+
+
+def test_windows_browser_registry_drift_fails_and_an_empty_comparison_is_no_pass():
+    from deskguard.compliance import software
+    drift = {"family": "Windows", "browsers": {"registry": {"checked": 24, "differs": [
+        "HKLM:\\SOFTWARE\\Policies\\Google\\Chrome\\DnsOverHttpsMode"]}}}
+    r = software.browsers(drift, {})
+    assert r.status == "fail" and "DnsOverHttpsMode differs" in r.evidence[0]
+    assert software.browsers({"browsers": {"registry": {"checked": 24, "differs": []}}}, {}).status == "pass"
+    assert software.browsers({"browsers": {"registry": {"checked": 0, "differs": []}}}, {}).status == "error"
+    assert software.sources({"family": "Windows"}, {"software_policy_allowed_sources": ["http://x"]}).status == \
+        "not_applicable"

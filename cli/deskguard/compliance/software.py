@@ -45,6 +45,9 @@ def browsers(p: dict, policy: dict, _posture: dict | None = None):
         return _result("SW-003", "not_applicable", evidence=["no managed browser installed"])
     problems = []
     if "registry" in found:   # Windows: the role's registry values compared on the laptop
+        if not found["registry"].get("checked"):
+            # Nothing compared is no evidence: never a pass (the posture was not given the expected values).
+            return _result("SW-003", "error", found, None, ["no expected browser registry values were compared"])
         problems += [f"browser policy {v} differs from the policy" for v in found["registry"].get("differs") or []]
     else:
         for browser, files in found.items():
