@@ -71,6 +71,7 @@ def installed(names, fam, root="/"):
 def pin_files(denied, fam, root="/"):
     """{path: content or None (absent)} keeping denied packages out: an apt pin with priority -1 (never
     installed, not even as a dependency) or dnf's exclude= in [main]."""
+    denied = sorted(set(denied))   # the same file whatever order the policy lists them in
     if fam == "Debian":
         path = os.path.join(root, APT_PIN)
         if not denied:
