@@ -287,12 +287,14 @@ def test_clamav_judged_only_when_required():
         "clamav-daemon is not running", "signatures 9.5 days old (policy: at most 3)"]
 
 
-# Get-MpComputerStatus output as documented on Microsoft Learn (MSFT_MpComputerStatus properties; the example
-# in the Get-MpComputerStatus reference page), trimmed to the properties the kit reads. Not from a real host.
-MP_STATUS_HEALTHY = {"AMServiceEnabled": True, "AntispywareEnabled": True, "AntivirusEnabled": True,
-                     "AntivirusSignatureAge": 0, "AntivirusSignatureLastUpdated": "2026-11-28T03:12:45",
-                     "AntivirusSignatureVersion": "1.421.1035.0", "BehaviorMonitorEnabled": True,
-                     "RealTimeProtectionEnabled": True, "NISEnabled": True, "OnAccessProtectionEnabled": True}
+# Get-MpComputerStatus's properties as in Microsoft Learn's reference page, Example 1 ("Get the computer status",
+# https://learn.microsoft.com/en-us/powershell/module/defender/get-mpcomputerstatus?view=windowsserver2022-ps),
+# trimmed to what the kit reads, the date as ConvertTo-Json would give it. Documented output, not recorded on a host.
+MP_STATUS_HEALTHY = {"AMEngineVersion": "1.1.24050.5", "AMProductVersion": "4.18.24050.7", "AMRunningMode": "Normal",
+                     "AMServiceEnabled": True, "AntispywareEnabled": True, "AntivirusEnabled": True,
+                     "AntivirusSignatureAge": 1, "AntivirusSignatureLastUpdated": "2024-06-04T08:06:27",
+                     "AntivirusSignatureVersion": "1.413.102.0", "BehaviorMonitorEnabled": True,
+                     "DefenderSignaturesOutOfDate": False, "RealTimeProtectionEnabled": True}
 
 
 def test_defender_healthy_passes_and_turned_off_fails_with_reasons():
