@@ -17,13 +17,17 @@ import subprocess
 import time
 
 try:  # inside a module (Ansiballz) the kit's module_utils live under ansible.module_utils
-    from ansible.module_utils import (deskguard_agent_health, deskguard_luks, deskguard_network, deskguard_reboot,
-                                      deskguard_ufw, deskguard_usb_report, deskguard_vpn_facts, deskguard_wireguard)
+    from ansible.module_utils import (deskguard_agent_health, deskguard_av, deskguard_browser_policy, deskguard_luks,
+                                      deskguard_network, deskguard_reboot, deskguard_software, deskguard_ufw,
+                                      deskguard_usb_report, deskguard_vpn_facts, deskguard_wireguard)
 except ImportError:  # unit tests and the agent import them as plain modules
     import deskguard_agent_health
+    import deskguard_av
+    import deskguard_browser_policy
     import deskguard_luks
     import deskguard_network
     import deskguard_reboot
+    import deskguard_software
     import deskguard_ufw
     import deskguard_usb_report
     import deskguard_vpn_facts
@@ -163,10 +167,24 @@ def _vpn(root, params):
                                       deskguard_wireguard.KILL_SWITCH_TABLE)
 
 
+def _software(root, params):
+    """SW-001..003: denied packages installed, sources outside the approved list, and each installed browser's
+    policy file compared with the one rendered from the policy (params: denied_packages, allowed_sources,
+    browser)."""
+    section = deskguard_software.collect(root, params)
+    section["browsers"] = deskguard_browser_policy.observe(params.get("browser") or {}, root)
+    return section
+
+
+def _av(root, params):
+    return deskguard_av.collect(root, params)
+
+
 # Sections the controller can ask for: collector(root, params), params being that section's part of the
 # module's `params` option (the policy values a section needs to know what "in force" means).
 COLLECTORS = {"os": _os, "disk": _disk, "screen_lock": _screen_lock, "firewall": _firewall, "updates": _updates,
-              "usb": _usb, "vpn": _vpn, "agent": _agent, "network": _network}
+              "usb": _usb, "vpn": _vpn, "agent": _agent, "network": _network,
+              "software": _software, "av": _av}
 
 
 def collect(sections=None, root="/", params=None):

@@ -18,6 +18,8 @@
 #Requires -Module Ansible.ModuleUtils.DeskguardPostureVpn
 #Requires -Module Ansible.ModuleUtils.DeskguardPostureAgent
 #Requires -Module Ansible.ModuleUtils.DeskguardPostureNetwork
+#Requires -Module Ansible.ModuleUtils.DeskguardPostureSoftware
+#Requires -Module Ansible.ModuleUtils.DeskguardPostureAv
 
 # Section name (as on Linux) -> the function that reads it; `os` first, it is what the judges branch on.
 $collectors = [ordered]@{
@@ -30,6 +32,8 @@ $collectors = [ordered]@{
     vpn = 'Get-DeskguardPostureVpn'
     agent = 'Get-DeskguardPostureAgent'
     network = 'Get-DeskguardPostureNetwork'
+    software = 'Get-DeskguardPostureSoftware'
+    av = 'Get-DeskguardPostureAv'
 }
 
 $spec = @{

@@ -13,6 +13,10 @@ from deskguard.lab.image import lab_key
 
 pytestmark = pytest.mark.container
 
+# The example policy denies nothing, names no approved sources and requires no AV on Linux; no browser in the image.
+SW_DEFAULT = {"SW-001": "already compliant", "SW-002": "not applicable", "SW-003": "not applicable",
+              "AV-001": "not applicable"}
+
 HOST = "lap-ct2"
 
 
@@ -64,7 +68,7 @@ def test_check_mode_changes_and_records_nothing(site, laptop):
     assert states == {"FW-001": "would change", "LCK-001": "would change", "UPD-001": "would change",
                       "USB-001": "already compliant", "ENC-001": "not applicable",
                       "ENC-002": "not applicable", "ENC-003": "not applicable",
-                      "NET-003": "already compliant", "AGT-001": "disabled"}, out
+                      "NET-003": "already compliant", "AGT-001": "disabled", **SW_DEFAULT}, out
     assert snapshot(laptop) == before
     assert HOST not in (site / "inventory" / "hosts.yml").read_text()
     assert json.loads(deskguard(site, "devices", "list", "--json").stdout) == []
@@ -77,7 +81,8 @@ def test_onboard_applies_every_control(site, laptop):
         "FW-001": "applied", "LCK-001": "applied", "UPD-001": "applied", "USB-001": "already compliant",
         "ENC-001": "not applicable", "ENC-002": "not applicable", "ENC-003": "not applicable",  # root on no disk
         "NET-003": "already compliant",  # limits checked; no call system in the policy, nothing to deploy
-        "AGT-001": "disabled"}           # the example policy leaves the agent off
+        "AGT-001": "disabled",           # the example policy leaves the agent off
+        **SW_DEFAULT}
     device = json.loads(deskguard(site, "devices", "show", HOST, "--json").stdout)
     assert device["state"] == "onboarded" and device["uuid"] == out["device"]["uuid"]
 

@@ -37,14 +37,18 @@ GOOD = {
               "deadman_days": 0},
     "vpn": {"interface": "wg0", "config_files": [], "key_file": None, "interface_up": False, "public_key": None,
             "peers": [], "kill_switch": False},
+    "software": {"family": "Debian", "denied_installed": [], "denylist_pinned": True, "sources": [], "browsers": {}},
+    "av": {"engine": "clamav", "installed": False, "daemon_active": False, "updater_active": False,
+           "signature_age_days": None, "databases": []},
     "network": {"uplink": {"interface": "enp0s31f6", "kind": "wired", "driver": "e1000e", "present": True},
                 "default_routes": [{"dev": "enp0s31f6"}], "networkmanager": None, "android_metered": None,
                 "wifi": None, "vpn": None, "call_system": None, "unknown": [], "complete": True},
 }
 PASSING = ["ENC-001", "ENC-002", "ENC-003", "LCK-001", "FW-001", "UPD-001", "UPD-002", "USB-001", "USB-003",
-           "NET-001", "NET-002"]
+           "NET-001", "NET-002", "SW-001"]
 # USB mode block; VPN off by default; the policy names no call system.
-NOT_APPLICABLE = ["USB-002", "VPN-001", "VPN-002", "VPN-003", "NET-003", "AGT-001"]   # the agent is off by default
+# The agent is off by default; no approved sources listed, no browser installed, no antivirus required on Linux.
+NOT_APPLICABLE = ["USB-002", "VPN-001", "VPN-002", "VPN-003", "NET-003", "AGT-001", "SW-002", "SW-003", "AV-001"]
 
 
 def disk_ok():
@@ -69,7 +73,7 @@ def test_a_good_laptop_passes_everything():
         **dict.fromkeys(PASSING, "pass"), **dict.fromkeys(NOT_APPLICABLE, "not_applicable")}
     assert host_summary(list(results.values())) == {
         "score": 100.0, "compliant": True,
-        "counts": {"pass": 11, "fail": 0, "error": 0, "waived": 0, "not_applicable": 6}}
+        "counts": {"pass": 12, "fail": 0, "error": 0, "waived": 0, "not_applicable": 9}}
 
 
 @pytest.mark.parametrize("section, changes, cid, reason", [

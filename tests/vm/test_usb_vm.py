@@ -198,7 +198,8 @@ def test_second_onboarding_changes_nothing(site, laptop):
     start = time.monotonic()
     out = onboard(site, laptop)
     states = {c["state"] for c in out["controls"]}
-    assert out["changed_tasks"] == 0 and states == {"already compliant", "disabled"}, out   # AGT-001: agent off
+    # AGT-001: agent off; SW-002/SW-003/AV-001: nothing in the example policy, no browser on the lab laptop.
+    assert out["changed_tasks"] == 0 and states == {"already compliant", "disabled", "not applicable"}, out
     assert out["module_calls"] <= 20, out
     print(f"converged onboarding: {time.monotonic() - start:.0f} s, {out['module_calls']} module calls")
 

@@ -11,7 +11,7 @@ from golden import GOLDEN, golden_diff
 
 pytestmark = pytest.mark.windows
 
-ROLES = ["screen_lock", "firewall", "auto_update"]
+ROLES = ["screen_lock", "firewall", "auto_update", "software_policy"]
 ENC_DEFAULTS = {"disk_encryption_enabled": True, "disk_encryption_windows_method": "XtsAes256",
                 "disk_encryption_windows_protector": "tpm"}
 CAPABLE = {"changed": False, "edition": {"name": "Professional", "edition_id": "Professional", "build": "22631",
@@ -101,3 +101,27 @@ def test_disk_encryption_check_mode_probes_for_real_and_changes_nothing(responde
     # The inventory runs for real (check_mode: false) so the play sees the truth; everything else is a dry run.
     assert modes == {("win_regedit", None): True, ("deskguard_bitlocker", "inventory"): False,
                      ("deskguard_bitlocker", "enable"): True}
+
+
+SW_POLICY = {"software_policy_denied_windows_software": [{"name": "AnyDesk*"},
+                                                          {"name": "TeamViewer*", "product_code": "{0F0E0D0C-1111-2222-3333-444455556666}"}],
+             "software_policy_url_blocklist": ["*.games.example"],
+             "software_policy_browser_extension_allowlist": ["aaaabbbbccccddddeeeeffffgggghhhh"],
+             "software_policy_firefox_extension_allowlist": ["sip@corp.example"],
+             "software_policy_doh_resolver": "https://dns.corp.example/dns-query"}
+
+
+def test_software_policy_with_a_denylist_and_a_resolver_matches_golden(responder, play):
+    play("role.yml", deskguard_test_role="software_policy", **SW_POLICY)
+    assert_golden("software_policy_full", responder.calls)
+    browser = next(c for c in responder.calls if c.short == "win_powershell" and "Values" in c.args["parameters"])
+    values = {(v["key"].rsplit("\\", 1)[-1], v["name"]): v["data"] for v in json.loads(browser.args["parameters"]["Values"])}
+    assert values[("Chrome", "DnsOverHttpsMode")] == "secure" and values[("Edge", "SmartScreenEnabled")] == 1
+    assert values[("DNSOverHTTPS", "ProviderURL")] == "https://dns.corp.example/dns-query"
+    assert json.loads(values[("Firefox", "ExtensionSettings")]) == {
+        "*": {"installation_mode": "blocked"}, "sip@corp.example": {"installation_mode": "allowed"}}
+    lists = {v["key"]: v["items"] for v in json.loads(browser.args["parameters"]["Lists"])}
+    assert lists["HKLM:\\SOFTWARE\\Policies\\Google\\Chrome\\ExtensionInstallBlocklist"] == ["*"]
+    assert lists["HKLM:\\SOFTWARE\\Policies\\Mozilla\\Firefox\\WebsiteFilter\\Block"] == ["*.games.example"]
+    defender = next(c for c in responder.calls if c.short == "win_regedit")
+    assert defender.args["name"] == "DisableRealtimeMonitoring" and defender.args["data"] == 0

@@ -56,4 +56,13 @@ CONTROLS = {c.id: c for c in (
     Control("NET-003", "Call system reachable through the VPN within the latency, jitter and loss limits", "medium",
             "network_posture", remediation="`deskguard netcheck HOST` for the cause (VPN down, DNS, a slow or lossy "
             "link)", fixable=False),
+    Control("SW-001", "No denied software installed, the denylist pinned out", "high", "software_policy",
+            remediation="deskguard comply --fix (software_policy role purges it)"),
+    Control("SW-002", "Packages only from approved sources", "medium", "software_policy",
+            remediation="remove the source by hand, or set software_policy_sources_mode: enforce and --fix"),
+    Control("SW-003", "Managed browser policies in place (extensions, safe browsing, URL blocklist, DNS)", "medium",
+            "software_policy", remediation="deskguard comply --fix (software_policy role)"),
+    Control("AV-001", "Antivirus on and its signatures current", "high", "software_policy",
+            remediation="deskguard comply --fix (software_policy role); signatures need the updater to reach its "
+            "mirror"),
 )}

@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 
 from ..site import module_utils
-from . import network, windows
+from . import network, software, windows
 from .catalog import CONTROLS
 
 STATUSES = ("pass", "fail", "error", "waived", "not_applicable")
@@ -219,6 +219,7 @@ JUDGES = {
        for cid in ("VPN-001", "VPN-002", "VPN-003")},
     "AGT-001": ("agent", agent),
     **network.JUDGES,   # NET-001..003, judged in network.py
+    **software.JUDGES,  # SW-001..003, AV-001, judged in software.py
 }
 
 

@@ -17,7 +17,7 @@ from .evaluate import PolicyError
 
 # Host variables that are policy (templated per host, like the roles see them).
 POLICY_PREFIXES = ("screen_lock_", "firewall_", "auto_update_", "disk_encryption_", "usb_control_", "vpn_",
-                   "network_posture_", "endpoint_agent_", "deskguard_waivers", "deskguard_checkin_")
+                   "network_posture_", "endpoint_agent_", "software_policy_", "deskguard_waivers", "deskguard_checkin_")
 
 
 def host_policy(task_vars: dict, template) -> dict:
@@ -55,4 +55,18 @@ def posture_params(policy: dict) -> dict:
     return {"usb": {"mode": policy.get("usb_control_mode"), "approved_devices": approved_usb_devices(policy),
                     "allowed_classes": list(policy.get("usb_control_allowed_classes") or [])},
             "vpn": {"interface": policy.get("vpn_interface") or "wg0",
-                    "client": policy.get("vpn_windows_client") or "wireguard"}}
+                    "client": policy.get("vpn_windows_client") or "wireguard"},
+            "software": software_params(policy)}
+
+
+def software_params(policy: dict) -> dict:
+    """What the software section compares against: the denylist, the approved sources, and the browser
+    settings the role renders its policy files from (the same keys as the role's __software_policy_browser)."""
+    return {"denied_packages": list(policy.get("software_policy_denied_packages") or []),
+            "denied_windows_software": list(policy.get("software_policy_denied_windows_software") or []),
+            "allowed_sources": list(policy.get("software_policy_allowed_sources") or []),
+            "browser": {"extension_allowlist": list(policy.get("software_policy_browser_extension_allowlist") or []),
+                        "firefox_extension_allowlist":
+                            list(policy.get("software_policy_firefox_extension_allowlist") or []),
+                        "url_blocklist": list(policy.get("software_policy_url_blocklist") or []),
+                        "doh_resolver": policy.get("software_policy_doh_resolver") or ""}}

@@ -1,0 +1,117 @@
+# -*- coding: utf-8 -*-
+"""SW-003: the managed browser policies the kit writes, rendered from the policy, and where each browser reads
+them on Linux. Pure stdlib; used by the role's module, the nightly posture (to compare what is on disk with
+what should be) and the controller (to hand the posture its expected values).
+
+Policy names checked against the Chrome Enterprise policy list and Mozilla's policy-templates README:
+Chromium/Chrome: ExtensionInstallBlocklist/-Allowlist, SafeBrowsingProtectionLevel (1 = standard protection),
+URLBlocklist, DnsOverHttpsMode ("off" | "secure") with DnsOverHttpsTemplates. Firefox: ExtensionSettings
+("*" blocked, allowed IDs "allowed"), WebsiteFilter.Block, DNSOverHTTPS {Enabled, ProviderURL, Fallback,
+Locked}, and the safe-browsing preferences locked through the Preferences policy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+# browser -> (files or directories whose presence means it is installed, the policy files it reads)
+BROWSERS = {
+    "chromium": (("usr/bin/chromium", "usr/lib/chromium/chromium", "usr/bin/chromium-browser"),
+                 ("etc/chromium/policies/managed/deskguard.json",)),
+    "chrome": (("opt/google/chrome/chrome",),
+               ("etc/opt/chrome/policies/managed/deskguard.json",)),
+    # /etc/firefox/policies is the system-wide place on Linux; Debian's firefox-esr is also given the
+    # installation directory's distribution/policies.json (upstream's documented place for every build).
+    "firefox": (("usr/lib/firefox/firefox", "usr/lib64/firefox/firefox"),
+                ("etc/firefox/policies/policies.json",)),
+    "firefox-esr": (("usr/lib/firefox-esr/firefox-esr",),
+                    ("etc/firefox/policies/policies.json", "usr/lib/firefox-esr/distribution/policies.json")),
+}
+
+
+def chromium_policy(settings):
+    """The managed policy for Chromium and Google Chrome (same names, same JSON)."""
+    doh = settings.get("doh_resolver") or ""
+    policy = {
+        "ExtensionInstallBlocklist": ["*"],
+        "ExtensionInstallAllowlist": sorted(settings.get("extension_allowlist") or []),
+        "SafeBrowsingProtectionLevel": 1,
+        "URLBlocklist": list(settings.get("url_blocklist") or []),
+        # "secure": only the company's filtering resolver, no fallback around it; "off": the system resolver.
+        "DnsOverHttpsMode": "secure" if doh else "off",
+    }
+    if doh:
+        policy["DnsOverHttpsTemplates"] = doh
+    return policy
+
+
+def firefox_policy(settings):
+    doh = settings.get("doh_resolver") or ""
+    extensions = {"*": {"installation_mode": "blocked"}}
+    for addon_id in sorted(settings.get("firefox_extension_allowlist") or []):
+        extensions[addon_id] = {"installation_mode": "allowed"}
+    dns = {"Enabled": bool(doh), "Locked": True}
+    if doh:
+        dns.update({"ProviderURL": doh, "Fallback": False})
+    locked = {"Value": True, "Status": "locked"}
+    return {"policies": {
+        "ExtensionSettings": extensions,
+        "WebsiteFilter": {"Block": list(settings.get("url_blocklist") or [])},
+        "DNSOverHTTPS": dns,
+        "Preferences": {"browser.safebrowsing.malware.enabled": locked,
+                        "browser.safebrowsing.phishing.enabled": locked},
+    }}
+
+
+def policy_for(browser, settings):
+    return firefox_policy(settings) if browser.startswith("firefox") else chromium_policy(settings)
+
+
+def render(policy):
+    """The exact bytes written (sorted keys, so a converged file compares equal)."""
+    return json.dumps(policy, indent=2, sort_keys=True) + "\n"
+
+
+def installed(root="/"):
+    return [name for name, (marks, _) in BROWSERS.items()
+            if any(os.path.exists(os.path.join(root, m)) for m in marks)]
+
+
+def targets(settings, root="/"):
+    """{absolute path: rendered content} for the browsers installed under root."""
+    out = {}
+    for browser in installed(root):
+        for rel in BROWSERS[browser][1]:
+            out[os.path.join(root, rel)] = render(policy_for(browser, settings))
+    return out
+
+
+def observe(settings, root="/"):
+    """Posture: per installed browser and policy file, present / valid JSON / equal to the expected policy."""
+    seen = {}
+    for browser in installed(root):
+        expected = policy_for(browser, settings)
+        files = []
+        for rel in BROWSERS[browser][1]:
+            path = os.path.join(root, rel)
+            entry = {"path": "/" + rel, "present": os.path.isfile(path), "valid_json": False, "matches": False}
+            if entry["present"]:
+                st = os.stat(path)
+                entry["mode"] = "%04o" % (st.st_mode & 0o7777)
+                entry["owner_uid"] = st.st_uid
+                try:
+                    with open(path) as fh:
+                        found = json.load(fh)
+                    entry["valid_json"] = True
+                    entry["matches"] = found == expected
+                    if not entry["matches"] and isinstance(found, dict):
+                        top = found.get("policies", found) if browser.startswith("firefox") else found
+                        want = expected.get("policies", expected) if browser.startswith("firefox") else expected
+                        entry["differs"] = sorted(k for k in set(top) | set(want)
+                                                  if top.get(k) != want.get(k)) if isinstance(top, dict) else []
+                except (ValueError, OSError):
+                    pass
+            files.append(entry)
+        seen[browser] = files
+    return seen
