@@ -4,7 +4,7 @@
 
 Function Get-DeskguardPostureAv {
     [CmdletBinding()]
-    param([hashtable]$Params = @{})
+    param($Params)
     $section = @{ engine = 'defender'; installed = $false }
     try {
         $status = Get-MpComputerStatus -ErrorAction Stop

@@ -17,7 +17,7 @@ Function Get-DeskguardInstalledProgram {
 
 Function Get-DeskguardPostureSoftware {
     [CmdletBinding()]
-    param([hashtable]$Params = @{})
+    param($Params)
     $programs = @(Get-DeskguardInstalledProgram)
     $denied = @()
     foreach ($d in @($Params.denied_windows_software)) {
