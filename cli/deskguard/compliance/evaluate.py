@@ -189,6 +189,9 @@ def agent(p: dict, policy: dict, _posture: dict | None = None) -> Result:
     return _check("AGT-001", observed, expected, problems)
 
 
+# Imported here, not at the top: the ACC judges build on Result and _check above.
+from . import accounts  # noqa: E402
+
 # Control -> (the posture section it reads, its judge(section, policy, whole posture)). ENC-* come from the
 # escrow verification instead (see disk()).
 JUDGES = {
@@ -202,6 +205,7 @@ JUDGES = {
        for cid in ("VPN-001", "VPN-002", "VPN-003")},
     "AGT-001": ("agent", agent),
     **network.JUDGES,   # NET-001..003, judged in network.py
+    **accounts.JUDGES,  # ACC-001..005, judged in accounts.py
 }
 
 
