@@ -38,11 +38,28 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail("accounts policy refused, nothing changed: " + "; ".join(refused))
         warned = accounts_policy.warnings(policy)
         if args.get("preflight_only"):
-            result.update(changed=False, msg="accounts policy accepted", warnings=warned)
+            result.update(changed=False, msg="accounts policy accepted", warnings=warned, module_calls=0)
             return result
         margs = dict(args.get("module_args") or {}, operator=accounts_policy.operator_name(policy),
                      management_user=accounts_policy.management_name(policy))
         out = self._execute_module(module_name="deskguard_accounts", module_args=margs, task_vars=task_vars)
         out["warnings"] = list(out.get("warnings") or []) + warned
-        result.update(out)
+        result.update(out, module_calls=1)
+        if not out.get("failed"):
+            result["deskguard_controls"] = controls_changed(out)
         return result
+
+
+# Which control each changed file belongs to (by the words in its path), for the onboarding summary.
+PATH_CONTROLS = (("pwquality", "ACC-002"), ("pwhistory", "ACC-002"), ("faillock", "ACC-003"),
+                 ("lightdm", "ACC-004"), ("gdm", "ACC-004"), ("ssh", "ACC-005"), ("sudoers", "ACC-005"))
+
+
+def controls_changed(out: dict) -> dict:
+    touched = {cid for f in out.get("files") or [] for word, cid in PATH_CONTROLS if word in f.get("path", "")}
+    if out.get("groups_removed"):
+        touched.add("ACC-001")
+    if out.get("pam_updated"):
+        touched.update(("ACC-002", "ACC-003"))
+    return {cid: {"state": "applied" if cid in touched else "compliant"}
+            for cid in ("ACC-001", "ACC-002", "ACC-003", "ACC-004", "ACC-005")}

@@ -61,7 +61,8 @@ def test_a_freshly_onboarded_laptop_passes_everything(site):
     # NET-001/002: the container's default route is its veth (a virtual link: not a phone, not Wi-Fi);
     # NET-003: the example policy names no call system.
     assert {cid: st for cid, st in statuses(report).items() if st != "not_applicable"} == {
-        "FW-001": "pass", "LCK-001": "pass", "UPD-001": "pass", "UPD-002": "pass", "NET-001": "pass", "NET-002": "pass"}
+        "FW-001": "pass", "LCK-001": "pass", "UPD-001": "pass", "UPD-002": "pass", "NET-001": "pass", "NET-002": "pass",
+        "ACC-001": "pass", "ACC-002": "pass", "ACC-003": "pass", "ACC-004": "pass", "ACC-005": "pass"}
     assert {"ENC-001", "ENC-002", "ENC-003", "USB-001", "USB-003", "VPN-001", "NET-003"} <= {
         cid for cid, st in statuses(report).items() if st == "not_applicable"}
     assert report["hosts"][HOST]["compliant"] and report["run"]["score"] == 100.0

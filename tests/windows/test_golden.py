@@ -101,3 +101,18 @@ def test_disk_encryption_check_mode_probes_for_real_and_changes_nothing(responde
     # The inventory runs for real (check_mode: false) so the play sees the truth; everything else is a dry run.
     assert modes == {("win_regedit", None): True, ("deskguard_bitlocker", "inventory"): False,
                      ("deskguard_bitlocker", "enable"): True}
+
+
+def test_accounts_windows_path_matches_golden(responder, play):
+    play("role.yml", deskguard_test_role="accounts", deskguard_operator="tanaka")
+    assert_golden("accounts", responder.calls)
+    policy = {c.args["key"]: c.args["value"] for c in responder.calls if c.short == "win_security_policy"}
+    # Lockout times are minutes on Windows: 900 s -> 15.
+    assert policy == {"MinimumPasswordLength": 12, "PasswordComplexity": 1, "PasswordHistorySize": 5,
+                      "LockoutBadCount": 5, "ResetLockoutCount": 15, "LockoutDuration": 15}
+
+
+def test_accounts_refuses_the_management_account_as_operator_before_any_windows_call(responder, play):
+    proc = play("role.yml", expect_rc=2, deskguard_test_role="accounts", deskguard_operator="deskguard-test")
+    assert "is also the management account" in proc.stdout
+    assert responder.calls == []

@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 
 from ..site import module_utils
-from . import network
+from . import accounts, network
 from .catalog import CONTROLS
 
 STATUSES = ("pass", "fail", "error", "waived", "not_applicable")
@@ -188,9 +188,6 @@ def agent(p: dict, policy: dict, _posture: dict | None = None) -> Result:
             problems.append(f"last successful check-in {age // 60} min ago (more than 3 intervals of {interval} min)")
     return _check("AGT-001", observed, expected, problems)
 
-
-# Imported here, not at the top: the ACC judges build on Result and _check above.
-from . import accounts  # noqa: E402
 
 # Control -> (the posture section it reads, its judge(section, policy, whole posture)). ENC-* come from the
 # escrow verification instead (see disk()).
