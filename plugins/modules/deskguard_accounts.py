@@ -29,7 +29,7 @@ options:
     elements: dict
     required: true
   gdm_conf: {description: GDM's configuration file; edited only if it exists., type: str}
-  gdm_settings: {description: Keys set in its [daemon] section., type: dict, default: {}}
+  gdm_settings: {description: "Keys set in its [daemon] section.", type: dict, default: {}}
   pam_profiles: {description: pam-auth-update profiles to enable., type: list, elements: str, default: []}
   pam_markers: {description: "PAM file name -> modules it must carry after the update.", type: dict, default: {}}
   pam_files: {description: PAM files saved for the rollback., type: list, elements: str, default: []}
