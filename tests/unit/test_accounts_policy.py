@@ -115,3 +115,28 @@ def test_a_management_account_without_a_key_is_refused(tmp_path, monkeypatch):
                                                                                         ".ssh/none-here\n"))
     with pytest.raises(apply_mod.AccountsError, match="has no authorized SSH key: turning password login off"):
         apply_mod.preconditions(me, me, root=str(tmp_path))
+
+
+def test_the_rollback_script_puts_back_what_was_there_and_removes_what_was_new(tmp_path, monkeypatch):
+    """The restore script the timer would run: the saved PAM file comes back, the new drop-in goes, sshd is
+    reloaded. systemd-run is recorded, not run; the script itself runs for real with a stand-in systemctl."""
+    pam, dropin = tmp_path / "common-auth", tmp_path / "00-deskguard-accounts.conf"
+    pam.write_text("auth required pam_unix.so\n")
+    armed = []
+    monkeypatch.setattr(apply_mod, "ROLLBACK_DIR", str(tmp_path / "rollback"))
+    monkeypatch.setattr(apply_mod, "_run", lambda argv, env=None: armed.append(argv) or "")
+    with monkeypatch.context() as m:
+        m.setattr(apply_mod.subprocess, "run", lambda *a, **k: None)  # systemctl stop / reset-failed
+        script = apply_mod.arm_rollback([str(pam), str(dropin)], 300, "ssh")
+    assert armed == [["systemd-run", "--unit", "deskguard-accounts-rollback", "--on-active=300s",
+                      "--description=deskguard: undo the accounts change unless the management channel was "
+                      "confirmed", "/bin/sh", script]]
+    pam.write_text("auth requisite pam_faillock.so preauth\n")   # the change the guard could not confirm
+    dropin.write_text("PasswordAuthentication no\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/systemctl.log\n")
+    (bin_dir / "systemctl").chmod(0o755)
+    subprocess.run(["/bin/sh", script], check=True, env=dict(os.environ, PATH=f"{bin_dir}:/usr/bin:/bin"))
+    assert pam.read_text() == "auth required pam_unix.so\n" and not dropin.exists()
+    assert (tmp_path / "systemctl.log").read_text() == "reload-or-restart ssh\n"
