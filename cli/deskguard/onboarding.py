@@ -177,8 +177,9 @@ def _run_check(site: Path, req: OnboardRequest, hostvars: dict, progress) -> Pla
     from .runner import run_playbook
 
     path = site / "inventory" / f".check-{req.hostname}-{os.getpid()}.yml"
+    # The operator as the real run records it (device_hostvars): the accounts role hardens that account.
     host = {"ansible_host": req.address, "ansible_port": req.port, "ansible_user": req.management_user,
-            **hostvars}
+            "deskguard_operator": req.operator, **hostvars}
     # The round-trip dumper, because a Windows password is a `!vault` scalar that plain YAML cannot write.
     atomic_write(path, _dump({"all": {"children": {"laptops": {"hosts": {req.hostname: host}}}}}), mode=0o600)
     try:

@@ -17,10 +17,12 @@ import subprocess
 import time
 
 try:  # inside a module (Ansiballz) the kit's module_utils live under ansible.module_utils
-    from ansible.module_utils import (deskguard_agent_health, deskguard_av, deskguard_browser_policy, deskguard_luks,
-                                      deskguard_network, deskguard_reboot, deskguard_software, deskguard_ufw,
-                                      deskguard_usb_report, deskguard_vpn_facts, deskguard_wireguard)
+    from ansible.module_utils import (deskguard_accounts, deskguard_agent_health, deskguard_av,
+                                      deskguard_browser_policy, deskguard_luks, deskguard_network, deskguard_reboot,
+                                      deskguard_software, deskguard_ufw, deskguard_usb_report, deskguard_vpn_facts,
+                                      deskguard_wireguard)
 except ImportError:  # unit tests and the agent import them as plain modules
+    import deskguard_accounts
     import deskguard_agent_health
     import deskguard_av
     import deskguard_browser_policy
@@ -180,11 +182,16 @@ def _av(root, params):
     return deskguard_av.collect(root, params)
 
 
+def _accounts(root, params):
+    # Which account is the operator's and which the management one comes from the policy (posture_params).
+    return deskguard_accounts.collect(root, params)
+
+
 # Sections the controller can ask for: collector(root, params), params being that section's part of the
 # module's `params` option (the policy values a section needs to know what "in force" means).
 COLLECTORS = {"os": _os, "disk": _disk, "screen_lock": _screen_lock, "firewall": _firewall, "updates": _updates,
               "usb": _usb, "vpn": _vpn, "agent": _agent, "network": _network,
-              "software": _software, "av": _av}
+              "software": _software, "av": _av, "accounts": _accounts}
 
 
 def collect(sections=None, root="/", params=None):

@@ -20,6 +20,7 @@
 #Requires -Module Ansible.ModuleUtils.DeskguardPostureNetwork
 #Requires -Module Ansible.ModuleUtils.DeskguardPostureSoftware
 #Requires -Module Ansible.ModuleUtils.DeskguardPostureAv
+#Requires -Module Ansible.ModuleUtils.DeskguardPostureAccounts
 
 # Section name (as on Linux) -> the function that reads it; `os` first, it is what the judges branch on.
 $collectors = [ordered]@{
@@ -34,6 +35,7 @@ $collectors = [ordered]@{
     network = 'Get-DeskguardPostureNetwork'
     software = 'Get-DeskguardPostureSoftware'
     av = 'Get-DeskguardPostureAv'
+    accounts = 'Get-DeskguardPostureAccounts'
 }
 
 $spec = @{

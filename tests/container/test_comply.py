@@ -62,6 +62,7 @@ def test_a_freshly_onboarded_laptop_passes_everything(site):
     # NET-003: the example policy names no call system.
     assert {cid: st for cid, st in statuses(report).items() if st != "not_applicable"} == {
         "FW-001": "pass", "LCK-001": "pass", "UPD-001": "pass", "UPD-002": "pass", "NET-001": "pass", "NET-002": "pass",
+        "ACC-001": "pass", "ACC-002": "pass", "ACC-003": "pass", "ACC-004": "pass", "ACC-005": "pass",
         "SW-001": "pass"}   # nothing denied is installed; SW-002/003, AV-001 not applicable (example policy, no browser)
     assert {"ENC-001", "ENC-002", "ENC-003", "USB-001", "USB-003", "VPN-001", "NET-003"} <= {
         cid for cid, st in statuses(report).items() if st == "not_applicable"}

@@ -43,9 +43,19 @@ GOOD = {
     "network": {"uplink": {"interface": "enp0s31f6", "kind": "wired", "driver": "e1000e", "present": True},
                 "default_routes": [{"dev": "enp0s31f6"}], "networkmanager": None, "android_metered": None,
                 "wifi": None, "vpn": None, "call_system": None, "unknown": [], "complete": True},
+    # Shape from plugins/module_utils/deskguard_accounts.collect (a hardened laptop).
+    "accounts": {"operator": "tanaka", "operator_exists": True, "operator_groups": ["tanaka"],
+                 "operator_privileged_groups": [], "operator_sudo_rules": [], "password_minlen": 12,
+                 "password_minclass": 3, "password_remember": 5, "password_quality_in_pam": True,
+                 "password_history_in_pam": True, "lockout_in_pam": True, "lockout_deny": 5,
+                 "lockout_unlock_seconds": 900, "autologin_enabled": False, "autologin_users": [],
+                 "guest_enabled": False, "management_user": "dgadmin", "management_exists": True,
+                 "management_authorized_keys": 1,
+                 "sshd": {"permitrootlogin": "no", "passwordauthentication": "no",
+                          "kbdinteractiveauthentication": "no", "pubkeyauthentication": "yes", "allowusers": []}},
 }
 PASSING = ["ENC-001", "ENC-002", "ENC-003", "LCK-001", "FW-001", "UPD-001", "UPD-002", "USB-001", "USB-003",
-           "NET-001", "NET-002", "SW-001"]
+           "NET-001", "NET-002", "SW-001", "ACC-001", "ACC-002", "ACC-003", "ACC-004", "ACC-005"]
 # USB mode block; VPN off by default; the policy names no call system.
 # The agent is off by default; no approved sources listed, no browser installed, no antivirus required on Linux.
 NOT_APPLICABLE = ["USB-002", "VPN-001", "VPN-002", "VPN-003", "NET-003", "AGT-001", "SW-002", "SW-003", "AV-001"]
@@ -73,7 +83,7 @@ def test_a_good_laptop_passes_everything():
         **dict.fromkeys(PASSING, "pass"), **dict.fromkeys(NOT_APPLICABLE, "not_applicable")}
     assert host_summary(list(results.values())) == {
         "score": 100.0, "compliant": True,
-        "counts": {"pass": 12, "fail": 0, "error": 0, "waived": 0, "not_applicable": 9}}
+        "counts": {"pass": 17, "fail": 0, "error": 0, "waived": 0, "not_applicable": 9}}
 
 
 @pytest.mark.parametrize("section, changes, cid, reason", [

@@ -49,6 +49,8 @@ def test_check_apply_verify_converge(site, laptop):
     assert {c["control"]: c["state"] for c in out["controls"]} == {
         "ENC-001": "already compliant", "ENC-002": "would change", "ENC-003": "already compliant",
         "FW-001": "would change", "LCK-001": "would change", "UPD-001": "would change", "USB-001": "would change",
+        "ACC-001": "already compliant", "ACC-002": "would change", "ACC-003": "would change",
+        "ACC-004": "already compliant", "ACC-005": "would change",  # tanaka was never an admin here
         "NET-003": "already compliant",    # no call system in the policy: nothing to deploy
         "AGT-001": "disabled", **SW_DEFAULT}, out   # the example policy leaves the agent off
 
@@ -58,6 +60,8 @@ def test_check_apply_verify_converge(site, laptop):
     assert {k: v["state"] for k, v in states.items()} == {
         "ENC-001": "already compliant", "ENC-002": "applied", "ENC-003": "already compliant",
         "FW-001": "applied", "LCK-001": "applied", "UPD-001": "applied", "USB-001": "applied",
+        "ACC-001": "already compliant", "ACC-002": "applied", "ACC-003": "applied",
+        "ACC-004": "already compliant", "ACC-005": "applied",
         "NET-003": "already compliant", "AGT-001": "disabled", **SW_DEFAULT}, out
     # The lab's installer slots use a light PBKDF (TCG is slow): reported, not hidden.
     assert any("weak PBKDF" in f for f in states["ENC-001"]["findings"]), states["ENC-001"]

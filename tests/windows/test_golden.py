@@ -125,3 +125,18 @@ def test_software_policy_with_a_denylist_and_a_resolver_matches_golden(responder
     assert lists["HKLM:\\SOFTWARE\\Policies\\Mozilla\\Firefox\\WebsiteFilter\\Block"] == ["*.games.example"]
     defender = next(c for c in responder.calls if c.short == "win_regedit")
     assert defender.args["name"] == "DisableRealtimeMonitoring" and defender.args["data"] == 0
+
+
+def test_accounts_windows_path_matches_golden(responder, play):
+    play("role.yml", deskguard_test_role="accounts", deskguard_operator="tanaka")
+    assert_golden("accounts", responder.calls)
+    policy = {c.args["key"]: c.args["value"] for c in responder.calls if c.short == "win_security_policy"}
+    # Lockout times are minutes on Windows: 900 s -> 15.
+    assert policy == {"MinimumPasswordLength": 12, "PasswordComplexity": 1, "PasswordHistorySize": 5,
+                      "LockoutBadCount": 5, "ResetLockoutCount": 15, "LockoutDuration": 15}
+
+
+def test_accounts_refuses_the_management_account_as_operator_before_any_windows_call(responder, play):
+    proc = play("role.yml", expect_rc=2, deskguard_test_role="accounts", deskguard_operator="deskguard-test")
+    assert "is also the management account" in proc.stdout
+    assert responder.calls == []

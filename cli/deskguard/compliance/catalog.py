@@ -48,6 +48,17 @@ CONTROLS = {c.id: c for c in (
     Control("AGT-001", "Check-in agent healthy: timer on, device key present, a recent successful check-in", "high",
             "endpoint_agent", remediation="deskguard comply --fix (endpoint_agent role); check that the laptop can "
             "reach endpoint_agent_server_url"),
+    Control("ACC-001", "Operator is a standard user: not in sudo/admin/wheel or Administrators, no sudo rule",
+            "high", "accounts", remediation="deskguard comply --fix (accounts role removes the admin groups); a sudo "
+            "rule naming the operator is removed by hand"),
+    Control("ACC-002", "Password quality and history as the policy says", "medium", "accounts",
+            remediation="deskguard comply --fix (accounts role)"),
+    Control("ACC-003", "Account locks after repeated failed logins", "medium", "accounts",
+            remediation="deskguard comply --fix (accounts role)"),
+    Control("ACC-004", "No automatic login, no guest session", "high", "accounts",
+            remediation="deskguard comply --fix (accounts role)"),
+    Control("ACC-005", "Management channel hardened: no root login, no passwords, key login for the management "
+            "account", "high", "accounts", remediation="deskguard comply --fix (accounts role)"),
     Control("NET-001", "Not on a phone's tethering or mobile data (company mobile Wi-Fi allowed)", "high",
             "network_posture", remediation="the operator connects through the home broadband or the company mobile "
             "Wi-Fi; `deskguard netcheck HOST` tells the helpdesk what the laptop is on", fixable=False),

@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 
 from ..site import module_utils
-from . import network, software, windows
+from . import accounts, network, software, windows
 from .catalog import CONTROLS
 
 STATUSES = ("pass", "fail", "error", "waived", "not_applicable")
@@ -220,6 +220,7 @@ JUDGES = {
     "AGT-001": ("agent", agent),
     **network.JUDGES,   # NET-001..003, judged in network.py
     **software.JUDGES,  # SW-001..003, AV-001, judged in software.py
+    **accounts.JUDGES,  # ACC-001..005, judged in accounts.py
 }
 
 

@@ -11,13 +11,17 @@ import functools
 
 import yaml
 
+from ..accounts_policy import management_name, operator_name
 from ..site import KIT_ROOT, module_utils
 from .evaluate import PolicyError
 
 
 # Host variables that are policy (templated per host, like the roles see them).
 POLICY_PREFIXES = ("screen_lock_", "firewall_", "auto_update_", "disk_encryption_", "usb_control_", "vpn_",
-                   "network_posture_", "endpoint_agent_", "software_policy_", "deskguard_waivers", "deskguard_checkin_")
+                   "network_posture_", "endpoint_agent_", "software_policy_", "accounts_", "deskguard_waivers",
+                   "deskguard_checkin_",
+                   # Whose accounts ACC-* judge: the operator onboarding recorded, the account Ansible uses.
+                   "deskguard_operator", "ansible_user")
 
 
 def host_policy(task_vars: dict, template) -> dict:
@@ -50,12 +54,14 @@ def approved_usb_devices(policy: dict) -> list[dict]:
 
 
 def posture_params(policy: dict) -> dict:
-    """deskguard_posture's `params`: what the USB and VPN sections need to tell "in force" from "present".
-    Sent alike to the Linux and the Windows module; each section reads what it needs (Windows: the VPN client)."""
+    """deskguard_posture's `params`: what the USB and VPN sections need to tell "in force" from "present", which
+    accounts the accounts section looks at, and what the software section compares against. Sent alike to the
+    Linux and the Windows module; each section reads what it needs (Windows: the VPN client)."""
     return {"usb": {"mode": policy.get("usb_control_mode"), "approved_devices": approved_usb_devices(policy),
                     "allowed_classes": list(policy.get("usb_control_allowed_classes") or [])},
             "vpn": {"interface": policy.get("vpn_interface") or "wg0",
                     "client": policy.get("vpn_windows_client") or "wireguard"},
+            "accounts": {"operator": operator_name(policy), "management_user": management_name(policy)},
             "software": software_params(policy)}
 
 

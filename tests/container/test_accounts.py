@@ -1,0 +1,167 @@
+"""Role `accounts` (ACC-001..005) on a real laptop container, starting from a laptop delivered badly: the
+operator in the sudo group, sshd taking passwords and root. Check mode changes nothing; onboarding makes the
+operator a standard user who cannot sudo, keeps the management key login working and refuses passwords; a
+second run changes nothing; the nightly run passes ACC-*; the operator put back in sudo by hand fails ACC-001
+and `comply --fix` repairs it; a policy that would shut IT out is refused before any change."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from deskguard.lab.image import lab_key
+
+pytestmark = pytest.mark.container
+
+HOST = "lap-acc"
+ACC = ("ACC-001", "ACC-002", "ACC-003", "ACC-004", "ACC-005")
+# The vendor's drop-in sorts before the lab's 10-lab.conf, so it wins over it until the role's 00- drop-in does.
+VENDOR_SSHD = "PasswordAuthentication yes\nKbdInteractiveAuthentication yes\nPermitRootLogin yes\n"
+
+
+def deskguard(site, *args):
+    from sitetools import run_deskguard
+
+    return run_deskguard(site, *args, timeout=900)
+
+
+def ssh(laptop, command):
+    from deskguard.lab.access import run_ssh
+
+    return run_ssh(laptop, command)
+
+
+def onboard(site, laptop, *extra):
+    proc = deskguard(site, "onboard", HOST, "--os", "debian", "--address", laptop.address, "--user", "tanaka",
+                     "--ssh-key", str(lab_key()), "--json", *extra)
+    return proc, (json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else None)
+
+
+def comply(site, *args):
+    proc = deskguard(site, "comply", "--format", "json", *args)
+    assert proc.stdout.strip().startswith("{"), proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    return proc.returncode, report, {cid: r["status"] for cid, r in report["hosts"][HOST]["results"].items()}
+
+
+def auth_methods_offered(laptop) -> list[str]:
+    """What sshd offers a client that has no key and would type a password (ssh -v shows the server's list)."""
+    proc = subprocess.run(["ssh", "-v", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                           "-o", "BatchMode=yes", "-o", "PubkeyAuthentication=no",
+                           "-o", "PreferredAuthentications=password,keyboard-interactive", "-o", "ConnectTimeout=10",
+                           "-p", str(laptop.port), f"dgadmin@{laptop.address}", "true"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 255, proc.stderr  # never logged in
+    found = re.findall(r"Authentications that can continue: (\S+)", proc.stderr)
+    assert found, proc.stderr
+    return found[0].split(",")
+
+
+def snapshot(laptop) -> str:
+    """What the role touches, as one string (compared around check mode and a refused run)."""
+    return ssh(laptop, "id tanaka; sudo sshd -T | grep -E '^(permitrootlogin|passwordauthentication|allowusers)'; "
+                       "sudo cat /etc/pam.d/common-auth /etc/pam.d/common-password /etc/security/faillock.conf; "
+                       "ls /etc/sudoers.d /etc/ssh/sshd_config.d /usr/share/pam-configs; "
+                       "systemctl is-active deskguard-accounts-rollback.timer; true").stdout
+
+
+def operator_can_sudo(laptop) -> tuple[str, int]:
+    rules = ssh(laptop, "sudo sudo -l -U tanaka").stdout
+    as_operator = ssh(laptop, "sudo runuser -u tanaka -- sudo -n true; echo rc=$?").stdout
+    return rules, int(as_operator.rsplit("rc=", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def laptop(lab_container):
+    host = lab_container.hosts["lab-ct1"]
+    r = ssh(host, "sudo usermod -aG sudo tanaka && "
+                  f"printf '{VENDOR_SSHD}' | sudo tee /etc/ssh/sshd_config.d/05-vendor.conf >/dev/null && "
+                  "sudo systemctl reload ssh && echo ok")
+    assert r.stdout.strip().endswith("ok"), r.stderr
+    return host
+
+
+@pytest.fixture(scope="module")
+def site(make_site):
+    return make_site(management="10.213.0.0/16")
+
+
+def test_the_laptop_starts_out_badly(laptop):
+    rules, rc = operator_can_sudo(laptop)
+    assert "(ALL : ALL) ALL" in rules
+    assert "password" in auth_methods_offered(laptop)
+
+
+def test_check_mode_changes_nothing(site, laptop):
+    before = snapshot(laptop)
+    proc, out = onboard(site, laptop, "--check")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    states = {c["control"]: c["state"] for c in out["controls"]}
+    # No display manager in the lab: ACC-004 has nothing to change.
+    assert {cid: states[cid] for cid in ACC} == {**dict.fromkeys(ACC, "would change"),
+                                                  "ACC-004": "already compliant"}, states
+    assert snapshot(laptop) == before
+
+
+def test_onboarding_makes_the_operator_a_standard_user_and_the_channel_key_only(site, laptop):
+    proc, out = onboard(site, laptop)
+    assert proc.returncode == 0, (proc.stderr[-2000:], out)
+    states = {c["control"]: c["state"] for c in out["controls"]}
+    assert {cid: states[cid] for cid in ACC} == {**dict.fromkeys(ACC, "applied"), "ACC-004": "already compliant"}
+    assert "sudo" not in ssh(laptop, "id -nG tanaka").stdout.split()
+    rules, rc = operator_can_sudo(laptop)
+    assert "User tanaka is not allowed to run sudo" in rules and rc != 0
+    # The management account still logs in with its key, and still has sudo (a brand-new connection).
+    assert ssh(laptop, "sudo -n true && echo managed").stdout.strip() == "managed"
+    assert auth_methods_offered(laptop) == ["publickey"]
+    effective = ssh(laptop, "sudo sshd -T").stdout
+    assert "permitrootlogin no" in effective and "passwordauthentication no" in effective
+    pam = ssh(laptop, "cat /etc/pam.d/common-auth /etc/pam.d/common-account /etc/pam.d/common-password").stdout
+    assert "pam_faillock.so preauth" in pam and "pam_faillock.so authfail" in pam
+    assert "pam_pwhistory.so remember=5" in pam and "pam_pwquality.so" in pam
+    # The guard confirmed the channel, so the rollback timer was stopped and nothing was restored.
+    assert ssh(laptop, "systemctl is-active deskguard-accounts-rollback.timer; true").stdout.strip() == "inactive"
+
+
+def test_a_second_run_changes_nothing(site, laptop):
+    proc, out = onboard(site, laptop)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert out["changed_tasks"] == 0, out
+    states = {c["control"]: c["state"] for c in out["controls"]}
+    assert {states[cid] for cid in ACC} == {"already compliant"}, states
+
+
+def test_the_nightly_run_passes_acc_then_fails_acc_001_when_broken_and_fix_repairs(site, laptop):
+    rc, report, states = comply(site)
+    assert {cid: states[cid] for cid in ACC} == dict.fromkeys(ACC, "pass"), report["hosts"][HOST]["results"]
+
+    assert ssh(laptop, "sudo usermod -aG sudo tanaka && echo ok").stdout.strip() == "ok"
+    rc, report, states = comply(site)
+    assert rc == 1
+    assert {cid for cid in ACC if states[cid] == "fail"} == {"ACC-001"}, states
+    observed = report["hosts"][HOST]["results"]["ACC-001"]["observed"]
+    assert observed["operator_privileged_groups"] == ["sudo"]
+
+    rc, fixed, states = comply(site, "--fix")
+    assert rc == 0, fixed["hosts"][HOST]["results"]
+    assert {states[cid] for cid in ACC} == {"pass"}
+    assert "sudo" not in ssh(laptop, "id -nG tanaka").stdout.split()
+    assert ssh(laptop, "sudo -n true && echo managed").stdout.strip() == "managed"
+
+
+def test_a_policy_that_would_shut_it_out_is_refused_before_any_change(site, laptop):
+    host_vars = site / "inventory" / "host_vars" / f"{HOST}.yml"
+    good = host_vars.read_text()
+    before = snapshot(laptop)
+    try:
+        host_vars.write_text(good + "accounts_ssh_allow_users: [tanaka]\n")
+        proc, out = onboard(site, laptop)
+    finally:
+        host_vars.write_text(good)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "leaves out the management account 'dgadmin'" in " ".join(out["messages"]), out
+    assert out["changed_tasks"] == 0
+    assert snapshot(laptop) == before
