@@ -45,10 +45,10 @@ function Get-DeskguardAdministratorNames {
 }
 
 function Get-DeskguardPostureAccounts {
-    param(
-        [string]$Operator = '',
-        [string]$ManagementUser = ''
-    )
+    # $Params: the section's posture params from the controller (operator, management_user), like every section.
+    param($Params)
+    $Operator = if ($Params -and $Params.operator) { [string]$Params.operator } else { '' }
+    $ManagementUser = if ($Params -and $Params.management_user) { [string]$Params.management_user } else { '' }
     $admins = @(Get-DeskguardAdministratorNames)
     $operatorAccount = $null
     if ($Operator) {
