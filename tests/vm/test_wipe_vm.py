@@ -14,7 +14,6 @@ have checked in, so one boot and one onboarding serve both. Phase times are prin
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import os
@@ -35,7 +34,6 @@ pytestmark = pytest.mark.vm
 HOST = "lap-vm1"
 NAME = "lab-vm1"
 SERVE_PORT = int(os.environ.get("DESKGUARD_LAB_PORT_BASE", "2220")) + 90
-DEBS = ("python3-cryptography", "python3-cffi-backend")
 # What the initramfs prints when the key file opens no keyslot any more (wiped or locked disk).
 UNLOCK_FAILED = ("No usable keyslot", "No key available", "cryptsetup failed", "Dropping to a shell",
                  "not a valid LUKS device", "cryptsetup: ERROR")
@@ -53,17 +51,6 @@ def deskguard(site, *args, timeout=1800):
     from sitetools import run_deskguard
 
     return run_deskguard(site, *args, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def debs(tmp_path_factory):
-    """python3-cryptography for the laptop: not in the lab image (yet), so fetched once with apt on the host
-    and installed with dpkg (a bake-in of the image would save this; see docs/agent.md)."""
-    where = tmp_path_factory.mktemp("debs")
-    os.chmod(where, 0o777)
-    proc = subprocess.run(["apt-get", "download", *DEBS], cwd=where, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return sorted(where.glob("*.deb"))
 
 
 def agent_site(make_site):
@@ -86,21 +73,6 @@ def fresh_laptop(lab_session, lab_inventory_dir):
     lab_session.down(lab_inventory_dir, log=lambda m: None)
     lab_session.up(laptops=1, inventory_dir=lab_inventory_dir, log=lambda m: None)
     return LabState.load().hosts[NAME]
-
-
-def install_debs(laptop, debs):
-    """The .debs travel on stdin (a tar, base64): argv would be too long and scp is one more round trip."""
-    import io
-    import tarfile
-
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for path in debs:
-            tar.add(path, arcname=path.name)
-    script = ("set -e; d=$(mktemp -d); base64 -d | tar -x -C $d; sudo -n dpkg -i $d/*.deb >/dev/null; "
-              "python3 -c 'import cryptography; print(\"OK\")'")
-    r = vm.ssh(laptop, script, timeout=600, stdin=base64.b64encode(buf.getvalue()).decode())
-    assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout[-500:] + r.stderr[-2000:]
 
 
 def onboard(site, laptop):
@@ -190,12 +162,10 @@ def store_view(site):
 
 
 def test_reachable_wipe_acknowledged_erased_and_the_laptop_no_longer_boots(lab_session, lab_inventory_dir,
-                                                                            make_site, debs, tmp_path):
+                                                                            make_site, tmp_path):
     t = time.monotonic()
     laptop = fresh_laptop(lab_session, lab_inventory_dir)
     t = phase("reachable: laptop from snapshot", t)
-    install_debs(laptop, debs)
-    t = phase("reachable: python3-cryptography installed", t)
     site = agent_site(make_site)
     onboard(site, laptop)
     t = phase("reachable: onboard (disk encryption + agent)", t)
@@ -290,7 +260,7 @@ def settles_done(site, order):
 
 
 def test_off_at_night_judged_from_its_check_ins_then_wiped_at_the_first_check_in(lab_session, lab_inventory_dir,
-                                                                                 make_site, debs, tmp_path):
+                                                                                 make_site, tmp_path):
     """One laptop for issue 9's proof and the offline wipe (a boot and an onboarding saved): the real agent
     checks in through `deskguard serve`; with the laptop shut down, `comply` judges that check-in (source,
     age; stale past the policy's maximum age); a keyslot added by hand, a check-in, shut down: the run shows
@@ -302,7 +272,6 @@ def test_off_at_night_judged_from_its_check_ins_then_wiped_at_the_first_check_in
 
     t = time.monotonic()
     laptop = fresh_laptop(lab_session, lab_inventory_dir)
-    install_debs(laptop, debs)
     site = agent_site(make_site)
     onboard(site, laptop)
     t = phase("offline: laptop onboarded", t)
@@ -368,12 +337,11 @@ def test_off_at_night_judged_from_its_check_ins_then_wiped_at_the_first_check_in
 
 
 def test_lock_the_laptop_does_not_boot_unattended_and_the_escrowed_key_still_opens_it(
-        lab_session, lab_inventory_dir, make_site, debs, tmp_path):
+        lab_session, lab_inventory_dir, make_site, tmp_path):
     from deskguard.lab.image import LaptopImage
 
     t = time.monotonic()
     laptop = fresh_laptop(lab_session, lab_inventory_dir)
-    install_debs(laptop, debs)
     site = agent_site(make_site)
     onboard(site, laptop)
     t = phase("lock: laptop onboarded", t)

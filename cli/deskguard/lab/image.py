@@ -29,7 +29,7 @@ LAPTOP_PACKAGES = (
     "cryptsetup", "cryptsetup-initramfs", "busybox", "initramfs-tools", "usbguard", "usbutils",
     "wireguard-tools", "wireguard-go", "unattended-upgrades", "apt-utils", "ca-certificates",
     "dconf-cli", "dconf-gsettings-backend", "gsettings-desktop-schemas", "ufw", "nftables", "less",
-    "libpam-pwquality",
+    "libpam-pwquality", "python3-cryptography",
 )
 
 
