@@ -142,11 +142,9 @@ def create_app(config: ServeConfig, store: Store | None = None) -> Starlette:
 
 
 async def _checkin(ingest: Ingest, body: bytes) -> Answer:
-    """Parse and verify on the event loop (CPU only, no thread hop); a key not in memory is read from the store
-    in a thread; the write waits for the group-commit writer without holding a thread."""
-    got = ingest.open_checkin(body, fetch=False)
-    if got is None:
-        got = await run_in_threadpool(ingest.open_checkin, body, fetch=True)
+    """Parse on the event loop (CPU only, no thread hop); verifying and storing wait for the group-commit
+    writer without holding a thread."""
+    got = ingest.open_checkin(body)
     if isinstance(got, Answer):
         return got
     failure = await asyncio.wrap_future(ingest.writer.submit(got))
