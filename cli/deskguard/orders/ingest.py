@@ -203,7 +203,7 @@ class Ingest:
         with self._lock:
             for parsed in batch:
                 hit = self._keys.get(parsed.device_uuid)
-                if hit is not None and _public_key(hit[0])[1] == parsed.envelope.key_id:
+                if hit is not None and _key_id(hit[0]) == parsed.envelope.key_id:
                     self._keys.move_to_end(parsed.device_uuid)
                     keys[parsed.device_uuid] = hit
                 else:
@@ -282,6 +282,13 @@ class Ingest:
 
 def _protocol_answer(exc) -> Answer:
     return Answer.error(_PROTOCOL_STATUS.get(exc.reason, 400), exc.reason, exc.detail)
+
+
+def _key_id(pem: str) -> str | None:
+    try:
+        return _public_key(pem)[1]
+    except ValueError:  # not a key: looked up again, then refused as unknown_device
+        return None
 
 
 @lru_cache(maxsize=KEY_CACHE)
