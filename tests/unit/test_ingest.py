@@ -13,7 +13,6 @@ from deskguard.site import module_utils
 
 pytestmark = pytest.mark.unit
 P = module_utils("deskguard_protocol")
-T0 = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(seconds=200)
 
 
 @pytest.fixture
@@ -31,8 +30,17 @@ def ingest(store):
     ing.close()
 
 
-def report(dev, key, seconds, posture=None):
-    return P.sign(P.build_checkin(dev.uuid, posture or {"n": seconds}, "1.0", now=T0 + dt.timedelta(seconds=seconds)),
+START = {}
+
+
+@pytest.fixture(autouse=True)
+def start():
+    """Each test's reports are sent at fixed offsets from its start, well inside the server's clock skew."""
+    START["t"] = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(seconds=100)
+
+
+def report(dev, key, seconds):
+    return P.sign(P.build_checkin(dev.uuid, {"n": seconds}, "1.0", now=START["t"] + dt.timedelta(seconds=seconds)),
                   key)
 
 
