@@ -56,14 +56,17 @@ class PgCluster:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=self.root)
 
-    def start(self) -> "PgCluster":
+    def start(self, *, durable: bool = False) -> "PgCluster":
+        """durable=True keeps fsync and synchronous commit on (a benchmark comparing with SQLite, which syncs)."""
         init = self._pg("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
                         "--no-sync", "--no-instructions")
         if init.returncode != 0:
             raise PgUnavailable(f"initdb failed: {init.stderr.strip()[-500:]}")
         # fsync off: a test cluster is thrown away, durability buys nothing and costs seconds.
         opts = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=60")
+                "-c max_connections=60")
+        if not durable:
+            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         start = self._pg("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.root / "server.log"),
                          "-w", "-t", "60", "start")
         if start.returncode != 0:

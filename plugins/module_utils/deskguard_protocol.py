@@ -200,10 +200,11 @@ def parse_envelope(data, limit):
     return Envelope(env["key_id"], payload_bytes, signature)
 
 
-def verify(envelope, public_key):
+def verify(envelope, public_key, public_key_id=None):
     """The payload dict if ``envelope`` is signed by ``public_key``; ProtocolError(unknown_key | bad_signature
-    | malformed) otherwise. The signature is checked over the payload bytes as sent, never re-serialised."""
-    if envelope.key_id != key_id(public_key):
+    | malformed) otherwise. The signature is checked over the payload bytes as sent, never re-serialised.
+    ``public_key_id``: key_id(public_key) when the caller keeps it (a server verifying many reports)."""
+    if envelope.key_id != (public_key_id or key_id(public_key)):
         raise ProtocolError("unknown_key", "key_id %s is not the expected key" % envelope.key_id)
     r = int.from_bytes(envelope.signature[:32], "big")
     s = int.from_bytes(envelope.signature[32:], "big")

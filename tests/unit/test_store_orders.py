@@ -5,13 +5,15 @@ atomically and never by an older one, and the 0004 -> 0005 upgrade."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from sitetools import downgrade_store
 
 from deskguard.errors import UsageError
 from deskguard.site import module_utils
-from deskguard.store import CheckinReplayed, DeviceNotFound, OrderNotFound, OrderStateError, Store, volume_of
+from deskguard.store import (CheckinReplayed, DeviceNotFound, OrderNotFound, OrderStateError, Store, VerifiedCheckin,
+                             volume_of)
 from deskguard.store.core import SCHEMA_HEAD, StoreError, current_revision
 
 pytestmark = pytest.mark.unit
@@ -288,31 +290,44 @@ def test_store_made_by_revision_0004_upgrades_without_loss(site):
         s.register_device("lt-1", "debian", "10.0.0.9", 22, "dgadmin", None)
 
 
-def test_run_batch_keeps_each_step_whole_and_commits_the_rest_together(store, device):
-    """Group commit: a step that fails after writing leaves no trace (its savepoint), the others commit."""
+def _verified(device, sent_at, pem=None, then=None, n=None):
+    return VerifiedCheckin(device.uuid, pem, json.dumps({"n": n}), sent_at, dt.datetime.now(dt.timezone.utc), "1.0",
+                           then)
+
+
+def test_store_checkins_judges_each_in_order_and_commits_the_rest_together(store, device):
+    """Group commit: each check-in accepted or refused on its own, in order; one whose extra step fails leaves
+    no trace (its savepoint); a key that is no longer the device's is refused in the storing transaction."""
+    pem = P.public_key_pem(P.generate_private_key()).decode()
+    store.set_agent_public_key(device.uuid, pem)
     other = store.register_device("lt-2", "debian", "10.0.0.2", 22, "dgadmin", None)
+    gone = store.register_device("lt-3", "debian", "10.0.0.3", 22, "dgadmin", None)
+    store.remove_device("lt-3")
     t = dt.datetime.now(dt.timezone.utc)
 
-    def half_written():
-        store.record_checkin(other.uuid, {"n": "half"}, t)
-        raise RuntimeError("failed after its first write")
+    def fails_after_the_write():
+        raise RuntimeError("failed after the check-in was written")
 
-    def replayed():
-        store.record_checkin(device.uuid, {"n": "old"}, t - dt.timedelta(hours=1))
-
-    replayed.single_write = True  # refuses before writing: no savepoint needed
-    ok = lambda: store.record_checkin(device.uuid, {"n": "ok"}, t)  # noqa: E731
-    results = store.run_batch([ok, half_written, replayed])
-    assert results[0] is None and isinstance(results[1], RuntimeError) and isinstance(results[2], CheckinReplayed)
+    results = store.store_checkins([
+        _verified(device, t, pem, n="first"),
+        _verified(other, t, then=fails_after_the_write, n="half"),
+        _verified(device, t - dt.timedelta(hours=1), pem, n="old"),      # not newer than "first"
+        _verified(device, t + dt.timedelta(seconds=1), pem, n="newer"),  # newer than "first": wins
+        _verified(device, t + dt.timedelta(seconds=2), "-----BEGIN PUBLIC KEY-----\nold\n", n="stale key"),
+        _verified(gone, t, n="removed"),
+        _verified(device, t + dt.timedelta(seconds=1), pem, n="same again"),
+    ])
+    assert [type(r).__name__ for r in results] == ["NoneType", "RuntimeError", "CheckinReplayed", "NoneType",
+                                                   "AgentKeyChanged", "DeviceNotFound", "CheckinReplayed"]
     latest = store.latest_checkins()
-    assert list(latest) == [device.uuid] and latest[device.uuid].payload_obj == {"n": "ok"}
+    assert list(latest) == [device.uuid] and latest[device.uuid].payload_obj == {"n": "newer"}
     assert store.get_device("lt-2").last_seen_at is None
 
 
-def test_run_batch_on_a_read_only_store_stores_nothing(sqlite_device):
+def test_store_checkins_on_a_read_only_store_stores_nothing(sqlite_device):
     site, store, device = sqlite_device
     db = site / ".deskguard" / "deskguard.db"
     with Store(f"sqlite:///file:{db}?mode=ro&uri=true") as ro:
         with pytest.raises(StoreError):
-            ro.run_batch([lambda: ro.record_checkin(device.uuid, {}, dt.datetime.now(dt.timezone.utc))])
+            ro.store_checkins([_verified(device, dt.datetime.now(dt.timezone.utc))])
     assert store.latest_checkins() == {}

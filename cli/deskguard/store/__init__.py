@@ -7,14 +7,15 @@ See docs/store.md.
 
 from .core import (DB_URL_ENV, DeviceExists, DeviceNotFound, Store, StoreError, db_url_for, default_actor,
                    default_db_path, migrate, state_dir)
-from .checkins import CheckinReplayed
+from .checkins import AgentKeyChanged, CheckinReplayed, VerifiedCheckin
 from .models import (DEVICE_STATES, ORDER_STATES, SECRET_STATES, VPN_PEER_STATES, AuditEntry, Checkin, Device, Order,
                      Secret, VpnPeer)
 from .orders import OrderNotFound, OrderStateError, volume_of
 from .vpnpeers import VpnPoolExhausted
 
 __all__ = [
-    "CheckinReplayed", "Checkin", "ORDER_STATES", "Order", "OrderNotFound", "OrderStateError", "volume_of",
+    "AgentKeyChanged", "CheckinReplayed", "Checkin", "ORDER_STATES", "Order", "OrderNotFound", "OrderStateError",
+    "VerifiedCheckin", "volume_of",
     "DB_URL_ENV", "DEVICE_STATES", "SECRET_STATES", "AuditEntry", "Device", "DeviceExists", "DeviceNotFound", "Secret", "Store",
     "StoreError", "VPN_PEER_STATES", "VpnPeer", "VpnPoolExhausted", "db_url_for", "default_actor", "default_db_path", "migrate", "state_dir",
 ]

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import DateTime, String, bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from dataclasses import dataclass
+from typing import Callable
+
+from sqlalchemy import DateTime, String, bindparam, select, update
+from sqlalchemy.exc import DBAPIError
 
 from ..errors import UsageError
 from .auditchain import canonical_json
@@ -20,6 +23,28 @@ SEEN_VIA = ("checkin", "live")
 
 class CheckinReplayed(UsageError):
     """The check-in is not newer than the last one stored for the device (the server answers 409)."""
+
+
+class AgentKeyChanged(UsageError):
+    """The device's agent key is not the one the check-in was verified with (re-enrolled or revoked since)."""
+
+
+@dataclass(frozen=True)
+class VerifiedCheckin:
+    """A check-in whose signature the caller checked with ``agent_public_key`` (the PEM it read; None: the
+    caller vouches for it some other way, e.g. a test or a tool), ready for Store.store_checkins."""
+
+    device_uuid: str
+    agent_public_key: str | None
+    payload: str                     # the verified payload, JSON text
+    sent_at: dt.datetime
+    received_at: dt.datetime
+    agent_version: str | None
+    then: Callable[[], None] | None = None   # more store work that must commit with it, or not at all
+
+    def values(self) -> dict:
+        return {"device": self.device_uuid, "payload": self.payload, "sent_at": _naive(self.sent_at),
+                "received_at": _naive(self.received_at), "agent_version": self.agent_version}
 
 
 def _naive(t: dt.datetime) -> dt.datetime:
@@ -71,43 +96,90 @@ class CheckinsMixin:
     def record_checkin(self, device_uuid: str, payload: dict, sent_at: dt.datetime, *,
                        received_at: dt.datetime | None = None) -> None:
         """Store a verified check-in as the device's latest, and stamp last seen, in one transaction.
-        CheckinReplayed if sent_at is not after the stored one; DeviceNotFound for no live device.
+        CheckinReplayed if sent_at is not after the stored one; DeviceNotFound for no live device."""
+        version = payload.get("agent_version") if isinstance(payload.get("agent_version"), str) else None
+        [failure] = self.store_checkins([VerifiedCheckin(device_uuid, None, canonical_json(payload), sent_at,
+                                                         received_at or utcnow(), version)])
+        if failure is not None:
+            raise failure
 
-        The server's hot path: three statements built once (_HOT), no ORM objects."""
+    def store_checkins(self, checkins: list["VerifiedCheckin"]) -> list[BaseException | None]:
+        """The server's group commit: verified check-ins (from many laptops) stored in one write transaction
+        and one commit, each accepted or refused on its own; the outcome of each, in order (None = stored).
+
+        Everything that decides is read inside the transaction, under the devices' row locks (SQLite: the
+        write lock), so no other writer can slip in between: a device removed, or whose agent key is no longer
+        the one the check-in was verified with, is refused (DeviceNotFound, AgentKeyChanged) however recently
+        that changed; a check-in not newer than the stored one is CheckinReplayed, across server processes.
+        Accepted check-ins are written with one statement each for all of them (executemany); one with a
+        ``then`` step (an order refusal it reports) is written with that step in its own savepoint, so the two
+        are stored together or not at all. StoreError if the transaction fails: then nothing was stored."""
         from .core import DeviceNotFound
 
-        sent_at, received_at = _naive(sent_at), _naive(received_at or utcnow())
-        version = payload.get("agent_version") if isinstance(payload.get("agent_version"), str) else None
-        values = {"uuid": device_uuid, "payload": canonical_json(payload), "sent_at": sent_at,
-                  "received_at": received_at, "agent_version": version}
+        results: list[BaseException | None] = [None] * len(checkins)
         with self._session(write=True) as s:
             conn = s.connection()
-            found = conn.execute(_HOT.lookup, values).first()
-            if found is None or found.state == "removed":
-                raise DeviceNotFound(f"no live device with uuid {device_uuid!r} in the store")
-            if found.sent_at is not None and sent_at <= found.sent_at:
-                raise CheckinReplayed(f"check-in of {device_uuid} sent at {sent_at:%Y-%m-%dT%H:%M:%SZ} is not after "
-                                      f"the stored one ({found.sent_at:%Y-%m-%dT%H:%M:%SZ})")
-            if found.sent_at is None:
-                try:
-                    with s.begin_nested():
-                        conn.execute(_HOT.insert, values)
-                except IntegrityError:  # PostgreSQL: a concurrent first check-in of the same device won
-                    raise CheckinReplayed(f"a concurrent check-in of {device_uuid} was stored first") from None
-            else:
-                conn.execute(_HOT.update, values)
-            conn.execute(_HOT.seen, {"uuids": [device_uuid], "at": received_at, "via": "checkin"})
+            uuids = sorted({c.device_uuid for c in checkins})
+            # Row locks in one order (uuid) so two servers' batches never deadlock (PostgreSQL; SQLite ignores
+            # FOR UPDATE: BEGIN IMMEDIATE already made this the only writer).
+            live = {r.uuid: r for r in conn.execute(_HOT.lock_devices, {"uuids": uuids})}
+            # A second statement, after the locks: on PostgreSQL it sees every check-in committed before them.
+            latest = dict(conn.execute(_HOT.latest_sent, {"uuids": uuids}).all())
+            pending: dict[str, dict] = {}
+            for i, c in enumerate(checkins):
+                row = live.get(c.device_uuid)
+                sent_at = _naive(c.sent_at)
+                if row is None or row.state == "removed":
+                    results[i] = DeviceNotFound(f"no live device with uuid {c.device_uuid!r} in the store")
+                elif c.agent_public_key is not None and row.agent_public_key != c.agent_public_key:
+                    results[i] = AgentKeyChanged(f"the agent key of {c.device_uuid} changed since the check-in "
+                                                 "was verified")
+                elif latest.get(c.device_uuid) is not None and sent_at <= latest[c.device_uuid]:
+                    results[i] = CheckinReplayed(
+                        f"check-in of {c.device_uuid} sent at {sent_at:%Y-%m-%dT%H:%M:%SZ} is not after the stored "
+                        f"one ({latest[c.device_uuid]:%Y-%m-%dT%H:%M:%SZ})")
+                elif c.then is None:
+                    pending[c.device_uuid] = c.values()  # a later one of the same device in the batch wins
+                    latest[c.device_uuid] = sent_at
+                else:
+                    self._write_checkins(conn, pending)  # keep the order: what came before is written first
+                    pending = {}
+                    try:
+                        with s.begin_nested():  # s.connection() is what emits the SAVEPOINT
+                            self._write_checkins(s.connection(), {c.device_uuid: c.values()})
+                            c.then()
+                        latest[c.device_uuid] = sent_at
+                    except DBAPIError:
+                        raise
+                    except Exception as exc:
+                        results[i] = exc
+            self._write_checkins(conn, pending)
+        return results
+
+    @staticmethod
+    def _write_checkins(conn, values: dict[str, dict]) -> None:
+        if not values:
+            return
+        rows = list(values.values())
+        upsert = _HOT.upsert_postgresql if conn.dialect.name == "postgresql" else _HOT.upsert_sqlite
+        conn.execute(upsert, rows)
+        conn.execute(_HOT.seen_one, rows)
 
     def agent_key(self, device_uuid: str) -> tuple[str, str] | None:
-        """(agent public key PEM, hostname) of a live device that has one: the server asks this for every laptop
-        whose key it does not hold in memory, so it is one prebuilt query on a plain connection."""
+        """(agent public key PEM, hostname) of a live device that has one."""
+        return self.agent_keys([device_uuid]).get(device_uuid)
+
+    def agent_keys(self, device_uuids) -> dict[str, tuple[str, str]]:
+        """{uuid: (agent public key PEM, hostname)} of the live devices among ``device_uuids`` that have one:
+        the server asks this for the laptops of a batch whose keys it does not hold in memory, in one query."""
+        params = {"uuids": list(device_uuids)}
         current = getattr(self._local, "session", None)
         if current is not None:
-            row = current.connection().execute(_HOT.agent_key, {"uuid": device_uuid}).first()
+            rows = current.connection().execute(_HOT.agent_keys, params).all()
         else:
             with self.engine.connect() as conn:
-                row = conn.execute(_HOT.agent_key, {"uuid": device_uuid}).first()
-        return (row[0], row[1]) if row else None
+                rows = conn.execute(_HOT.agent_keys, params).all()
+        return {r.uuid: (r.agent_public_key, r.hostname) for r in rows}
 
     def mark_seen(self, device_uuids, *, via: str = "live", at: dt.datetime | None = None) -> None:
         """Stamp last seen for devices the kit reached (e.g. the hosts a compliance run collected from)."""
@@ -134,23 +206,33 @@ class _HotStatements:
     a check-in's CPU time (tests/bench/checkin.py)."""
 
     def __init__(self):
+        from sqlalchemy.dialects import postgresql, sqlite
+
         devices, checkins = Device.__table__, Checkin.__table__
-        uuid = bindparam("uuid", type_=String)
-        self.lookup = (select(devices.c.state, checkins.c.sent_at)
-                       .select_from(devices.outerjoin(checkins, checkins.c.device_uuid == devices.c.uuid))
-                       .where(devices.c.uuid == uuid).with_for_update(of=devices))
-        self.agent_key = select(devices.c.agent_public_key, devices.c.hostname).where(
-            devices.c.uuid == uuid, devices.c.state != "removed", devices.c.agent_public_key.is_not(None))
+        uuids = bindparam("uuids", expanding=True)
+        device = bindparam("device", type_=String)  # in a row of VerifiedCheckin.values()
+        self.lock_devices = (select(devices.c.uuid, devices.c.state, devices.c.agent_public_key)
+                             .where(devices.c.uuid.in_(uuids)).order_by(devices.c.uuid).with_for_update())
+        self.latest_sent = select(checkins.c.device_uuid, checkins.c.sent_at).where(checkins.c.device_uuid.in_(uuids))
+        self.agent_keys = select(devices.c.uuid, devices.c.agent_public_key, devices.c.hostname).where(
+            devices.c.uuid.in_(uuids), devices.c.state != "removed", devices.c.agent_public_key.is_not(None))
         columns = {c: bindparam(c) for c in ("payload", "sent_at", "received_at", "agent_version")}
-        self.insert = insert(checkins).values(device_uuid=uuid, **columns)
-        self.update = update(checkins).where(checkins.c.device_uuid == uuid).values(**columns)
+        # Insert or replace, and only ever by a newer check-in: the WHERE is the store's own guard against a
+        # replay, on top of the check made under the row lock.
+        for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql)):
+            ins = dialect.insert(checkins).values(device_uuid=device, **columns)
+            setattr(self, f"upsert_{name}", ins.on_conflict_do_update(
+                index_elements=[checkins.c.device_uuid], where=checkins.c.sent_at < ins.excluded.sent_at,
+                set_={c: ins.excluded[c] for c in columns}))
         # Being seen is not a change to the device's record (updated_at kept), and only ever moves last_seen_at
         # forward (a late live run never hides a newer check-in).
-        at = bindparam("at", type_=DateTime)
-        self.seen = (update(devices)
-                     .where(devices.c.uuid.in_(bindparam("uuids", expanding=True)),
-                            (devices.c.last_seen_at.is_(None)) | (devices.c.last_seen_at < at))
-                     .values(last_seen_at=at, last_seen_via=bindparam("via"), updated_at=devices.c.updated_at))
+        def seen(where, at: str, via):
+            at = bindparam(at, type_=DateTime)
+            return (update(devices).where(where, devices.c.last_seen_at.is_(None) | (devices.c.last_seen_at < at))
+                    .values(last_seen_at=at, last_seen_via=via, updated_at=devices.c.updated_at))
+
+        self.seen = seen(devices.c.uuid.in_(uuids), "at", bindparam("via"))
+        self.seen_one = seen(devices.c.uuid == device, "received_at", "checkin")  # a row of _write_checkins
 
 
 _HOT = _HotStatements()

@@ -222,30 +222,6 @@ class Store(VpnPeersMixin, OrdersMixin, CheckinsMixin, KeyslotBaselinesMixin):
             self._local.session = None
             session.close()
 
-    def run_batch(self, steps) -> list[BaseException | None]:
-        """Group commit: run each step (a callable without arguments that makes store calls) in its own
-        savepoint of one write transaction, and commit once. A step that raises leaves no trace and gets its
-        exception in the result list; the others are committed together. StoreError if the commit fails (then
-        nothing of the batch is stored). One fsync for many small writes (check-ins from many laptops).
-
-        A step whose attribute ``single_write`` is true promises it raises only before it writes anything (one
-        write, or writes no exception can separate): it runs without a savepoint, two statements less."""
-        results: list[BaseException | None] = []
-        with self._session(write=True) as s:
-            for step in steps:
-                try:
-                    if getattr(step, "single_write", False):
-                        step()
-                    else:
-                        with s.begin_nested():
-                            step()
-                    results.append(None)
-                except DBAPIError:
-                    raise  # the connection itself failed: the whole batch is rolled back
-                except Exception as exc:
-                    results.append(exc)
-        return results
-
     # -- devices -----------------------------------------------------------------------------------------
 
     def register_device(self, hostname: str, os: str, address: str, port: int, ssh_user: str,

@@ -285,7 +285,7 @@ class Checkin(Base):
     __tablename__ = "checkins"
 
     device_uuid: Mapped[str] = mapped_column(ForeignKey("devices.uuid"), primary_key=True)
-    payload: Mapped[str] = mapped_column(Text)          # the verified payload, canonical JSON text
+    payload: Mapped[str] = mapped_column(Text)          # the verified payload: the signed JSON text as received
     sent_at: Mapped[dt.datetime] = mapped_column(DateTime)      # the device's clock
     received_at: Mapped[dt.datetime] = mapped_column(DateTime)  # the server's clock
     agent_version: Mapped[str | None] = mapped_column(String(64))
