@@ -64,6 +64,41 @@ def firefox_policy(settings):
     }}
 
 
+# Windows reads the same policies from the registry (HKLM\SOFTWARE\Policies\...): Google Chrome and Microsoft
+# Edge take the Chromium names (Edge calls safe browsing SmartScreenEnabled); a list policy is a key whose
+# values are "1", "2", ...; Firefox takes its nested policies (ExtensionSettings, Preferences) as JSON strings.
+WINDOWS_CHROMIUM_LIKE = ((r"HKLM:\SOFTWARE\Policies\Google\Chrome", "SafeBrowsingProtectionLevel"),
+                         (r"HKLM:\SOFTWARE\Policies\Microsoft\Edge", "SmartScreenEnabled"))
+WINDOWS_FIREFOX = r"HKLM:\SOFTWARE\Policies\Mozilla\Firefox"
+_CHROMIUM_LISTS = ("ExtensionInstallBlocklist", "ExtensionInstallAllowlist", "URLBlocklist")
+
+
+def windows_registry(settings):
+    """{"values": [{key, name, type, data}], "lists": [{key, items}]}: what the role writes on Windows and what
+    the nightly posture compares there, from the same policies as the Linux files."""
+    chromium, firefox = chromium_policy(settings), firefox_policy(settings)["policies"]
+    values, lists = [], []
+    for key, safe_browsing in WINDOWS_CHROMIUM_LIKE:
+        values.append({"key": key, "name": safe_browsing, "type": "dword",
+                       "data": chromium["SafeBrowsingProtectionLevel"]})
+        values.append({"key": key, "name": "DnsOverHttpsMode", "type": "string", "data": chromium["DnsOverHttpsMode"]})
+        if "DnsOverHttpsTemplates" in chromium:
+            values.append({"key": key, "name": "DnsOverHttpsTemplates", "type": "string",
+                           "data": chromium["DnsOverHttpsTemplates"]})
+        lists += [{"key": key + "\\" + name, "items": chromium[name]} for name in _CHROMIUM_LISTS]
+    for name in ("ExtensionSettings", "Preferences"):
+        values.append({"key": WINDOWS_FIREFOX, "name": name, "type": "string",
+                       "data": json.dumps(firefox[name], sort_keys=True)})
+    dns = firefox["DNSOverHTTPS"]
+    for name in ("Enabled", "Locked", "ProviderURL", "Fallback"):
+        if name in dns:
+            text = name == "ProviderURL"
+            values.append({"key": WINDOWS_FIREFOX + "\\DNSOverHTTPS", "name": name,
+                           "type": "string" if text else "dword", "data": dns[name] if text else int(dns[name])})
+    lists.append({"key": WINDOWS_FIREFOX + "\\WebsiteFilter\\Block", "items": firefox["WebsiteFilter"]["Block"]})
+    return {"values": values, "lists": lists}
+
+
 def policy_for(browser, settings):
     return firefox_policy(settings) if browser.startswith("firefox") else chromium_policy(settings)
 

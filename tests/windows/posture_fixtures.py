@@ -16,7 +16,8 @@ HOUR = 3600
 # Policy the fixture complies with (role defaults otherwise); given to the play as extra vars.
 POLICY = {"deskguard_hosts": "win-loopback", "vpn_enabled": True, "vpn_gateway_public_key": GATEWAY,
           "endpoint_agent_enabled": True, "usb_control_mode": "block",
-          "network_posture_call_system": [{"host": "cti.example.com", "ports": [5061]}]}
+          "network_posture_call_system": [{"host": "cti.example.com", "ports": [5061]}],
+          "deskguard_operator": "tanaka"}
 
 POSTURE = {
     # Win32_OperatingSystem (Microsoft Learn, "Win32_OperatingSystem class": Caption, Version,
@@ -91,6 +92,24 @@ POSTURE = {
                                 "samples": {"sent": 10, "received": 10, "loss_pct": 0.0, "rtt_avg_ms": 28.4,
                                             "jitter_ms": 2.1}},
                 "unknown": [], "complete": True, "elapsed": 2.2, "time_limit": 10},
+    # DeskguardPostureSoftware.psm1: the Uninstall keys hold nothing denied; every browser registry value the
+    # role writes (posture params browser_values) compared and equal.
+    "software": {"family": "Windows", "denied_installed": [], "browsers": {"registry": {"checked": 9, "differs": []}}},
+    # DeskguardPostureAv.psm1 from Get-MpComputerStatus (Microsoft Learn, Get-MpComputerStatus, Example 1:
+    # AMServiceEnabled, AntivirusEnabled, RealTimeProtectionEnabled True, AntivirusSignatureAge 0).
+    "av": {"engine": "defender", "installed": True, "realtime_protection": True, "antivirus_enabled": True,
+           "am_service_enabled": True, "signature_age_days": 0, "signature_version": "1.403.2104.0",
+           "signature_last_updated": "2026-11-29T01:12:00.0000000Z"},
+    # DeskguardPostureAccounts.psm1: net accounts / secedit values (Microsoft Learn, "Account Lockout Policy",
+    # "Password Policy"), the operator only in Users, AutoAdminLogon 0, Guest disabled, WinRM without
+    # AllowUnencrypted or Basic.
+    "accounts": {"operator": "tanaka", "operator_exists": True, "operator_groups": ["Users"],
+                 "operator_privileged_groups": [], "operator_sudo_rules": [], "password_minlen": 12,
+                 "password_complexity": True, "password_remember": 5, "lockout_deny": 5,
+                 "lockout_unlock_seconds": 900, "lockout_fail_interval_seconds": 900, "autologin_enabled": False,
+                 "autologin_users": [], "guest_enabled": False, "guest_account_enabled": False,
+                 "management_channel": "winrm", "management_user": "deskguard-test", "management_exists": True,
+                 "management_is_admin": True, "winrm_allow_unencrypted": False, "winrm_basic_auth": False},
 }
 
 

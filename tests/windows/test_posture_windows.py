@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "plugins" / "modules_windows" / "deskguard_posture.ps1"
 SECTION_UTILS = sorted(p.name for p in (REPO / "plugins" / "module_utils").glob("Ansible.ModuleUtils.DeskguardPosture*.psm1"))
 # Not applicable with POLICY: USB-002 is for allow_listed mode only, VPN-003 when the policy wants a kill switch.
-NOT_APPLICABLE = {"USB-002", "VPN-003"}
+NOT_APPLICABLE = {"USB-002", "VPN-003", "SW-002"}   # SW-002: no approved sources listed
 
 
 def escrow_recovery_password(site, uuid, protector=OS_PROTECTOR):
@@ -59,8 +59,8 @@ def test_comply_sends_the_powershell_module_and_scores_every_control(responder, 
     # Ansible chose the PowerShell file for the winrm host, and bundled every section's module_util with it.
     assert call.script == "ansible.legacy.deskguard_posture.ps1"   # from the kit's library, the .ps1
     assert len(SECTION_UTILS) >= 9 and set(SECTION_UTILS) <= set(call.bundled), call.bundled
-    # The policy's params go to Windows exactly as to Linux.
-    assert call.args["params"] == posture_params(effective(POLICY))
+    # The policy's params go to Windows exactly as to Linux (the management account is the connection's user).
+    assert call.args["params"] == posture_params(effective({**POLICY, "ansible_user": "deskguard-test"}))
     assert_golden("comply", responder.calls)
     results = host["results"]
     assert set(results) == set(CONTROLS)

@@ -68,11 +68,13 @@ def posture_params(policy: dict) -> dict:
 def software_params(policy: dict) -> dict:
     """What the software section compares against: the denylist, the approved sources, and the browser
     settings the role renders its policy files from (the same keys as the role's __software_policy_browser)."""
+    browser = {"extension_allowlist": list(policy.get("software_policy_browser_extension_allowlist") or []),
+               "firefox_extension_allowlist": list(policy.get("software_policy_firefox_extension_allowlist") or []),
+               "url_blocklist": list(policy.get("software_policy_url_blocklist") or []),
+               "doh_resolver": policy.get("software_policy_doh_resolver") or ""}
     return {"denied_packages": list(policy.get("software_policy_denied_packages") or []),
             "denied_windows_software": list(policy.get("software_policy_denied_windows_software") or []),
             "allowed_sources": list(policy.get("software_policy_allowed_sources") or []),
-            "browser": {"extension_allowlist": list(policy.get("software_policy_browser_extension_allowlist") or []),
-                        "firefox_extension_allowlist":
-                            list(policy.get("software_policy_firefox_extension_allowlist") or []),
-                        "url_blocklist": list(policy.get("software_policy_url_blocklist") or []),
-                        "doh_resolver": policy.get("software_policy_doh_resolver") or ""}}
+            "browser": browser,
+            # Windows compares the registry values the role writes (Linux compares the rendered files).
+            "browser_values": module_utils("deskguard_browser_policy").windows_registry(browser)["values"]}
