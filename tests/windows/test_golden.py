@@ -32,6 +32,34 @@ def test_role_windows_path_matches_golden(role, responder, play):
     assert_golden(role, responder.calls)
 
 
+# win_reg_stat always answers `exists`: here no list key exists yet (a laptop never managed before).
+NO_KEY = {"changed": False, "exists": False}
+
+
+@pytest.mark.parametrize("mode", ["block", "read_only", "allow_listed"])
+def test_usb_control_windows_path_matches_golden(mode, responder, play):
+    """block: deny all removable storage; read_only: deny write; allow_listed: disk drives and portable devices
+    denied by class, the approved stick's hardware ID allowed. Keyboards and mice are in no deny list."""
+    responder.answers["win_reg_stat"] = NO_KEY
+    play("role.yml", deskguard_test_role="usb_control", usb_control_mode=mode,
+         usb_control_approved_devices=[{"id": "0951:1666", "serial": "E0D55EA573DCF450", "reason": "company stick"}])
+    assert_golden(f"usb_control_{mode}", responder.calls)
+    sent = json.dumps([c.args for c in responder.calls])
+    assert ("VID_0951&PID_1666" in sent) == (mode == "allow_listed"), sent
+    assert "Keyboard" not in sent and "Mouse" not in sent
+
+
+def test_usb_control_removes_a_stale_device_list_whole_before_writing_it(responder, play):
+    # An allow list left from an earlier policy (another stick): removed whole, so no numbered entry lingers.
+    responder.answers["win_reg_stat"] = {"changed": False, "exists": True,
+                                         "properties": {"1": {"value": "USB\\VID_1234&PID_5678\\OLD", "type": "REG_SZ"},
+                                                        "2": {"value": "USB\\VID_1234&PID_5678\\OLDER", "type": "REG_SZ"}}}
+    play("role.yml", deskguard_test_role="usb_control", usb_control_mode="allow_listed",
+         usb_control_approved_devices=[{"id": "0951:1666", "serial": "E0D55EA573DCF450", "reason": "company stick"}])
+    removed = [c.args["path"] for c in responder.calls if c.short == "win_regedit" and c.args.get("delete_key")]
+    assert any(p.endswith("\\AllowInstanceIDs") for p in removed), removed
+
+
 def test_a_changed_policy_value_is_a_golden_mismatch(responder, play):
     # The policy says 10 idle minutes instead of 5: the golden file (300 s) must no longer match.
     play("role.yml", deskguard_test_role="screen_lock", screen_lock_idle_minutes=10)
