@@ -123,7 +123,8 @@ def posture_of(site, laptop_name=HOST) -> dict:
     from deskguard.compliance.policy import effective, posture_params
     from deskguard.site import KIT_ROOT
 
-    params = posture_params(effective({}))
+    # The params the laptop's agent gets from its policy (agent.json): whose accounts ACC-* look at included.
+    params = posture_params(effective({"deskguard_operator": "tanaka", "ansible_user": "dgadmin"}))
     env = dict(os.environ, ANSIBLE_CONFIG=str(KIT_ROOT / "ansible.cfg"), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
                ANSIBLE_STDOUT_CALLBACK="json")
     proc = subprocess.run([str(Path(sys.executable).with_name("ansible")), laptop_name, "-i", str(site / "inventory"),
