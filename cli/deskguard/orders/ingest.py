@@ -128,14 +128,10 @@ class Ingest:
 
     def open_checkin(self, body: bytes) -> Answer | ParsedCheckin:
         """The refusing Answer, or the parsed (not yet verified) check-in for the writer. CPU only."""
-        try:
-            envelope = P.parse_envelope(body, P.LIMITS["checkin"])
-            claimed = envelope.unverified_payload()
-        except P.ProtocolError as exc:
-            return _protocol_answer(exc)
-        device_uuid = claimed.get("device_uuid")
-        if not isinstance(device_uuid, str) or len(device_uuid) != 36:
-            return Answer.error(400, "malformed", "no device_uuid")
+        parsed = _parse(body, "checkin")
+        if isinstance(parsed, Answer):
+            return parsed
+        envelope, device_uuid = parsed
         return ParsedCheckin(envelope, device_uuid, self._now())
 
     def store_checkins(self, batch: list[ParsedCheckin]) -> list[BaseException | None]:
@@ -250,14 +246,10 @@ class Ingest:
     def _open(self, body: bytes, kind: str, check):
         """(verified payload, hostname), or the Answer that refuses it. The key is read from the store each time
         (acknowledgements are rare, and one must never be accepted with a key the store no longer holds)."""
-        try:
-            envelope = P.parse_envelope(body, P.LIMITS[kind])
-            claimed = envelope.unverified_payload()
-        except P.ProtocolError as exc:
-            return _protocol_answer(exc)
-        device_uuid = claimed.get("device_uuid")
-        if not isinstance(device_uuid, str) or len(device_uuid) != 36:
-            return Answer.error(400, "malformed", "no device_uuid")
+        parsed = _parse(body, kind)
+        if isinstance(parsed, Answer):
+            return parsed
+        envelope, device_uuid = parsed
         try:
             known = self.store.agent_key(device_uuid)
         except StoreError:
@@ -278,6 +270,19 @@ class Ingest:
         if order is not None and order.state == "queued" and order.id in order_ids:
             self.store.acknowledge_order(order.id, device_uuid=order.device_uuid, nonce=order.nonce,
                                          status="refused", reason=order_ids[order.id], actor=f"agent:{hostname}")
+
+
+def _parse(body: bytes, kind: str):
+    """(envelope, claimed device uuid) of a signed body, not yet verified; or the Answer that refuses it."""
+    try:
+        envelope = P.parse_envelope(body, P.LIMITS[kind])
+        claimed = envelope.unverified_payload()
+    except P.ProtocolError as exc:
+        return _protocol_answer(exc)
+    device_uuid = claimed.get("device_uuid")
+    if not isinstance(device_uuid, str) or len(device_uuid) != 36:
+        return Answer.error(400, "malformed", "no device_uuid")
+    return envelope, device_uuid
 
 
 def _protocol_answer(exc) -> Answer:
