@@ -10,7 +10,9 @@ the laptop; only the public half comes back, and it is registered in the store. 
 
 from __future__ import annotations
 
+import ntpath
 import os
+import posixpath
 from pathlib import Path
 
 from ansible.errors import AnsibleActionFail
@@ -26,8 +28,9 @@ options:
   timeout_seconds: {description: Seconds per request., type: int, default: 15}
   deadman_days: {description: Dead-man lock after N days without check-in (0 off)., type: int, default: 0}
   interval_minutes: {description: Minutes between runs (recorded in the configuration)., type: int, default: 15}
-  modules: {description: Names of the kit module_utils the agent is made of., type: list, elements: str, required: true}
+  modules: {description: "Names of the kit module_utils the agent is made of (.py files; .psm1 on Windows).", type: list, elements: str, required: true}
   module_utils_dir: {description: Where those files are on the controller., type: path, required: true}
+  code_dir: {description: "Where they go on the laptop (default /usr/lib/deskguard-agent).", type: str}
   files: {description: Launcher and units (path, content, mode)., type: list, elements: dict, required: true}
   config_path: {description: Where the agent's configuration goes (Windows differs)., type: str}
   device_key: {description: The device key's file (Linux) or CNG key name (Windows)., type: str}
@@ -41,7 +44,7 @@ LIB_DIR = "/usr/lib/deskguard-agent"
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("orders_url", "server_url", "ca_file", "timeout_seconds", "deadman_days",
-                             "interval_minutes", "modules", "module_utils_dir", "files", "config_path",
+                             "interval_minutes", "modules", "module_utils_dir", "code_dir", "files", "config_path",
                              "device_key", "state_dir", "windows_task"))
 
     def run(self, tmp=None, task_vars=None):
@@ -62,13 +65,19 @@ class ActionModule(ActionBase):
         except ImportError as exc:
             raise AnsibleActionFail(f"the deskguard library is not importable here ({exc})") from None
 
+        # Two module names, not one name with .py and .ps1: Ansible resolves such a pair by directory order on a
+        # Linux connection (its '' suffix takes the first file os.listdir returns).
+        windows = ".ps1" in self._connection.module_implementation_preferences
+        # The agent's code: the kit's module_utils from their one source, Python on Linux, PowerShell on Windows.
+        suffix, join = (".psm1", ntpath.join) if windows else (".py", posixpath.join)
         code = []
         base = Path(args["module_utils_dir"])
         for name in args["modules"]:
             try:
-                code.append({"path": f"{LIB_DIR}/{name}.py", "content": (base / f"{name}.py").read_text()})
+                code.append({"path": join(args.get("code_dir") or LIB_DIR, name + suffix),
+                             "content": (base / (name + suffix)).read_text()})
             except OSError as exc:
-                raise AnsibleActionFail(f"cannot read the agent's code {base / name}.py: {exc.strerror}") from None
+                raise AnsibleActionFail(f"cannot read the agent's code {base / name}{suffix}: {exc.strerror}") from None
         site = site_dir(os.environ.get("DESKGUARD_SITE"))
         device_key = args.get("device_key") or agent.DEVICE_KEY
         try:
@@ -89,9 +98,6 @@ class ActionModule(ActionBase):
                 margs = {"files": files, "device_key": device_key}
                 if args.get("windows_task"):
                     margs["windows_task"] = dict(args["windows_task"])
-                # Two module names, not one name with .py and .ps1: Ansible resolves such a pair by directory
-                # order on a Linux connection (its '' suffix takes the first file os.listdir returns).
-                windows = ".ps1" in self._connection.module_implementation_preferences
                 res = self._execute_module(module_name="deskguard_agent_install_windows" if windows
                                            else "deskguard_agent_install", module_args=margs, task_vars=task_vars)
                 if res.get("failed") or res.get("unreachable"):

@@ -29,7 +29,7 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         hostname = task_vars.get("inventory_hostname")
         try:
-            from deskguard.compliance import disk, evidence
+            from deskguard.compliance import disk, evidence, windows
             from deskguard.compliance import policy as dgpolicy
             from deskguard.compliance.evaluate import PolicyError, evaluate, host_summary
             from deskguard.errors import DeskguardError
@@ -73,6 +73,7 @@ class ActionModule(ActionBase):
                 else:
                     origin = {"source": "live", "evidence_at": None, "message": None}
                 posture, errors = collected.get("posture") or {}, collected.get("errors") or {}
+                posture = windows.known_family(posture, ".ps1" in self._connection.module_implementation_preferences)
                 if store is not None and policy.get("vpn_enabled"):
                     peer = store.vpn_peer(uuid)
                     policy["vpn_enrolled_public_key"] = peer.public_key if peer else None

@@ -125,3 +125,17 @@ def changed(section: str, **values) -> dict:
     posture = copy.deepcopy(POSTURE)
     posture[section].update(values)
     return posture
+
+
+def escrow_recovery_password(site, uuid, protector=OS_PROTECTOR, hostname="win-loopback"):
+    """The store as after onboarding: the OS volume's recovery password escrowed, named by its protector id
+    (so ENC-002 passes for POSTURE)."""
+    from deskguard import escrow, keys
+    from deskguard.store import Store
+
+    inventory = {"edition": POSTURE["disk"]["edition"],
+                 "volumes": [{"mount_point": "C:", "volume_type": "OperatingSystem", "protectors": []}]}
+    remote = lambda module, args: {"verified": True, "protector_id": protector}  # noqa: E731
+    with Store.open(site) as store:
+        escrow.run_bitlocker(store, keys.load_escrow_public_key(site), remote,
+                             escrow.Request(device_uuid=uuid, hostname=hostname), inventory)

@@ -14,10 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from posture_fixtures import OS_PROTECTOR, POLICY, POSTURE, answer, changed
+from posture_fixtures import POLICY, POSTURE, answer, changed, escrow_recovery_password
 from test_golden import assert_golden
 
-from deskguard import escrow, keys
 from deskguard.compliance import disk as dgdisk
 from deskguard.compliance import runs, windows
 from deskguard.compliance.catalog import CONTROLS
@@ -32,16 +31,6 @@ MODULE = REPO / "plugins" / "modules_windows" / "deskguard_posture.ps1"
 SECTION_UTILS = sorted(p.name for p in (REPO / "plugins" / "module_utils").glob("Ansible.ModuleUtils.DeskguardPosture*.psm1"))
 # Not applicable with POLICY: USB-002 is for allow_listed mode only, VPN-003 when the policy wants a kill switch.
 NOT_APPLICABLE = {"USB-002", "VPN-003", "SW-002"}   # SW-002: no approved sources listed
-
-
-def escrow_recovery_password(site, uuid, protector=OS_PROTECTOR):
-    """The store as after onboarding: the OS volume's recovery password escrowed, named by its protector id."""
-    inventory = {"edition": POSTURE["disk"]["edition"],
-                 "volumes": [{"mount_point": "C:", "volume_type": "OperatingSystem", "protectors": []}]}
-    remote = lambda module, args: {"verified": True, "protector_id": protector}  # noqa: E731
-    with Store.open(site) as store:
-        escrow.run_bitlocker(store, keys.load_escrow_public_key(site), remote,
-                             escrow.Request(device_uuid=uuid, hostname="win-loopback"), inventory)
 
 
 def comply(play, site, uuid, **extra):

@@ -15,6 +15,16 @@ def family(posture: dict | None) -> str:
     return ((posture or {}).get("os") or {}).get("family") or "Linux"
 
 
+def known_family(posture: dict, windows_host: bool) -> dict:
+    """The posture with its family stated when the laptop could not say it: a Windows host whose `os` section
+    failed (or is missing from a check-in) is still judged by the Windows judges, never by the Linux ones on
+    Windows facts. `windows_host`: the host is reached over a PowerShell connection (winrm/psrp)."""
+    seen = (posture or {}).get("os") or {}
+    if not windows_host or "family" in seen:
+        return posture
+    return {**(posture or {}), "os": {**seen, "family": "Windows"}}
+
+
 def by_os(linux, windows):
     """A judge(section, policy, posture) that scores a Windows posture with `windows`, any other with `linux`."""
     def judge(p, policy, posture=None):

@@ -20,6 +20,8 @@ $AnswerLimit = 4096
 $SkewSeconds = 300
 $AckRefusals = @('expired', 'not_yet_valid', 'replayed', 'foreign_volumes', 'unsupported')
 $Utf8 = New-Object System.Text.UTF8Encoding($false)
+# 2: check-ins carry the whole posture (1 carried only the agent's own facts).
+$AgentVersion = '2-windows'
 
 # ------------------------------------------------------------------------------------------- JSON and time
 
@@ -41,18 +43,36 @@ function ConvertTo-JsonString([string]$Text) {
 }
 
 # Canonical JSON as Python's json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False): keys
-# sorted by code point, no whitespace. Only what acknowledgements and check-ins carry: strings, integers,
-# booleans, null, lists and hashtables.
+# sorted by code point, no whitespace. Besides what acknowledgements carry (strings, integers, booleans, null,
+# lists, hashtables), check-ins carry the posture sections' values: every integer width, floating point
+# (round-trip form, invariant culture: a German laptop must not send "1,5"), enums by name, times as UTC text,
+# and objects with note properties. Anything else is an error, so the caller can set that section aside.
+$IntegerTypes = @([byte], [sbyte], [int16], [uint16], [int], [uint32], [long], [uint64])
+$Invariant = [Globalization.CultureInfo]::InvariantCulture
+
 function ConvertTo-CanonicalJson($Value) {
     if ($null -eq $Value) { return 'null' }
     if ($Value -is [bool]) { if ($Value) { return 'true' } else { return 'false' } }
-    if ($Value -is [int] -or $Value -is [long]) { return [string]$Value }
-    if ($Value -is [string]) { return (ConvertTo-JsonString $Value) }
+    if ($Value -is [string] -or $Value -is [char] -or $Value -is [guid]) { return (ConvertTo-JsonString ([string]$Value)) }
+    if ($Value -is [enum]) { return (ConvertTo-JsonString $Value.ToString()) }
+    foreach ($type in $IntegerTypes) { if ($Value -is $type) { return $Value.ToString($Invariant) } }
+    if ($Value -is [double] -or $Value -is [single] -or $Value -is [decimal]) {
+        $number = [double]$Value
+        # JSON has no NaN or Infinity (the server refuses them, as Python's allow_nan=False does).
+        if ([double]::IsNaN($number) -or [double]::IsInfinity($number)) { return 'null' }
+        return $number.ToString('R', $Invariant)
+    }
+    if ($Value -is [datetime]) { return (ConvertTo-JsonString (Get-UtcText $Value)) }
     if ($Value -is [System.Collections.IDictionary]) {
         $keys = [string[]]@($Value.Keys)
         [Array]::Sort($keys, [StringComparer]::Ordinal)
         $parts = foreach ($k in $keys) { (ConvertTo-JsonString $k) + ':' + (ConvertTo-CanonicalJson $Value[$k]) }
         return '{' + (@($parts) -join ',') + '}'
+    }
+    if ($Value -is [System.Management.Automation.PSCustomObject]) {
+        $table = @{}
+        foreach ($p in $Value.PSObject.Properties) { $table[$p.Name] = $p.Value }
+        return (ConvertTo-CanonicalJson $table)
     }
     if ($Value -is [System.Collections.IEnumerable]) {
         $parts = foreach ($item in $Value) { ConvertTo-CanonicalJson $item }
@@ -229,6 +249,54 @@ function New-Ack($Payload, [string]$Status, $Reason, $Config) {
     return (New-Envelope $ack $Config.device_key)
 }
 
+# ---------------------------------------------------------------------------------------------- posture
+
+# Windows PowerShell 5.1 parses agent.json into PSCustomObjects; the section collectors get what the nightly
+# module gets from Ansible: hashtables and arrays.
+function ConvertTo-Hashtable($Value) {
+    if ($Value -is [System.Management.Automation.PSCustomObject]) {
+        $table = @{}
+        foreach ($p in $Value.PSObject.Properties) { $table[$p.Name] = ConvertTo-Hashtable $p.Value }
+        return $table
+    }
+    if ($Value -is [System.Collections.IEnumerable] -and $Value -isnot [string]) {
+        return , @(foreach ($item in $Value) { ConvertTo-Hashtable $item })
+    }
+    return $Value
+}
+
+# The posture the nightly run's deskguard_posture.ps1 collects, by the same code: the role deploys the kit's
+# posture module_utils (Ansible.ModuleUtils.DeskguardCollectPosture.psm1 and the section utils) from their one
+# source into module_utils\ next to this script; they run with the policy's posture params from agent.json.
+# Returns the module's shape, {posture, errors, timings}. Never throws: a check-in still goes out (its age and
+# the agent's signature are evidence too), and the controller scores what is missing as `error`.
+function Get-Posture($Config) {
+    $dir = Join-Path $PSScriptRoot 'module_utils'
+    try {
+        # Under Ansible the collectors run with ErrorActionPreference Stop in the session's global scope.
+        $global:ErrorActionPreference = 'Stop'
+        foreach ($util in @(Get-ChildItem -LiteralPath $dir -Filter '*.psm1' | Sort-Object Name)) {
+            Import-Module -Name $util.FullName -Force -DisableNameChecking
+        }
+        $params = @{}
+        if ($Config.PSObject.Properties['posture_params']) { $params = ConvertTo-Hashtable $Config.posture_params }
+        $collected = Invoke-DeskguardPostureCollection -Params $params
+    } catch {
+        $message = [string]$_.Exception.Message
+        if ($message.Length -gt 300) { $message = $message.Substring(0, 300) }
+        return @{ posture = @{}; errors = @{ collection = ('{0}: {1}' -f $_.Exception.GetType().Name, $message) }
+                  timings = @{} }
+    }
+    # A section whose value cannot be sent as JSON is set aside like a section that failed, not the check-in.
+    foreach ($name in @($collected.posture.Keys)) {
+        try { [void](ConvertTo-CanonicalJson $collected.posture[$name]) } catch {
+            $collected.posture.Remove($name)
+            $collected.errors[$name] = 'cannot be sent: {0}' -f $_.Exception.Message
+        }
+    }
+    return $collected
+}
+
 # ---------------------------------------------------------------------------------------------- actions
 
 function Invoke-Wipe {
@@ -352,13 +420,11 @@ try {
             if ($null -ne $ack) { [void](Send-Json ($Config.server_url.TrimEnd('/') + '/v1/ack') $ack $Config) }
         }
     }
-    # Windows posture: only the agent's own facts for now (the Linux posture collector does not run here).
-    $posture = @{ posture = @{ agent = @{ installed = $true; last_checkin = $State.last_checkin
-                                          pending_refusals = @($State.refusals).Count } }
-                  errors = @{}; timings = @{} }
+    # The posture the nightly run would collect, so a laptop that is off at night is judged from it.
+    $posture = Get-Posture $Config
     $refused = @($State.refusals | Select-Object -Last 50)
     $checkin = @{ v = 1; type = 'checkin'; device_uuid = [string]$Config.device_uuid; sent_at = (Get-UtcText ([datetime]::UtcNow))
-                  agent_version = '1-windows'; posture = $posture; refused = $refused }
+                  agent_version = $AgentVersion; posture = $posture; refused = $refused }
     $status = Send-Json ($Config.server_url.TrimEnd('/') + '/v1/checkin') (New-Envelope $checkin $Config.device_key) $Config
     if ($status -ge 200 -and $status -lt 300) {
         $State.last_checkin = Get-UtcText ([datetime]::UtcNow)
