@@ -6,6 +6,7 @@ runs them is not verified here (docs/agent.md)."""
 from __future__ import annotations
 
 import hashlib
+import re
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,17 +39,26 @@ class _Pinned:
     no_log: bool = False
 
 
+UTILS = REPO / "plugins" / "module_utils"
+
+
 def _pinned(calls):
     out = []
     for c in calls:
         args = json.loads(json.dumps(c.args))
         for f in args.get("files", []):
             text = f.pop("content")
+            source = UTILS / f["path"].rsplit("\\", 1)[-1]
             if f["path"].endswith("agent.json"):
                 f["content"] = json.loads(text)
                 f["content"]["device_uuid"] = "<device uuid>"
                 f["content"]["installed_at"] = "<enrolment time>"
                 f["content"]["order_public_key"] = "<order public key>"
+            elif source.suffix == ".psm1" and source.is_file():
+                # The kit's own module_utils, sent from their one source: pinned by where they come from (so a
+                # section's own change does not touch this file), the content compared with it here.
+                assert text == source.read_text(), f"{f['path']} is not {source}"
+                f["source"] = str(source.relative_to(REPO))
             else:
                 f["sha256"] = hashlib.sha256(text.encode()).hexdigest()
         out.append(_Pinned(c.module, args, c.check_mode, c.no_log))
@@ -115,3 +125,90 @@ def test_the_powershell_agent_speaks_the_protocol():
     words = {w for w in proto.REASONS if "'%s'" % w in text}
     assert words >= {"oversized", "malformed", "unknown_key", "bad_signature", "foreign_device", "foreign_volumes",
                      "expired", "not_yet_valid", "replayed", "unsupported"}
+
+
+# ------------------------------------------------------------------- the check-in's posture (same code as comply)
+
+AGENT_DIR = "C:\\ProgramData\\deskguard\\agent\\"
+COLLECT = "Ansible.ModuleUtils.DeskguardCollectPosture"
+POSTURE_MODULE = REPO / "plugins" / "modules_windows" / "deskguard_posture.ps1"
+FUNCTION = re.compile(r"(?mi)^\s*function\s+([\w-]+)")
+
+
+def _installed(responder, play, enc_site) -> dict:
+    """{path on the laptop: content} of what the role deploys, as recorded by the responder."""
+    responder.answers["deskguard_agent_install_windows"] = {"changed": True, "public_key": _device_pem()}
+    play("role.yml", deskguard_test_role="endpoint_agent", deskguard_device_uuid=enc_site[1], **AGENT)
+    (call,) = [c for c in responder.calls if c.short == "deskguard_agent_install_windows"]
+    return {f["path"]: f["content"] for f in call.args["files"]}
+
+
+def composition(files: dict) -> dict:
+    """What the agent runs to fill a check-in, read from the deployed files: the folder it imports from, the
+    entry point and the util defining it, and for each section of the collection's table the function and
+    the deployed util that defines (and exports) it."""
+    agent = files[AGENT_DIR + "deskguard-agent.ps1"]
+    utils = {path.rsplit("\\", 1)[-1]: text for path, text in files.items() if path.endswith(".psm1")}
+    imports = re.search(r"Join-Path \$PSScriptRoot '(\w+)'", agent).group(1)
+    defined = {name: {fn.lower() for fn in FUNCTION.findall(text)} for name, text in utils.items()}
+
+    def where(fn):
+        found = sorted(name for name, fns in defined.items() if fn.lower() in fns)
+        return found[0] if len(found) == 1 else found     # a list: missing or defined twice
+
+    def exported(name, fn):
+        lines = re.findall(r"(?m)^Export-ModuleMember -Function (.*)$", utils.get(name, ""))
+        return not lines or any(re.search(rf"\b{fn}\b", line) for line in lines)
+
+    entry = "Invoke-DeskguardPostureCollection"
+    table = re.findall(r"(?m)^    (\w+) = '(Get-DeskguardPosture\w+)'$", utils[COLLECT + ".psm1"])
+    return {"agent": AGENT_DIR + "deskguard-agent.ps1", "imports_every_psm1_in": AGENT_DIR + imports,
+            "utils_deployed_there": sorted(p for p in files if p.startswith(AGENT_DIR + imports + "\\")),
+            "entry": {"function": entry, "called_by_agent": f"{entry} -Params" in agent,
+                      "defined_in": where(entry), "exported": exported(where(entry), entry)},
+            "sections": [{"section": s, "function": fn, "defined_in": where(fn),
+                          "exported": isinstance(where(fn), str) and exported(where(fn), fn)} for s, fn in table]}
+
+
+def test_the_agent_collects_the_nightly_posture_from_the_utils_it_is_given(responder, play, enc_site):
+    """The agent's composed program, pinned by a golden file: it imports the posture module_utils the role
+    deploys beside it, calls the collection the nightly module calls, and every section of that collection's
+    table is defined, once, by a deployed util that exports it. The deployed utils are exactly those the
+    nightly module (deskguard_posture.ps1) has Ansible bundle."""
+    files = _installed(responder, play, enc_site)
+    comp = composition(files)
+    assert comp["entry"] == {"function": "Invoke-DeskguardPostureCollection", "called_by_agent": True,
+                             "defined_in": COLLECT + ".psm1", "exported": True}
+    assert len(comp["sections"]) >= 12
+    assert all(isinstance(s["defined_in"], str) and s["exported"] for s in comp["sections"]), comp["sections"]
+    required = set(re.findall(r"(?m)^#Requires -Module (Ansible\.ModuleUtils\.\w+)$", POSTURE_MODULE.read_text()))
+    assert {p.rsplit("\\", 1)[-1][:-len(".psm1")] for p in comp["utils_deployed_there"]} == required
+    assert comp["imports_every_psm1_in"] + "\\" + COLLECT + ".psm1" in files
+    assert_golden("endpoint_agent_composition", [_Pinned("deskguard-agent.ps1 (composed)", comp)])
+
+
+def test_what_the_role_deploys_to_windows_parses_and_reads_the_same_in_any_code_page(responder, play, enc_site):
+    """The syntax gate over the files as sent (the agent and every util it imports), and ASCII only: the
+    install writes them without a byte-order mark, which Windows PowerShell 5.1 reads in the ANSI code page."""
+    from pssyntax import problems
+
+    files = _installed(responder, play, enc_site)
+    scripts = {p: text for p, text in files.items() if p.endswith((".ps1", ".psm1"))}
+    assert len(scripts) >= 14
+    assert {p: problems(text) for p, text in scripts.items() if problems(text)} == {}
+    assert [p for p, text in scripts.items() if not text.isascii()] == []
+
+
+def test_the_agent_checks_in_with_the_collected_posture():
+    """The check-in's posture is the collection's result (not the agent's own facts), the configuration's
+    posture params go to it as tables (Windows PowerShell 5.1 has no ConvertFrom-Json -AsHashtable), and the
+    canonical JSON handles what the sections return: every integer width, doubles in the invariant culture's
+    round-trip form, never NaN, enums by name, objects with note properties."""
+    text = (REPO / "roles/endpoint_agent/files/deskguard-agent.ps1").read_text()
+    run = text[text.index("# Run: one check-in cycle"):]
+    assert "$posture = Get-Posture $Config" in run and "posture = $posture" in run
+    assert "agent = @{ installed = $true" not in text          # the old agent-facts-only check-in is gone
+    for needle in ("ConvertTo-Hashtable $Config.posture_params", "[System.Management.Automation.PSCustomObject]",
+                   "[uint32], [long], [uint64]", "ToString('R', $Invariant)", "[double]::IsNaN($number)",
+                   "$Value -is [enum]", "$global:ErrorActionPreference = 'Stop'", "Import-Module -Name $util.FullName"):
+        assert needle in text, needle

@@ -28,6 +28,8 @@ pytestmark = pytest.mark.windows
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "plugins" / "modules_windows" / "deskguard_posture.ps1"
+# The collection (section table, errors, timings), shared with the Windows check-in agent.
+COLLECT = REPO / "plugins" / "module_utils" / "Ansible.ModuleUtils.DeskguardCollectPosture.psm1"
 SECTION_UTILS = sorted(p.name for p in (REPO / "plugins" / "module_utils").glob("Ansible.ModuleUtils.DeskguardPosture*.psm1"))
 # Not applicable with POLICY: USB-002 is for allow_listed mode only, VPN-003 when the policy wants a kill switch.
 NOT_APPLICABLE = {"USB-002", "VPN-003", "SW-002"}   # SW-002: no approved sources listed
@@ -48,6 +50,7 @@ def test_comply_sends_the_powershell_module_and_scores_every_control(responder, 
     # Ansible chose the PowerShell file for the winrm host, and bundled every section's module_util with it.
     assert call.script == "ansible.legacy.deskguard_posture.ps1"   # from the kit's library, the .ps1
     assert len(SECTION_UTILS) >= 9 and set(SECTION_UTILS) <= set(call.bundled), call.bundled
+    assert COLLECT.name in call.bundled, call.bundled
     # The policy's params go to Windows exactly as to Linux (the management account is the connection's user).
     assert call.args["params"] == posture_params(effective({**POLICY, "ansible_user": "deskguard-test"}))
     assert_golden("comply", responder.calls)
@@ -197,19 +200,21 @@ def test_the_update_policy_judged_is_the_one_the_role_writes():
 # ---------------------------------------------------------------------------- one name, two implementations
 
 def test_every_posture_section_util_is_required_and_in_the_table():
-    """Adding a section is one `#Requires -Module` line plus one table entry: this keeps the three in step
-    (the util file, its line, its entry) and the Windows sections a superset of the Linux ones."""
+    """Adding a section is one `#Requires -Module` line in the module plus one entry in the collection's table:
+    this keeps the three in step (the util file, its line, its entry) and the Windows sections a superset of
+    the Linux ones."""
     from deskguard.site import module_utils
 
     text = MODULE.read_text()
     required = set(re.findall(r"(?m)^#Requires -Module (Ansible\.ModuleUtils\.DeskguardPosture\w+)$", text))
     assert required == {name[:-len(".psm1")] for name in SECTION_UTILS}
-    table = dict(re.findall(r"(?m)^    (\w+) = '(Get-DeskguardPosture\w+)'$", text))
+    assert f"#Requires -Module {COLLECT.stem}" in text.splitlines()
+    table = dict(re.findall(r"(?m)^    (\w+) = '(Get-DeskguardPosture\w+)'$", COLLECT.read_text()))
     assert set(module_utils("deskguard_posture").COLLECTORS) <= set(table)
     for util in SECTION_UTILS:
         section_fn = "Get-" + util[len("Ansible.ModuleUtils."):-len(".psm1")]
         util_text = (REPO / "plugins" / "module_utils" / util).read_text()
-        assert section_fn in table.values(), f"{util}: {section_fn} is not in the module's table"
+        assert section_fn in table.values(), f"{util}: {section_fn} is not in the collection's table"
         assert re.search(rf"(?mi)^function {section_fn}\b", util_text), f"{util} does not define {section_fn}"
         # New-Module exports every function unless the util names its exports; then the section must be one.
         exports = re.findall(r"(?m)^Export-ModuleMember -Function (.*)$", util_text)
