@@ -210,5 +210,5 @@ def test_the_agent_checks_in_with_the_collected_posture():
     assert "agent = @{ installed = $true" not in text          # the old agent-facts-only check-in is gone
     for needle in ("ConvertTo-Hashtable $Config.posture_params", "[System.Management.Automation.PSCustomObject]",
                    "[uint32], [long], [uint64]", "ToString('R', $Invariant)", "[double]::IsNaN($number)",
-                   "$Value -is [enum]", "$global:ErrorActionPreference = 'Stop'", "Import-Module -Name $util.FullName"):
+                   "$Value -is [enum]", "$global:ErrorActionPreference = 'Stop'", "Import-Module -Name $util.FullName -Global"):
         assert needle in text, needle

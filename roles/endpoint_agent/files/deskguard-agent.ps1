@@ -259,7 +259,8 @@ function ConvertTo-Hashtable($Value) {
         foreach ($p in $Value.PSObject.Properties) { $table[$p.Name] = ConvertTo-Hashtable $p.Value }
         return $table
     }
-    if ($Value -is [System.Collections.IEnumerable] -and $Value -isnot [string]) {
+    if ($Value -is [System.Collections.IEnumerable] -and $Value -isnot [string] -and
+        $Value -isnot [System.Collections.IDictionary]) {
         return , @(foreach ($item in $Value) { ConvertTo-Hashtable $item })
     }
     return $Value
@@ -273,10 +274,11 @@ function ConvertTo-Hashtable($Value) {
 function Get-Posture($Config) {
     $dir = Join-Path $PSScriptRoot 'module_utils'
     try {
-        # Under Ansible the collectors run with ErrorActionPreference Stop in the session's global scope.
+        # As under Ansible (module_wrapper.ps1): the utils imported into the global scope, where the collection
+        # finds the section functions by name, and ErrorActionPreference Stop there.
         $global:ErrorActionPreference = 'Stop'
         foreach ($util in @(Get-ChildItem -LiteralPath $dir -Filter '*.psm1' | Sort-Object Name)) {
-            Import-Module -Name $util.FullName -Force -DisableNameChecking
+            Import-Module -Name $util.FullName -Global -Force -DisableNameChecking
         }
         $params = @{}
         if ($Config.PSObject.Properties['posture_params']) { $params = ConvertTo-Hashtable $Config.posture_params }
