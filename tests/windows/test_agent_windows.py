@@ -184,6 +184,11 @@ def test_the_agent_collects_the_nightly_posture_from_the_utils_it_is_given(respo
     required = set(re.findall(r"(?m)^#Requires -Module (Ansible\.ModuleUtils\.\w+)$", POSTURE_MODULE.read_text()))
     assert {p.rsplit("\\", 1)[-1][:-len(".psm1")] for p in comp["utils_deployed_there"]} == required
     assert comp["imports_every_psm1_in"] + "\\" + COLLECT + ".psm1" in files
+    # The sections get the params the nightly run sends the module for this host (test_posture_windows.py).
+    from deskguard.compliance.policy import effective, posture_params
+
+    cfg = json.loads(files[AGENT_DIR + "agent.json"])
+    assert cfg["posture_params"] == posture_params(effective({**AGENT, "ansible_user": "deskguard-test"}))
     assert_golden("endpoint_agent_composition", [_Pinned("deskguard-agent.ps1 (composed)", comp)])
 
 
