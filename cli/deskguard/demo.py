@@ -166,6 +166,8 @@ def _onboard(site: Path, host, show) -> LaptopOutcome:
 
     req = OnboardRequest(host.name, "debian", host.address, OPERATOR, ssh_user=host.user, port=host.port,
                          ssh_key=lab_key())
+    show.step(f"onboard {host.name} ({host.kind}), as `deskguard onboard {host.name} --os debian --address "
+              f"{host.address} --port {host.port} --user {OPERATOR} --ssh-key {req.ssh_key}` does")
     try:
         result, device = onboard(site, req, progress=show.progress(f"onboard {host.name} ({host.kind})", 1))
     except DeskguardError as exc:
@@ -191,6 +193,7 @@ def _comply(site: Path, folder: Path, hosts: int, show):
     from .fsutil import atomic_write
     from .store import Store
 
+    show.step(f"the nightly compliance run over {hosts} host(s), as `deskguard comply --site {site}` does")
     _result, run, prev = command.run_once(site, None, show.progress("comply (the nightly run)", hosts))
     with Store.open(site) as store:
         history = runs.history(store)
