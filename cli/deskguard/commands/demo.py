@@ -68,7 +68,16 @@ def _print_outcome(out) -> None:
     click.echo("time: " + ", ".join(f"{phase} {secs:.0f} s" for phase, secs in out.seconds.items()))
     click.secho("\n== what to try next", bold=True)
     for what, cmd in out.next_steps:
-        click.echo(f"  # {what}\n  {cmd}")
+        click.echo(f"  # {what}\n  {_as_invoked(cmd)}")
+
+
+def _as_invoked(command: str) -> str:
+    """`deskguard …` spelt the way the user started the demo (e.g. .venv/bin/deskguard), so it can be pasted."""
+    import re
+    from pathlib import Path
+
+    prog = sys.argv[0] if Path(sys.argv[0]).name == "deskguard" else "deskguard"
+    return re.sub(r"(^|&& )deskguard ", lambda m: f"{m.group(1)}{prog} ", command)
 
 
 @click.command()
