@@ -114,3 +114,26 @@ def test_a_demo_asking_for_other_counts_is_refused_and_the_lab_left_running(firs
     assert "the lab already runs 0 laptop VM(s), 1 container(s), 3 fleet host(s)" in proc.stderr
     assert {n: (h.pid, h.pid_start) for n, h in LabState.load().hosts.items()} == before
     assert (folder / "report.json").read_bytes() == report
+
+
+def test_a_second_demo_with_the_same_counts_starts_from_new_laptops(first_run):
+    """The lab is up with exactly the requested hosts: the demo restarts the laptop (its old onboarding belongs
+    to the replaced site), keeps the fleet running, makes a new site and passes again."""
+    from deskguard.compliance import runs
+    from deskguard.lab.state import LabState
+    from deskguard.store import Store
+
+    _proc, folder = first_run
+    with Store.open(folder / "site") as store:
+        old_run = runs.load(store).run["id"]
+    before = {n: (h.pid, h.pid_start) for n, h in LabState.load().hosts.items()}
+    proc = demo("--laptops", "0", "--containers", "1", "--fleet", "3", "--dir", str(folder))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+    assert "restarting lab-ct1 from clean images" in proc.stdout
+    after = {n: (h.pid, h.pid_start) for n, h in LabState.load().hosts.items()}
+    assert set(after) == set(before) and after["lab-ct1"] != before["lab-ct1"]
+    assert all(after[n] == before[n] for n in FLEET)
+    with Store.open(folder / "site") as store:
+        run = runs.load(store)
+        assert run.run["id"] != old_run and len(runs.history(store)) == 1   # a new site, not the old one reused
+    assert run.hosts["lab-ct1"]["compliant"]
