@@ -172,6 +172,8 @@ def _onboard(site: Path, host, show) -> LaptopOutcome:
         result, device = onboard(site, req, progress=show.progress(f"onboard {host.name} ({host.kind})", 1))
     except DeskguardError as exc:
         return LaptopOutcome(host.name, host.kind, exc.exit_code, [], error=str(exc))
+    if result.interrupted:   # Ctrl-C stops the demo, it does not go on to the next laptop
+        raise KeyboardInterrupt
     outcome = LaptopOutcome(device["hostname"], host.kind, result.exit_code,
                             summary_rows(result, device["hostname"], False))
     show.onboarded(outcome, result)
