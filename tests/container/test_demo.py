@@ -103,6 +103,34 @@ def test_fleet_hosts_were_only_read(first_run):
         assert sorted(os.listdir(host_dir(name) / "etc.upper")) == ["hostname", "hosts"], name
 
 
+def test_the_first_next_step_repairs_the_laptop_and_leaves_the_fleet_alone(first_run):
+    """What the demo prints to try first: break the firewall by hand, then `comply --fix` on the demo site. The
+    laptop is repaired; the failing fleet hosts are named as never onboarded and not touched."""
+    from deskguard.compliance import runs
+    from deskguard.lab.access import run_ssh
+    from deskguard.lab.fleet import host_dir
+    from deskguard.lab.state import LabState
+    from deskguard.store import Store
+    from sitetools import run_deskguard
+
+    proc, folder = first_run
+    site = folder / "site"
+    assert f"lab ssh lab-ct1 sudo ufw --force disable && deskguard comply --site {site} --fix" in proc.stdout
+    laptop = LabState.load().hosts["lab-ct1"]
+    assert run_ssh(laptop, "sudo ufw --force disable >/dev/null; echo ok").stdout.strip() == "ok"
+    fix = run_deskguard(site, "comply", "--fix", timeout=900)
+    assert fix.returncode == 1, fix.stdout[-3000:] + fix.stderr[-2000:]   # the fleet is still not compliant
+    assert f"not fixed (never onboarded; `deskguard onboard` them first): {', '.join(FLEET)}" in fix.stdout
+    assert "fixing: lab-ct1: firewall" in fix.stdout, fix.stdout[-3000:]
+    with Store.open(site) as store:
+        run = runs.load(store)
+    assert run.hosts["lab-ct1"]["compliant"] and run.hosts["lab-ct1"]["results"]["FW-001"]["status"] == "pass"
+    assert run_ssh(laptop, "sudo ufw status").stdout.startswith("Status: active")
+    for name in FLEET:
+        assert not run.hosts[name]["compliant"]
+        assert sorted(os.listdir(host_dir(name) / "etc.upper")) == ["hostname", "hosts"], name
+
+
 def test_a_demo_asking_for_other_counts_is_refused_and_the_lab_left_running(first_run):
     from deskguard.lab.state import LabState
 
