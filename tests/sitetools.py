@@ -43,10 +43,9 @@ def init_site(site: Path, management: str | None = None) -> Path:
     proc = run_deskguard(site, "init", "--officer-passphrase-file", str(secret))
     assert proc.returncode == 0, proc.stderr
     if management:
-        policy = site / "inventory" / "group_vars" / "all" / "policy.yml"
-        text = policy.read_text()
-        assert 'firewall_management_sources: ["10.8.0.0/16"]' in text
-        policy.write_text(text.replace('["10.8.0.0/16"]', f'["{management}"]'))
+        from deskguard.lab.sites import set_management_networks
+
+        set_management_networks(site, [management])
     return site
 
 

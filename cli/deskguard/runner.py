@@ -169,8 +169,9 @@ class EventCollector:
         if kind == "runner_on_ok":
             h.ok += 1
             h.changed += bool(res.get("changed"))
-            h.record_control(cid, "applied" if res.get("changed") else "compliant",
-                             str(res["finding"]) if res.get("finding") else None)
+            # A step that found its control cannot apply here (USB in a container) says so: never "compliant".
+            state = "applied" if res.get("changed") else "not_applicable" if res.get("not_applicable") else "compliant"
+            h.record_control(cid, state, str(res["finding"]) if res.get("finding") else None)
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
             h.failed += 1
             h.record_control(cid, "failed")

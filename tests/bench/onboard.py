@@ -22,6 +22,7 @@ sys.path.insert(0, str(REPO / "cli"))
 
 from deskguard.lab import manager  # noqa: E402
 from deskguard.lab.image import lab_key  # noqa: E402
+from deskguard.lab.sites import set_management_networks  # noqa: E402
 
 TARGETS = {"vm": ("lab-vm1", {"laptops": 1}, "10.0.2.0/24"),
            "container": ("lab-ct1", {"containers": 1}, "10.213.0.0/16")}
@@ -45,8 +46,7 @@ def main() -> int:
     if deskguard(site, "init", "--officer-passphrase-file", str(pw)).returncode:
         print("bench: init failed", file=sys.stderr)
         return 1
-    policy = site / "inventory" / "group_vars" / "all" / "policy.yml"
-    policy.write_text(policy.read_text().replace('["10.8.0.0/16"]', f'["{management}"]'))
+    set_management_networks(site, [management])
     rows = []
     for label in ("first", "converged"):
         start = time.monotonic()

@@ -64,9 +64,10 @@ def test_check_mode_changes_and_records_nothing(site, laptop):
     proc, out = onboard(site, laptop, "--check")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     states = {c["control"]: c["state"] for c in out["controls"]}
-    # USB is VM-only: in a container USB-001 is left alone with a finding; no block device: ENC not applicable.
+    # USB is VM-only: in a container USB-001 is not applicable (left alone, with a finding saying why); no block
+    # device: ENC not applicable.
     assert states == {"FW-001": "would change", "LCK-001": "would change", "UPD-001": "would change",
-                      "USB-001": "already compliant", "ENC-001": "not applicable",
+                      "USB-001": "not applicable", "ENC-001": "not applicable",
                       "ENC-002": "not applicable", "ENC-003": "not applicable",
                       "ACC-001": "already compliant", "ACC-002": "would change", "ACC-003": "would change",
                       "ACC-004": "already compliant", "ACC-005": "would change",  # tanaka is no admin here
@@ -80,7 +81,7 @@ def test_onboard_applies_every_control(site, laptop):
     proc, out = onboard(site, laptop)
     assert proc.returncode == 0, (proc.stderr, out)
     assert {c["control"]: c["state"] for c in out["controls"]} == {
-        "FW-001": "applied", "LCK-001": "applied", "UPD-001": "applied", "USB-001": "already compliant",
+        "FW-001": "applied", "LCK-001": "applied", "UPD-001": "applied", "USB-001": "not applicable",
         "ENC-001": "not applicable", "ENC-002": "not applicable", "ENC-003": "not applicable",  # root on no disk
         "ACC-001": "already compliant", "ACC-002": "applied", "ACC-003": "applied",
         "ACC-004": "already compliant", "ACC-005": "applied",  # no display manager in the lab: ACC-004 has nothing to do

@@ -127,3 +127,17 @@ def test_controls_keep_their_worst_state_and_findings():
     assert h.controls == {"UPD-001": "applied", "LCK-001": "failed", "FW-001": "skipped"}
     assert h.findings == {"UPD-001": ["reboot pending"]}
     assert h.messages == ["boom"] and h.module_calls == 5
+
+
+def test_a_step_that_cannot_apply_is_not_applicable_never_compliant():
+    from deskguard.runner import EventCollector
+
+    c = EventCollector()
+    c({"event": "runner_on_ok", "event_data": {"host": "h", "task": "USB-001 | PATCH | in force", "task_action": "x",
+                                               "res": {"changed": False, "not_applicable": True,
+                                                       "finding": "USB control not applicable: a container"}}})
+    c({"event": "runner_on_ok", "event_data": {"host": "h", "task": "USB-001 | AUDIT | later", "task_action": "x",
+                                               "res": {"changed": False}}})
+    assert c.hosts["h"].controls == {"USB-001": "not_applicable"}
+    assert c.hosts["h"].findings == {"USB-001": ["USB control not applicable: a container"]}
+

@@ -86,6 +86,9 @@ def comply(limit, fix, fmt, as_json, output, since, site):
     _result, run, prev = command.run_once(root, limit, progress)
     if fix:
         targets = command.fix_targets(run)
+        skipped = command.never_onboarded(run)
+        if skipped and not quiet:
+            click.echo(f"not fixed (never onboarded; `deskguard onboard` them first): {', '.join(skipped)}")
         if targets:
             if not quiet:
                 click.echo("fixing: " + "; ".join(f"{h}: {', '.join(r)}" for h, r in targets.items()))

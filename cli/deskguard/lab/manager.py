@@ -8,6 +8,7 @@ from ..errors import UsageError
 from ..fsutil import atomic_write
 from . import container, fleet, network, vm
 from .image import ensure_rootfs, lab_key
+from .sites import LAB_SSH_ARGS
 from .state import LabHost, LabState, is_alive, locked
 
 # Bounds that keep a 2-core, 24 GiB machine usable; see docs/lab.md for the measurements behind them.
@@ -116,7 +117,7 @@ def lab_group_vars_text() -> str:
     return "\n".join([
         "# Written by `deskguard lab up`; do not edit.",
         f"ansible_ssh_private_key_file: {lab_key()}",
-        "ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+        f"ansible_ssh_common_args: {LAB_SSH_ARGS}",
         "# The controller's SSH reaches lab hosts from the lab bridge (containers, fleet) and qemu's user network (VMs).",
         f"firewall_management_sources: {list(LAB_MANAGEMENT_NETWORKS)}",
     ]) + "\n"

@@ -1,0 +1,48 @@
+"""Sites that manage lab hosts: the demo's, and the lab tests' (tests/sitetools.py).
+
+A site made by `deskguard init` has the example policy, whose management network (10.8.0.0/16) is a real
+company's; lab hosts see the controller's SSH from the lab bridge and from qemu's user network instead, and the
+firewall role must keep exactly those in."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from ..errors import UsageError
+
+# Lab only: host keys are not pinned, because every lab host is rebuilt often.
+LAB_SSH_ARGS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+
+_SOURCES_LINE = re.compile(r"^firewall_management_sources:.*$", re.M)
+
+
+def policy_file(site: Path) -> Path:
+    return Path(site) / "inventory" / "group_vars" / "all" / "policy.yml"
+
+
+def set_management_networks(site: Path, networks) -> None:
+    """Point the site policy's firewall_management_sources at `networks`, keeping every other line (and its
+    comments) as `deskguard init` wrote it. Refuses a policy without that setting (one line, nothing written)."""
+    from ..fsutil import atomic_write
+    from ..policyfile import read
+
+    path = policy_file(site)
+    text = path.read_text()
+    if len(_SOURCES_LINE.findall(text)) != 1:
+        raise UsageError(f"{path}: expected one firewall_management_sources line to set the lab's networks")
+    wanted = list(networks)
+    atomic_write(path, _SOURCES_LINE.sub(lambda _m: f"firewall_management_sources: {json.dumps(wanted)}", text))
+    if read(path).get("firewall_management_sources") != wanted:   # what Ansible will read back
+        raise UsageError(f"{path}: firewall_management_sources did not read back as {wanted}")
+
+
+def unmanaged_hostvars(host) -> dict:
+    """How a site reaches a lab host it never onboarded (a fleet host): the lab key, no host-key pinning, and no
+    device id, so the nightly run only reads it and `comply --fix` leaves it alone."""
+    from .image import lab_key
+
+    return {"ansible_host": host.address, "ansible_port": host.port, "ansible_user": host.user,
+            "ansible_ssh_private_key_file": str(lab_key()), "ansible_ssh_common_args": LAB_SSH_ARGS,
+            **host.extra.get("hostvars", {})}

@@ -1,0 +1,167 @@
+"""`deskguard demo --laptops 0 --containers 1 --fleet 3` for real, as a new user runs it: the lab comes up, the
+laptop container is onboarded into the demo's own site, the nightly run covers it and the three never-onboarded
+fleet hosts (which fail, as the summary says), the reports are written; exit 0. Then a demo asking for other
+counts is refused with the lab left as it was."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.container
+
+FLEET = ["lab-f001", "lab-f002", "lab-f003"]
+
+
+def demo(*args, timeout=1500):
+    return subprocess.run([sys.executable, "-m", "deskguard", "demo", *args], capture_output=True, text=True,
+                          timeout=timeout, env={k: v for k, v in os.environ.items() if k != "DESKGUARD_SITE"})
+
+
+@pytest.fixture(scope="module")
+def first_run(lab_session, lab_inventory_dir, tmp_path_factory):
+    lab_session.down(lab_inventory_dir, log=lambda m: None)   # a new user's machine: no lab yet
+    folder = tmp_path_factory.mktemp("demo") / "demo"
+    start = time.monotonic()
+    proc = demo("--laptops", "0", "--containers", "1", "--fleet", "3", "--dir", str(folder))
+    print(f"demo --laptops 0 --containers 1 --fleet 3: {time.monotonic() - start:.0f} s")
+    return proc, folder
+
+
+def test_demo_exits_0_and_says_what_it_did(first_run):
+    proc, folder = first_run
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "every onboarded laptop is compliant" in out
+    assert "lab-ct1 (container, onboarded): compliant, score 100%" in out
+    # Honest about what a container cannot do: shown as not applicable, never as passed.
+    na = next(line for line in out.splitlines() if line.startswith("  lab-ct1 (container, onboarded)"))
+    assert all(c in na for c in ("ENC-001", "ENC-002", "USB-001")), na
+    assert "the rest of the fleet (3 hosts, never onboarded): 3 not compliant" in out, out
+    assert f"reports: {folder / 'report.html'}" in out and str(folder / "report.json") in out
+    assert f"deskguard comply --site {folder / 'site'} --fix" in out and "deskguard netcheck lab-ct1" in out
+    assert "LAB SECRET" in out and str(folder / "officer-passphrase.txt") in out
+
+
+def test_the_passphrase_is_a_real_lab_secret_kept_out_of_the_output(first_run):
+    from deskguard.keys import load_officer_key
+
+    proc, folder = first_run
+    secret = folder / "officer-passphrase.txt"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    passphrase = secret.read_text().strip()
+    assert len(passphrase) >= 24 and passphrase not in proc.stdout + proc.stderr
+    load_officer_key(folder / "site" / ".deskguard" / "escrow-officer.key.pem", passphrase)   # it opens the key
+
+
+def test_the_container_is_onboarded_with_its_controls_in_the_store(first_run):
+    from deskguard.store import Store
+
+    _proc, folder = first_run
+    with Store.open(folder / "site") as store:
+        devices = {d.hostname: d.state for d in store.list_devices()}
+        onboard = [e for e in store.list_audit(target="lab-ct1") if e.action == "device.onboard"]
+    assert devices == {"lab-ct1": "onboarded"}   # fleet hosts are never registered
+    controls = onboard[-1].detail_obj["controls"]
+    assert controls["FW-001"] == "applied" and controls["LCK-001"] == "applied", controls
+    assert controls["ENC-001"] == "not_applicable" and controls["USB-001"] == "not_applicable"   # never "passed"
+
+
+def test_the_run_is_recorded_with_the_fleet_failing(first_run):
+    from deskguard.compliance import runs
+    from deskguard.store import Store
+
+    _proc, folder = first_run
+    with Store.open(folder / "site") as store:
+        run = runs.load(store)
+    assert set(run.hosts) == {"lab-ct1", *FLEET}
+    laptop = run.hosts["lab-ct1"]
+    assert laptop["state"] == "ok" and laptop["compliant"] and laptop["device_uuid"], laptop
+    assert laptop["results"]["FW-001"]["status"] == "pass"
+    assert laptop["results"]["ENC-001"]["status"] == "not_applicable"
+    for name in FLEET:
+        h = run.hosts[name]
+        assert h["state"] == "ok" and not h["compliant"] and h["device_uuid"] is None, (name, h["state"])
+        assert h["results"]["FW-001"]["status"] == "fail"   # nothing was ever applied to them
+    report = json.loads((folder / "report.json").read_text())
+    assert report["run"]["id"] == run.run["id"] and set(report["hosts"]) == set(run.hosts)
+    html = (folder / "report.html").read_text()
+    assert html.lstrip().lower().startswith("<!doctype html") and run.run["id"][:8] in html
+    assert all(name in html for name in ("lab-ct1", *FLEET))
+
+
+def test_fleet_hosts_were_only_read(first_run):
+    """A fleet host shares this machine's /usr and /etc: whatever a role wrote to /etc would be in its overlay."""
+    from deskguard.lab.fleet import host_dir
+
+    for name in FLEET:
+        assert sorted(os.listdir(host_dir(name) / "etc.upper")) == ["hostname", "hosts"], name
+
+
+def test_the_first_next_step_repairs_the_laptop_and_leaves_the_fleet_alone(first_run):
+    """What the demo prints to try first: break the firewall by hand, then `comply --fix` on the demo site. The
+    laptop is repaired; the failing fleet hosts are named as never onboarded and not touched."""
+    from deskguard.compliance import runs
+    from deskguard.lab.access import run_ssh
+    from deskguard.lab.fleet import host_dir
+    from deskguard.lab.state import LabState
+    from deskguard.store import Store
+    from sitetools import run_deskguard
+
+    proc, folder = first_run
+    site = folder / "site"
+    assert f"lab ssh lab-ct1 sudo ufw --force disable && deskguard comply --site {site} --fix" in proc.stdout
+    laptop = LabState.load().hosts["lab-ct1"]
+    assert run_ssh(laptop, "sudo ufw --force disable >/dev/null; echo ok").stdout.strip() == "ok"
+    fix = run_deskguard(site, "comply", "--fix", timeout=900)
+    assert fix.returncode == 1, fix.stdout[-3000:] + fix.stderr[-2000:]   # the fleet is still not compliant
+    assert f"not fixed (never onboarded; `deskguard onboard` them first): {', '.join(FLEET)}" in fix.stdout
+    assert "fixing: lab-ct1: firewall" in fix.stdout, fix.stdout[-3000:]
+    with Store.open(site) as store:
+        run = runs.load(store)
+    assert run.hosts["lab-ct1"]["compliant"] and run.hosts["lab-ct1"]["results"]["FW-001"]["status"] == "pass"
+    assert run_ssh(laptop, "sudo ufw status").stdout.startswith("Status: active")
+    for name in FLEET:
+        assert not run.hosts[name]["compliant"]
+        assert sorted(os.listdir(host_dir(name) / "etc.upper")) == ["hostname", "hosts"], name
+
+
+def test_a_demo_asking_for_other_counts_is_refused_and_the_lab_left_running(first_run):
+    from deskguard.lab.state import LabState
+
+    _proc, folder = first_run
+    before = {n: (h.pid, h.pid_start) for n, h in LabState.load().hosts.items()}
+    report = (folder / "report.json").read_bytes()
+    proc = demo("--laptops", "0", "--containers", "2", "--fleet", "3", "--dir", str(folder), timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "the lab already runs 0 laptop VM(s), 1 container(s), 3 fleet host(s)" in proc.stderr
+    assert {n: (h.pid, h.pid_start) for n, h in LabState.load().hosts.items()} == before
+    assert (folder / "report.json").read_bytes() == report
+
+
+def test_a_second_demo_with_the_same_counts_starts_from_new_laptops(first_run):
+    """The lab is up with exactly the requested hosts: the demo restarts the laptop (its old onboarding belongs
+    to the replaced site), keeps the fleet running, makes a new site and passes again."""
+    from deskguard.compliance import runs
+    from deskguard.lab.state import LabState
+    from deskguard.store import Store
+
+    _proc, folder = first_run
+    with Store.open(folder / "site") as store:
+        old_run = runs.load(store).run["id"]
+    before = {n: (h.pid, h.pid_start) for n, h in LabState.load().hosts.items()}
+    proc = demo("--laptops", "0", "--containers", "1", "--fleet", "3", "--dir", str(folder))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+    assert "restarting lab-ct1 from clean images" in proc.stdout
+    after = {n: (h.pid, h.pid_start) for n, h in LabState.load().hosts.items()}
+    assert set(after) == set(before) and after["lab-ct1"] != before["lab-ct1"]
+    assert all(after[n] == before[n] for n in FLEET)
+    with Store.open(folder / "site") as store:
+        run = runs.load(store)
+        assert run.run["id"] != old_run and len(runs.history(store)) == 1   # a new site, not the old one reused
+    assert run.hosts["lab-ct1"]["compliant"]
