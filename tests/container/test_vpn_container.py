@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from deskguard.lab.image import lab_key
+from deskguard.lab.access import run_ssh as ssh
+from sitetools import onboard_lab
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vm"))
 import labgateway  # noqa: E402
@@ -30,12 +31,6 @@ def deskguard(site, *args):
     proc = run_deskguard(site, *args, timeout=600)
     OUTPUTS.append(proc.stdout + proc.stderr)
     return proc
-
-
-def ssh(laptop, command):
-    from deskguard.lab.access import run_ssh
-
-    return run_ssh(laptop, command)
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +52,9 @@ def site(make_site, gateway):
 
 
 def onboard(site, laptop):
-    proc = deskguard(site, "onboard", HOST, "--os", "debian", "--address", laptop.address, "--user", "tanaka",
-                     "--ssh-key", str(lab_key()), "--json")
-    assert proc.stdout.strip().startswith("{"), proc.stderr[-3000:]
-    return proc, json.loads(proc.stdout)
+    proc, out = onboard_lab(site, HOST, laptop, run=deskguard)
+    assert out is not None, proc.stderr[-3000:]
+    return proc, out
 
 
 def peers(site) -> list[dict]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from deskguard.lab import vm
-from deskguard.lab.image import lab_key
+from sitetools import onboard_lab
 from deskguard.lab.state import LabState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,10 +51,9 @@ def site(make_site, gateway):
 
 
 def onboard(site, laptop):
-    proc = deskguard(site, "onboard", HOST, "--os", "debian", "--address", laptop.address, "--port",
-                     str(laptop.port), "--user", "tanaka", "--ssh-key", str(lab_key()), "--json")
-    assert proc.stdout.strip().startswith("{"), proc.stderr
-    return proc, json.loads(proc.stdout)
+    proc, out = onboard_lab(site, HOST, laptop, run=deskguard)
+    assert out is not None, proc.stderr
+    return proc, out
 
 
 def ping_gateway(laptop):
