@@ -6,7 +6,6 @@ build is never mistaken for a good one; the next build removes the leftover and 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -19,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import LabError
+from ..fsutil import file_lock
 from .paths import cache_dir
 
 SUITE = "bookworm"
@@ -63,15 +63,9 @@ def recipe_hash(*parts: object) -> str:
     return h.hexdigest()[:16]
 
 
-@contextmanager
 def build_lock():
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    fd = os.open(cache_dir() / "build.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    """Serialise image builds (one debootstrap at a time on this machine's cache)."""
+    return file_lock(cache_dir() / "build.lock")
 
 
 def run(cmd: list[str], log: Path, what: str, **kw) -> None:
@@ -268,18 +262,6 @@ def laptop_recipe(rootfs: Rootfs) -> dict:
         "qemu": qemu_version(),
         "cryptsetup": _tool_version(["cryptsetup", "--version"]),
     }
-
-
-@contextmanager
-def file_lock(path: Path):
-    """An exclusive lock of its own, so a long VM build does not hold up the shared `build.lock`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def unmount_under(path: Path) -> None:
