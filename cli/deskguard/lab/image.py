@@ -111,15 +111,20 @@ def build_log(final: Path) -> Path:
 
 def lab_key() -> Path:
     """The lab's SSH key pair (lab only: it opens every lab host and nothing else)."""
-    key = cache_dir() / "keys" / "lab_ed25519"
+    return ssh_key_pair(cache_dir() / "keys" / "lab_ed25519", "deskguard-lab")
+
+
+def ssh_key_pair(key: Path, comment: str) -> Path:
+    """An ed25519 key pair at `key` and `key`.pub, made once into the cache. Generated beside it and renamed
+    into place, public half first: a killed run leaves no private key without its public one."""
     if not key.exists():
         key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = key.with_name(key.name + ".tmp")
-        for p in (tmp, tmp.with_suffix(".tmp.pub")):
+        tmp_pub = key.with_name(key.name + ".tmp.pub")
+        for p in (tmp, tmp_pub):
             p.unlink(missing_ok=True)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deskguard-lab", "-f", str(tmp)],
-                       check=True)
-        os.replace(tmp.with_suffix(".tmp.pub"), key.with_suffix(".pub"))
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(tmp)], check=True)
+        os.replace(tmp_pub, key.with_name(key.name + ".pub"))
         os.replace(tmp, key)
     return key
 
