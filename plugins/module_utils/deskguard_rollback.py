@@ -17,7 +17,11 @@ import os
 import shlex
 import shutil
 import subprocess
-import tempfile
+
+try:
+    from ansible.module_utils import deskguard_files
+except ImportError:  # unit tests and the agent import the kit's module_utils as plain modules
+    import deskguard_files
 
 # The unit of each timer, without ".timer"/".service" (systemd-run makes both).
 FIREWALL_UNIT = "deskguard-firewall-rollback"
@@ -64,15 +68,7 @@ def restore_commands(saved, paths):
 
 
 def write_script(path, why, lines):
-    """A /bin/sh script for the timer, written atomically 0700 (the timer never runs half a script)."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".deskguard-")
-    try:
-        os.fchmod(fd, 0o700)
-        os.write(fd, ("\n".join(["#!/bin/sh", "# deskguard: " + why] + list(lines)) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+    """A /bin/sh script for the timer, 0700 root, replaced atomically (the timer never runs half a script)."""
+    text = "\n".join(["#!/bin/sh", "# deskguard: " + why] + list(lines)) + "\n"
+    deskguard_files._write({"path": path, "content": text, "mode": "0700", "owner": "root", "group": "root"})
     return path
