@@ -4,6 +4,7 @@ sys.path through its conftest)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -19,6 +20,26 @@ def run_deskguard(site, *args, timeout=1800) -> subprocess.CompletedProcess:
     """`deskguard ARGS --site SITE` in a subprocess, as an admin would run it."""
     return subprocess.run([sys.executable, "-m", "deskguard", *args, "--site", str(site)],
                           capture_output=True, text=True, timeout=timeout)
+
+
+def onboard_lab(site, host: str, laptop, *extra, timeout=1800, run=None):
+    """`deskguard onboard HOST --json` of a lab laptop for the operator tanaka, with the lab's key (a VM through
+    its forwarded SSH port): (the process, its JSON summary or None). `run(site, *args)` replaces run_deskguard
+    for a test that records every command's output."""
+    from deskguard.lab.image import lab_key
+
+    run = run or (lambda site, *args: run_deskguard(site, *args, timeout=timeout))
+    port = ["--port", str(laptop.port)] if laptop.kind == "vm" else []
+    proc = run(site, "onboard", host, "--os", "debian", "--address", laptop.address, *port, "--user", "tanaka",
+               "--ssh-key", str(lab_key()), "--json", *extra)
+    return proc, (json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else None)
+
+
+def comply_json(site, *args, timeout=1800) -> tuple[int, dict]:
+    """`deskguard comply --format json ARGS`: (exit code, report). A report is printed whatever the exit code."""
+    proc = run_deskguard(site, "comply", "--format", "json", *args, timeout=timeout)
+    assert proc.stdout.strip().startswith("{"), proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc.returncode, json.loads(proc.stdout)
 
 
 def deskguard(*args, site, stdin=None) -> subprocess.CompletedProcess:

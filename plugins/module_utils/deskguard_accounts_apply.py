@@ -14,16 +14,16 @@ from __future__ import annotations
 import os
 import pwd
 import shlex
-import shutil
 import subprocess
 
 try:
-    from ansible.module_utils import deskguard_accounts, deskguard_files
+    from ansible.module_utils import deskguard_accounts, deskguard_files, deskguard_rollback
 except ImportError:  # unit tests import the kit's module_utils as plain modules
     import deskguard_accounts
     import deskguard_files
+    import deskguard_rollback
 
-ROLLBACK_UNIT = "deskguard-accounts-rollback"
+ROLLBACK_UNIT = deskguard_rollback.ACCOUNTS_UNIT
 ROLLBACK_DIR = "/var/lib/deskguard/accounts-rollback"
 
 
@@ -136,26 +136,12 @@ def plan(params, root="/"):
 
 def arm_rollback(paths, seconds, sshd_service):
     """Copy `paths` aside and arm a timer that restores them (absent ones removed) and reloads sshd."""
-    shutil.rmtree(ROLLBACK_DIR, ignore_errors=True)
-    os.makedirs(ROLLBACK_DIR, mode=0o700)
-    script = ["#!/bin/sh", "# deskguard: undo the accounts change, the management channel was not confirmed"]
-    for i, path in enumerate(paths):
-        saved = os.path.join(ROLLBACK_DIR, str(i))
-        if os.path.exists(path):
-            shutil.copy2(path, saved)
-            script.append("cp -p %s %s" % (shlex.quote(saved), shlex.quote(path)))
-        else:
-            script.append("rm -f %s" % shlex.quote(path))
-    script.append("systemctl reload-or-restart %s" % shlex.quote(sshd_service))
-    restore = os.path.join(ROLLBACK_DIR, "restore.sh")
-    with open(restore, "w") as fh:
-        fh.write("\n".join(script) + "\n")
-    os.chmod(restore, 0o700)
-    for argv in (["systemctl", "stop", ROLLBACK_UNIT + ".timer"], ["systemctl", "reset-failed", ROLLBACK_UNIT + ".service"]):
-        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _run(["systemd-run", "--unit", ROLLBACK_UNIT, "--on-active=%ds" % seconds,
-          "--description=deskguard: undo the accounts change unless the management channel was confirmed",
-          "/bin/sh", restore])
+    saved = deskguard_rollback.save_aside(ROLLBACK_DIR, paths)
+    restore = deskguard_rollback.write_script(
+        os.path.join(ROLLBACK_DIR, "restore.sh"),
+        "undo the accounts change, the management channel was not confirmed",
+        deskguard_rollback.restore_commands(saved, paths) + ["systemctl reload-or-restart %s" % shlex.quote(sshd_service)])
+    deskguard_rollback.arm(ROLLBACK_UNIT, seconds, "undo the accounts change", ["/bin/sh", restore], _run)
     return restore
 
 

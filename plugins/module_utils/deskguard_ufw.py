@@ -1,8 +1,8 @@
 # -*- coding: utf-8 -*-
 """ufw, converged in one call: default policies, the exact set of allow rules, enabled.
 
-The management rules are added before ufw is enabled, and a rollback timer (systemd-run) is armed before
-any change that could cut the management channel; the play disarms it only after a *new* SSH connection
+The management rules are added before ufw is enabled, and a rollback timer (deskguard_rollback) is armed
+before any change that could cut the management channel; the play disarms it only after a *new* SSH connection
 has succeeded. A laptop that loses its management channel disables its own firewall within minutes.
 """
 
@@ -11,7 +11,12 @@ from __future__ import annotations
 import re
 import subprocess
 
-ROLLBACK_UNIT = "deskguard-firewall-rollback"
+try:
+    from ansible.module_utils import deskguard_rollback
+except ImportError:  # unit tests and the agent import the kit's module_utils as plain modules
+    import deskguard_rollback
+
+ROLLBACK_UNIT = deskguard_rollback.FIREWALL_UNIT
 
 
 class UfwError(Exception):
@@ -97,13 +102,8 @@ def plan(incoming, outgoing, management_rules, rules, enabled):
 
 
 def arm_rollback(seconds):
-    subprocess.run(["systemctl", "stop", ROLLBACK_UNIT + ".timer"], stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-    subprocess.run(["systemctl", "reset-failed", ROLLBACK_UNIT + ".service"], stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-    _run(["systemd-run", "--unit", ROLLBACK_UNIT, "--on-active=%ds" % seconds,
-          "--description=deskguard: disable the firewall unless the management channel was confirmed",
-          "/usr/sbin/ufw", "--force", "disable"])
+    deskguard_rollback.arm(ROLLBACK_UNIT, seconds, "disable the firewall", ["/usr/sbin/ufw", "--force", "disable"],
+                           _run)
 
 
 def apply(incoming, outgoing, management_rules, rules, enabled, rollback_seconds, check_mode=False):

@@ -16,7 +16,6 @@ import tempfile
 
 KILL_SWITCH_TABLE = "deskguard_vpn"
 KILL_SWITCH_UNIT = "deskguard-vpn-killswitch.service"
-ROLLBACK_UNIT = "deskguard-vpn-rollback"
 HEADER = "# Managed by deskguard (VPN-001); local edits are replaced at the next run.\n"
 
 

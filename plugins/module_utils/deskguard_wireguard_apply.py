@@ -15,19 +15,25 @@ import subprocess
 import tempfile
 
 try:
-    from ansible.module_utils.deskguard_wireguard import (KILL_SWITCH_TABLE, KILL_SWITCH_UNIT, ROLLBACK_UNIT,
-                                                          WireGuardError, _run, make_key, public_key,
-                                                          render_kill_switch, render_kill_switch_unit, render_nm,
-                                                          render_wg_quick, resolve_endpoint)
+    from ansible.module_utils.deskguard_wireguard import (KILL_SWITCH_TABLE, KILL_SWITCH_UNIT, WireGuardError,
+                                                          _run, make_key, public_key, render_kill_switch,
+                                                          render_kill_switch_unit, render_nm, render_wg_quick,
+                                                          resolve_endpoint)
 except ImportError:  # unit tests put module_utils on sys.path
-    from deskguard_wireguard import (KILL_SWITCH_TABLE, KILL_SWITCH_UNIT, ROLLBACK_UNIT, WireGuardError, _run,
-                                     make_key, public_key, render_kill_switch, render_kill_switch_unit, render_nm,
+    from deskguard_wireguard import (KILL_SWITCH_TABLE, KILL_SWITCH_UNIT, WireGuardError, _run, make_key,
+                                     public_key, render_kill_switch, render_kill_switch_unit, render_nm,
                                      render_wg_quick, resolve_endpoint)
 try:
     from ansible.module_utils.deskguard_wireguard_impl import (ImplementationError, Laptop, choose, render_dropin,
                                                                running_implementation)
 except ImportError:  # unit tests put module_utils on sys.path
     from deskguard_wireguard_impl import ImplementationError, Laptop, choose, render_dropin, running_implementation
+try:
+    from ansible.module_utils import deskguard_rollback
+except ImportError:  # unit tests put module_utils on sys.path
+    import deskguard_rollback
+
+ROLLBACK_UNIT = deskguard_rollback.VPN_UNIT
 
 
 def _probe(cmd):
@@ -90,16 +96,7 @@ def _atomic(path, content, mode):
 
 def _backup(paths, names):
     """Keep the current files (and the key) aside, 0700, for the rollback timer and a failed restart."""
-    if os.path.exists(paths.backup_dir):
-        shutil.rmtree(paths.backup_dir)
-    os.makedirs(paths.backup_dir, mode=0o700)
-    saved = {}
-    for i, path in enumerate(sorted(set(names) | {paths.key})):
-        if os.path.exists(path):
-            copy = os.path.join(paths.backup_dir, "%d" % i)
-            shutil.copy2(path, copy)
-            saved[path] = copy
-    return saved
+    return deskguard_rollback.save_aside(paths.backup_dir, sorted(set(names) | {paths.key}))
 
 
 def _restore(saved, names):
@@ -112,26 +109,18 @@ def _restore(saved, names):
 
 def _rollback_script(paths, saved, names, iface):
     """A shell script the rollback timer runs: old files back, tunnel and kill switch restarted (or gone)."""
-    lines = ["#!/bin/sh", "# deskguard: put the VPN back as it was (the management channel was not confirmed)"]
-    for path in sorted(set(names) | {paths.key}):
-        if path in saved:
-            lines.append("cp -p '%s' '%s'" % (saved[path], path))
-        else:
-            lines.append("rm -f '%s'" % path)
+    lines = deskguard_rollback.restore_commands(saved, sorted(set(names) | {paths.key}))
     lines += ["nft delete table inet %s 2>/dev/null" % KILL_SWITCH_TABLE, "systemctl daemon-reload",
               "systemctl restart %s 2>/dev/null || true" % KILL_SWITCH_UNIT,
               "if [ -e '%s' ]; then systemctl restart wg-quick@%s; else systemctl disable --now wg-quick@%s; fi"
               % (paths.conf, iface, iface)]
-    script = os.path.join(paths.state_dir, "rollback.sh")
-    _atomic(script, "\n".join(lines) + "\n", 0o700)
-    return script
+    return deskguard_rollback.write_script(os.path.join(paths.state_dir, "rollback.sh"),
+                                           "put the VPN back as it was (the management channel was not confirmed)",
+                                           lines)
 
 
 def arm_rollback(seconds, script, run=_run, probe=_probe):
-    probe(["systemctl", "stop", ROLLBACK_UNIT + ".timer"])   # a timer left from an earlier run
-    probe(["systemctl", "reset-failed", ROLLBACK_UNIT + ".service"])
-    run(["systemd-run", "--unit", ROLLBACK_UNIT, "--on-active=%ds" % seconds,
-          "--description=deskguard: restore the VPN unless the management channel was confirmed", "/bin/sh", script])
+    deskguard_rollback.arm(ROLLBACK_UNIT, seconds, "restore the VPN", ["/bin/sh", script], run, quiet=probe)
 
 
 def _validate(files, paths, run):

@@ -10,7 +10,9 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from deskguard.compliance.catalog import CONTROLS
+from deskguard.lab.access import run_ssh as ssh
 from deskguard.lab.image import lab_key
+from sitetools import comply_json, onboard_lab
 
 pytestmark = pytest.mark.container
 
@@ -24,9 +26,7 @@ def deskguard(site, *args):
 
 
 def comply(site, *args):
-    proc = deskguard(site, "comply", "--format", "json", *args)
-    assert proc.stdout.strip().startswith("{"), proc.stdout[-2000:] + proc.stderr[-2000:]
-    return proc.returncode, json.loads(proc.stdout)
+    return comply_json(site, *args, timeout=600)
 
 
 def statuses(report, host=HOST):
@@ -37,8 +37,7 @@ def statuses(report, host=HOST):
 def site(make_site, lab_container):
     laptop = lab_container.hosts["lab-ct1"]
     site = make_site(management="10.213.0.0/16")
-    proc = deskguard(site, "onboard", HOST, "--os", "debian", "--address", laptop.address, "--user", "tanaka",
-                     "--ssh-key", str(lab_key()), "--json")
+    proc, _ = onboard_lab(site, HOST, laptop, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     return site
 
@@ -46,12 +45,6 @@ def site(make_site, lab_container):
 @pytest.fixture(scope="module")
 def laptop(lab_container):
     return lab_container.hosts["lab-ct1"]
-
-
-def ssh(laptop, command):
-    from deskguard.lab.access import run_ssh
-
-    return run_ssh(laptop, command)
 
 
 def test_a_freshly_onboarded_laptop_passes_everything(site):

@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
+from deskguard.lab.access import run_ssh as ssh
 from deskguard.lab.image import lab_key
+from sitetools import onboard_lab
 
 pytestmark = pytest.mark.container
 
@@ -27,15 +29,7 @@ def deskguard(site, *args):
 
 
 def onboard(site, laptop, *extra, user="dgadmin"):
-    proc = deskguard(site, "onboard", HOST, "--os", "debian", "--address", laptop.address, "--user", "tanaka",
-                     "--ssh-user", user, "--ssh-key", str(lab_key()), "--json", *extra)
-    return proc, (json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else None)
-
-
-def ssh(laptop, command):
-    from deskguard.lab.access import run_ssh
-
-    return run_ssh(laptop, command)
+    return onboard_lab(site, HOST, laptop, "--ssh-user", user, *extra, timeout=600)
 
 
 def snapshot(laptop) -> str:

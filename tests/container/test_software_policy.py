@@ -15,7 +15,8 @@ import subprocess
 
 import pytest
 
-from deskguard.lab.image import lab_key
+from deskguard.lab.access import run_ssh as ssh
+from sitetools import comply_json, onboard_lab
 
 pytestmark = pytest.mark.container
 
@@ -30,29 +31,13 @@ POLICY = {"software_policy_denied_packages": f"[{DENIED}, anydesk]",
           "software_policy_doh_resolver": "https://dns.corp.example/dns-query"}
 
 
-def deskguard(site, *args):
-    from sitetools import run_deskguard
-
-    return run_deskguard(site, *args, timeout=600)
-
-
-def ssh(laptop, command, stdin=None):
-    from deskguard.lab.access import run_ssh
-
-    return run_ssh(laptop, command, stdin=stdin)
-
-
 def onboard(site, laptop, *extra):
-    proc = deskguard(site, "onboard", HOST, "--os", "debian", "--address", laptop.address, "--user", "tanaka",
-                     "--ssh-key", str(lab_key()), "--json", *extra)
-    return proc, (json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else None)
+    return onboard_lab(site, HOST, laptop, *extra, timeout=600)
 
 
 def comply(site, *args):
-    proc = deskguard(site, "comply", "--format", "json", *args)
-    assert proc.stdout.strip().startswith("{"), proc.stdout[-2000:] + proc.stderr[-2000:]
-    report = json.loads(proc.stdout)
-    return proc.returncode, {cid: r for cid, r in report["hosts"][HOST]["results"].items()}
+    rc, report = comply_json(site, *args, timeout=600)
+    return rc, dict(report["hosts"][HOST]["results"])
 
 
 def sw_states(out):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from deskguard.lab.access import run_ssh as ssh
 from deskguard.lab.image import lab_key
 
 pytestmark = pytest.mark.container
@@ -26,12 +27,6 @@ USB_STATE = ("sudo sh -c 'cd /etc/usbguard 2>/dev/null && find . -type f | sort 
              "cat /etc/udev/rules.d/99-deskguard-usb-read-only.rules 2>&1; ls -la /var/lib/deskguard/usb 2>&1; "
              "systemctl is-enabled usbguard 2>&1; systemctl is-active usbguard 2>&1; "
              "dpkg-query -W -f=\"\\${Status}\\n\" usbguard 2>&1; true'")
-
-
-def ssh(laptop, command):
-    from deskguard.lab.access import run_ssh
-
-    return run_ssh(laptop, command)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from deskguard.lab.image import lab_key
+from deskguard.lab.access import run_ssh as ssh
+from sitetools import onboard_lab
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vm"))
 import labgateway  # noqa: E402
@@ -32,12 +33,6 @@ def deskguard(site, *args):
     return proc
 
 
-def ssh(laptop, command):
-    from deskguard.lab.access import run_ssh
-
-    return run_ssh(laptop, command)
-
-
 @pytest.fixture(scope="module")
 def laptop(lab_container):
     return lab_container.hosts["lab-ct1"]
@@ -52,30 +47,14 @@ def gateway(lab_container):
 
 @pytest.fixture(scope="module")
 def site(make_site, gateway):
-    from deskguard.inventory import add_host
-
-    site = make_site(management="10.213.0.0/16")  # the controller reaches containers from its bridge
-    policy = site / "inventory" / "group_vars" / "all" / "policy.yml"
-    text = policy.read_text().replace("vpn_enabled: false", "vpn_enabled: true")
-    text = text.replace('vpn_endpoint: ""', f'vpn_endpoint: "{gateway.endpoint}"')
-    text = text.replace('vpn_gateway_public_key: ""', f'vpn_gateway_public_key: "{gateway.public_key}"')
-    text = text.replace("vpn_kill_switch: false", "vpn_kill_switch: true")
-    text = text.replace("vpn_management_networks: []", 'vpn_management_networks: ["10.213.0.0/16"]')
-    policy.write_text(text)
-    # This machine drives the gateway: its wg talks to the namespaced wireguard-go through the UAPI socket.
-    add_host(site, "dgvpn-ct", {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-                                "vpn_gateway_interface": gateway.iface,
-                                "vpn_gateway_state_file": str(site / ".deskguard" / "gw-state.json"),
-                                "vpn_gateway_persist_file": str(site / ".deskguard" / "gw-peers.conf")},
-             group="vpn_gateways")
-    return site
+    # The controller reaches the containers from its bridge, and manages them through the tunnel from there.
+    return labgateway.use_in_site(make_site(management="10.213.0.0/16"), gateway, "10.213.0.0/16")
 
 
 def onboard(site, laptop):
-    proc = deskguard(site, "onboard", HOST, "--os", "debian", "--address", laptop.address, "--user", "tanaka",
-                     "--ssh-key", str(lab_key()), "--json")
-    assert proc.stdout.strip().startswith("{"), proc.stderr[-3000:]
-    return proc, json.loads(proc.stdout)
+    proc, out = onboard_lab(site, HOST, laptop, run=deskguard)
+    assert out is not None, proc.stderr[-3000:]
+    return proc, out
 
 
 def peers(site) -> list[dict]:

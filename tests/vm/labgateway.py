@@ -4,7 +4,8 @@ WireGuard module). Two ways in:
   UDP relay; nothing here touches the default lab's bridge or namespaces.
 - `start_on_bridge()` for laptop containers (`dgvpn-ct`): the namespace gets a veth on the lab bridge and
   10.213.0.2, a host of the containers' own LAN, so they dial it directly (no relay, any number of laptops).
-  Its veth leaves the bridge with the namespace, before `lab down` removes the bridge."""
+  Its veth leaves the bridge with the namespace, before `lab down` removes the bridge.
+`use_in_site()` points a test site's policy and inventory at either."""
 
 from __future__ import annotations
 
@@ -143,3 +144,24 @@ def start_on_bridge(bridge: str = "dglab0", netns: str = BRIDGE_NETNS, iface: st
         subprocess.run(["ip", "link", "del", veth], capture_output=True)
         raise
     return Gateway(public, wg, None, workdir, netns, iface, 0, f"{address}:{WG_PORT}", veth)
+
+
+def use_in_site(site: Path, gateway: Gateway, management: str) -> Path:
+    """The site's policy turned to the VPN through `gateway` (kill switch on; IT manages the laptops from
+    `management`, through the tunnel), and the gateway in the site's inventory under its namespace's name: it
+    is this machine, whose wg talks to the namespaced wireguard-go through the UAPI socket."""
+    from deskguard.inventory import add_host
+
+    policy = site / "inventory" / "group_vars" / "all" / "policy.yml"
+    text = policy.read_text().replace("vpn_enabled: false", "vpn_enabled: true")
+    text = text.replace('vpn_endpoint: ""', f'vpn_endpoint: "{gateway.endpoint}"')
+    text = text.replace('vpn_gateway_public_key: ""', f'vpn_gateway_public_key: "{gateway.public_key}"')
+    text = text.replace("vpn_kill_switch: false", "vpn_kill_switch: true")
+    text = text.replace("vpn_management_networks: []", f'vpn_management_networks: ["{management}"]')
+    policy.write_text(text)
+    add_host(site, gateway.netns, {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                                   "vpn_gateway_interface": gateway.iface,
+                                   "vpn_gateway_state_file": str(site / ".deskguard" / "gw-state.json"),
+                                   "vpn_gateway_persist_file": str(site / ".deskguard" / "gw-peers.conf")},
+             group="vpn_gateways")
+    return site

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from deskguard.lab import vm
-from deskguard.lab.image import lab_key
 from deskguard.lab.state import LabState
+from sitetools import comply_json, onboard_lab
 
 pytestmark = pytest.mark.vm
 
@@ -37,10 +37,9 @@ def site(make_site):
 
 
 def onboard(site, laptop, *extra):
-    proc = deskguard(site, "onboard", HOST, "--os", "debian", "--address", laptop.address, "--port",
-                     str(laptop.port), "--user", "tanaka", "--ssh-key", str(lab_key()), "--json", *extra)
-    assert proc.stdout.strip().startswith("{"), proc.stderr
-    return proc, json.loads(proc.stdout)
+    proc, out = onboard_lab(site, HOST, laptop, *extra)
+    assert out is not None, proc.stderr
+    return proc, out
 
 
 def test_check_apply_verify_converge(site, laptop):
@@ -85,10 +84,8 @@ def test_check_apply_verify_converge(site, laptop):
 # ------------------------------------------------------------------------ nightly compliance (issue 7)
 
 def comply(site, *extra):
-    proc = deskguard(site, "comply", "--limit", HOST, "--format", "json", *extra)
-    assert proc.stdout.strip().startswith("{"), proc.stderr
-    report = json.loads(proc.stdout)
-    return proc.returncode, report, report["hosts"][HOST]
+    rc, report = comply_json(site, "--limit", HOST, *extra)
+    return rc, report, report["hosts"][HOST]
 
 
 def failing(host):

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from deskguard.lab import usb, vm
-from deskguard.lab.image import lab_key
 from deskguard.lab.state import LabState
 from deskguard.site import KIT_ROOT
+from sitetools import onboard_lab
 
 pytestmark = pytest.mark.vm
 
@@ -110,10 +110,8 @@ def apply_usb(site: Path) -> dict:
 
 def onboard(site: Path, laptop) -> dict:
     """`deskguard onboard` of the VM, the way an admin runs it; its JSON summary."""
-    proc = deskguard(site, "onboard", HOST, "--os", "debian", "--address", laptop.address, "--port",
-                     str(laptop.port), "--user", "tanaka", "--ssh-key", str(lab_key()), "--json")
-    out = json.loads(proc.stdout)
-    assert proc.returncode == 0, (proc.stderr, out)
+    proc, out = onboard_lab(site, HOST, laptop)
+    assert out is not None and proc.returncode == 0, (proc.stderr, out)
     return out
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from deskguard.lab import vm
-from deskguard.lab.image import lab_key
+from sitetools import onboard_lab
 from deskguard.lab.state import LabState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,30 +47,13 @@ def laptop(lab_laptop):
 
 @pytest.fixture(scope="module")
 def site(make_site, gateway):
-    from deskguard.inventory import add_host
-
-    site = make_site(management="10.0.2.0/24")
-    policy = site / "inventory" / "group_vars" / "all" / "policy.yml"
-    text = policy.read_text().replace("vpn_enabled: false", "vpn_enabled: true")
-    text = text.replace('vpn_endpoint: ""', f'vpn_endpoint: "{gateway.endpoint}"')
-    text = text.replace('vpn_gateway_public_key: ""', f'vpn_gateway_public_key: "{gateway.public_key}"')
-    text = text.replace("vpn_kill_switch: false", "vpn_kill_switch: true")
-    text = text.replace("vpn_management_networks: []", 'vpn_management_networks: ["10.0.2.0/24"]')
-    policy.write_text(text)
-    # The gateway is this machine (its wg talks to wireguard-go through the UAPI socket).
-    add_host(site, "dgvpn-gw", {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-                                "vpn_gateway_interface": labgateway.IFACE,
-                                "vpn_gateway_state_file": str(site / ".deskguard" / "gw-state.json"),
-                                "vpn_gateway_persist_file": str(site / ".deskguard" / "gw-peers.conf")},
-             group="vpn_gateways")
-    return site
+    return labgateway.use_in_site(make_site(management="10.0.2.0/24"), gateway, "10.0.2.0/24")
 
 
 def onboard(site, laptop):
-    proc = deskguard(site, "onboard", HOST, "--os", "debian", "--address", laptop.address, "--port",
-                     str(laptop.port), "--user", "tanaka", "--ssh-key", str(lab_key()), "--json")
-    assert proc.stdout.strip().startswith("{"), proc.stderr
-    return proc, json.loads(proc.stdout)
+    proc, out = onboard_lab(site, HOST, laptop, run=deskguard)
+    assert out is not None, proc.stderr
+    return proc, out
 
 
 def ping_gateway(laptop):

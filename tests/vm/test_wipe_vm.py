@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from deskguard.lab import vm
-from deskguard.lab.image import lab_key
 from deskguard.lab.state import LabState, is_alive
+from sitetools import comply_json, onboard_lab
 
 pytestmark = pytest.mark.vm
 
@@ -76,10 +76,8 @@ def fresh_laptop(lab_session, lab_inventory_dir):
 
 
 def onboard(site, laptop):
-    proc = deskguard(site, "onboard", HOST, "--os", "debian", "--address", laptop.address, "--port",
-                     str(laptop.port), "--user", "tanaka", "--ssh-key", str(lab_key()), "--json", "--yes")
+    proc, out = onboard_lab(site, HOST, laptop, "--yes")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = json.loads(proc.stdout)
     states = {c["control"]: c["state"] for c in out["controls"]}
     assert states.get("AGT-001") == "applied" and states.get("ENC-002") == "applied", out
     return out
@@ -231,10 +229,8 @@ def shut_down(laptop):
 
 
 def comply_from_checkin(site, *extra_args):
-    proc = deskguard(site, "comply", "--limit", HOST, "--format", "json", *extra_args)
-    assert proc.stdout.strip().startswith("{"), proc.stdout[-2000:] + proc.stderr[-2000:]
-    report = json.loads(proc.stdout)["hosts"][HOST]
-    return proc.returncode, report
+    rc, report = comply_json(site, "--limit", HOST, *extra_args)
+    return rc, report["hosts"][HOST]
 
 
 def failing(report):

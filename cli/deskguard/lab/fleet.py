@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..errors import LabError
 from . import network
-from .image import files_dir, lab_key
+from .image import files_dir, lab_key, ssh_key_pair
 from .paths import cache_dir, runtime_dir
 from .state import LabHost, LabState, hosts_to_start, is_alive, proc_start_time
 
@@ -75,17 +75,7 @@ def host_dir(name: str) -> Path:
 
 def host_key() -> Path:
     """The fleet's sshd host key: generated once into the cache, shared by every fleet host."""
-    key = cache_dir() / "fleet" / "ssh_host_ed25519_key"
-    if not key.exists():
-        key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = key.with_name(key.name + ".tmp")
-        for p in (tmp, Path(str(tmp) + ".pub")):
-            p.unlink(missing_ok=True)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deskguard-lab-fleet", "-f", str(tmp)],
-                       check=True)
-        os.replace(str(tmp) + ".pub", str(key) + ".pub")
-        os.replace(tmp, key)
-    return key
+    return ssh_key_pair(cache_dir() / "fleet" / "ssh_host_ed25519_key", "deskguard-lab-fleet")
 
 
 def _put(path: Path, data: bytes, mode: int) -> None:

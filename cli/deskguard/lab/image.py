@@ -6,7 +6,6 @@ build is never mistaken for a good one; the next build removes the leftover and 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -19,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import LabError
+from ..fsutil import file_lock
 from .paths import cache_dir
 
 SUITE = "bookworm"
@@ -63,15 +63,9 @@ def recipe_hash(*parts: object) -> str:
     return h.hexdigest()[:16]
 
 
-@contextmanager
 def build_lock():
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    fd = os.open(cache_dir() / "build.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    """Serialise image builds (one debootstrap at a time on this machine's cache)."""
+    return file_lock(cache_dir() / "build.lock")
 
 
 def run(cmd: list[str], log: Path, what: str, **kw) -> None:
@@ -117,15 +111,20 @@ def build_log(final: Path) -> Path:
 
 def lab_key() -> Path:
     """The lab's SSH key pair (lab only: it opens every lab host and nothing else)."""
-    key = cache_dir() / "keys" / "lab_ed25519"
+    return ssh_key_pair(cache_dir() / "keys" / "lab_ed25519", "deskguard-lab")
+
+
+def ssh_key_pair(key: Path, comment: str) -> Path:
+    """An ed25519 key pair at `key` and `key`.pub, made once into the cache. Generated beside it and renamed
+    into place, public half first: a killed run leaves no private key without its public one."""
     if not key.exists():
         key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = key.with_name(key.name + ".tmp")
-        for p in (tmp, tmp.with_suffix(".tmp.pub")):
+        tmp_pub = key.with_name(key.name + ".tmp.pub")
+        for p in (tmp, tmp_pub):
             p.unlink(missing_ok=True)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deskguard-lab", "-f", str(tmp)],
-                       check=True)
-        os.replace(tmp.with_suffix(".tmp.pub"), key.with_suffix(".pub"))
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(tmp)], check=True)
+        os.replace(tmp_pub, key.with_name(key.name + ".pub"))
         os.replace(tmp, key)
     return key
 
@@ -268,18 +267,6 @@ def laptop_recipe(rootfs: Rootfs) -> dict:
         "qemu": qemu_version(),
         "cryptsetup": _tool_version(["cryptsetup", "--version"]),
     }
-
-
-@contextmanager
-def file_lock(path: Path):
-    """An exclusive lock of its own, so a long VM build does not hold up the shared `build.lock`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def unmount_under(path: Path) -> None:

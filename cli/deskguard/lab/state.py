@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..fsutil import atomic_write_json
+from ..fsutil import atomic_write_json, file_lock
 from .paths import runtime_dir, state_file
 
 
@@ -48,16 +46,9 @@ class LabState:
         return sorted((h for h in self.hosts.values() if h.kind == kind), key=lambda h: h.name)
 
 
-@contextmanager
 def locked():
     """Serialise lab commands: two `lab up` at once would fight over names, ports and bridges."""
-    runtime_dir().mkdir(parents=True, exist_ok=True)
-    fd = os.open(runtime_dir() / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    return file_lock(runtime_dir() / "lock")
 
 
 def _stat(pid: int) -> list[str] | None:

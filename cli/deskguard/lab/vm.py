@@ -191,7 +191,8 @@ def build_snapshot(image, name: str, port: int, log=print) -> Path:
     needed: the snapshot disk is that overlay (backing file `../disk.qcow2`, relative) frozen after the save.
     """
     from .access import wait_for_ssh
-    from .image import die_with_parent, file_lock, partial_dir, unmount_under
+    from ..fsutil import file_lock
+    from .image import die_with_parent, partial_dir, unmount_under
     from .qmp import monitor
 
     final = snapshot_dir(image)
