@@ -20,7 +20,7 @@ over the connections of a warm-up run instead.
 
 Run as root from the checkout:
     .venv/bin/python tests/bench/comply.py [--hosts 50,200] [--baseline-hosts 50] [--forks 20] [--ping]
-        [--repeat N] [--env ANSIBLE_X=value ...] [--warm]
+        [--repeat N] [--env ANSIBLE_X=value ...] [--var name=value ...] [--warm]
 It leaves the fleet up (`deskguard lab down` to stop it).
 """
 
@@ -106,8 +106,9 @@ class Run:
 
 
 class Bench:
-    def __init__(self, site: Path, forks: int, env: dict[str, str], warm: bool):
+    def __init__(self, site: Path, forks: int, env: dict[str, str], warm: bool, extra_vars: list[str]):
         self.site, self.forks, self.env, self.warm = site, forks, env, warm
+        self.extra_vars = [a for v in extra_vars for a in ("-e", v)]
         self.cp_dir = None
 
     def playbook(self, kind: str, hosts: int, fresh: bool) -> tuple[float, int, float]:
@@ -126,7 +127,7 @@ class Bench:
         start = time.monotonic()
         proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i",
                                str(REPO / "inventory" / "lab" / "hosts.yml"), str(PLAYS[kind]), "-f", str(self.forks),
-                               "-e", f"deskguard_hosts={limit}", "-e", "ansible_become=true"],
+                               "-e", f"deskguard_hosts={limit}", "-e", "ansible_become=true", *self.extra_vars],
                               capture_output=True, text=True, env=env, cwd=REPO)
         took = time.monotonic() - start
         ok = len(re.findall(r"^lab-f\d+\s+: ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=0", proc.stdout, re.M))
@@ -156,6 +157,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1, help="measured runs per size (the median is reported)")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="environment for every ansible-playbook run (e.g. ANSIBLE_STRATEGY=free); repeatable")
+    ap.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra variable for every run (e.g. ansible_become=false to measure what sudo costs); "
+                         "repeatable")
     ap.add_argument("--warm", action="store_true", help="measure over open SSH connections of a warm-up run")
     args = ap.parse_args()
     sizes = sorted(int(s) for s in args.hosts.split(","))
@@ -169,11 +173,11 @@ def main() -> int:
                     str(site)], capture_output=True, check=True)
     # After the lab is up: its hosts are detached on purpose and must not become ours.
     fleetcpu.become_subreaper()
-    bench = Bench(site, args.forks, extra_env, args.warm)
+    bench = Bench(site, args.forks, extra_env, args.warm, args.var)
     # Warm-up, not measured: page cache, Python bytecode caches, ARP entries (and, with --warm, the connections).
     bench.playbook("kit", max(sizes) if args.warm else min(sizes), fresh=True)
     print(f"settings: forks {args.forks}, {'warm' if args.warm else 'cold'} connections"
-          + (f", env {' '.join(args.env)}" if args.env else ""))
+          + (f", env {' '.join(args.env)}" if args.env else "") + (f", vars {' '.join(args.var)}" if args.var else ""))
     print(f"load average before the measured runs: {load()}")
     kinds = ["ping", "kit"] if args.ping else ["kit"]
     best: dict[tuple[str, int], Run] = {}
