@@ -204,6 +204,7 @@ def main() -> int:
             print(f"kit - ping at {n:4d} hosts: controller {1000 * (k.controller - p.controller):+.0f} ms "
                   f"(main process {1000 * (k.main - p.main):+.0f}), "
                   f"laptops {1000 * (k.laptops - p.laptops):+.0f} ms per host (the kit's own cost over Ansible's floor); "
+                  f"kit/ping CPU x{k.total / p.total:.2f} (the figure load distorts least: compare runs by it); "
                   f"ping alone projects {p.projection(cores):.0f} hosts/min")
     if args.baseline_hosts:
         if not args.warm:
