@@ -28,10 +28,14 @@ try:
     from deskguard.site import site_dir
     from deskguard.store import Store
 
-    preload()
     IMPORT_ERROR = None
 except ImportError as exc:
     IMPORT_ERROR = exc
+else:
+    try:
+        preload()
+    except Exception:  # noqa: BLE001  only a speed-up: what failed here fails again in run(), with its message
+        pass
 
 STATE_FOR_RUNNER = {"pass": "compliant", "fail": "noncompliant", "error": "failed", "waived": "compliant",
                     "not_applicable": "not_applicable"}
