@@ -16,6 +16,27 @@ import os
 from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure
 from ansible.plugins.action import ActionBase
 
+# Imported here, not in run(): Ansible imports this class in ansible-playbook's main process before it forks
+# a worker per laptop, so the workers inherit the compliance code and the roles' defaults instead of each
+# loading them again (deskguard/compliance/preload.py; docs/compliance.md, "Performance").
+try:
+    from deskguard.compliance import disk, evidence, windows
+    from deskguard.compliance import policy as dgpolicy
+    from deskguard.compliance.evaluate import PolicyError, evaluate, host_summary
+    from deskguard.compliance.preload import preload
+    from deskguard.errors import DeskguardError
+    from deskguard.site import site_dir
+    from deskguard.store import Store
+
+    IMPORT_ERROR = None
+except ImportError as exc:
+    IMPORT_ERROR = exc
+else:
+    try:
+        preload()
+    except Exception:  # noqa: BLE001  only a speed-up: what failed here fails again in run(), with its message
+        pass
+
 STATE_FOR_RUNNER = {"pass": "compliant", "fail": "noncompliant", "error": "failed", "waived": "compliant",
                     "not_applicable": "not_applicable"}
 
@@ -28,15 +49,8 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
         hostname = task_vars.get("inventory_hostname")
-        try:
-            from deskguard.compliance import disk, evidence, windows
-            from deskguard.compliance import policy as dgpolicy
-            from deskguard.compliance.evaluate import PolicyError, evaluate, host_summary
-            from deskguard.errors import DeskguardError
-            from deskguard.site import site_dir
-            from deskguard.store import Store
-        except ImportError as exc:
-            raise AnsibleActionFail(f"the deskguard library is not importable here ({exc})") from None
+        if IMPORT_ERROR is not None:
+            raise AnsibleActionFail(f"the deskguard library is not importable here ({IMPORT_ERROR})")
 
         policy = dgpolicy.host_policy(task_vars, self._templar.template)
         uuid = task_vars.get("deskguard_device_uuid")

@@ -5,8 +5,22 @@ In one run: brings up N fleet hosts, runs the kit's playbooks/comply.yml (one de
 judged on the controller, recorded in a throw-away store) and tests/bench/comply_baseline.yml (the same
 checks written as one task each), and prints hosts/minute for both, their ratio, and how the kit's wall time
 grows from the smallest to the largest size. Goals (docs/compliance.md): >= 10x the baseline, >= 300 hosts
-per minute on a 2-core controller. Run as root from the checkout:
-    .venv/bin/python tests/bench/comply.py [--hosts 50,200] [--baseline-hosts 50] [--forks 20]
+per minute on a 2-core controller.
+
+Wall figures swing with whatever else runs on the machine, so every run also prints its CPU per host
+(tests/bench/fleetcpu.py): the controller's share and the simulated laptops' share (which on a real fleet
+would be spent on the laptops), and the projection 2 cores / total CPU per host — the rate this machine would
+reach if the run had the cores to itself, labelled as a projection. `--ping` adds a bare `ping` play over the
+same hosts with the same become and SSH settings: Ansible's floor for one module call per host, so the kit's
+own cost is the difference.
+
+Every measured run is cold, as the nightly run is (no SSH connection left open from an earlier run): each
+gets its own ControlPath folder, and the masters it leaves are closed before the next run. `--warm` measures
+over the connections of a warm-up run instead.
+
+Run as root from the checkout:
+    .venv/bin/python tests/bench/comply.py [--hosts 50,200] [--baseline-hosts 50] [--forks 20] [--ping]
+        [--repeat N] [--env ANSIBLE_X=value ...] [--var name=value ...] [--warm]
 It leaves the fleet up (`deskguard lab down` to stop it).
 """
 
@@ -15,7 +29,8 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,85 +40,196 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "cli"))
 
+import fleetcpu  # noqa: E402  (next to this script)
+
 from deskguard.lab import manager  # noqa: E402
 
-
-def controller_cpu() -> float:
-    """CPU seconds used so far by this process's finished children: ansible-playbook, its workers and their ssh
-    clients, i.e. the controller's share (the lab's laptops run in other process trees)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+BENCH = Path(__file__).resolve().parent
+PLAYS = {"kit": REPO / "playbooks" / "comply.yml", "ping": BENCH / "comply_ping.yml",
+         "baseline": BENCH / "comply_baseline.yml"}
 
 
 def load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def playbook(path: Path, hosts: int, forks: int, site: Path) -> tuple[float, int]:
-    """(wall seconds, hosts that finished ok) of one ansible-playbook run over lab-f001..N."""
-    limit = ",".join(f"lab-f{i:03d}" for i in range(1, hosts + 1))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-           "DESKGUARD_SITE": str(site), "DESKGUARD_RUN_SOURCE": "bench"}
-    start = time.monotonic()
-    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i",
-                           str(REPO / "inventory" / "lab" / "hosts.yml"), str(path), "-f", str(forks),
-                           "-e", f"deskguard_hosts={limit}", "-e", "ansible_become=true"],
-                          capture_output=True, text=True, env=env, cwd=REPO)
-    took = time.monotonic() - start
-    ok = len(re.findall(r"^lab-f\d+\s+: ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=0", proc.stdout, re.M))
-    if ok < hosts:
-        print(proc.stdout[-3000:], proc.stderr[-2000:], file=sys.stderr)
-    return took, ok
+def host_names(n: int) -> list[str]:
+    return [f"lab-f{i:03d}" for i in range(1, n + 1)]
+
+
+def close_masters() -> None:
+    """Stop the ssh ControlPersist masters earlier runs left (our children, see fleetcpu) and reap them, so the
+    next run starts cold and its reading starts clean."""
+    me = str(os.getpid())
+    for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
+        try:
+            raw = Path(f"/proc/{pid}/stat").read_bytes()
+        except OSError:
+            continue
+        comm, fields = raw[raw.index(b"(") + 1:raw.rindex(b")")], raw.rsplit(b")", 1)[1].split()
+        if fields[1].decode() == me and comm == b"ssh":
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.05)
+
+
+class Run:
+    """One measured ansible-playbook run: wall, hosts ok, CPU per host (controller, laptops, machine)."""
+
+    def __init__(self, kind: str, hosts: int, took: float, ok: int, meter: fleetcpu.Meter, main: float):
+        self.kind, self.hosts, self.took, self.ok = kind, hosts, took, ok
+        self.controller = meter.controller / hosts
+        self.main = main / hosts   # ansible-playbook's own process: part of the controller's share
+        self.laptops = meter.laptops / hosts
+        self.total = self.controller + self.laptops
+        self.others = max(0.0, meter.machine - meter.controller - meter.laptops)   # other sessions' work meanwhile
+        self.rate = 60 * hosts / took
+
+    def projection(self, cores: int) -> float:
+        return 60 * cores / self.total
+
+    def line(self, cores: int) -> str:
+        return (f"{self.kind:8s} {self.hosts:4d} hosts: {self.took:6.1f} s wall, {self.ok} ok, {self.rate:4.0f} hosts/min"
+                f" | CPU/host: controller {1000 * self.controller:4.0f} ms (main process {1000 * self.main:3.0f})"
+                f" + laptops {1000 * self.laptops:4.0f} ms"
+                f" = {1000 * self.total:4.0f} ms -> projection {self.projection(cores):4.0f} hosts/min on {cores} cores"
+                f" | other work meanwhile {self.others:5.1f} CPU-s, load {load()}")
+
+
+class Bench:
+    def __init__(self, site: Path, forks: int, env: dict[str, str], warm: bool, extra_vars: list[str]):
+        self.site, self.forks, self.env, self.warm = site, forks, env, warm
+        self.extra_vars = [a for v in extra_vars for a in ("-e", v)]
+        self.cp_dir = None
+
+    def playbook(self, kind: str, hosts: int, fresh: bool) -> tuple[float, int, float]:
+        """(wall seconds, hosts that finished ok, CPU seconds of ansible-playbook's main process) of one
+        ansible-playbook run over lab-f001..N."""
+        if fresh or self.cp_dir is None:
+            self.cp_dir = tempfile.mkdtemp(prefix="deskguard-bench-cp-")
+        limit = ",".join(host_names(hosts))
+        main_cpu = Path(self.cp_dir) / "main-cpu"
+        main_cpu.unlink(missing_ok=True)
+        env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+               "ANSIBLE_SSH_CONTROL_PATH_DIR": self.cp_dir,
+               "ANSIBLE_CALLBACK_PLUGINS": f"{REPO / 'plugins' / 'callback'}:{BENCH / 'callback'}",
+               "ANSIBLE_CALLBACKS_ENABLED": "deskguard_record,bench_cpu", "DESKGUARD_BENCH_CPU_FILE": str(main_cpu),
+               "DESKGUARD_SITE": str(self.site), "DESKGUARD_RUN_SOURCE": "bench", **self.env}
+        start = time.monotonic()
+        proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i",
+                               str(REPO / "inventory" / "lab" / "hosts.yml"), str(PLAYS[kind]), "-f", str(self.forks),
+                               "-e", f"deskguard_hosts={limit}", "-e", "ansible_become=true", *self.extra_vars],
+                              capture_output=True, text=True, env=env, cwd=REPO)
+        took = time.monotonic() - start
+        ok = len(re.findall(r"^lab-f\d+\s+: ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=0", proc.stdout, re.M))
+        if ok < hosts:
+            print(proc.stdout[-3000:], proc.stderr[-2000:], file=sys.stderr)
+        return took, ok, float(main_cpu.read_text()) if main_cpu.exists() else float("nan")
+
+    def measure(self, kind: str, hosts: int) -> Run:
+        if not self.warm:
+            close_masters()
+        with fleetcpu.Meter(host_names(hosts)) as meter:
+            took, ok, main = self.playbook(kind, hosts, fresh=not self.warm)
+        return Run(kind, hosts, took, ok, meter, main)
+
+
+def median_run(runs: list[Run]) -> Run:
+    """The run with the median CPU per host (the figure least disturbed by other work)."""
+    return sorted(runs, key=lambda r: r.total)[len(runs) // 2]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", default="50,200", help="fleet sizes for the kit's run, comma-separated")
-    ap.add_argument("--baseline-hosts", type=int, default=50, help="fleet size for the (slow) baseline")
+    ap.add_argument("--baseline-hosts", type=int, default=50, help="fleet size for the (slow) baseline; 0: skip it")
     ap.add_argument("--forks", type=int, default=20)
+    ap.add_argument("--ping", action="store_true", help="also measure a bare ping play over the same hosts")
+    ap.add_argument("--repeat", type=int, default=1, help="measured runs per size (the median is reported)")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="environment for every ansible-playbook run (e.g. ANSIBLE_STRATEGY=free); repeatable")
+    ap.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra variable for every run (e.g. ansible_become=false to measure what sudo costs); "
+                         "repeatable")
+    ap.add_argument("--warm", action="store_true", help="measure over open SSH connections of a warm-up run")
     args = ap.parse_args()
     sizes = sorted(int(s) for s in args.hosts.split(","))
+    extra_env = dict(e.split("=", 1) for e in args.env)
+    cores = os.cpu_count() or 1
     manager.up(inventory_dir=REPO / "inventory" / "lab", log=lambda m: None, fleet_hosts=max(sizes))
     site = Path(tempfile.mkdtemp(prefix="deskguard-bench-comply-"))
     pw = site / "pw"
     pw.write_text("correct horse battery staple")
     subprocess.run([sys.executable, "-m", "deskguard", "init", "--officer-passphrase-file", str(pw), "--site",
                     str(site)], capture_output=True, check=True)
-    kit = REPO / "playbooks" / "comply.yml"
-    baseline = REPO / "tests" / "bench" / "comply_baseline.yml"
-    rows, rows_cpu = {}, {}
-    playbook(kit, min(sizes), args.forks, site)   # warm-up: SSH control masters and caches, not measured
+    # After the lab is up: its hosts are detached on purpose and must not become ours.
+    fleetcpu.become_subreaper()
+    bench = Bench(site, args.forks, extra_env, args.warm, args.var)
+    # Warm-up, not measured: page cache, Python bytecode caches, ARP entries (and, with --warm, the connections).
+    bench.playbook("kit", max(sizes) if args.warm else min(sizes), fresh=True)
+    print(f"settings: forks {args.forks}, {'warm' if args.warm else 'cold'} connections"
+          + (f", env {' '.join(args.env)}" if args.env else "") + (f", vars {' '.join(args.var)}" if args.var else ""))
     print(f"load average before the measured runs: {load()}")
+    kinds = ["ping", "kit"] if args.ping else ["kit"]
+    best: dict[tuple[str, int], Run] = {}
     for n in sizes:
-        cpu = controller_cpu()
-        took, ok = playbook(kit, n, args.forks, site)
-        cpu = controller_cpu() - cpu
-        if ok < n:
-            print(f"bench: the kit's run finished on {ok} of {n} hosts", file=sys.stderr)
+        for kind in kinds:
+            runs = []
+            for _ in range(args.repeat):
+                run = bench.measure(kind, n)
+                print(run.line(cores), flush=True)
+                if run.ok < n:
+                    print(f"bench: the {kind} run finished on {run.ok} of {n} hosts", file=sys.stderr)
+                    return 1
+                runs.append(run)
+            best[kind, n] = median_run(runs)
+            if args.repeat > 1:
+                walls = [r.took for r in runs]
+                print(f"{kind:8s} {n:4d} hosts: median of {len(runs)}: CPU/host {1000 * best[kind, n].total:.0f} ms, "
+                      f"wall {statistics.median(walls):.1f} s (min {min(walls):.1f}, max {max(walls):.1f})")
+    top = max(sizes)
+    kit = best["kit", top]
+    if args.ping:
+        for n in sizes:
+            k, p = best["kit", n], best["ping", n]
+            print(f"kit - ping at {n:4d} hosts: controller {1000 * (k.controller - p.controller):+.0f} ms "
+                  f"(main process {1000 * (k.main - p.main):+.0f}), "
+                  f"laptops {1000 * (k.laptops - p.laptops):+.0f} ms per host (the kit's own cost over Ansible's floor); "
+                  f"kit/ping CPU x{k.total / p.total:.2f} (the figure load distorts least: compare runs by it); "
+                  f"ping alone projects {p.projection(cores):.0f} hosts/min")
+    if args.baseline_hosts:
+        if not args.warm:
+            close_masters()
+        with fleetcpu.Meter(host_names(args.baseline_hosts)) as meter:
+            took, ok, main = bench.playbook("baseline", args.baseline_hosts, fresh=not args.warm)
+        base = Run("baseline", args.baseline_hosts, took, ok, meter, main)
+        print(base.line(cores))
+        if ok < args.baseline_hosts:
+            print(f"bench: the baseline finished on {ok} of {args.baseline_hosts} hosts", file=sys.stderr)
             return 1
-        rows[n] = took
-        print(f"kit comply       {n:4d} hosts: {took:6.1f} s, {ok} ok, {60 * n / took:6.0f} hosts/min, "
-              f"controller CPU {1000 * cpu / n:.0f} ms/host")
-        rows_cpu[n] = cpu / n
-    base, ok = playbook(baseline, args.baseline_hosts, args.forks, site)
-    if ok < args.baseline_hosts:
-        print(f"bench: the baseline finished on {ok} of {args.baseline_hosts} hosts", file=sys.stderr)
-        return 1
-    base_rate = 60 * args.baseline_hosts / base
-    print(f"baseline (1 task/check) {args.baseline_hosts:4d} hosts: {base:6.1f} s, {ok} ok, {base_rate:6.0f} hosts/min")
-    kit_rate = 60 * max(sizes) / rows[max(sizes)]
-    print(f"ratio kit/baseline (hosts/min): {kit_rate / base_rate:.1f}x (goal >= 10x)")
-    print(f"kit at {max(sizes)} hosts: {kit_rate:.0f} hosts/min (goal >= 300), ratio to goal {kit_rate / 300:.2f}")
-    # In the lab the simulated laptops run on the controller's own cores; on a real fleet they do not, so the
-    # controller's CPU per host bounds what the same machine does alone. A projection, labelled as such.
-    cores = os.cpu_count() or 1
-    print(f"projection, controller alone: {cores} cores / {1000 * rows_cpu[max(sizes)]:.0f} ms CPU per host = "
-          f"{60 * cores / rows_cpu[max(sizes)]:.0f} hosts/min (not measured: the lab's laptops share these cores)")
+        print(f"ratio kit/baseline (hosts/min): {kit.rate / base.rate:.1f}x wall, "
+              f"{base.total / kit.total:.1f}x CPU per host (goal >= 10x)")
+    print(f"kit at {top} hosts: {kit.rate:.0f} hosts/min measured (goal >= 300), ratio to goal {kit.rate / 300:.2f}; "
+          f"projection from CPU {kit.projection(cores):.0f} hosts/min ({cores} cores / {1000 * kit.total:.0f} ms per host, "
+          f"laptops included: they share these cores in the lab)")
+    print(f"projection, controller alone: {cores} cores / {1000 * kit.controller:.0f} ms = "
+          f"{60 * cores / kit.controller:.0f} hosts/min (not measured: a real fleet's laptops are elsewhere)")
     print(f"load average at the end: {load()}")
     if len(sizes) > 1:
         lo, hi = min(sizes), max(sizes)
-        print(f"growth {lo} -> {hi} hosts: wall x{rows[hi] / rows[lo]:.2f} for hosts x{hi / lo:.1f} "
-              f"(linear would be x{hi / lo:.1f} or less)")
+        a, b = best["kit", lo], best["kit", hi]
+        print(f"growth {lo} -> {hi} hosts: wall x{b.took / a.took:.2f}, CPU x{b.total * hi / (a.total * lo):.2f} "
+              f"for hosts x{hi / lo:.1f} (linear would be x{hi / lo:.1f} or less)")
+    close_masters()
     return 0
 
 

@@ -1,0 +1,27 @@
+"""Load once, before Ansible forks its workers, what judging a host needs: the compliance code, the store,
+the module_utils the judges share with the laptop, and the roles' defaults.
+
+ansible-playbook forks a worker per host and task. What its main process has loaded, every worker inherits;
+what it has not, every worker loads again, for every laptop: here ~60 ms of controller CPU per host (imports
+compiled from source where no bytecode cache is written, ten defaults files parsed as YAML). The
+deskguard_comply action plugin calls `preload()` when it is imported, and Ansible's strategies import an
+action class in the main process before they queue the first host.
+"""
+
+from __future__ import annotations
+
+# The module_utils the judges import on the controller (deskguard.site.module_utils). A name missing here
+# costs speed, not correctness: tests/unit/test_comply_preload.py checks the list against a real evaluation.
+MODULE_UTILS = ("deskguard_browser_policy", "deskguard_network", "deskguard_usb_policy", "deskguard_usb_report",
+                "deskguard_usb_windows", "deskguard_vpn_facts")
+
+
+def preload() -> None:
+    from ..site import module_utils
+    from ..store import Store  # noqa: F401  (opened per host by the action plugin)
+    from . import disk, evidence, policy  # noqa: F401
+    from .evaluate import evaluate  # noqa: F401
+
+    policy.role_defaults()
+    for name in MODULE_UTILS:
+        module_utils(name)
