@@ -104,9 +104,11 @@ def known_hosts(site: Path) -> Path:
     return site / ".deskguard" / "known_hosts"
 
 
-def connection_vars(site: Path, req: OnboardRequest) -> dict:
+def connection_vars(site: Path, req: OnboardRequest, python: str | None = None) -> dict:
     hv = {"ansible_become": True,
           "ansible_ssh_common_args": f"-o UserKnownHostsFile={known_hosts(site)} -o StrictHostKeyChecking=yes"}
+    if python:
+        hv["ansible_python_interpreter"] = python
     if req.ssh_key:
         hv["ansible_ssh_private_key_file"] = str(Path(req.ssh_key).resolve())
     return hv
@@ -131,7 +133,7 @@ def onboard(site: Path, req: OnboardRequest, progress=None) -> tuple[PlaybookRes
         else:
             pre = preflight.check_linux(req.address, req.port, req.ssh_user, req.os, req.ssh_key,
                                         known_hosts(site))
-            hostvars = connection_vars(site, req)
+            hostvars = connection_vars(site, req, pre.python)
             facts = {"hostname": req.hostname, "uuid": None, "os": pre.os, "os_version": pre.os_version}
         if req.check:
             # Check mode records nothing: the host goes into a throw-away inventory file beside the real one,

@@ -20,7 +20,11 @@ SUPPORTED_OS = ("ubuntu", "debian", "fedora", "rhel", "windows")
 OS_IDS = {"ubuntu": "ubuntu", "debian": "debian", "fedora": "fedora", "rhel": "rhel", "rocky": "rhel",
           "almalinux": "rhel", "centos": "rhel"}
 # Printed by the remote script; the markers keep the parsing independent of login banners.
-PROBE = "echo DG-SUDO=$(sudo -n true 2>/dev/null && echo ok || echo no); echo DG-OS-BEGIN; cat /etc/os-release; echo DG-OS-END"
+# The interpreter is recorded with the laptop so that Ansible never runs its interpreter discovery again: on
+# every nightly run that would cost one more round trip per laptop (docs/compliance.md, "Performance").
+PROBE = ("echo DG-SUDO=$(sudo -n true 2>/dev/null && echo ok || echo no); "
+         "echo DG-PY=$(test -x /usr/bin/python3 && echo /usr/bin/python3 || command -v python3); "
+         "echo DG-OS-BEGIN; cat /etc/os-release; echo DG-OS-END")
 
 
 class Unreachable(DeskguardError):
@@ -33,6 +37,16 @@ class PreflightResult:
     os_version: str
     pretty_name: str
     seconds: float
+    python: str | None = None   # the laptop's Python 3 (None: not found, Ansible discovers it each run)
+
+
+def probed_python(out: str) -> str | None:
+    """The interpreter the probe found: an absolute path without spaces, else None."""
+    for line in out.splitlines():
+        if line.startswith("DG-PY="):
+            path = line[len("DG-PY="):].strip()
+            return path if path.startswith("/") and not any(c.isspace() for c in path) else None
+    return None
 
 
 def tcp_reach(address: str, port: int, timeout: float) -> None:
@@ -102,4 +116,4 @@ def check_linux(address: str, port: int, user: str, expected_os: str, key: Path 
                          f"not {expected_os}; pass --os {found}" if found else
                          f"{address} runs an unsupported OS ({release.get('PRETTY_NAME', '?')})")
     return PreflightResult(found, release.get("VERSION_ID", ""), release.get("PRETTY_NAME", ""),
-                           time.monotonic() - start)
+                           time.monotonic() - start, probed_python(out.split("DG-OS-BEGIN", 1)[0]))

@@ -84,6 +84,11 @@ def test_onboard_applies_every_control(site, laptop):
         **SW_DEFAULT}
     device = json.loads(deskguard(site, "devices", "show", HOST, "--json").stdout)
     assert device["state"] == "onboarded" and device["uuid"] == out["device"]["uuid"]
+    # The interpreter found by preflight is recorded: later runs skip Ansible's discovery round trip.
+    import yaml
+
+    from deskguard.inventory import host_vars_file
+    assert yaml.safe_load(host_vars_file(site, HOST).read_text())["ansible_python_interpreter"] == "/usr/bin/python3"
 
 
 def test_the_laptop_really_is_configured(site, laptop):

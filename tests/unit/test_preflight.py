@@ -51,3 +51,21 @@ def test_host_name_is_normalised_to_lower_case():
     req = OnboardRequest("LAP-01", "debian", "10.0.0.5", "tanaka")
     validate(req)
     assert req.hostname == "lap-01"
+
+
+def test_the_probe_finds_the_interpreter_that_is_recorded_with_the_laptop():
+    """The probe script itself, run by a real shell: what it prints before /etc/os-release gives the Python that
+    onboarding records as ansible_python_interpreter (no discovery round trip on later runs)."""
+    import os
+    import subprocess
+
+    out = subprocess.run(["sh", "-c", preflight.PROBE], capture_output=True, text=True, check=True).stdout
+    expected = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else None
+    assert expected and preflight.probed_python(out) == expected, out
+
+
+@pytest.mark.parametrize("out,expected", [("DG-SUDO=ok\nDG-PY=/usr/bin/python3\n", "/usr/bin/python3"),
+                                          ("DG-PY=\n", None), ("DG-PY=python3\n", None),
+                                          ("DG-PY=/opt/my python/bin/python3\n", None), ("nothing\n", None)])
+def test_only_an_absolute_interpreter_path_is_recorded(out, expected):
+    assert preflight.probed_python(out) == expected
