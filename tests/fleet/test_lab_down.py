@@ -31,9 +31,18 @@ def still_running(pid: int | None, start: int | None) -> bool:
 
 
 def lab_processes(run_dir: Path) -> list[str]:
-    """Processes that belong to a lab: refer to its runtime folder or carry a lab container's marker."""
+    """Processes that belong to a lab: refer to its runtime folder or carry a lab container's marker. The test's
+    own ancestors are not the lab's, even when their command line names its folder (e.g. a `flock … env
+    DESKGUARD_LAB_RUN=…` wrapper that started this test)."""
     found = []
+    ancestors = set()
+    pid = os.getpid()
+    while pid > 1:
+        ancestors.add(str(pid))
+        pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     for pid in filter(str.isdigit, os.listdir("/proc")):
+        if pid in ancestors:
+            continue
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             env = Path(f"/proc/{pid}/environ").read_bytes()
