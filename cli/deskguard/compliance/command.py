@@ -50,20 +50,20 @@ def fix_targets(run) -> dict[str, list[str]]:
     """host -> the roles (tags) whose controls failed there (not waived, not errors of collection). Only
     onboarded hosts (with a device id): a host that never went through onboarding's preflight (sudo, lockout
     guard, escrow before any key change) is not changed by a repair; `never_onboarded` names those."""
-    targets: dict[str, set] = {}
-    for host, h in run.hosts.items():
-        if not h.get("device_uuid"):
-            continue
-        for cid, r in h["results"].items():
-            if r["status"] == "fail" and cid in CONTROLS and CONTROLS[cid].fixable:
-                targets.setdefault(host, set()).add(CONTROLS[cid].role)
-    return {h: sorted(roles) for h, roles in sorted(targets.items())}
+    targets = {host: sorted({CONTROLS[cid].role for cid in _fixable_failures(h)}) for host, h in run.hosts.items()
+               if h.get("device_uuid")}
+    return {host: roles for host, roles in sorted(targets.items()) if roles}
 
 
 def never_onboarded(run) -> list[str]:
     """Hosts that fail a control --fix could repair, but which --fix leaves alone: they have no device id."""
-    return sorted(host for host, h in run.hosts.items() if not h.get("device_uuid") and any(
-        r["status"] == "fail" and cid in CONTROLS and CONTROLS[cid].fixable for cid, r in h["results"].items()))
+    return sorted(host for host, h in run.hosts.items() if not h.get("device_uuid") and _fixable_failures(h))
+
+
+def _fixable_failures(h: dict) -> list[str]:
+    """The controls that failed on a host and that re-applying their role can repair."""
+    return [cid for cid, r in h["results"].items() if r["status"] == "fail" and cid in CONTROLS
+            and CONTROLS[cid].fixable]
 
 
 def fix(site: Path, targets: dict[str, list[str]], progress=None):
