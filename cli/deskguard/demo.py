@@ -144,7 +144,7 @@ def _make_site(folder: Path, show) -> tuple[Path, Path]:
     from .fsutil import atomic_write
     from .lab.manager import LAB_MANAGEMENT_NETWORKS
     from .lab.sites import set_management_networks
-    from .siteinit import init_site
+    from .site.init import init_site
 
     site = folder / "site"
     secret = folder / PASSPHRASE_FILE
@@ -182,7 +182,7 @@ def _onboard(site: Path, host, show) -> LaptopOutcome:
 
 def _add_fleet(site: Path, fleet_hosts) -> list[str]:
     """The rest of the fleet: in the inventory (so the nightly run checks it), never registered or onboarded."""
-    from .inventory import add_host
+    from .site.inventory import add_host
     from .lab.sites import unmanaged_hostvars
 
     for host in fleet_hosts:

@@ -91,7 +91,7 @@ def officer_env(officer_key_file: Path | None, passphrase: bytes | None) -> Iter
 
 def run_keys_playbook(site: Path, playbook: str, limit: str | None, env: dict, progress=None):
     """rotate_keys.yml / verify_keys.yml over the site's inventory (limited to a host or pattern)."""
-    from . import inventory
+    from .site import inventory
     from .runner import run_playbook
 
     hosts = inventory.require_hosts(site)

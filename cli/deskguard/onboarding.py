@@ -56,7 +56,7 @@ class OnboardRequest:
 
 
 def validate(req: OnboardRequest) -> None:
-    from .inventory import validate_hostname
+    from .site.inventory import validate_hostname
 
     req.hostname = validate_hostname(req.hostname)  # the store and inventory use its lower-case form
     if not OPERATOR_NAME.match(req.operator or ""):
@@ -116,7 +116,8 @@ def connection_vars(site: Path, req: OnboardRequest, python: str | None = None) 
 
 def onboard(site: Path, req: OnboardRequest, progress=None) -> tuple[PlaybookResult, dict]:
     """Returns the play's result and the device record (as a dict). Nothing is written before preflight."""
-    from . import inventory, preflight
+    from .site import inventory
+    from . import preflight
     from .runner import run_playbook
     from .store import Store
 
@@ -175,7 +176,7 @@ def _preflight_windows(site: Path, req: OnboardRequest) -> tuple[dict, dict]:
 
 def _run_check(site: Path, req: OnboardRequest, hostvars: dict, progress) -> PlaybookResult:
     from .fsutil import atomic_write
-    from .inventory import _dump
+    from .site.inventory import _dump
     from .runner import run_playbook
 
     path = site / "inventory" / f".check-{req.hostname}-{os.getpid()}.yml"

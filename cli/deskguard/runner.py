@@ -189,7 +189,7 @@ def run_on_host(site: Path, playbook: str, host: str) -> tuple[str, PlaybookResu
     """Run a read-only report playbook on one laptop of the inventory, keeping its events (UsageError, exit 2,
     for a host the inventory does not have). Returns (the validated host name, the result)."""
     from .errors import UsageError
-    from .inventory import hosts_file, list_hosts, validate_hostname
+    from .site.inventory import hosts_file, list_hosts, validate_hostname
 
     hostname = validate_hostname(host)
     if hostname not in list_hosts(site):

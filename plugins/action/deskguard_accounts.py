@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""Action plugin: the accounts policy checked on the controller (deskguard.accounts_policy), then, unless only
+"""Action plugin: the accounts policy checked on the controller (deskguard.site.accounts_policy), then, unless only
 the check was asked for, the deskguard_accounts module on the laptop: one round trip for the whole role.
 
 A refusal fails the task before the module runs, so nothing on the laptop changes; password and lockout
@@ -29,7 +29,7 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         args = self._task.args
         try:
-            from deskguard import accounts_policy
+            from deskguard.site import accounts_policy
         except ImportError as exc:
             raise AnsibleActionFail(f"the deskguard library is not importable here ({exc})") from None
         policy = dict(args.get("policy") or {})

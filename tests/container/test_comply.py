@@ -88,7 +88,7 @@ def test_broken_by_hand_fails_exactly_those_then_fix_repairs_them(site, laptop):
 
 
 def test_a_laptop_that_does_not_answer_is_unreachable_and_the_run_completes(site, tmp_path):
-    from deskguard import inventory
+    from deskguard.site import inventory
 
     inventory.add_host(site, "lap-gone", {"ansible_host": "10.213.9.250", "ansible_user": "dgadmin",
                                          "ansible_ssh_private_key_file": str(lab_key())})
@@ -154,7 +154,7 @@ def test_a_laptop_off_tonight_is_judged_from_its_latest_checkin(site, laptop, se
     """lap-away answers no SSH tonight; its agent checked in earlier (through a real `deskguard serve`, signed
     with its device key) with the posture the real container reports. The run judges that evidence and says
     where it came from; broken evidence fails; evidence older than the policy allows is stale (exit 3)."""
-    from deskguard import inventory
+    from deskguard.site import inventory
     from deskguard.site import module_utils
     from deskguard.store import Store
 

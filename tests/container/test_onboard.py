@@ -87,7 +87,7 @@ def test_onboard_applies_every_control(site, laptop):
     # The interpreter found by preflight is recorded: later runs skip Ansible's discovery round trip.
     import yaml
 
-    from deskguard.inventory import host_vars_file
+    from deskguard.site.inventory import host_vars_file
     assert yaml.safe_load(host_vars_file(site, HOST).read_text())["ansible_python_interpreter"] == "/usr/bin/python3"
 
 

@@ -1,4 +1,4 @@
-"""The accounts policy refused or warned on the controller before any change (deskguard.accounts_policy, the
+"""The accounts policy refused or warned on the controller before any change (deskguard.site.accounts_policy, the
 deskguard_accounts action through a real ansible-playbook run), and the laptop-side apply helpers."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "module_utils"))
 import deskguard_accounts_apply as apply_mod  # noqa: E402
 
-from deskguard import accounts_policy  # noqa: E402
+from deskguard.site import accounts_policy  # noqa: E402
 from deskguard.compliance.policy import effective  # noqa: E402
 
 pytestmark = pytest.mark.unit

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from deskguard import inventory
+from deskguard.site import inventory
 
 pytestmark = pytest.mark.unit
 

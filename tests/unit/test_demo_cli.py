@@ -82,8 +82,8 @@ def test_not_root_is_one_environment_error(monkeypatch, tmp_path):
 def test_lab_site_gets_the_lab_networks_and_keeps_the_rest(tmp_path):
     from deskguard.lab.manager import LAB_MANAGEMENT_NETWORKS
     from deskguard.lab.sites import policy_file, set_management_networks
-    from deskguard.policyfile import read
-    from deskguard.siteinit import init_site
+    from deskguard.site.policyfile import read
+    from deskguard.site.init import init_site
 
     site = tmp_path / "site"
     init_site(site, b"correct horse battery staple")

@@ -33,7 +33,7 @@ def site(site):
     """An initialised site with two devices, one with an escrowed secret (on each store backend)."""
     tmp_path = site
     from deskguard import keys
-    from deskguard.inventory import ensure_hosts_file, register_and_add
+    from deskguard.site.inventory import ensure_hosts_file, register_and_add
     from deskguard.store import Store
 
     keys.init_keys(tmp_path, "correct horse battery staple")

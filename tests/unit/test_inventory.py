@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deskguard import inventory
+from deskguard.site import inventory
 from deskguard.errors import EXIT_ENVIRONMENT, EXIT_USAGE, UsageError
-from deskguard.inventory import InventoryError, add_host, register_and_add, remove_host, validate_hostname
+from deskguard.site.inventory import InventoryError, add_host, register_and_add, remove_host, validate_hostname
 
 pytestmark = pytest.mark.unit
 

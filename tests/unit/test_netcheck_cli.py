@@ -23,7 +23,7 @@ def listener():
 
 @pytest.fixture
 def site(tmp_path, monkeypatch):
-    from deskguard.inventory import add_host
+    from deskguard.site.inventory import add_host
 
     monkeypatch.delenv("DESKGUARD_DB_URL", raising=False)
     site = init_site(tmp_path / "site")

@@ -48,7 +48,7 @@ def _recorder(site, name, barrier, queue):
 def _onboarder(site, barrier, queue):
     """The store and inventory half of `deskguard onboard` for ONBOARDED laptops."""
     try:
-        from deskguard.inventory import register_and_add
+        from deskguard.site.inventory import register_and_add
 
         with Store.open(site) as store:
             barrier.wait(30)
@@ -80,7 +80,7 @@ def _run_all(workers, timeout=240):
 
 def test_two_comply_recordings_and_an_onboard_at_once_all_land_whole(site):
     from deskguard.compliance import runs
-    from deskguard.inventory import ensure_hosts_file, list_hosts
+    from deskguard.site.inventory import ensure_hosts_file, list_hosts
 
     ensure_hosts_file(site)
     Store.open(site, create=True).close()

@@ -28,7 +28,7 @@ def deskguard(*args, site):
 def site(tmp_path, monkeypatch):
     """A site with the kit's policy file and one laptop."""
     monkeypatch.delenv("DESKGUARD_DB_URL", raising=False)
-    from deskguard.inventory import ensure_hosts_file, register_and_add
+    from deskguard.site.inventory import ensure_hosts_file, register_and_add
     from deskguard.store import Store
 
     policy = tmp_path / "inventory" / "group_vars" / "all" / "policy.yml"

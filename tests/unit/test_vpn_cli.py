@@ -21,7 +21,7 @@ def site(site):
     """A site whose policy names a gateway, with three laptops: two enrolled, one removed after enrolling
     (on each store backend)."""
     tmp_path = site
-    from deskguard.inventory import ensure_hosts_file, register_and_add
+    from deskguard.site.inventory import ensure_hosts_file, register_and_add
     from deskguard.store import Store
 
     ensure_hosts_file(tmp_path)
@@ -74,7 +74,7 @@ def test_bad_policy_and_unknown_host_are_one_line_errors(site):
 
 
 def test_the_limit_names_the_gateways_only_when_the_inventory_has_them(site):
-    from deskguard.inventory import add_host
+    from deskguard.site.inventory import add_host
     from deskguard.vpn.gateway import limit_with_gateways
 
     assert limit_with_gateways(site, "lt-a") == "lt-a"      # no group: no "could not match" warning

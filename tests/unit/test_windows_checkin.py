@@ -36,7 +36,7 @@ def away(make_site):
     answers nothing, and `deskguard serve` running for it."""
     from sitetools import free_port, serving
 
-    from deskguard import inventory
+    from deskguard.site import inventory
     from deskguard.site import module_utils
     from deskguard.store import Store
 
@@ -120,7 +120,7 @@ def test_a_section_the_windows_agent_could_not_collect_is_an_error(away):
 
 
 def test_stale_windows_evidence_is_never_compliant(away):
-    from deskguard import inventory
+    from deskguard.site import inventory
 
     check_in(away, answer())
     inventory.add_host(away["site"], HOST, {"deskguard_checkin_max_age_hours": 0.0001})

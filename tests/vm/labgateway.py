@@ -150,7 +150,7 @@ def use_in_site(site: Path, gateway: Gateway, management: str) -> Path:
     """The site's policy turned to the VPN through `gateway` (kill switch on; IT manages the laptops from
     `management`, through the tunnel), and the gateway in the site's inventory under its namespace's name: it
     is this machine, whose wg talks to the namespaced wireguard-go through the UAPI socket."""
-    from deskguard.inventory import add_host
+    from deskguard.site.inventory import add_host
 
     policy = site / "inventory" / "group_vars" / "all" / "policy.yml"
     text = policy.read_text().replace("vpn_enabled: false", "vpn_enabled: true")

@@ -82,7 +82,7 @@ wg pubkey < /etc/wireguard/wg0.key'""").strip().splitlines()[-1]
 
 @pytest.fixture(scope="module")
 def site(make_site, laptop, tunnel):
-    from deskguard.inventory import add_host
+    from deskguard.site.inventory import add_host
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ANSIBLE_TIMEOUT", "90")   # TCG VMs beside other labs on 2 cores

@@ -264,7 +264,7 @@ def test_off_at_night_judged_from_its_check_ins_then_wiped_at_the_first_check_in
     carried out at its first check-in after boot, and settled `done` after the silence that follows."""
     from sitetools import serving
 
-    from deskguard import inventory
+    from deskguard.site import inventory
 
     t = time.monotonic()
     laptop = fresh_laptop(lab_session, lab_inventory_dir)

@@ -57,7 +57,7 @@ def test_the_check_itself_catches_basic_over_http():
 def test_windows_hosts_written_by_the_kit_are_secure():
     from types import SimpleNamespace
 
-    from deskguard.inventory import device_hostvars
+    from deskguard.site.inventory import device_hostvars
 
     hv = device_hostvars(SimpleNamespace(address="10.8.0.9", port=5986, ssh_user="admin", os="windows",
                                          uuid="u", operator=None))

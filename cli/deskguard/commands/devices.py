@@ -49,7 +49,7 @@ def _last_seen(device) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def show(site, host, as_json):
     """One device: its record, escrowed secrets (metadata only) and latest audit entries."""
-    from ..inventory import list_hosts, validate_hostname
+    from ..site.inventory import list_hosts, validate_hostname
 
     hostname = validate_hostname(host)
     root, store = open_store(site)
@@ -86,7 +86,7 @@ def remove(site, host, yes):
 
     Its escrowed secrets are kept until they are destroyed explicitly."""
     from ..errors import UsageError
-    from ..inventory import remove_and_unlist, validate_hostname
+    from ..site.inventory import remove_and_unlist, validate_hostname
 
     hostname = validate_hostname(host)
     root, store = open_store(site)

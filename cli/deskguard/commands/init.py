@@ -42,7 +42,7 @@ def _ask_passphrase() -> bytes:
 def init(site, officer_passphrase_file, as_json):
     """Create the site's store, keys and example policy; keep whatever already exists."""
     from .. import keys
-    from ..siteinit import init_site, needs_passphrase
+    from ..site.init import init_site, needs_passphrase
     from ..site import site_dir
     from ..term import color
 

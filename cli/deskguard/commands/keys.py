@@ -39,7 +39,7 @@ def show(host, escrow_key, passphrase_file, reason, as_json, site):
     """Print HOST's recovery keys with their volume and keyslot. Audited before anything is shown."""
     import json
 
-    from ..inventory import validate_hostname
+    from ..site.inventory import validate_hostname
     from ..keyops import show as show_keys
     from ..site import site_dir
 
@@ -86,7 +86,7 @@ def rotate(host, all_hosts, escrow_key, passphrase_file, as_json, site):
     The laptop is unlocked with its crypttab key file; without one, give --escrow-key so the current
     escrowed key unlocks it."""
     from ..errors import UsageError
-    from ..inventory import validate_hostname
+    from ..site.inventory import validate_hostname
 
     if bool(host) == all_hosts:
         raise UsageError("give a HOST or --all (not both)")
@@ -114,7 +114,7 @@ def verify(limit, escrow_key, passphrase_file, as_json, site):
 @_site_option
 def destroy(host, reason, yes, confirm_host, site):
     """Erase HOST's escrowed recovery keys from the store. Afterwards IT cannot open its disk."""
-    from ..inventory import validate_hostname
+    from ..site.inventory import validate_hostname
     from ..keyops import destroy as destroy_keys
     from .common import confirm_host as confirm
     from ..site import site_dir

@@ -22,7 +22,7 @@ def approve(site, device, group, host, reason):
     """Approve DEVICE (VENDOR:PRODUCT[:SERIAL]) for --group G or --host H (audited).
 
     Takes effect where usb_control_mode is allow_listed, at the next run of the role."""
-    from ..usb import approve as do_approve
+    from ..site.usb import approve as do_approve
 
     root, store = open_store(site)
     with store:
@@ -42,7 +42,7 @@ def approve(site, device, group, host, reason):
 def list_(site, host, as_json):
     """What is attached to HOST, what was blocked recently, and USB-001..003 (read-only, audited)."""
     from ..errors import DeskguardError
-    from ..usb import report
+    from ..site.usb import report
 
     root, store = open_store(site)
     with store:

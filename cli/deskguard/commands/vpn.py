@@ -76,7 +76,7 @@ def rotate(host, as_json, site):
     """A new key pair made on HOST; the store and the gateways (group vpn_gateways) learn the public key."""
     import json
 
-    from ..inventory import validate_hostname
+    from ..site.inventory import validate_hostname
     from ..progress import progress_factory
     from ..site import site_dir
     from ..vpn.admin import rotate as rotate_host

@@ -22,7 +22,7 @@ from .common import confirm_host, open_store, site_option
 def wipe(host, reason, ticket, mode, yes, confirm_name, no_run, site):
     """Order HOST's agent to wipe (or lock) it: a signed order is published for its next check-in, and
     delivered at once through playbooks/wipe.yml when the laptop answers now. Exit 0 once published."""
-    from ..inventory import validate_hostname
+    from ..site.inventory import validate_hostname
     from ..orders import deliver, issue, settings
 
     hostname = validate_hostname(host)

@@ -12,7 +12,7 @@ from .catalog import CONTROLS
 
 def run_once(site: Path, limit: str | None, progress=None):
     """(playbook result, recorded run, previous run)."""
-    from .. import inventory
+    from ..site import inventory
     from ..runner import run_playbook
     from ..store import Store
     from . import runs
@@ -36,7 +36,7 @@ def check_policy(site: Path) -> None:
     """Before anything runs: the site has a policy and every file of it parses (one clear line otherwise, not
     Ansible's inventory traceback and an unrecorded run)."""
     from ..errors import UsageError
-    from ..policyfile import read
+    from ..site.policyfile import read
 
     folder = site / "inventory" / "group_vars" / "all"
     files = sorted(folder.glob("*.y*ml")) if folder.is_dir() else []
@@ -68,7 +68,7 @@ def _fixable_failures(h: dict) -> list[str]:
 
 def fix(site: Path, targets: dict[str, list[str]], progress=None):
     """Run onboard.yml with only the failing controls' roles, one host group per distinct role set."""
-    from .. import inventory
+    from ..site import inventory
     from ..runner import run_playbook
 
     by_roles: dict[tuple, list[str]] = {}

@@ -11,7 +11,7 @@ import functools
 
 import yaml
 
-from ..accounts_policy import management_name, operator_name
+from ..site.accounts_policy import management_name, operator_name
 from ..site import KIT_ROOT, module_utils
 from .evaluate import PolicyError
 

@@ -26,7 +26,7 @@ def set_management_networks(site: Path, networks) -> None:
     """Point the site policy's firewall_management_sources at `networks`, keeping every other line (and its
     comments) as `deskguard init` wrote it. Refuses a policy without that setting (one line, nothing written)."""
     from ..fsutil import atomic_write
-    from ..policyfile import read
+    from ..site.policyfile import read
 
     path = policy_file(site)
     text = path.read_text()

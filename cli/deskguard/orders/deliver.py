@@ -30,7 +30,7 @@ def reachable(address: str, port: int, timeout: float = REACH_TIMEOUT) -> str | 
 
 def run_now(site: Path, hostname: str, order_file: Path, progress=None):
     """Run wipe.yml on this one host with the order file; returns the PlaybookResult."""
-    from .. import inventory
+    from ..site import inventory
     from ..runner import run_playbook
 
     return run_playbook(site, WIPE_PLAYBOOK, [inventory.hosts_file(site)], limit=hostname,

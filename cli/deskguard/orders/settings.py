@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import policyfile
+from ..site import policyfile
 from ..errors import UsageError
 from ..store import state_dir
 

@@ -2,7 +2,7 @@
 
 Every public write runs in one transaction, and the audit row that records a change is written in that same
 transaction. Calls made inside ``with store.transaction():`` join it, so a caller can make a store change and
-a file change (the inventory) succeed or fail together: see ``deskguard.inventory.register_and_add``.
+a file change (the inventory) succeed or fail together: see ``deskguard.site.inventory.register_and_add``.
 """
 
 from __future__ import annotations
@@ -228,7 +228,7 @@ class Store(VpnPeersMixin, OrdersMixin, CheckinsMixin, KeyslotBaselinesMixin):
                         operator: str | None, *, os_version: str | None = None,
                         actor: str | None = None) -> Device:
         """A new device in state "registered", with a fresh UUID. DeviceExists if the hostname is live."""
-        from ..inventory import validate_hostname
+        from ..site.inventory import validate_hostname
 
         hostname = validate_hostname(hostname)
         fields = _device_fields(os=os, address=address, port=port, ssh_user=ssh_user, operator=operator,

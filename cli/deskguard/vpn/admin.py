@@ -9,7 +9,7 @@ from ..errors import UsageError
 
 def rotate(site: Path, hostname: str, progress=None):
     """Run playbooks/vpn_rotate.yml for one laptop; returns (PlaybookResult, summary row)."""
-    from .. import inventory
+    from ..site import inventory
     from ..runner import run_playbook
     from ..store import Store
     from .gateway import limit_with_gateways
@@ -36,7 +36,7 @@ def rotate(site: Path, hostname: str, progress=None):
 def push_gateways(site: Path, progress=None):
     """Run playbooks/vpn_gateway.yml: every gateway in the inventory group carries exactly the enrolled laptops
     (after a device removal, its peer is dropped here)."""
-    from .. import inventory
+    from ..site import inventory
     from ..runner import run_playbook
     from .gateway import GATEWAY_GROUP
 

@@ -19,7 +19,7 @@ GATEWAY_GROUP = "vpn_gateways"
 
 def limit_with_gateways(site, hostname: str) -> str:
     """An Ansible limit for one laptop plus the site's VPN gateways, if its inventory has any."""
-    from ..inventory import has_group
+    from ..site.inventory import has_group
 
     return f"{hostname},{GATEWAY_GROUP}" if has_group(site, GATEWAY_GROUP) else hostname
 

@@ -1,5 +1,5 @@
 """The VPN part of a site's policy, read on the controller (for commands that run outside a playbook): the vpn
-role's defaults, then the site's policy (see deskguard.policyfile). Host or group exceptions for laptops do not
+role's defaults, then the site's policy (see deskguard.site.policyfile). Host or group exceptions for laptops do not
 change the gateway's view.
 """
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import policyfile
+from ..site import policyfile
 from ..site import KIT_ROOT
 from .settings import VpnSettings, from_policy
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import UsageError
-from .site import KIT_ROOT
+from ..errors import UsageError
+from . import KIT_ROOT
 
 
 def read(path: Path) -> dict:

@@ -7,9 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-# The kit's own content (playbooks, roles, plugins, ansible.cfg) sits two levels above this file in a
+# The kit's own content (playbooks, roles, plugins, ansible.cfg) sits three levels above this file in a
 # checkout or an editable install.
-KIT_ROOT = Path(__file__).resolve().parents[2]
+KIT_ROOT = Path(__file__).resolve().parents[3]
 
 
 def site_dir(explicit: str | os.PathLike | None = None) -> Path:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
-from .errors import UsageError
-from .site import module_utils
+from ..errors import UsageError
+from . import module_utils
 
 VAR_ALL = "usb_control_approved_devices"
 VAR_GROUP = "usb_control_approved_devices_group"
@@ -56,9 +56,9 @@ def approve(site: Path, store, device_text: str, *, group: str | None = None, ho
     """Add the device to the chosen list. Returns (changed, file, entry); a duplicate changes nothing."""
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-    from .fsutil import atomic_write
+    from ..fsutil import atomic_write
     from .inventory import InventoryError, _check_root, _dump, _load, locked
-    from .store import default_actor
+    from ..store import default_actor
 
     device = parse_device(device_text)
     reason = " ".join(str(reason or "").split())
@@ -107,7 +107,7 @@ def approve(site: Path, store, device_text: str, *, group: str | None = None, ho
 
 def report(site: Path, store, host: str, *, actor: str | None = None):
     """Run the read-only USB report on HOST; returns (PlaybookResult, module result or None). Audited."""
-    from .runner import run_on_host
+    from ..runner import run_on_host
 
     hostname, result = run_on_host(site, "usb_report.yml", host)
     found = result.task_result("deskguard_usb_report")
