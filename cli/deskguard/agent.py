@@ -30,7 +30,7 @@ def escrowed_keyslots(store, device_uuid: str) -> dict[str, list[str]]:
 
 
 def order_public_pem(site: Path) -> str:
-    from .keys import load_order_public_key
+    from .recovery.keys import load_order_public_key
 
     return load_order_public_key(site).public_bytes(serialization.Encoding.PEM,
                                                     serialization.PublicFormat.SubjectPublicKeyInfo).decode()

@@ -2,7 +2,7 @@
 """Action plugin: escrow, rotate or verify a laptop's recovery keys (controller side of ENC-001/ENC-002).
 
 The key is generated and sealed here, on the controller, and stored *pending* before the laptop sees it;
-the order of the steps is deskguard.escrow's. The device steps are calls of the deskguard_luks module.
+the order of the steps is deskguard.recovery.escrow's. The device steps are calls of the deskguard_luks module.
 Nothing secret is returned: the result carries slots, secret ids and findings only.
 
 Inputs besides the task's arguments, from the environment `deskguard` sets for the run (or AWX):
@@ -68,9 +68,9 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail("this host has no deskguard_device_uuid: it is not in the store; onboard it "
                                     "with `deskguard onboard` (escrow needs a device record)")
         try:
-            from deskguard import escrow
+            from deskguard.recovery import escrow
             from deskguard.errors import DeskguardError
-            from deskguard.keys import load_escrow_public_key, load_officer_key
+            from deskguard.recovery.keys import load_escrow_public_key, load_officer_key
             from deskguard.site import site_dir
             from deskguard.store import Store
         except ImportError as exc:

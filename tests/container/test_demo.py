@@ -49,7 +49,7 @@ def test_demo_exits_0_and_says_what_it_did(first_run):
 
 
 def test_the_passphrase_is_a_real_lab_secret_kept_out_of_the_output(first_run):
-    from deskguard.keys import load_officer_key
+    from deskguard.recovery.keys import load_officer_key
 
     proc, folder = first_run
     secret = folder / "officer-passphrase.txt"

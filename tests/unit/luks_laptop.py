@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from deskguard import escrow
+from deskguard.recovery import escrow
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "module_utils"))
 import deskguard_luks as dl  # noqa: E402
@@ -89,6 +89,6 @@ def keys_of(store, device, states=("pending", "active")):
 
 
 def escrow_open(sec) -> str:
-    from deskguard.keys import unseal
+    from deskguard.recovery.keys import unseal
 
     return unseal(OFFICER, sec.ciphertext, sec.device_uuid, sec.kind, sec.key_id).decode()

@@ -20,7 +20,7 @@ PASS = "correct horse battery staple"
 
 @pytest.fixture
 def served(tmp_path):
-    from deskguard import keys
+    from deskguard.recovery import keys
     from deskguard.store import Store
 
     site = tmp_path / "site"

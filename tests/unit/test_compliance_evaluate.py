@@ -9,7 +9,7 @@ import pytest
 
 from deskguard.compliance.evaluate import PolicyError, evaluate, host_summary, parse_waivers
 from deskguard.compliance.policy import effective
-from deskguard.escrow import Outcome
+from deskguard.recovery.escrow import Outcome
 
 pytestmark = pytest.mark.unit
 

@@ -32,7 +32,7 @@ def one_line_error(proc, code):
 def site(site):
     """An initialised site with two devices, one with an escrowed secret (on each store backend)."""
     tmp_path = site
-    from deskguard import keys
+    from deskguard.recovery import keys
     from deskguard.site.inventory import ensure_hosts_file, register_and_add
     from deskguard.store import Store
 

@@ -1,4 +1,4 @@
-"""The escrow order (deskguard.escrow) against real cryptsetup on LUKS image files (tests/unit/luks_laptop.py)
+"""The escrow order (deskguard.recovery.escrow) against real cryptsetup on LUKS image files (tests/unit/luks_laptop.py)
 and a real store."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deskguard import escrow
+from deskguard.recovery import escrow
 from deskguard.store import Store, StoreError
 
 from luks_laptop import INSTALLER, LIGHT, OFFICER, Laptop, dl, escrow_open, keys_of, run

@@ -23,7 +23,7 @@ def one_line_error(proc, code, text):
 def site(site):
     """A site with one laptop holding one active escrowed LUKS recovery key (on each store backend)."""
     tmp_path = site
-    from deskguard import keys
+    from deskguard.recovery import keys
     from deskguard.store import Store
 
     keys.init_keys(tmp_path, PASS)

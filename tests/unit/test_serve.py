@@ -56,7 +56,7 @@ class Client:
 def lab(tmp_path_factory):
     """A site with two laptops: lt-1 (agent key, escrowed LUKS key, a queued wipe order), lt-2 (agent key, no
     order) and a `deskguard serve` process on a free loopback port."""
-    from deskguard import keys
+    from deskguard.recovery import keys
     from deskguard.orders import issue, settings
     from deskguard.store import Store
 

@@ -1,11 +1,11 @@
-"""Escrow sealing and the site's key files (deskguard.keys)."""
+"""Escrow sealing and the site's key files (deskguard.recovery.keys)."""
 
 from __future__ import annotations
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from deskguard import keys
+from deskguard.recovery import keys
 from deskguard.errors import UsageError
 
 pytestmark = pytest.mark.unit

@@ -32,7 +32,7 @@ def closed_port() -> int:
 def site(tmp_path, monkeypatch):
     """A site with keys and one laptop (on a loopback port nobody answers) with an active escrowed LUKS key."""
     monkeypatch.delenv("DESKGUARD_DB_URL", raising=False)
-    from deskguard import keys
+    from deskguard.recovery import keys
     from deskguard.store import Store
 
     keys.init_keys(tmp_path, PASS)
@@ -82,7 +82,7 @@ def test_wipe_publishes_a_signed_order_for_the_next_checkin(site):
     assert path.read_text() == order.envelope
     # The file is what the agent will evaluate: it verifies with the site's order public key and is accepted by
     # a laptop that has this volume.
-    from deskguard.keys import load_order_public_key
+    from deskguard.recovery.keys import load_order_public_key
 
     decision, payload = P.evaluate(path.read_bytes(), load_order_public_key(site), device.uuid, {LUKS: {FP}},
                                    P.utc_now(), set())
@@ -176,7 +176,7 @@ def test_second_order_refused_until_the_first_is_cancelled(site):
 
     proc = deskguard("orders", "cancel", short, site=site)
     assert proc.returncode == 0, proc.stderr
-    from deskguard.keys import load_order_public_key
+    from deskguard.recovery.keys import load_order_public_key
 
     decision, payload = P.evaluate(path.read_bytes(), load_order_public_key(site), orders[0]["device_uuid"],
                                    {LUKS: {FP}}, P.utc_now(), set())
@@ -234,7 +234,7 @@ def test_audit_log_formats_and_since(site):
 def test_orders_settle_records_an_expired_order(site):
     import datetime as dt
 
-    from deskguard.keys import load_order_signing_key
+    from deskguard.recovery.keys import load_order_signing_key
 
     with _store(site) as s:
         device = s.get_device("lt-1")
@@ -257,7 +257,7 @@ def test_orders_settle_grace_marks_done_only_an_acknowledged_order_after_the_sil
     short the grace, an acknowledged one only once the grace has passed without a check-in."""
     import time
 
-    from deskguard.keys import load_order_signing_key
+    from deskguard.recovery.keys import load_order_signing_key
 
     with _store(site) as s:
         device = s.get_device("lt-1")

@@ -28,7 +28,7 @@ def play(responder):
 def enc_site(tmp_path, monkeypatch):
     """A site (store + escrow keys) where the responder's host is a registered Windows device; the action
     plugin finds it through DESKGUARD_SITE. Returns (site, device uuid, officer private key)."""
-    from deskguard import keys
+    from deskguard.recovery import keys
     from deskguard.store import Store
 
     monkeypatch.delenv("DESKGUARD_DB_URL", raising=False)

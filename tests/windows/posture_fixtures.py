@@ -130,7 +130,7 @@ def changed(section: str, **values) -> dict:
 def escrow_recovery_password(site, uuid, protector=OS_PROTECTOR, hostname="win-loopback"):
     """The store as after onboarding: the OS volume's recovery password escrowed, named by its protector id
     (so ENC-002 passes for POSTURE)."""
-    from deskguard import escrow, keys
+    from deskguard.recovery import escrow, keys
     from deskguard.store import Store
 
     inventory = {"edition": POSTURE["disk"]["edition"],

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from deskguard.keys import unseal
+from deskguard.recovery.keys import unseal
 from deskguard.store import Store
 
 pytestmark = pytest.mark.windows

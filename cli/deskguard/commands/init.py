@@ -41,7 +41,7 @@ def _ask_passphrase() -> bytes:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (the officer-key notice stays on stderr).")
 def init(site, officer_passphrase_file, as_json):
     """Create the site's store, keys and example policy; keep whatever already exists."""
-    from .. import keys
+    from ..recovery import keys
     from ..site.init import init_site, needs_passphrase
     from ..site import site_dir
     from ..term import color

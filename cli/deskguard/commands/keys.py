@@ -40,7 +40,7 @@ def show(host, escrow_key, passphrase_file, reason, as_json, site):
     import json
 
     from ..site.inventory import validate_hostname
-    from ..keyops import show as show_keys
+    from ..recovery.keyops import show as show_keys
     from ..site import site_dir
 
     shown = show_keys(site_dir(site), validate_hostname(host), escrow_key,
@@ -55,7 +55,7 @@ def show(host, escrow_key, passphrase_file, reason, as_json, site):
 def _run(site, playbook, limit, escrow_key, passphrase_file, as_json, title):
     import json
 
-    from ..keyops import host_rows, officer_env, run_keys_playbook
+    from ..recovery.keyops import host_rows, officer_env, run_keys_playbook
     from ..progress import progress_factory
     from ..site import site_dir
 
@@ -115,7 +115,7 @@ def verify(limit, escrow_key, passphrase_file, as_json, site):
 def destroy(host, reason, yes, confirm_host, site):
     """Erase HOST's escrowed recovery keys from the store. Afterwards IT cannot open its disk."""
     from ..site.inventory import validate_hostname
-    from ..keyops import destroy as destroy_keys
+    from ..recovery.keyops import destroy as destroy_keys
     from .common import confirm_host as confirm
     from ..site import site_dir
 

@@ -1,10 +1,10 @@
 """ENC-001..003 from the posture's `disk` section, with no second call to the laptop: LUKS (Linux) through
-deskguard.escrow's read-only verification, BitLocker (Windows) through the BitLocker escrow's verification
+deskguard.recovery.escrow's read-only verification, BitLocker (Windows) through the BitLocker escrow's verification
 (the escrow records name each recovery-password protector by its id) plus the OS volume's own state."""
 
 from __future__ import annotations
 
-from .. import escrow
+from ..recovery import escrow
 from .windows import family
 
 # BitLocker protector types bound to the TPM: the enrolment's unlock method, not a key anyone holds.

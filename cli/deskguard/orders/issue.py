@@ -76,7 +76,7 @@ def check_orders_dir(path: Path) -> None:
 def issue(site: Path, store: Store, settings: OrderSettings, hostname: str, *, action: str, reason: str,
           ticket: str | None = None, actor: str | None = None) -> Issued:
     """Sign, record (queued, audited) and publish a wipe or lock order for ``hostname``."""
-    from ..keys import load_order_signing_key
+    from ..recovery.keys import load_order_signing_key
 
     proto = module_utils("deskguard_protocol")
     if action not in proto.ACTIONS:
@@ -111,7 +111,7 @@ def issue(site: Path, store: Store, settings: OrderSettings, hostname: str, *, a
 def cancel(site: Path, store: Store, settings: OrderSettings, order_id: str, *,
            actor: str | None = None) -> tuple[Order, Path]:
     """Replace a queued order's published file with a signed cancel, and mark it cancelled (audited)."""
-    from ..keys import load_order_signing_key
+    from ..recovery.keys import load_order_signing_key
 
     proto = module_utils("deskguard_protocol")
     order = store.get_order(order_id)

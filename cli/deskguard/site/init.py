@@ -24,14 +24,14 @@ class InitResult:
 
 def needs_passphrase(root: Path) -> bool:
     """Whether init would create the escrow key pair (only then is the officer passphrase asked for)."""
-    from .. import keys
+    from ..recovery import keys
 
     return not (keys.keys_dir(root) / keys.ESCROW_PUBLIC).exists()
 
 
 def init_site(root: Path, passphrase: bytes | None) -> InitResult:
     """Idempotent. `passphrase` (already checked with keys.check_passphrase) is needed when the escrow key is new."""
-    from .. import keys
+    from ..recovery import keys
     from ..fsutil import atomic_write
     from .inventory import ensure_hosts_file, hosts_file
     from . import KIT_ROOT

@@ -1,6 +1,6 @@
 """The store's keyslot baselines (ENC-003): which keyslots each escrowed LUKS volume may have.
 
-Mixed into ``Store``. Recorded by the escrow (deskguard.escrow) when it first escrows a volume's key and after
+Mixed into ``Store``. Recorded by the escrow (deskguard.recovery.escrow) when it first escrows a volume's key and after
 each change it makes; never from a read-only check, so a slot added behind the kit's back is never blessed.
 """
 

@@ -329,12 +329,12 @@ class Store(VpnPeersMixin, OrdersMixin, CheckinsMixin, KeyslotBaselinesMixin):
 
     def add_secret(self, device_uuid: str, kind: str, key_id: str, ciphertext: bytes, *,
                    escrow_key_id: str | None = None, state: str = "active", actor: str | None = None) -> Secret:
-        """Store a sealed secret (deskguard.keys.seal output). The audit row names it, never its value.
+        """Store a sealed secret (deskguard.recovery.keys.seal output). The audit row names it, never its value.
 
         Escrow stores a secret *pending* (committed before the device is touched) and activates it once the
         device proves it works (set_secret_state)."""
         if not isinstance(ciphertext, (bytes, bytearray)) or not ciphertext:
-            raise UsageError("a secret must be stored sealed (bytes from deskguard.keys.seal)")
+            raise UsageError("a secret must be stored sealed (bytes from deskguard.recovery.keys.seal)")
         if state not in ("pending", "active"):
             raise UsageError(f"a new secret is pending or active, not {state!r}")
         with self._session(write=True) as s:

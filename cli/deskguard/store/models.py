@@ -97,7 +97,7 @@ SECRET_STATES = (
 
 
 class Secret(Base):
-    """An escrowed secret: ciphertext only (see deskguard.keys.seal), never the clear value."""
+    """An escrowed secret: ciphertext only (see deskguard.recovery.keys.seal), never the clear value."""
 
     __tablename__ = "secrets"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .errors import UsageError
+from ..errors import UsageError
 from .escrow import LIVE
 
 RECOVERY_KINDS = ("luks-recovery", "bitlocker-recovery")
@@ -39,7 +39,7 @@ def show(site: Path, hostname: str, officer_key_file: Path, passphrase: bytes, r
     """The clear recovery keys of HOST's live secrets. The audit entry is written before they are returned,
     so a key that was shown is always a key whose showing is on record."""
     from .keys import load_officer_key, unseal
-    from .store import Store
+    from ..store import Store
 
     officer = load_officer_key(officer_key_file, passphrase)
     with Store.open(site) as store:
@@ -58,7 +58,7 @@ def show(site: Path, hostname: str, officer_key_file: Path, passphrase: bytes, r
 
 def destroy(site: Path, hostname: str, reason: str) -> int:
     """Erase the ciphertext of HOST's recovery keys (audited). Used on purpose, and by wipe."""
-    from .store import Store
+    from ..store import Store
 
     if not reason or not reason.strip():
         raise UsageError("destroying escrowed keys needs a --reason (it goes into the audit log)")
@@ -91,8 +91,8 @@ def officer_env(officer_key_file: Path | None, passphrase: bytes | None) -> Iter
 
 def run_keys_playbook(site: Path, playbook: str, limit: str | None, env: dict, progress=None):
     """rotate_keys.yml / verify_keys.yml over the site's inventory (limited to a host or pattern)."""
-    from .site import inventory
-    from .runner import run_playbook
+    from ..site import inventory
+    from ..runner import run_playbook
 
     hosts = inventory.require_hosts(site)
     if limit and limit in hosts:

@@ -16,7 +16,7 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .errors import DeskguardError
+from ..errors import DeskguardError
 from .keys import escrow_key_id, seal, unseal
 
 KIND_LUKS = "luks-recovery"

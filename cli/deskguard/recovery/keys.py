@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .fsutil import create_new
-from .errors import DeskguardError, UsageError
+from ..fsutil import create_new
+from ..errors import DeskguardError, UsageError
 
 ESCROW_PRIVATE = "escrow-officer.key.pem"
 ESCROW_PUBLIC = "escrow.pub.pem"
@@ -137,7 +137,7 @@ def init_keys(site: Path, officer_passphrase: bytes | str | None = None) -> list
         created = create_new(opriv, pem, 0o600)
         if created:
             # Replace a stale public key that does not belong to this new private key.
-            from .fsutil import atomic_write
+            from ..fsutil import atomic_write
 
             atomic_write(opub, _pub_pem(skey.public_key()), 0o644)
         results.append(KeyResult(opriv, "created" if created else "kept", "order-signing private key"))
