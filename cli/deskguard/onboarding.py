@@ -80,7 +80,7 @@ def validate(req: OnboardRequest) -> None:
 
 
 def _validate_windows(req: OnboardRequest) -> None:
-    from . import preflight_winrm
+    from .windows import preflight as preflight_winrm
 
     if not req.winrm_user or not WINRM_USER.match(req.winrm_user):
         raise UsageError(f"--winrm-user {req.winrm_user!r}: give the Windows management account (user, "
@@ -93,7 +93,7 @@ def _validate_windows(req: OnboardRequest) -> None:
 
 
 def winrm_target(req: OnboardRequest):
-    from .preflight_winrm import WinrmTarget
+    from .windows.preflight import WinrmTarget
 
     return WinrmTarget(req.address, req.winrm_user, port=req.port, transport=req.winrm_transport,
                        ca_bundle=Path(req.winrm_ca_bundle) if req.winrm_ca_bundle else None,
@@ -162,8 +162,8 @@ def onboard(site: Path, req: OnboardRequest, progress=None) -> tuple[PlaybookRes
 def _preflight_windows(site: Path, req: OnboardRequest) -> tuple[dict, dict]:
     """The WinRM preflight, then the host_vars that give Ansible the same connection settings, with the
     password as a vault-encrypted entry (the site's vault password file is created on first use)."""
-    from . import preflight_winrm, vault
-    from .winrm_settings import ansible_vars
+    from .windows import preflight as preflight_winrm, vault
+    from .windows.winrm_settings import ansible_vars
 
     target = winrm_target(req)
     found = preflight_winrm.check_windows(target, req.winrm_password)

@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 from .errors import EXIT_HOST_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE
 from .site import KIT_ROOT, ansible_cfg
 from .term import verbosity
-from .vault import runner_env as vault_env
+from .windows.vault import runner_env as vault_env
 
 # Actions that run on the controller only; they are not round trips to the laptop.
 CONTROLLER_ACTIONS = frozenset(

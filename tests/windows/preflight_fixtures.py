@@ -1,4 +1,4 @@
-"""What a Windows laptop answers to cli/deskguard/ps/preflight.ps1, and the faults WinRM sends, for the loopback
+"""What a Windows laptop answers to cli/deskguard/windows/ps/preflight.ps1, and the faults WinRM sends, for the loopback
 responder. None of this was recorded on Windows (docs/windows.md, "Recording fixtures on a real Windows VM",
 says how to replace it); each value names the documentation it follows and how sure that is.
 """

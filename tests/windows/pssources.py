@@ -38,9 +38,9 @@ def script_files(root: Path = REPO) -> list[tuple[str, str]]:
 
 def sent_scripts() -> list[tuple[str, str]]:
     """Scripts the controller sends as transformed text (the preflight without its comment lines)."""
-    from deskguard.preflight_winrm import script_to_send
+    from deskguard.windows.preflight import script_to_send
 
-    return [("cli/deskguard/ps/preflight.ps1 (as sent)", script_to_send())]
+    return [("cli/deskguard/windows/ps/preflight.ps1 (as sent)", script_to_send())]
 
 
 def task_files(root: Path = REPO) -> list[Path]:

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import winrm.protocol
-from deskguard.preflight_winrm import WinrmTarget, run_script, script_to_send
+from deskguard.windows.preflight import WinrmTarget, run_script, script_to_send
 
 _UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 

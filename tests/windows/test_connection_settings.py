@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import winrm.protocol
 from certs import issue, make_ca
-from deskguard import onboarding, vault
-from deskguard.preflight_winrm import WindowsFacts, check_windows
+from deskguard import onboarding
+from deskguard.windows import vault
+from deskguard.windows.preflight import WindowsFacts, check_windows
 from deskguard.runner import PlaybookResult
 from responder import Responder
 
@@ -57,7 +58,7 @@ def onboard_with_the_play_stubbed(site, req, monkeypatch):
     is under test is the host_vars it writes."""
     facts = WindowsFacts("LAP-0042", "LAP-0042\\dgadmin", "Professional", "Windows 10 Pro", "22631", "23H2",
                          "5.1.22621.2506")
-    monkeypatch.setattr("deskguard.preflight_winrm.check_windows", lambda target, password: facts)
+    monkeypatch.setattr("deskguard.windows.preflight.check_windows", lambda target, password: facts)
     monkeypatch.setattr("deskguard.runner.run_playbook",
                         lambda *a, **k: PlaybookResult("onboard.yml", 0, "successful", 0.0, {}))
     onboarding.onboard(site, req)

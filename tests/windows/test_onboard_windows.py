@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from deskguard import vault
-from deskguard.preflight_winrm import LAB_WARNING, script_to_send
+from deskguard.windows import vault
+from deskguard.windows.preflight import LAB_WARNING, script_to_send
 from deskguard.store import Store
 from preflight_fixtures import HOME, PRO, host
 from responder import Responder

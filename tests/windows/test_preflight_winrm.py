@@ -1,4 +1,4 @@
-"""The WinRM preflight (cli/deskguard/preflight_winrm.py) against the loopback responder: one round trip when
+"""The WinRM preflight (cli/deskguard/windows/preflight.py) against the loopback responder: one round trip when
 all is well, and one line naming the fix, with the documented exit code, for each way it can go wrong.
 
 The responder speaks Basic only, so the happy path runs with the lab settings; the certificate and credential
@@ -13,7 +13,7 @@ import time
 import pytest
 from certs import issue, make_ca, self_signed
 from deskguard.errors import DeskguardError, UsageError
-from deskguard.preflight_winrm import WinrmTarget, check_windows, script_to_send
+from deskguard.windows.preflight import WinrmTarget, check_windows, script_to_send
 from preflight_fixtures import (
     FILTERED_ADMIN,
     HOME,
@@ -135,10 +135,10 @@ def test_expired_certificate_is_refused(pki):
 def test_the_certificate_check_is_real(pki, monkeypatch):
     # Can the self-signed test fail? With validation turned off the same server is accepted: the refusal
     # above comes from pywinrm's validation with the kit's settings, not from a broken TLS setup.
-    from deskguard import winrm_settings
+    from deskguard.windows import winrm_settings
 
     real = winrm_settings.secure_settings
-    monkeypatch.setattr("deskguard.preflight_winrm.secure_settings",
+    monkeypatch.setattr("deskguard.windows.preflight.secure_settings",
                         lambda *a: {**real(*a), "server_cert_validation": "ignore"})
     with Responder(ssl_context=pki["self_signed"].server_context()) as r:
         assert "HTTP 401" in refused(secure_target(r.port, pki["ca"].cert))

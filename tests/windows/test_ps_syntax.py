@@ -22,7 +22,7 @@ SOURCES = script_files() + sent_scripts() + inline_scripts() + templates()
 def test_the_gate_sees_the_kit_s_powershell():
     # The BitLocker module must be among the sources, or the gate is looking in the wrong place.
     assert "plugins/modules/deskguard_bitlocker.ps1" in dict(SOURCES)
-    assert {"cli/deskguard/ps/preflight.ps1", "cli/deskguard/ps/preflight.ps1 (as sent)"} <= set(dict(SOURCES))
+    assert {"cli/deskguard/windows/ps/preflight.ps1", "cli/deskguard/windows/ps/preflight.ps1 (as sent)"} <= set(dict(SOURCES))
 
 
 @pytest.mark.parametrize("label,text", SOURCES, ids=[label for label, _ in SOURCES])

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from deskguard.preflight_winrm import WinrmTarget, check_windows
+from deskguard.windows.preflight import WinrmTarget, check_windows
 from preflight_fixtures import PRO, host
 from record_preflight import main as record_main
 from responder import Responder

@@ -27,7 +27,7 @@ def kit_files():
 # The --insecure-lab-winrm settings are spelled out once, between these markers, in winrm_settings.py; only
 # `lab_settings()` returns them and only the flag's code path calls it (checked below).
 LAB_BLOCK = re.compile(r"# BEGIN LAB-INSECURE.*?# END LAB-INSECURE", re.S)
-LAB_FILE = "cli/deskguard/winrm_settings.py"
+LAB_FILE = "cli/deskguard/windows/winrm_settings.py"
 
 
 def test_kit_files_never_set_insecure_winrm():
@@ -44,8 +44,8 @@ def test_kit_files_never_set_insecure_winrm():
 def test_only_the_lab_flag_reaches_the_lab_settings():
     callers = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "cli").rglob("*.py")
                      if "lab_settings(" in p.read_text())
-    assert callers == ["cli/deskguard/preflight_winrm.py", LAB_FILE], callers
-    source = (REPO / "cli/deskguard/preflight_winrm.py").read_text()
+    assert callers == ["cli/deskguard/windows/preflight.py", LAB_FILE], callers
+    source = (REPO / "cli/deskguard/windows/preflight.py").read_text()
     assert "lab_settings() if self.lab_insecure else secure_settings(" in source
 
 

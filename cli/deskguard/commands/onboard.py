@@ -50,7 +50,7 @@ def onboard(hostname, os_name, address, operator, ssh_user, port, ssh_key, luks_
     if os_name == "windows":
         req.winrm_password = _winrm_password(winrm_password_file, winrm_user)
         if insecure_lab_winrm:
-            from ..preflight_winrm import LAB_WARNING
+            from ..windows.preflight import LAB_WARNING
 
             click.secho(LAB_WARNING, err=True, fg="red", bold=True, color=color())
     if not (yes or check or as_json) and sys.stdin.isatty():

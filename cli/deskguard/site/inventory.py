@@ -356,7 +356,7 @@ def device_hostvars(device: "Device", extra: dict | None = None) -> dict:
     if device.os == "windows":
         # The secure defaults; onboarding adds the CA bundle (and its transport) from the same settings dict
         # the preflight gave pywinrm.
-        from ..winrm_settings import ansible_vars, secure_settings
+        from ..windows.winrm_settings import ansible_vars, secure_settings
 
         hv.update(ansible_vars(secure_settings()))
     hv.update({"deskguard_device_uuid": device.uuid, "deskguard_os": device.os})

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import EXIT_HOST_FAILED, DeskguardError, UsageError
-from .preflight import Unreachable, tcp_reach
+from ..errors import EXIT_HOST_FAILED, DeskguardError, UsageError
+from ..preflight import Unreachable, tcp_reach
 from .winrm_errors import explain
 from .winrm_settings import (
     HTTP_PORT,
@@ -158,7 +158,7 @@ def parse(stdout: bytes, stderr: bytes, rc: int, target: WinrmTarget) -> Windows
     if rc != 0 or not text:
         err = " ".join(stderr.decode("utf-8", errors="replace").split())[:300] or f"exit code {rc}"
         raise DeskguardError(f"the preflight script failed on {target.address}: {err}; run "
-                             f"cli/deskguard/ps/preflight.ps1 there by hand to see why")
+                             f"cli/deskguard/windows/ps/preflight.ps1 there by hand to see why")
     try:
         data = json.loads(text.splitlines()[-1])  # the JSON is the last line; a profile may print before it
     except json.JSONDecodeError:
