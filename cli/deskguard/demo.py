@@ -162,7 +162,7 @@ def _onboard(site: Path, host, show) -> LaptopOutcome:
     """`deskguard onboard NAME --os debian --address … --port … --user tanaka --ssh-key <lab key>`, as a library call."""
     from .errors import DeskguardError
     from .lab.image import lab_key
-    from .onboarding import OnboardRequest, onboard, summary_rows
+    from .onboarding.onboard import OnboardRequest, onboard, summary_rows
 
     req = OnboardRequest(host.name, "debian", host.address, OPERATOR, ssh_user=host.user, port=host.port,
                          ssh_key=lab_key())

@@ -6,9 +6,9 @@ import socket
 
 import pytest
 
-from deskguard import preflight
+from deskguard.onboarding import preflight
 from deskguard.errors import EXIT_UNREACHABLE, UsageError
-from deskguard.onboarding import OnboardRequest, validate
+from deskguard.onboarding.onboard import OnboardRequest, validate
 
 pytestmark = pytest.mark.unit
 

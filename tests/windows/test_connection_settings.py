@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import winrm.protocol
 from certs import issue, make_ca
-from deskguard import onboarding
+from deskguard.onboarding import onboard as onboarding
 from deskguard.windows import vault
 from deskguard.windows.preflight import WindowsFacts, check_windows
 from deskguard.runner import PlaybookResult

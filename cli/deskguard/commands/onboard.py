@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..preflight import SUPPORTED_OS
+from ..onboarding.preflight import SUPPORTED_OS
 from ..term import color
 
 
@@ -39,8 +39,8 @@ def onboard(hostname, os_name, address, operator, ssh_user, port, ssh_key, luks_
     """Check HOSTNAME is reachable, record it, and apply every control."""
     import json
 
-    from ..onboarding import OnboardRequest, summary_rows
-    from ..onboarding import onboard as run_onboard
+    from ..onboarding.onboard import OnboardRequest, summary_rows
+    from ..onboarding.onboard import onboard as run_onboard
     from ..progress import print_summary, progress_factory
     from ..site import site_dir
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..preflight import Unreachable, tcp_reach
+from ..onboarding.preflight import Unreachable, tcp_reach
 from ..runner import playbook_dir
 
 WIPE_PLAYBOOK = "wipe.yml"

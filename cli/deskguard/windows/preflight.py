@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EXIT_HOST_FAILED, DeskguardError, UsageError
-from ..preflight import Unreachable, tcp_reach
+from ..onboarding.preflight import Unreachable, tcp_reach
 from .winrm_errors import explain
 from .winrm_settings import (
     HTTP_PORT,

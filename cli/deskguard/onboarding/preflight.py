@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DeskguardError, EXIT_UNREACHABLE, UsageError
+from ..errors import DeskguardError, EXIT_UNREACHABLE, UsageError
 
 SUPPORTED_OS = ("ubuntu", "debian", "fedora", "rhel", "windows")
 # /etc/os-release ID (and ID_LIKE) -> the --os name it satisfies

@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import EXIT_OK, UsageError
-from .runner import PlaybookResult
+from ..errors import EXIT_OK, UsageError
+from ..runner import PlaybookResult
 
 OPERATOR_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 # A Windows account as WinRM takes it: user, HOST\user, .\user (local) or user@REALM (Kerberos).
@@ -56,7 +56,7 @@ class OnboardRequest:
 
 
 def validate(req: OnboardRequest) -> None:
-    from .site.inventory import validate_hostname
+    from ..site.inventory import validate_hostname
 
     req.hostname = validate_hostname(req.hostname)  # the store and inventory use its lower-case form
     if not OPERATOR_NAME.match(req.operator or ""):
@@ -80,7 +80,7 @@ def validate(req: OnboardRequest) -> None:
 
 
 def _validate_windows(req: OnboardRequest) -> None:
-    from .windows import preflight as preflight_winrm
+    from ..windows import preflight as preflight_winrm
 
     if not req.winrm_user or not WINRM_USER.match(req.winrm_user):
         raise UsageError(f"--winrm-user {req.winrm_user!r}: give the Windows management account (user, "
@@ -93,7 +93,7 @@ def _validate_windows(req: OnboardRequest) -> None:
 
 
 def winrm_target(req: OnboardRequest):
-    from .windows.preflight import WinrmTarget
+    from ..windows.preflight import WinrmTarget
 
     return WinrmTarget(req.address, req.winrm_user, port=req.port, transport=req.winrm_transport,
                        ca_bundle=Path(req.winrm_ca_bundle) if req.winrm_ca_bundle else None,
@@ -116,10 +116,10 @@ def connection_vars(site: Path, req: OnboardRequest, python: str | None = None) 
 
 def onboard(site: Path, req: OnboardRequest, progress=None) -> tuple[PlaybookResult, dict]:
     """Returns the play's result and the device record (as a dict). Nothing is written before preflight."""
-    from .site import inventory
+    from ..site import inventory
     from . import preflight
-    from .runner import run_playbook
-    from .store import Store
+    from ..runner import run_playbook
+    from ..store import Store
 
     validate(req)
     with Store.open(site) as store:
@@ -145,7 +145,7 @@ def onboard(site: Path, req: OnboardRequest, progress=None) -> tuple[PlaybookRes
             ssh_user=req.management_user, operator=req.operator, os_version=facts["os_version"],
             hostvars=hostvars)
         # The limit takes the VPN gateways too: the play's last part pushes them the new laptop's peer.
-        from .vpn.gateway import limit_with_gateways
+        from ..vpn.gateway import limit_with_gateways
 
         result = run_playbook(site, "onboard.yml", [inventory.hosts_file(site)], limit=limit_with_gateways(site, req.hostname),
                               extravars={"deskguard_hosts": req.hostname}, envvars=req.envvars(),
@@ -162,8 +162,8 @@ def onboard(site: Path, req: OnboardRequest, progress=None) -> tuple[PlaybookRes
 def _preflight_windows(site: Path, req: OnboardRequest) -> tuple[dict, dict]:
     """The WinRM preflight, then the host_vars that give Ansible the same connection settings, with the
     password as a vault-encrypted entry (the site's vault password file is created on first use)."""
-    from .windows import preflight as preflight_winrm, vault
-    from .windows.winrm_settings import ansible_vars
+    from ..windows import preflight as preflight_winrm, vault
+    from ..windows.winrm_settings import ansible_vars
 
     target = winrm_target(req)
     found = preflight_winrm.check_windows(target, req.winrm_password)
@@ -175,9 +175,9 @@ def _preflight_windows(site: Path, req: OnboardRequest) -> tuple[dict, dict]:
 
 
 def _run_check(site: Path, req: OnboardRequest, hostvars: dict, progress) -> PlaybookResult:
-    from .fsutil import atomic_write
-    from .site.inventory import _dump
-    from .runner import run_playbook
+    from ..fsutil import atomic_write
+    from ..site.inventory import _dump
+    from ..runner import run_playbook
 
     path = site / "inventory" / f".check-{req.hostname}-{os.getpid()}.yml"
     # The operator as the real run records it (device_hostvars): the accounts role hardens that account.
