@@ -57,7 +57,7 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(f"{hostname} has no deskguard_device_uuid: onboard it with `deskguard onboard` "
                                     "(the agent is pinned to its device UUID)")
         try:
-            from deskguard import agent
+            from deskguard.orders import agent
             from deskguard.compliance import policy as dgpolicy
             from deskguard.errors import DeskguardError
             from deskguard.site import site_dir

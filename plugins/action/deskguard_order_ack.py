@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 """Action plugin (controller only, no round trip): record the acknowledgement a laptop's agent signed for an
-order given to it by playbooks/wipe.yml, exactly as `deskguard serve` would (deskguard.agent.record_ack:
+order given to it by playbooks/wipe.yml, exactly as `deskguard serve` would (deskguard.orders.agent.record_ack:
 signature by the device's registered key, fields, clock, order state). The play carries the order out only
 when this step says `accepted`: acknowledged before acting, online or not.
 """
@@ -44,7 +44,7 @@ class ActionModule(ActionBase):
             result["msg"] = f"{hostname} refused the order: {answer.get('reason')}"
             return result
         try:
-            from deskguard import agent
+            from deskguard.orders import agent
             from deskguard.errors import DeskguardError
             from deskguard.site import site_dir
             from deskguard.store import Store

@@ -1,4 +1,4 @@
-"""Controller side of the agent (cli/deskguard/agent.py): the agent's configuration, the device key registered,
+"""Controller side of the agent (cli/deskguard/orders/agent.py): the agent's configuration, the device key registered,
 and an acknowledgement given through playbooks/wipe.yml recorded exactly as the server would - or refused."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from deskguard import agent
+from deskguard.orders import agent
 from deskguard.errors import UsageError
 from deskguard.site import module_utils
 

@@ -34,7 +34,7 @@ def served(tmp_path):
         secret = store.add_secret(dev.uuid, "luks-recovery", f"luks:{uuid}:2", b"sealed", state="pending")
         store.set_secret_state(secret.id, "active", fingerprint=lab.fingerprint(disk, 2), verified=True)
         store.set_agent_public_key(dev.uuid, proto.public_key_pem(device_key).decode())
-    from deskguard import agent as controller
+    from deskguard.orders import agent as controller
 
     with sitetools.serving(site) as port:
         url = f"http://127.0.0.1:{port}"

@@ -78,7 +78,7 @@ def test_windows_agent_matches_golden_and_registers_the_device_key(responder, pl
     assert script == (REPO / "roles/endpoint_agent/files/deskguard-agent.ps1").read_text()
     cfg = json.loads(files["C:\\ProgramData\\deskguard\\agent\\agent.json"]["content"])
     assert cfg["device_uuid"] == enc_site[1] and cfg["device_key"] == "deskguard-agent-device"
-    from deskguard.agent import order_public_pem
+    from deskguard.orders.agent import order_public_pem
 
     assert cfg["order_public_key"] == order_public_pem(enc_site[0])
     assert call.args["windows_task"] == {"agent_path": "C:\\ProgramData\\deskguard\\agent\\deskguard-agent.ps1",

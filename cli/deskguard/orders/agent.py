@@ -9,7 +9,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .errors import UsageError
+from ..errors import UsageError
 
 CONFIG_PATH = "/etc/deskguard-agent/agent.json"
 DEVICE_KEY = "/etc/deskguard-agent/device.key"
@@ -20,7 +20,7 @@ def escrowed_keyslots(store, device_uuid: str) -> dict[str, list[str]]:
     """{LUKS UUID: [fingerprint, ...]} of the device's active escrowed recovery slots: exactly what a lock order
     would keep (deskguard.orders.issue.order_targets), so a dead-man lock keeps the same. {} when the store
     has no such set (no escrow yet, or a volume without an active one): the dead-man switch then refuses."""
-    from .orders.issue import order_targets
+    from .issue import order_targets
 
     try:
         _, keep = order_targets(store, device_uuid, "lock")
@@ -30,7 +30,7 @@ def escrowed_keyslots(store, device_uuid: str) -> dict[str, list[str]]:
 
 
 def order_public_pem(site: Path) -> str:
-    from .recovery.keys import load_order_public_key
+    from ..recovery.keys import load_order_public_key
 
     return load_order_public_key(site).public_bytes(serialization.Encoding.PEM,
                                                     serialization.PublicFormat.SubjectPublicKeyInfo).decode()
@@ -80,7 +80,7 @@ def record_ack(store, device_uuid: str, envelope: str | bytes, *, now=None, acto
     then applied to the order in the store. Returns {order_id, status, reason, changed}."""
     import datetime as dt
 
-    from .site import module_utils
+    from ..site import module_utils
 
     proto = module_utils("deskguard_protocol")
     pem = store.get_agent_public_key(device_uuid)
