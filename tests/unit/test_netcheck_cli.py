@@ -10,7 +10,7 @@ import pytest
 from netcheck_recordings import call_system_listener
 from sitetools import init_site, run_deskguard
 
-from deskguard.netcheck import evidence, verdict
+from deskguard.compliance.netcheck import evidence, verdict
 
 pytestmark = pytest.mark.unit
 

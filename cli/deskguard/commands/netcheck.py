@@ -19,7 +19,7 @@ def netcheck(site, host, as_json):
     Exit codes: 0 the network is fine; 1 a problem was found or something could not be determined;
     2 usage error; 3 the laptop did not answer; 4 the controller cannot do it.
     """
-    from ..netcheck import run
+    from ..compliance.netcheck import run
 
     root, store = open_store(site)
     with store:

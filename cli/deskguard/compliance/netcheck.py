@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import DeskguardError
+from ..errors import DeskguardError
 
 KINDS = {"wired": "wired connection", "wifi": "Wi-Fi", "usb_tether": "a phone's USB tethering",
          "bluetooth_pan": "a phone's Bluetooth tethering", "mobile_broadband": "a mobile broadband modem",
@@ -112,7 +112,7 @@ def evidence(network: dict) -> list[str]:
 
 def run(site, store, host: str, *, actor: str | None = None) -> Netcheck:
     """Run playbooks/netcheck.yml on HOST and judge it. DeskguardError (exit 3) when the laptop cannot be reached."""
-    from .runner import run_on_host
+    from ..runner import run_on_host
 
     hostname, result = run_on_host(site, "netcheck.yml", host)
     found = result.task_result("deskguard_network_posture")
