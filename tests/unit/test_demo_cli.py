@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from deskguard import demo
+from deskguard.lab import demo
 from deskguard.compliance import command
 from deskguard.compliance.runs import Run
 from deskguard.errors import LabError, UsageError

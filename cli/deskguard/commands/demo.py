@@ -1,4 +1,4 @@
-"""`deskguard demo`: the README's "run the main job" command. The steps are in deskguard/demo.py; this prints."""
+"""`deskguard demo`: the README's "run the main job" command. The steps are in deskguard/lab/demo.py; this prints."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class Printer:
 
 
 def _print_outcome(out) -> None:
-    from ..demo import fleet_summary
+    from ..lab.demo import fleet_summary
 
     click.secho("\n== the nightly run", bold=True)
     hosts = out.run.hosts
@@ -95,7 +95,7 @@ def demo(laptops, containers, fleet_hosts, folder):
     Exit codes: 0 the onboarded laptops are compliant (the fleet failing is expected); 1 a laptop failed
     onboarding or is not compliant; 2 bad input (counts, folder, a lab up with other counts); 3 a laptop did not
     answer; 4 the machine cannot run the lab (not root, missing tools)."""
-    from ..demo import DemoRequest, run
+    from ..lab.demo import DemoRequest, run
     from .lab import _inventory_dir
 
     out = run(DemoRequest(laptops, containers, fleet_hosts, folder, _inventory_dir()), Printer())

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import EXIT_HOST_FAILED, EXIT_OK, EXIT_UNREACHABLE, LabError, UsageError
+from ..errors import EXIT_HOST_FAILED, EXIT_OK, EXIT_UNREACHABLE, LabError, UsageError
 
 OPERATOR = "tanaka"          # every lab laptop has this operator account (docs/lab.md)
 MARK = ".deskguard-demo"     # a folder holding this file was made by the demo and may be replaced by the next one
@@ -27,7 +27,7 @@ LAPTOP_KINDS = ("container", "vm")   # containers first: they take seconds, the 
 
 def default_folder() -> Path:
     """Beside the lab's own run folder, so isolated labs (DESKGUARD_LAB_RUN) keep isolated demos."""
-    from .lab.paths import runtime_dir
+    from .paths import runtime_dir
 
     return runtime_dir() / "demo"
 
@@ -70,7 +70,7 @@ class DemoOutcome:
 
 def check_request(req: DemoRequest) -> None:
     """Everything refusable before anything is started or written (one line each)."""
-    from .lab import manager
+    from . import manager
 
     manager.check_counts(req.laptops, req.containers, req.fleet)
     if req.laptops + req.containers == 0:
@@ -85,7 +85,7 @@ def check_request(req: DemoRequest) -> None:
 
 def running_counts() -> dict[str, int]:
     """How many lab hosts of each kind run now (dead ones are restarted by `lab up`, so they do not count)."""
-    from .lab.state import LabState, is_alive
+    from .state import LabState, is_alive
 
     counts = {"vm": 0, "container": 0, "fleet": 0}
     for host in LabState.load().hosts.values():
@@ -124,8 +124,8 @@ def _lab_up(req: DemoRequest, already_up: bool, show):
     """The lab with the requested hosts. When it already ran them, the laptops are restarted first (VMs from
     their clean booted snapshot, containers on a fresh overlay): an earlier demo onboarded them into a site that
     no longer exists, and its keyslots and config would count against the new one."""
-    from .lab import manager
-    from .lab.state import LabState
+    from . import manager
+    from .state import LabState
 
     if already_up:
         names = [h.name for h in _laptops(LabState.load())]
@@ -141,10 +141,10 @@ def _laptops(state) -> list:
 
 def _make_site(folder: Path, show) -> tuple[Path, Path]:
     """The demo's own site, made by the real init; the officer passphrase is generated and kept 0600 beside it."""
-    from .fsutil import atomic_write
-    from .lab.manager import LAB_MANAGEMENT_NETWORKS
-    from .lab.sites import set_management_networks
-    from .site.init import init_site
+    from ..fsutil import atomic_write
+    from .manager import LAB_MANAGEMENT_NETWORKS
+    from .sites import set_management_networks
+    from ..site.init import init_site
 
     site = folder / "site"
     secret = folder / PASSPHRASE_FILE
@@ -160,9 +160,9 @@ def _make_site(folder: Path, show) -> tuple[Path, Path]:
 
 def _onboard(site: Path, host, show) -> LaptopOutcome:
     """`deskguard onboard NAME --os debian --address … --port … --user tanaka --ssh-key <lab key>`, as a library call."""
-    from .errors import DeskguardError
-    from .lab.image import lab_key
-    from .onboarding.onboard import OnboardRequest, onboard, summary_rows
+    from ..errors import DeskguardError
+    from .image import lab_key
+    from ..onboarding.onboard import OnboardRequest, onboard, summary_rows
 
     req = OnboardRequest(host.name, "debian", host.address, OPERATOR, ssh_user=host.user, port=host.port,
                          ssh_key=lab_key())
@@ -182,8 +182,8 @@ def _onboard(site: Path, host, show) -> LaptopOutcome:
 
 def _add_fleet(site: Path, fleet_hosts) -> list[str]:
     """The rest of the fleet: in the inventory (so the nightly run checks it), never registered or onboarded."""
-    from .site.inventory import add_host
-    from .lab.sites import unmanaged_hostvars
+    from ..site.inventory import add_host
+    from .sites import unmanaged_hostvars
 
     for host in fleet_hosts:
         add_host(site, host.name, unmanaged_hostvars(host))
@@ -191,9 +191,9 @@ def _add_fleet(site: Path, fleet_hosts) -> list[str]:
 
 
 def _comply(site: Path, folder: Path, hosts: int, show):
-    from .compliance import command, html, report, runs
-    from .fsutil import atomic_write
-    from .store import Store
+    from ..compliance import command, html, report, runs
+    from ..fsutil import atomic_write
+    from ..store import Store
 
     show.step(f"the nightly compliance run over {hosts} host(s), as `deskguard comply --site {site}` does")
     _result, run, prev = command.run_once(site, None, show.progress("comply (the nightly run)", hosts))
