@@ -8,36 +8,11 @@ AWX (the action plugin calls it) and, later, agent check-ins. The policy variabl
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass, field
 
-from ..site import module_utils
 from . import accounts, network, software, windows
 from .catalog import CONTROLS
-
-STATUSES = ("pass", "fail", "error", "waived", "not_applicable")
-
-
-@dataclass
-class Result:
-    id: str
-    status: str
-    observed: object = None
-    expected: object = None
-    evidence: list[str] = field(default_factory=list)
-    title: str = ""
-    severity: str = ""
-    remediation: str = ""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class PolicyError(ValueError):
-    """The policy's compliance part is unusable (a waiver without reason/expiry, an unknown control)."""
-
-
-def _check(result_id: str, observed: dict, expected: dict, problems: list[str]) -> Result:
-    return Result(result_id, "fail" if problems else "pass", observed, expected, problems)
+from .laptop_judged import usb, vpn
+from .results import STATUSES, PolicyError, Result, _check
 
 
 # ------------------------------------------------------------------------------------------ evaluators
@@ -148,32 +123,6 @@ def disk(escrow_outcome, family: str = "Linux") -> list[Result]:
                     if family == "Windows" else {"violations": escrow_outcome.enc001})
         out.append(Result(cid, status.get(rep["state"], "error"), observed, expected, list(rep["findings"])))
     return out
-
-
-# USB-* and VPN-* are judged by the laptop-side code's own pure `evaluate` (module_utils), so `deskguard usb list`,
-# the role's report and the nightly run cannot disagree; these adapters only reshape their results.
-
-def usb(p: dict, policy: dict, _posture: dict | None = None) -> dict[str, Result]:
-    from .policy import approved_usb_devices
-    status = {"pass": "pass", "fail": "fail", "not-applicable": "not_applicable"}
-    out = {}
-    for r in module_utils("deskguard_usb_report").evaluate(p, policy.get("usb_control_mode"),
-                                                           approved_usb_devices(policy)):
-        # The observed line already names what is wrong (daemon state, drifted files, unapproved devices).
-        evidence = [str(r["observed"])] if r["status"] == "fail" else []
-        out[r["id"]] = Result(r["id"], status.get(r["status"], "error"), r["observed"], r["expected"], evidence)
-    return out
-
-
-def vpn(p: dict, policy: dict, _posture: dict | None = None) -> dict[str, Result]:
-    expected = {"gateway_public_key": policy.get("vpn_gateway_public_key"),
-                "public_key": policy.get("vpn_enrolled_public_key"),  # from the store, set by the caller
-                "kill_switch": bool(policy.get("vpn_kill_switch")),
-                "handshake_max_age": policy.get("vpn_handshake_max_age")}
-    status = {"compliant": "pass", "noncompliant": "fail", "not_applicable": "not_applicable"}
-    return {cid: Result(cid, status.get(r["state"], "error"), r.get("observed"), r.get("expected"),
-                        list(r.get("findings") or []))
-            for cid, r in module_utils("deskguard_vpn_facts").evaluate(p, expected).items()}
 
 
 def agent(p: dict, policy: dict, _posture: dict | None = None) -> Result:

@@ -8,6 +8,7 @@ makes it a `fail` (which outranks an unknown)."""
 from __future__ import annotations
 
 from ..site import module_utils
+from .results import Result
 
 MOBILE_KINDS = {"usb_tether": "a phone's USB tethering", "bluetooth_pan": "a phone's Bluetooth tethering",
                 "mobile_broadband": "a mobile broadband modem"}
@@ -19,8 +20,6 @@ def _net():
 
 
 def _result(cid, observed, expected, problems, unknowns):
-    from .evaluate import Result
-
     status = "fail" if problems else "error" if unknowns else "pass"
     return Result(cid, status, observed, expected, problems + [f"could not determine: {u}" for u in unknowns])
 
@@ -111,8 +110,6 @@ def limits(policy: dict) -> dict:
 
 
 def call_system(p: dict, policy: dict, _posture: dict | None = None):
-    from .evaluate import Result
-
     wanted = policy.get("network_posture_call_system") or []
     if not wanted:
         return Result("NET-003", "not_applicable", None, None, ["the policy names no call system"])

@@ -13,7 +13,7 @@ import yaml
 
 from ..site.accounts_policy import management_name, operator_name
 from ..site import KIT_ROOT, module_utils
-from .evaluate import PolicyError
+from .results import PolicyError
 
 
 # Host variables that are policy (templated per host, like the roles see them).

@@ -4,11 +4,11 @@ Windows ones in the DeskguardPostureSoftware/-Av .psm1 files, with the same keys
 
 from __future__ import annotations
 
+from .results import Result
 
 
 def _result(cid, status, observed=None, expected=None, evidence=None):
-    from .evaluate import Result as _Result   # evaluate imports this module: resolved at call time
-    return _Result(cid, status, observed, expected, list(evidence or []))
+    return Result(cid, status, observed, expected, list(evidence or []))
 
 
 def _check(cid: str, observed: dict, expected: dict, problems: list[str]):

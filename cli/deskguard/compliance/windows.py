@@ -9,6 +9,8 @@ has no family). Expected values are the ones the roles' Windows tasks write, fro
 from __future__ import annotations
 
 from ..site import module_utils
+from .laptop_judged import vpn as linux_vpn
+from .results import PolicyError, Result
 
 
 def family(posture: dict | None) -> str:
@@ -33,8 +35,6 @@ def by_os(linux, windows):
 
 
 def _check(cid: str, observed, expected, problems: list[str]):
-    from .evaluate import Result
-
     return Result(cid, "fail" if problems else "pass", observed, expected, problems)
 
 
@@ -102,7 +102,6 @@ def updates(p: dict, policy: dict, _posture: dict | None = None):
 # ------------------------------------------------------------------------------------------------ USB
 
 def _usb_expected(policy: dict) -> dict:
-    from .evaluate import PolicyError
     from .policy import approved_usb_devices
 
     utils = module_utils("deskguard_usb_windows")
@@ -122,8 +121,6 @@ def _list_problem(key: str, seen: dict, wanted: dict) -> str:
 def usb(p: dict, policy: dict, _posture: dict | None = None) -> dict:
     """USB-001 the mode's values present, USB-002 the allow lists exactly the approved devices (allow_listed),
     USB-003 nothing of another mode left and the deny-class list exact: the registry as the role writes it."""
-    from .evaluate import Result
-
     exp = _usb_expected(policy)
     seen = {(v["path"].lower(), v["name"].lower()): v.get("data") for v in p.get("values") or []}
     lists = {key: {name: data for (path, name), data in seen.items() if path == key.lower()} for key in exp["lists"]}
@@ -162,8 +159,6 @@ def usb(p: dict, policy: dict, _posture: dict | None = None) -> dict:
 def vpn(p: dict, policy: dict, posture: dict | None = None) -> dict:
     if p.get("client") == "ikev2":
         return _ikev2(p, policy)
-    from .evaluate import vpn as linux_vpn
-
     # WireGuard for Windows keeps the private key inside the tunnel config, not in a key file: the file
     # check of the Linux facts is replaced by the config's ACL (SYSTEM and Administrators only), judged below.
     results = linux_vpn(dict(p, key_file={"mode": "0600", "uid": 0}), policy, posture)
@@ -181,8 +176,6 @@ def vpn(p: dict, policy: dict, posture: dict | None = None) -> dict:
 
 
 def _ikev2(p: dict, policy: dict) -> dict:
-    from .evaluate import Result
-
     conn = p.get("ikev2") or {}
     server = policy.get("vpn_windows_ikev2_server")
     problems = []

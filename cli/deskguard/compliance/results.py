@@ -1,0 +1,32 @@
+"""What every judge of the nightly run returns and raises: one Result per control, PolicyError for a policy the
+kit cannot use. Its own module so that the judges (accounts.py, network.py, software.py, windows.py, policy.py)
+and evaluate.py, which collects their JUDGES, do not import each other."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+STATUSES = ("pass", "fail", "error", "waived", "not_applicable")
+
+
+@dataclass
+class Result:
+    id: str
+    status: str
+    observed: object = None
+    expected: object = None
+    evidence: list[str] = field(default_factory=list)
+    title: str = ""
+    severity: str = ""
+    remediation: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class PolicyError(ValueError):
+    """The policy's compliance part is unusable (a waiver without reason/expiry, an unknown control)."""
+
+
+def _check(result_id: str, observed: dict, expected: dict, problems: list[str]) -> Result:
+    return Result(result_id, "fail" if problems else "pass", observed, expected, problems)
