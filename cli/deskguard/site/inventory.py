@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Iterator
 
 from ..errors import DeskguardError, UsageError
 from ..fsutil import atomic_write
+from ..hostnames import validate_hostname
 
 if TYPE_CHECKING:
     from ..store import Device, Store
 
 DEFAULT_GROUP = "laptops"
 LOCK_TIMEOUT = 30.0
-_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _GROUP = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 HOSTS_HEADER = """\
@@ -42,21 +42,6 @@ HOST_VARS_HEADER = """\
 
 class InventoryError(DeskguardError):
     """An inventory file deskguard will not touch (broken YAML, unexpected shape), or a busy lock: exit 4."""
-
-
-def validate_hostname(name) -> str:
-    """An RFC 1123 host name (labels of letters, digits, hyphens; 1-63 each; 253 in all), lower-cased.
-
-    It becomes a file name and an Ansible host pattern, so nothing else is accepted: UsageError otherwise.
-    """
-    shown = repr(name if not isinstance(name, str) else name[:80])
-    if not isinstance(name, str) or not name:
-        raise UsageError(f"invalid hostname {shown}: give a name such as tanaka-laptop")
-    lowered = name.lower()
-    if len(lowered) > 253 or not lowered.isascii() or not all(_LABEL.fullmatch(x) for x in lowered.split(".")):
-        raise UsageError(f"invalid hostname {shown}: use letters, digits and hyphens in dot-separated labels "
-                         f"of 1-63 characters, not starting or ending with a hyphen (RFC 1123)")
-    return lowered
 
 
 def _validate_group(group: str) -> str:

@@ -5,8 +5,8 @@ Schema changes are Alembic revisions in ``migrations/versions``, applied when a 
 See docs/store.md.
 """
 
-from .core import (DB_URL_ENV, DeviceExists, DeviceNotFound, Store, StoreError, db_url_for, default_actor,
-                   default_db_path, migrate, state_dir)
+from .common import DeviceExists, DeviceNotFound, StoreError, default_actor
+from .core import DB_URL_ENV, Store, db_url_for, default_db_path, migrate, state_dir
 from .checkins import AgentKeyChanged, CheckinReplayed, VerifiedCheckin
 from .models import (DEVICE_STATES, ORDER_STATES, SECRET_STATES, VPN_PEER_STATES, AuditEntry, Checkin, Device, Order,
                      Secret, VpnPeer)

@@ -69,7 +69,7 @@ class CheckinsMixin:
             new_id = proto.key_id(proto.load_public_key(pem))
         except (ValueError, TypeError):
             raise UsageError("the agent public key is not an ECDSA P-256 public key in PEM form") from None
-        from .core import DeviceNotFound
+        from .common import DeviceNotFound
 
         with self._session(write=True) as s:
             device = s.get(Device, device_uuid)
@@ -114,7 +114,7 @@ class CheckinsMixin:
         Accepted check-ins are written with one statement each for all of them (executemany); one with a
         ``then`` step (an order refusal it reports) is written with that step in its own savepoint, so the two
         are stored together or not at all. StoreError if the transaction fails: then nothing was stored."""
-        from .core import DeviceNotFound
+        from .common import DeviceNotFound
 
         results: list[BaseException | None] = [None] * len(checkins)
         with self._session(write=True) as s:

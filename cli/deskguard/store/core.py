@@ -8,7 +8,6 @@ a file change (the inventory) succeed or fail together: see ``deskguard.site.inv
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
 import threading
 import uuid as uuidlib
@@ -19,8 +18,10 @@ from sqlalchemy import Engine, create_engine, event, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from ..errors import DeskguardError, UsageError
+from ..errors import UsageError
+from ..hostnames import validate_hostname
 from .auditchain import GENESIS, canonical_json, row_hash
+from .common import DeviceExists, DeviceNotFound, StoreError, _clean, default_actor
 from .models import DEVICE_STATES, SECRET_STATES, AuditEntry, Device, Secret, utcnow
 from .baselines import KeyslotBaselinesMixin
 from .checkins import CheckinsMixin
@@ -35,30 +36,6 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # (a test checks this matches Alembic's head: bump it with every new revision).
 SCHEMA_HEAD = "0007"
 _PG_MIGRATION_LOCK = 0x6465736B  # "desk": serialises concurrent `deskguard` processes migrating one database
-
-
-class StoreError(DeskguardError):
-    """The store cannot do it (missing, locked, broken): exit 4."""
-
-
-class DeviceExists(UsageError):
-    """A live device already has this hostname: exit 2."""
-
-
-class DeviceNotFound(UsageError):
-    """No live device has this hostname: exit 2."""
-
-
-def default_actor() -> str:
-    """The OS user running deskguard; under sudo, the user who ran sudo is named too."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # no passwd entry (containers): the uid still says who
-        user = f"uid:{os.getuid()}"
-    sudo_user = os.environ.get("SUDO_USER")
-    if sudo_user and sudo_user != user:
-        return f"{sudo_user} (sudo {user})"
-    return user
 
 
 def state_dir(site: Path) -> Path:
@@ -126,16 +103,6 @@ def migrate(engine: Engine) -> str | None:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
             return MigrationContext.configure(conn).get_current_revision()
-
-
-def _clean(value: str | None, what: str, *, required: bool = True, max_len: int = 255) -> str | None:
-    if value is None or value == "":
-        if required:
-            raise UsageError(f"{what} is required")
-        return None
-    if not isinstance(value, str) or len(value) > max_len or any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise UsageError(f"invalid {what} {str(value)[:80]!r}: printable text of at most {max_len} characters")
-    return value
 
 
 class Store(VpnPeersMixin, OrdersMixin, CheckinsMixin, KeyslotBaselinesMixin):
@@ -228,8 +195,6 @@ class Store(VpnPeersMixin, OrdersMixin, CheckinsMixin, KeyslotBaselinesMixin):
                         operator: str | None, *, os_version: str | None = None,
                         actor: str | None = None) -> Device:
         """A new device in state "registered", with a fresh UUID. DeviceExists if the hostname is live."""
-        from ..site.inventory import validate_hostname
-
         hostname = validate_hostname(hostname)
         fields = _device_fields(os=os, address=address, port=port, ssh_user=ssh_user, operator=operator,
                                 os_version=os_version)

@@ -40,10 +40,10 @@ class OrdersMixin:
         """Record a signed order (``payload`` as built by deskguard_protocol.build_order, ``envelope`` the file
         that is published) as queued. Refused for a device that is removed, wiped or wiping, or that has an
         open order already (cancel it first)."""
-        from . import core
+        from . import common
 
-        reason = core._clean(reason, "reason", max_len=1000)
-        ticket = core._clean(ticket, "ticket", required=False, max_len=64)
+        reason = common._clean(reason, "reason", max_len=1000)
+        ticket = common._clean(ticket, "ticket", required=False, max_len=64)
         if payload.get("action") not in ACTIONS or payload.get("device_uuid") != device_uuid:
             raise UsageError("the order payload does not match the device or names an unknown action")
         from ..site import module_utils
@@ -52,7 +52,7 @@ class OrdersMixin:
         with self._session(write=True) as s:
             device = s.get(Device, device_uuid)
             if device is None or device.state == "removed":
-                raise core.DeviceNotFound(f"no live device with uuid {device_uuid!r} in the store")
+                raise common.DeviceNotFound(f"no live device with uuid {device_uuid!r} in the store")
             if device.state in WIPED_STATES:
                 raise OrderStateError(f"{device.hostname} is already {device.state}: nothing left to "
                                       f"{payload['action']}")
@@ -65,7 +65,7 @@ class OrdersMixin:
                                       f"{open_order.id}: it is being carried out")
             order = Order(id=payload["order_id"], device_uuid=device_uuid, action=payload["action"],
                           volumes=json.dumps(payload["volumes"]), nonce=payload["nonce"], envelope=envelope,
-                          state="queued", prior_device_state=device.state, actor=actor or core.default_actor(),
+                          state="queued", prior_device_state=device.state, actor=actor or common.default_actor(),
                           reason=reason, ticket=ticket,
                           issued_at=_naive(proto.parse_time(payload["issued_at"])),
                           expires_at=_naive(proto.parse_time(payload["expires_at"])), created_at=utcnow())
@@ -275,6 +275,6 @@ def _period(grace: dt.timedelta) -> str:
 
 
 def _actor() -> str:
-    from .core import default_actor
+    from .common import default_actor
 
     return default_actor()
