@@ -68,6 +68,12 @@ def down(inventory_dir: Path | None = None, log=print, names: list[str] | None =
             stopped += 1
             state.save()  # after each host, so an interrupted `down` resumes where it stopped
         if names is None:
+            # Every recorded host is stopped, so anything of the lab still around now is a leftover of an
+            # interrupted run that the state file never recorded: remove those too, so `down` always leaves
+            # nothing behind.
+            keep = set(state.hosts)
+            container.sweep_strays(keep)
+            fleet.sweep_strays(keep)
             network.remove_bridge(state)
         state.save()
         if inventory_dir is not None:

@@ -89,17 +89,7 @@ def ensure_bridge(state) -> None:
 
 
 def remove_bridge(state) -> None:
-    """Delete the bridge (idempotent).
-
-    Called by `lab down` after every recorded host is stopped, so anything of the lab still around now is a
-    leftover of an interrupted run that the state file never recorded: remove those too, so `down` always
-    leaves nothing behind.
-    """
-    from . import container, fleet
-
-    keep = set(state.hosts)
-    container.sweep_strays(keep)
-    fleet.sweep_strays(keep)
+    """Delete the bridge (idempotent). `lab down` sweeps the hosts of interrupted runs away first."""
     # The bridge is machine-wide: while something is still attached to it (hosts of another lab run with
     # its own DESKGUARD_LAB_RUN), leave it; the last lab down removes it.
     if link_exists(BRIDGE) and not bridge_ports():
