@@ -138,7 +138,7 @@ def test_the_certificate_check_is_real(pki, monkeypatch):
     from deskguard.windows import winrm_settings
 
     real = winrm_settings.secure_settings
-    monkeypatch.setattr("deskguard.windows.preflight.secure_settings",
+    monkeypatch.setattr("deskguard.windows.winrm_settings.secure_settings",
                         lambda *a: {**real(*a), "server_cert_validation": "ignore"})
     with Responder(ssl_context=pki["self_signed"].server_context()) as r:
         assert "HTTP 401" in refused(secure_target(r.port, pki["ca"].cert))

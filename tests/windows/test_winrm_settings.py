@@ -44,8 +44,10 @@ def test_kit_files_never_set_insecure_winrm():
 def test_only_the_lab_flag_reaches_the_lab_settings():
     callers = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "cli").rglob("*.py")
                      if "lab_settings(" in p.read_text())
-    assert callers == ["cli/deskguard/windows/preflight.py", LAB_FILE], callers
-    source = (REPO / "cli/deskguard/windows/preflight.py").read_text()
+    assert callers == [LAB_FILE], callers
+    # One call in all: WinrmTarget.settings(), which only the lab flag switches.
+    source = (REPO / LAB_FILE).read_text()
+    assert len(re.findall(r"^(?!\s*#|def ).*lab_settings\(", source, re.M)) == 1
     assert "lab_settings() if self.lab_insecure else secure_settings(" in source
 
 

@@ -20,13 +20,9 @@ from .winrm_errors import explain
 from .winrm_settings import (
     HTTP_PORT,
     HTTPS_PORT,
-    OPERATION_TIMEOUT,
-    READ_TIMEOUT,
     TRANSPORTS,
-    endpoint,
-    lab_settings,
+    WinrmTarget,
     pywinrm_kwargs,
-    secure_settings,
 )
 
 SCRIPT = Path(__file__).with_name("ps") / "preflight.ps1"
@@ -35,27 +31,6 @@ MIN_POWERSHELL = (5, 1)
 LAB_WARNING = ("!!! --insecure-lab-winrm: Basic authentication over plain HTTP, no certificate check, no message "
                "encryption. The Windows password crosses the network readable by anyone on the path. Only for "
                "a throw-away lab VM or the loopback test responder, never for a real laptop.")
-
-
-@dataclass
-class WinrmTarget:
-    address: str
-    username: str
-    port: int = HTTPS_PORT
-    transport: str = "ntlm"
-    ca_bundle: Path | None = None
-    lab_insecure: bool = False
-    # Probed only to explain a failure on `port`: a laptop with just the default HTTP listener.
-    http_port: int = HTTP_PORT
-    operation_timeout: int = OPERATION_TIMEOUT
-    read_timeout: int = READ_TIMEOUT
-
-    def settings(self) -> dict:
-        return lab_settings() if self.lab_insecure else secure_settings(self.transport, self.ca_bundle)
-
-    @property
-    def url(self) -> str:
-        return endpoint(self.address, self.port, self.settings())
 
 
 @dataclass

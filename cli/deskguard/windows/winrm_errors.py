@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ..errors import EXIT_UNREACHABLE, DeskguardError, UsageError
 
 if TYPE_CHECKING:
-    from .preflight import WinrmTarget
+    from .winrm_settings import WinrmTarget
 
 # WS-Management faults, by the WSManFault Code (a Win32/WSMan error number) or the SOAP subcode.
 # Quota: MS-WSMV 3.1.4.5.2.1 "wsman:QuotaLimit" (returned by Create when winrs MaxShellsPerUser or

@@ -9,6 +9,7 @@ responder and throw-away lab VMs only, behind an explicit flag (`lab_settings`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 HTTPS_PORT = 5986
@@ -70,3 +71,24 @@ def ansible_vars(settings: dict, operation_timeout: int = OPERATION_TIMEOUT,
     hv.update({f"ansible_winrm_{k}": v for k, v in settings.items()})
     hv.update(ansible_winrm_operation_timeout_sec=operation_timeout, ansible_winrm_read_timeout_sec=read_timeout)
     return hv
+
+
+@dataclass
+class WinrmTarget:
+    address: str
+    username: str
+    port: int = HTTPS_PORT
+    transport: str = "ntlm"
+    ca_bundle: Path | None = None
+    lab_insecure: bool = False
+    # Probed only to explain a failure on `port`: a laptop with just the default HTTP listener.
+    http_port: int = HTTP_PORT
+    operation_timeout: int = OPERATION_TIMEOUT
+    read_timeout: int = READ_TIMEOUT
+
+    def settings(self) -> dict:
+        return lab_settings() if self.lab_insecure else secure_settings(self.transport, self.ca_bundle)
+
+    @property
+    def url(self) -> str:
+        return endpoint(self.address, self.port, self.settings())
