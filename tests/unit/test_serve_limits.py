@@ -169,13 +169,18 @@ def test_every_refusal_is_logged_at_the_default_level_without_the_body(server):
 
 
 def test_a_flood_of_refusals_gives_a_bounded_log_and_a_suppression_count(server):
+    from deskguard.orders import refusals
+
     port = server["port"]
+    started = time.monotonic()
     for _ in range(200):
         assert _post(port, "/v1/checkin", b"not json") == 400
     log = _stop(server)
+    # The bucket: BURST lines at once, then RATE a second (a slow machine earns a few more, never 200).
+    allowed = refusals.BURST + int((time.monotonic() - started) * refusals.RATE) + 1
     lines = [line for line in log.splitlines() if "malformed" in line]
-    refusals = [line for line in lines if "(device" in line]
+    lines_refused = [line for line in lines if "(device" in line]
     counted = sum(int(line.split(" similar refusals")[0].rsplit(" ", 1)[1]) for line in lines
                   if "similar refusals" in line)
-    assert 1 <= len(refusals) <= 30, len(refusals)
-    assert counted == 200 - len(refusals), lines[-3:]
+    assert 1 <= len(lines_refused) <= min(allowed, 100), (len(lines_refused), allowed)
+    assert counted == 200 - len(lines_refused), lines[-3:]
