@@ -184,3 +184,36 @@ def test_a_flood_of_refusals_gives_a_bounded_log_and_a_suppression_count(server)
                   if "similar refusals" in line)
     assert 1 <= len(lines_refused) <= min(allowed, 100), (len(lines_refused), allowed)
     assert counted == 200 - len(lines_refused), lines[-3:]
+
+
+def test_the_refusal_log_bucket_counts_what_it_holds_back():
+    import logging
+
+    from deskguard.orders.refusals import RefusalLog
+
+    class Lines(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.got = []
+
+        def emit(self, record):
+            self.got.append(record.getMessage())
+
+    handler, now = Lines(), [0.0]
+    logger = logging.getLogger("test.refusals")
+    logger.addHandler(handler)
+    rlog = RefusalLog(logger, burst=2, rate=0.5, clock=lambda: now[0])
+    for _ in range(5):
+        rlog.refused("POST /v1/ack", 401, "bad_signature", ("10.0.0.9", 4242), device="not-a-uuid\nforged line")
+    now[0] = 2.0   # one token earned
+    rlog.refused("POST /v1/ack", 401, "bad_signature", ("10.0.0.9", 4242), device=lambda: "0b8f3d1e-2c4a-4e6b-8d0f-1a2b3c4d5e6f")
+    rlog.refused("POST /v1/ack", 400, "<script>", ("::1", 1), device=None)
+    rlog.flush()
+    assert handler.got == [
+        "refused POST /v1/ack: 401 bad_signature (device -, peer 10.0.0.9:4242)",
+        "refused POST /v1/ack: 401 bad_signature (device -, peer 10.0.0.9:4242)",
+        "refused POST /v1/ack: 401 bad_signature (device 0b8f3d1e-2c4a-4e6b-8d0f-1a2b3c4d5e6f, peer 10.0.0.9:4242); "
+        "3 similar refusals suppressed before this one",
+        "refused POST /v1/ack: 400 refused (device -, peer [::1]:1)",
+    ]
+    logger.removeHandler(handler)

@@ -86,6 +86,15 @@ class RequestDeadline:
             self.transport.abort()
 
 
+class LoggedBadRequest:
+    """Mixed in before a uvicorn HTTP protocol class: its 400 for a request it cannot parse (h11: also a head
+    over 16 KiB) goes to the refusal log (uvicorn's own line for it is dropped, deskguard.orders.serving)."""
+
+    def send_400_response(self, msg: str) -> None:
+        REFUSALS.refused("request head", 400, "bad_request", self.client)
+        super().send_400_response(msg)
+
+
 class HeadTooLarge(Exception):
     """Raised from a parser callback to stop httptools at once; uvicorn then calls send_400_response."""
 
@@ -141,7 +150,6 @@ class HeadLimit:
     def send_400_response(self, msg: str) -> None:
         if self._head_refusal:
             return self._refuse_head(self._head_refusal)
-        REFUSALS.refused("request head", 400, "bad_request", self.client)
         super().send_400_response(msg)
 
     def _refuse_head(self, reason: str) -> None:
@@ -152,12 +160,12 @@ class HeadLimit:
         REFUSALS.refused("request head", 431, reason, self.client)
 
 
-class DeadlineH11Protocol(RequestDeadline, H11Protocol):
+class DeadlineH11Protocol(RequestDeadline, LoggedBadRequest, H11Protocol):
     pass
 
 
 if HttpToolsProtocol is not None:
-    class DeadlineHttpToolsProtocol(RequestDeadline, HeadLimit, HttpToolsProtocol):
+    class DeadlineHttpToolsProtocol(RequestDeadline, HeadLimit, LoggedBadRequest, HttpToolsProtocol):
         pass
 else:
     DeadlineHttpToolsProtocol = None
