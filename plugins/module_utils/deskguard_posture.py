@@ -166,7 +166,7 @@ def _vpn(root, params):
     interface = params.get("interface") or "wg0"
     paths = deskguard_wireguard.Paths(interface)
     return deskguard_vpn_facts.gather(interface, paths.key, [paths.conf, paths.nm],
-                                      deskguard_wireguard.KILL_SWITCH_TABLE)
+                                      deskguard_wireguard.KILL_SWITCH_TABLE, saved_dir=paths.backup_dir)
 
 
 def _software(root, params):

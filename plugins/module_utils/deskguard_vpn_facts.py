@@ -24,11 +24,20 @@ def _out(cmd):
     return proc.stdout if proc.returncode == 0 else None
 
 
-def gather(interface, key_path, conf_paths, kill_switch_table, now=None, out=_out):
-    """What is on the laptop now. Never reads the private key itself: `wg` derives the public key."""
+ROLLBACK_TIMER = "deskguard-vpn-rollback.timer"   # deskguard_rollback.VPN_UNIT; its script needs the saved files
+
+
+def gather(interface, key_path, conf_paths, kill_switch_table, now=None, out=_out, saved_dir=None):
+    """What is on the laptop now. Never reads the private key itself: `wg` derives the public key; of the
+    files a VPN change kept aside for its rollback (``saved_dir``, the previous key among them) only whether
+    any is left while no rollback timer runs."""
     now = time.time() if now is None else now
     facts = {"interface": interface, "config_files": [p for p in conf_paths if os.path.exists(p)],
-             "key_file": None, "interface_up": False, "public_key": None, "peers": [], "kill_switch": False}
+             "key_file": None, "interface_up": False, "public_key": None, "peers": [], "kill_switch": False,
+             "previous_key_left": None}
+    if saved_dir and os.path.isdir(saved_dir) and os.listdir(saved_dir):
+        if out(["systemctl", "is-active", ROLLBACK_TIMER]) is None:
+            facts["previous_key_left"] = saved_dir
     try:
         st = os.stat(key_path)
         facts["key_file"] = {"mode": "%04o" % stat.S_IMODE(st.st_mode), "uid": st.st_uid}
@@ -74,6 +83,9 @@ def evaluate(facts, expected):
         problems.append("the gateway is not a peer of %s" % facts.get("interface"))
     if expected.get("public_key") and facts.get("public_key") and facts["public_key"] != expected["public_key"]:
         problems.append("the laptop's key is not the one enrolled")
+    if facts.get("previous_key_left"):
+        problems.append("a previous private key is still on the laptop (%s): no rollback needs it any more"
+                        % facts["previous_key_left"])
     vpn1 = {"state": "noncompliant" if problems else "compliant", "findings": problems,
             "observed": {"interface_up": facts.get("interface_up"), "config_files": facts.get("config_files")},
             "expected": {"interface": facts.get("interface"), "gateway_public_key": gw}}

@@ -5,11 +5,16 @@ Order: key (made here if missing, or on rotation) -> render every file -> compar
 keep the current files aside -> arm the rollback timer when IT manages the laptop over this tunnel -> validate
 the new files (`wg-quick strip`, `nft -c`) in a staging directory -> install -> restart -> prove the interface
 is up. A failed validation changes nothing; a failed restart puts the old files back and restarts them.
+
+The files kept aside hold the previous private key, so they live only as long as a rollback may need them:
+deleted at the end of a run that armed no timer (and no earlier timer is still running), by the timer's
+script after it restored them, and by the management guard when it confirms the change (issue 20).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -113,10 +118,20 @@ def _rollback_script(paths, saved, names, iface):
     lines += ["nft delete table inet %s 2>/dev/null" % KILL_SWITCH_TABLE, "systemctl daemon-reload",
               "systemctl restart %s 2>/dev/null || true" % KILL_SWITCH_UNIT,
               "if [ -e '%s' ]; then systemctl restart wg-quick@%s; else systemctl disable --now wg-quick@%s; fi"
-              % (paths.conf, iface, iface)]
+              % (paths.conf, iface, iface),
+              "rm -rf %s" % shlex.quote(paths.backup_dir)]   # restored: the old key needs no copy any more
     return deskguard_rollback.write_script(os.path.join(paths.state_dir, "rollback.sh"),
                                            "put the VPN back as it was (the management channel was not confirmed)",
                                            lines)
+
+
+def forget_saved(paths, probe=_probe):
+    """Delete the files kept aside (the previous private key among them) unless the rollback timer, which
+    restores from them, is still running. True if none are left."""
+    if probe(["systemctl", "is-active", "--quiet", ROLLBACK_UNIT + ".timer"]) == 0:
+        return False
+    shutil.rmtree(paths.backup_dir, ignore_errors=True)
+    return True
 
 
 def arm_rollback(seconds, script, run=_run, probe=_probe):
@@ -169,6 +184,7 @@ def converge(p, paths, check_mode=False, run=_run, backend=None, probe=_probe, l
     ks_ok = not p.get("kill_switch") or _service_ok(KILL_SWITCH_UNIT, probe)
     result.update(public_key=pub, files=sorted(differ))
     if not differ and service_ok and ks_ok and not need_key:
+        forget_saved(paths, probe)   # a copy an earlier run left (its timer gone) goes now
         return result
     result["changed"] = True
     if check_mode:
@@ -193,7 +209,11 @@ def converge(p, paths, check_mode=False, run=_run, backend=None, probe=_probe, l
         try:
             _activate(p, paths, backend, run, probe, disable_missing=True)
         finally:
+            if not result["rollback_armed"]:
+                forget_saved(paths, probe)
             raise WireGuardError("the new tunnel did not come up (%s); the previous configuration is back" % exc)
+    if not result["rollback_armed"]:
+        forget_saved(paths, probe)
     return result
 
 

@@ -142,6 +142,9 @@ def test_rotation_changes_the_key_and_the_tunnel_comes_back(site, laptop, gatewa
     assert ping_gateway(laptop)
     new_private = laptop_key(laptop)
     assert new_private != old_private
+    # No rollback timer here (management runs outside the tunnel): the old key's saved copy is gone at once.
+    saved = ssh(laptop, "sudo ls -A /var/lib/deskguard/vpn/previous 2>&1; true").stdout
+    assert "No such file" in saved, saved
     _assert_private_keys_nowhere(site, laptop, [old_private, new_private])
 
 

@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT / "plugins" / "module_utils"))
 import deskguard_accounts_apply as accounts  # noqa: E402
 import deskguard_rollback as rollback  # noqa: E402
 import deskguard_ufw as ufw  # noqa: E402
+import deskguard_wireguard as wgu  # noqa: E402
 import deskguard_wireguard_apply as wga  # noqa: E402
 
 pytestmark = pytest.mark.unit
@@ -66,6 +67,18 @@ def test_the_management_guard_stops_exactly_these_timers():
     tasks = yaml.safe_load((ROOT / "playbooks" / "tasks" / "management_guard.yml").read_text())[0]["block"]
     stopped = {t["ansible.builtin.command"].split("#")[0].strip() for t in tasks if "ansible.builtin.command" in t}
     assert stopped == {f"systemctl stop {unit}.timer" for unit in rollback.UNITS}
+
+
+def test_the_management_guard_deletes_the_old_vpn_key_once_the_channel_is_confirmed():
+    """The VPN change kept the old tunnel files, its private key among them, for the rollback; once the
+    guard stops the VPN timer nothing needs them."""
+    tasks = yaml.safe_load((ROOT / "playbooks" / "tasks" / "management_guard.yml").read_text())[0]["block"]
+    names = [t["name"] for t in tasks]
+    stop = next(i for i, t in enumerate(tasks) if "deskguard-vpn-rollback" in str(t.get("ansible.builtin.command")))
+    delete = next(i for i, t in enumerate(tasks) if t.get("ansible.builtin.file", {}).get("path") ==
+                  wgu.Paths("wg0").backup_dir)
+    assert delete > stop and tasks[delete]["ansible.builtin.file"]["state"] == "absent", names
+    assert tasks[delete]["when"] == tasks[stop]["when"]
 
 
 def _stand_in_systemctl(tmp_path) -> dict:

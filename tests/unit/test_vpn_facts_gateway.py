@@ -74,6 +74,31 @@ def test_broken_tunnels_fail_with_a_reason(tmp_path, wg_dump, mode, expected, fi
     assert finding in json.dumps(c)
 
 
+def test_a_previous_key_left_on_the_laptop_fails_vpn_001(tmp_path):
+    saved = tmp_path / "previous"
+    saved.mkdir()
+    (saved / "5").write_text(key(7))
+    up = dump([(GW, "10.77.0.0/24", NOW - 30)])
+    keyf, conf = tmp_path / "wg0.key", tmp_path / "wg0.conf"
+    keyf.write_text(PRIVATE)
+    keyf.chmod(0o600)
+    conf.write_text("[Interface]\n")
+
+    def gather(timer_active):
+        out = fake_out(up)
+        return facts_mod.gather("wg0", str(keyf), [str(conf)], "deskguard_vpn", now=NOW, saved_dir=str(saved),
+                                out=lambda cmd: "active\n" if timer_active and cmd[0] == "systemctl" else out(cmd))
+
+    left = gather(timer_active=False)
+    assert key(7) not in json.dumps(left)
+    c = facts_mod.evaluate(left, {"gateway_public_key": GW, "public_key": PUB})["VPN-001"]
+    assert c["state"] == "noncompliant" and c["findings"] == [
+        "a previous private key is still on the laptop (%s): no rollback needs it any more" % saved]
+    # While the rollback timer runs, the copy is what it needs: no finding.
+    pending = facts_mod.evaluate(gather(timer_active=True), {"gateway_public_key": GW, "public_key": PUB})
+    assert pending["VPN-001"]["state"] == "compliant"
+
+
 def test_kill_switch_verdict(tmp_path):
     table = "table inet deskguard_vpn {\n chain output {\n type filter hook output priority 0; ... reject\n }\n}"
     on = facts_mod.evaluate(_gather(tmp_path, dump([]), nft=table), {"gateway_public_key": GW, "kill_switch": True})

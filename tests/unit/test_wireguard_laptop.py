@@ -28,7 +28,7 @@ class FakeSystem:
     (its UAPI socket appears in `uapi_dir`) unless `userspace_runs` is off (wg-quick fell back to something else)."""
 
     def __init__(self, uapi_dir=None):
-        self.cmds, self.fail_restart, self.units_ok = [], False, False
+        self.cmds, self.fail_restart, self.units_ok, self.timer_active = [], False, False, False
         self.kernel, self.wireguard_go, self.tun, self.userspace_runs = True, True, True, True
         self.uapi_dir = uapi_dir
 
@@ -53,6 +53,8 @@ class FakeSystem:
 
     def probe(self, cmd):
         self.cmds.append(cmd)
+        if cmd[-1].endswith("-rollback.timer"):
+            return 0 if self.timer_active else 3
         return 0 if self.units_ok else 3
 
 
@@ -111,10 +113,39 @@ def test_rotation_makes_a_new_key_and_keeps_the_old_for_the_rollback_only(env):
     first = _converge(env)
     old = Path(paths.key).read_text()
     sysm.units_ok = True
-    rot = _converge(env, rotate=True)
+    rot = _converge(env, rotate=True, rollback_seconds=300)
+    sysm.timer_active = True
     assert rot["changed"] and rot["public_key"] != first["public_key"]
     backups = [p.read_text() for p in Path(paths.backup_dir).iterdir()]
     assert old in backups and stat.S_IMODE(os.stat(paths.backup_dir).st_mode) == 0o700
+    # The rollback timer, when it fires, puts the old key back and then deletes the saved copies.
+    script = Path(paths.state_dir, "rollback.sh").read_text().splitlines()
+    assert script[-1] == "rm -rf %s" % paths.backup_dir
+
+
+def _holders(root, secret):
+    return [p for p in Path(root).rglob("*") if p.is_file() and secret in p.read_text(errors="replace")]
+
+
+def test_without_a_rollback_timer_the_old_key_is_deleted_at_once(env):
+    paths, _params, sysm, root = env
+    _converge(env)
+    old = Path(paths.key).read_text().strip()
+    sysm.units_ok = True
+    _converge(env, rotate=True)
+    assert _holders(root, old) == [] and not os.path.exists(paths.backup_dir)
+
+
+def test_a_leftover_old_key_is_deleted_by_the_next_run_once_no_timer_needs_it(env):
+    paths, _params, sysm, root = env
+    _converge(env)
+    old = Path(paths.key).read_text().strip()
+    sysm.units_ok = True
+    _converge(env, rotate=True, rollback_seconds=300)
+    sysm.timer_active = True       # the guard has not confirmed yet: the rollback may still need it
+    assert not _converge(env)["changed"] and _holders(root, old)
+    sysm.timer_active = False      # the timer is gone (fired, or stopped without the clean-up)
+    assert not _converge(env)["changed"] and _holders(root, old) == []
 
 
 def test_tunnel_that_does_not_come_up_puts_the_old_config_back(env):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import click
 
@@ -19,25 +20,64 @@ def audit():
 
 @audit.command()
 @site_option
+@click.option("--checkpoints", "checkpoints_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Checkpoint file to check the head against (default: the policy's, e.g. a copy kept elsewhere).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def verify(site, as_json):
-    """Check the hash chain. Exit 0 if intact, 1 at the first altered or missing entry."""
-    from ..errors import EXIT_HOST_FAILED, DeskguardError
+def verify(site, checkpoints_file, as_json):
+    """Check the hash chain, and its head against the latest signed checkpoint. Exit 0 if intact, 1 at the
+    first altered or missing entry, or when the chain is shorter than, or differs from, the checkpoint."""
+    from ..errors import EXIT_HOST_FAILED, DeskguardError, UsageError
+    from ..store import auditcheckpoint
 
-    _root, store = open_store(site)
+    if checkpoints_file is not None and not checkpoints_file.is_file():
+        raise UsageError(f"--checkpoints {checkpoints_file}: no such file")
+    root, store = open_store(site)
+    path = checkpoints_file or auditcheckpoint.settings(root).file
     with store:
         ok, bad, count, head = store.verify_audit_detail()
+        checkpoints = auditcheckpoint.load(path, auditcheckpoint.public_key(root))
+        problem = auditcheckpoint.compare(store, count, head, checkpoints) if ok else None
+    latest = checkpoints[-1] if checkpoints else None
     if as_json:
         import json
 
-        click.echo(json.dumps({"ok": ok, "first_bad_id": bad, "entries": count, "head": head}))
-        if not ok:
+        click.echo(json.dumps({"ok": ok and not problem, "first_bad_id": bad, "entries": count, "head": head,
+                               "checkpoint": latest.payload() if latest else None, "checkpoint_problem": problem}))
+        if not ok or problem:
             raise SystemExit(EXIT_HOST_FAILED)
         return
     if not ok:
         raise DeskguardError(f"audit chain broken at entry {bad}: it, or an entry before it, was altered or "
                              f"deleted", exit_code=EXIT_HOST_FAILED)
-    click.echo(f"audit: {count} entries, chain intact; head {head}")
+    if problem:
+        raise DeskguardError(problem, exit_code=EXIT_HOST_FAILED)
+    if latest is None:
+        click.echo(f"audit: {count} entries, chain intact; head {head}; no checkpoint in {path}, so removed "
+                   "newest entries would not show (`deskguard audit checkpoint`)")
+    else:
+        click.echo(f"audit: {count} entries, chain intact; head {head}; matches the checkpoint of {latest.at} "
+                   f"({latest.entries} entries)")
+
+
+@audit.command()
+@site_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def checkpoint(site, as_json):
+    """Sign the chain's head and append it to the checkpoint file (and syslog if the policy says so).
+    `deskguard comply` does this after every run. Exit 1 (nothing written) if the chain is broken or shorter
+    than, or different from, the latest checkpoint."""
+    from ..store import auditcheckpoint
+
+    root, store = open_store(site)
+    with store:
+        cp, conf = auditcheckpoint.record(root, store)
+    if as_json:
+        import json
+
+        click.echo(json.dumps({**cp.payload(), "key_id": cp.key_id, "file": str(conf.file), "syslog": conf.syslog}))
+        return
+    to = f"{conf.file}" + (" and syslog" if conf.syslog else "")
+    click.echo(f"audit checkpoint: {cp.entries} entries, head {cp.head}, written to {to}")
 
 
 def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:

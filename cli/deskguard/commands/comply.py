@@ -100,4 +100,7 @@ def comply(limit, fix, fmt, as_json, output, since, site):
         if since:
             prev = runs.load(store, since)
     _report(run, runs.drift(prev, run), history, fmt, output)
+    problem = command.checkpoint_audit(root)
+    if problem:
+        click.echo(f"deskguard: {problem}", err=True)
     sys.exit(report.exit_code(run))

@@ -32,6 +32,20 @@ def run_once(site: Path, limit: str | None, progress=None):
         return result, recorded, runs.previous(store, recorded)
 
 
+def checkpoint_audit(site: Path) -> str | None:
+    """After a run (the nightly one included): sign the audit chain's head into the checkpoint file
+    (deskguard.store.auditcheckpoint). None if written, else why not (the run's report stands either way)."""
+    from ..errors import DeskguardError
+    from ..store import Store, auditcheckpoint
+
+    try:
+        with Store.open(site) as store:
+            auditcheckpoint.record(site, store)
+    except (DeskguardError, OSError) as exc:
+        return f"audit checkpoint not written: {exc}"
+    return None
+
+
 def check_policy(site: Path) -> None:
     """Before anything runs: the site has a policy and every file of it parses (one clear line otherwise, not
     Ansible's inventory traceback and an unrecorded run)."""

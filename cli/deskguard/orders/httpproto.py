@@ -1,4 +1,5 @@
-"""uvicorn's HTTP/1.1 protocols with a deadline for receiving a request's headers (slowloris).
+"""uvicorn's HTTP/1.1 protocols with a deadline for receiving a request's headers (slowloris) and a bound on
+the head's size and header count.
 
 uvicorn (0.54, h11 and httptools alike) has no such timer: its keep-alive timer runs only between requests and is cancelled by any
 received byte, and a connection that sends nothing at all is never timed out (Kludex/uvicorn#1192). A client
@@ -7,6 +8,13 @@ descriptors or ``limit_concurrency``. Other clients are not blocked meanwhile (a
 finite resource. This subclass closes a connection whose request headers are not complete within
 ``HEADER_DEADLINE`` seconds of it opening (or of the previous response). The body has its own deadline in the
 application (deskguard.orders.server.read_body), which sees the body as it arrives.
+
+Nor does uvicorn's httptools protocol bound a request head: httptools keeps a header line's bytes until the
+line ends, so four clients each sending one 65 MiB header line within the deadline took the server from 71 to
+407 MiB (issue 20). HeadLimit counts the bytes it hands the parser while a head is incomplete and never hands it
+more than MAX_HEAD_BYTES: a longer head, or more than MAX_HEADERS header lines, is answered 431 and the
+connection closed. (h11, the fallback, refuses a head over 16 KiB itself, with 400.) Every refusal here is
+logged through deskguard.orders.refusals, rate-limited.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ import os
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .refusals import REFUSALS
+
 try:  # the C parser: about a third less CPU per request than h11 (tests/bench/checkin.py)
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 except ImportError:  # httptools not installed
@@ -22,6 +32,9 @@ except ImportError:  # httptools not installed
 
 # Seconds; the environment variable lets tests use a short deadline without waiting.
 HEADER_DEADLINE = float(os.environ.get("DESKGUARD_SERVE_HEADER_DEADLINE", "10"))
+# An agent's request head is under 1 KiB; a TLS proxy in front adds a few headers. nginx and Node allow 8-16 KiB.
+MAX_HEAD_BYTES = 16 * 1024
+MAX_HEADERS = 64
 
 
 class RequestDeadline:
@@ -67,23 +80,97 @@ class RequestDeadline:
     def _expire(self) -> None:
         self._deadline = None
         if not self.transport.is_closing():
-            self.logger.info("closing a connection that sent no complete request in %.0f s", self.header_deadline)
+            REFUSALS.refused("request head", None, "head_timeout", getattr(self, "client", None))
             # abort, not close: under TLS, close waits (up to 30 s) for the peer's close_notify, and a slow
             # client would keep the connection that long.
             self.transport.abort()
 
 
-class DeadlineH11Protocol(RequestDeadline, H11Protocol):
+class LoggedBadRequest:
+    """Mixed in before a uvicorn HTTP protocol class: its 400 for a request it cannot parse (h11: also a head
+    over 16 KiB) goes to the refusal log (uvicorn's own line for it is dropped, deskguard.orders.serving)."""
+
+    def send_400_response(self, msg: str) -> None:
+        REFUSALS.refused("request head", 400, "bad_request", self.client)
+        super().send_400_response(msg)
+
+
+class HeadTooLarge(Exception):
+    """Raised from a parser callback to stop httptools at once; uvicorn then calls send_400_response."""
+
+
+class HeadLimit:
+    """Mixed in before uvicorn's HttpToolsProtocol: the parser never holds more than ``max_head_bytes`` of an
+    incomplete head, nor more than ``max_headers`` header lines. A chunk that completes a head may carry a body
+    or a pipelined request behind it: that rest is parsed as it comes (a chunk is at most 256 KiB) and the next
+    chunk is counted again."""
+
+    max_head_bytes = MAX_HEAD_BYTES
+    max_headers = MAX_HEADERS
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self._in_head, self._head_bytes, self._head_lines, self._head_refusal = True, 0, 0, None
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return  # refused: nothing more is parsed
+        if self._in_head:
+            room = self.max_head_bytes - self._head_bytes
+            if len(data) > room:
+                super().data_received(data[:room])
+                if self.transport.is_closing():
+                    return
+                if self._in_head:
+                    return self._refuse_head("head_too_large")
+                data = data[room:]
+            else:
+                self._head_bytes += len(data)
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        self._in_head, self._head_lines = True, 0
+        super().on_message_begin()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_lines += 1
+        if self._head_lines > self.max_headers:
+            self._head_refusal = "too_many_headers"
+            raise HeadTooLarge()
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head, self._head_bytes = False, 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True  # whatever follows is the next request's head
+
+    def send_400_response(self, msg: str) -> None:
+        if self._head_refusal:
+            return self._refuse_head(self._head_refusal)
+        super().send_400_response(msg)
+
+    def _refuse_head(self, reason: str) -> None:
+        body = b'{"error":"%s"}' % reason.encode()
+        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+                             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+        self.transport.close()
+        REFUSALS.refused("request head", 431, reason, self.client)
+
+
+class DeadlineH11Protocol(RequestDeadline, LoggedBadRequest, H11Protocol):
     pass
 
 
 if HttpToolsProtocol is not None:
-    class DeadlineHttpToolsProtocol(RequestDeadline, HttpToolsProtocol):
+    class DeadlineHttpToolsProtocol(RequestDeadline, HeadLimit, LoggedBadRequest, HttpToolsProtocol):
         pass
 else:
     DeadlineHttpToolsProtocol = None
 
 
 def protocol_class():
-    """httptools' protocol if it is installed, else h11's; both with the header deadline."""
+    """httptools' protocol if it is installed, else h11's; both with the header deadline and a bounded head."""
     return DeadlineHttpToolsProtocol or DeadlineH11Protocol

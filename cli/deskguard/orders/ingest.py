@@ -285,6 +285,12 @@ def _parse(body: bytes, kind: str):
     return envelope, device_uuid
 
 
+def claimed_device(body: bytes, kind: str) -> str | None:
+    """The device UUID a body claims (not verified), for the refusal log; None if it names none."""
+    parsed = _parse(body, kind) if body else None
+    return None if parsed is None or isinstance(parsed, Answer) else parsed[1]
+
+
 def _protocol_answer(exc) -> Answer:
     return Answer.error(_PROTOCOL_STATUS.get(exc.reason, 400), exc.reason, exc.detail)
 

@@ -27,7 +27,8 @@ from starlette.routing import Route
 
 from ..site import module_utils
 from ..store import Store
-from .ingest import OK, Answer, Ingest
+from .ingest import OK, Answer, Ingest, claimed_device
+from .refusals import REFUSALS
 
 P = module_utils("deskguard_protocol")
 # Seconds to receive a whole body (a 256 KiB check-in needs < 1 s on a poor line); tests shorten it.
@@ -101,19 +102,21 @@ def create_app(config: ServeConfig, store: Store | None = None):
 
     async def post(kind: str, declared: str | None, receive, client) -> Answer | None:
         """The answer to a POST of ``kind``; None if the client went away before sending its body."""
+        body = b""
         try:
             body = await read_body(declared, receive, P.LIMITS[kind])
         except BodyRefused as refused:
-            return refused.answer
+            answer = refused.answer
         except ClientDisconnect:
             return None
-        if kind == "checkin":
-            answer = await _checkin(ingest, body)
         else:
-            answer = await run_in_threadpool(ingest.ack, body)
+            if kind == "checkin":
+                answer = await _checkin(ingest, body)
+            else:
+                answer = await run_in_threadpool(ingest.ack, body)
         if answer.status != 200:
-            log.info("%s from %s refused: %s %s", kind, client[0] if client else "?", answer.status,
-                     answer.body.get("error"))
+            REFUSALS.refused(f"POST /v1/{kind}", answer.status, answer.body.get("error"), client,
+                             device=lambda: claimed_device(body, kind))
         return answer
 
     async def ack(request: Request) -> Response:
@@ -147,6 +150,7 @@ def create_app(config: ServeConfig, store: Store | None = None):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             ingest.close()
+            REFUSALS.flush()
             if own_store:
                 store.close()
 

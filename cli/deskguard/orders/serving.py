@@ -50,6 +50,21 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def log_config() -> dict:
+    """uvicorn's logging, plus the deskguard.serve logger on the same handler (without it, its lines went
+    nowhere: Python's last-resort handler shows WARNING and above only), and uvicorn's own unlimited line for
+    an unparsable request dropped (the refusal log says it, rate-limited)."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    conf = copy.deepcopy(LOGGING_CONFIG)
+    conf["filters"] = {"refusals": {"()": "deskguard.orders.refusals.DropUvicornRefusals"}}
+    conf["loggers"]["uvicorn.error"]["filters"] = ["refusals"]
+    conf["loggers"]["deskguard"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return conf
+
+
 def run(site: Path, bind: str = DEFAULT_BIND, *, certfile: Path | None = None, keyfile: Path | None = None,
         allow_http: bool = False, workers: int = 1, access_log: bool = False, on_ready=None) -> None:
     import uvicorn
@@ -67,6 +82,7 @@ def run(site: Path, bind: str = DEFAULT_BIND, *, certfile: Path | None = None, k
     Store.open(site).close()  # a missing or broken store fails here, once, not in every worker
     serve_conf = ServeConfig(Path(site), conf.orders_dir, conf.done_grace.total_seconds() / 3600)
     common = dict(http=protocol_class(), lifespan="on", access_log=access_log, log_level="info",
+                  log_config=log_config(),
                   limit_concurrency=LIMIT_CONCURRENCY, ssl_certfile=str(certfile) if certfile else None,
                   ssl_keyfile=str(keyfile) if keyfile else None, server_header=False, proxy_headers=False)
     sock = listen(host, port)

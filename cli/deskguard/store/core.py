@@ -419,7 +419,7 @@ class Store(VpnPeersMixin, OrdersMixin, CheckinsMixin, KeyslotBaselinesMixin):
         return ok, bad
 
     def verify_audit_detail(self) -> tuple[bool, int | None, int, str]:
-        """(ok, first_bad_id, rows checked, head hash). Record the head elsewhere to detect truncation."""
+        """(ok, first_bad_id, rows checked, head hash). Truncation needs a checkpoint (store.auditcheckpoint)."""
         prev, expected_id, count = GENESIS, None, 0
         with self._session(write=False) as s:
             rows = s.execute(select(AuditEntry.id, AuditEntry.at, AuditEntry.actor, AuditEntry.action,
@@ -439,6 +439,11 @@ class Store(VpnPeersMixin, OrdersMixin, CheckinsMixin, KeyslotBaselinesMixin):
                     return False, row.id, count, prev
                 prev, expected_id = row.hash, row.id + 1
         return True, None, count, prev
+
+    def audit_hash(self, entry_id: int) -> str | None:
+        """The stored hash of audit entry ``entry_id`` (None if there is none)."""
+        with self._session(write=False) as s:
+            return s.execute(select(AuditEntry.hash).where(AuditEntry.id == entry_id)).scalar_one_or_none()
 
     def _append_audit(self, s: Session, actor: str | None, action: str, target: str,
                       detail: dict | None) -> AuditEntry:
