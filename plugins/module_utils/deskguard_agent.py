@@ -71,6 +71,9 @@ def load_config(path=CONFIG_PATH):
     if missing:
         raise AgentError("%s lacks %s (re-run the endpoint_agent role)" % (path, ", ".join(missing)))
     cfg.setdefault("timeout_seconds", 15)
+    cfg.setdefault("order_fetch", "signed")
+    if cfg["order_fetch"] not in ("signed", "static"):
+        raise AgentError("%s: order_fetch must be signed or static (re-run the endpoint_agent role)" % path)
     cfg.setdefault("deadman_days", 0)
     cfg.setdefault("escrowed_keyslots", {})
     try:
@@ -220,7 +223,11 @@ class Agent:
     def _fetch_order(self):
         url = self.cfg["orders_url"].rstrip("/") + "/" + self.cfg["device_uuid"]
         try:
-            resp = self._request(self.transport.get, url, limit=ORDER_LIMIT)
+            if self.cfg.get("order_fetch") == "static":     # any web server: no proof of who asks
+                resp = self._request(self.transport.get, url, limit=ORDER_LIMIT)
+            else:                                       # deskguard serve gives the order to this device only
+                fetch = self._sign(self.proto.build_fetch(self.cfg["device_uuid"], now=self.when))
+                resp = self._request(self.transport.post_json, url, fetch, limit=ORDER_LIMIT)
         except self.transport.HttpFailure as exc:
             if exc.oversized:
                 self.state.refuse(None, "oversized", now=self.now)
@@ -229,7 +236,10 @@ class Agent:
         if resp.status == 404:
             return {"status": "none"}
         if not resp.ok:
-            return {"status": "unreachable", "detail": "HTTP %d" % resp.status}
+            answer = resp.json()
+            error = str(answer.get("error"))[:60] if isinstance(answer, dict) and answer.get("error") else None
+            # e.g. "HTTP 401 signed_fetch_required": order_fetch is static but the server is deskguard serve.
+            return {"status": "unreachable", "detail": "HTTP %d%s" % (resp.status, " " + error if error else "")}
         payload, reason = self.check(resp.body)
         if reason is None and payload.get("type") == "cancel":
             self.state.cancel(payload["order_id"], payload["nonce"], now=self.now)
@@ -247,7 +257,11 @@ class Agent:
                 "payload": payload}
 
     def _request(self, call, *args, **kw):
-        """One request, given the smaller of timeout_seconds and what is left of the run's network time."""
+        """One request, given the smaller of timeout_seconds and what is left of the run's network time. Plain
+        http:// only with allow_http (a lab): the posture and a pending order would travel in clear text."""
+        if args[0].startswith("http://") and self.cfg.get("allow_http") is not True:
+            raise self.transport.HttpFailure("%s is plain HTTP, refused (https:// only; allow_http is for a lab)"
+                                             % args[0])
         started = time.monotonic()
         try:
             return call(*args, timeout=min(float(self.cfg["timeout_seconds"]), self.network_left),

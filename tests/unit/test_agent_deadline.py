@@ -20,8 +20,8 @@ BODY = 120          # bytes dribbled: 24 s, far beyond the agent's 1 s timeout a
 
 
 class Dribbler:
-    """Answers each request on loopback; the one whose request line starts with `slow` (e.g. b"GET ",
-    b"POST /v1/checkin") is answered a byte at a time, the status line and headers too when `head` is set.
+    """Answers each request on loopback; the one whose request line starts with `slow` (e.g.
+    b"POST /orders/", b"POST /v1/checkin") is answered a byte at a time, the status line and headers too when `head` is set.
     `finished` is set just before a dribble sends its last byte; `requests` lists the request lines in order."""
 
     def __init__(self, slow: bytes, head: bool):
@@ -55,7 +55,7 @@ class Dribbler:
             line = data.split(b"\r\n", 1)[0]
             self.requests.append(line)
             if not line.startswith(self.slow):
-                status = b"404 Not Found" if line.startswith(b"GET ") else b"200 OK"
+                status = b"404 Not Found" if b" /orders/" in line else b"200 OK"
                 conn.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Length: 11\r\nConnection: close\r\n\r\n"
                              + b'{"ok":true}')
                 return
@@ -97,14 +97,14 @@ def bench(tmp_path):
         srv.close()
 
 
-@pytest.mark.parametrize("slow,head", [(b"GET ", False), (b"GET ", True), (b"POST /v1/checkin", False),
+@pytest.mark.parametrize("slow,head", [(b"POST /orders/", False), (b"POST /orders/", True), (b"POST /v1/checkin", False),
                                        (b"POST /v1/checkin", True)],
                          ids=["order-body", "order-head", "checkin-body", "checkin-head"])
 def test_a_dribbling_server_cannot_hold_a_run(bench, slow, head):
     srv, cfg = bench(slow, head)
     out = lab.make_agent(cfg, {}, lab.Actions()).run()
     assert not srv.finished.is_set(), "the run waited for the whole dribble"
-    if slow.startswith(b"GET"):
+    if b"/orders/" in slow:
         assert out["order"]["status"] == "unreachable" and "deadline" in out["order"]["detail"], out
     else:
         assert out["order"] == {"status": "none"} and out["checkin"]["ok"] is False, out
@@ -117,7 +117,7 @@ def test_the_deadman_lock_is_decided_before_any_network_io(bench, tmp_path):
     """A laptop held offline by a thief's dribbling server locks at once: the lock happens before the agent
     has sent a single request."""
     uuid, disk = lab.make_disk(tmp_path / "disk.img")
-    srv, cfg = bench(b"GET ", True)
+    srv, cfg = bench(b"POST /orders/", True)
     cfg.update(deadman_days=1, escrowed_keyslots={uuid: [lab.fingerprint(disk, 2)]})
     actions = lab.Actions()
     requests_at_lock = []
