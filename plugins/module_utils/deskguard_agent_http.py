@@ -131,6 +131,8 @@ def request(method, url, body=None, timeout=15.0, limit=8192, ca_file=None):
     except Exception as exc:  # refused, reset, TLS, timeout, garbage (BadStatusLine, IncompleteRead, ...)
         if watchdog.fired or isinstance(exc, _Late):
             raise HttpFailure("%s %s: the server is too slow (its deadline, %.1f s, passed)" % (method, url, timeout))
+        if isinstance(exc, ssl.SSLCertVerificationError):   # which check failed: expired, unknown issuer, name
+            raise HttpFailure("%s %s: the server's TLS certificate is refused: %s" % (method, url, exc.verify_message))
         reason = getattr(exc, "reason", None) or exc
         raise HttpFailure("%s %s: %s" % (method, url, reason if isinstance(exc, (OSError, ssl.SSLError))
                                           else "%s: %s" % (type(exc).__name__, exc)))
