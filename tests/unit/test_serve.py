@@ -418,3 +418,15 @@ def test_tls_with_two_workers(lab, tmp_path):
             proc.kill()
             err = "did not stop on SIGTERM: " + proc.communicate()[1]
     assert "Traceback" not in err and "did not stop" not in err, err[-3000:]
+
+
+def test_fetch_nonces_are_kept_for_the_window_and_never_dropped_early():
+    from deskguard.orders.nonces import NonceMemory
+
+    clock = [0.0]
+    memory = NonceMemory(600, limit=2, clock=lambda: clock[0])
+    assert memory.first_use("a") is True and memory.first_use("a") is False
+    assert memory.first_use("b") is True and memory.first_use("c") is None   # full: refused, "a" still known
+    assert memory.first_use("a") is False
+    clock[0] = 601.0                                                           # both aged out
+    assert memory.first_use("c") is True and memory.first_use("a") is True

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 
-MAX_NONCES = 500_000      # ~100 B each; 100,000 laptops fetching every 15 min hold ~67,000 at a time
+MAX_NONCES = 500_000      # ~230 B each (measured): 115 MB at most; 100,000 laptops every 15 min hold ~67,000
 
 
 class NonceMemory:
