@@ -77,6 +77,10 @@ class Dribbler:
                 return          # the agent hung up: what a deadline does
 
     def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)    # wakes the accepting thread; close alone leaves it listening
+        except OSError:
+            pass
         self.sock.close()
 
 
