@@ -92,21 +92,26 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(site, env: dict | None = None, port: int | None = None):
+def serving(site, env: dict | None = None, port: int | None = None, tls: tuple | None = None):
     """`deskguard serve --site SITE` for real on a loopback port (`port`, else a free one); yields the port.
     Stopped at the end, and what it printed must hold no traceback. `env` replaces the environment (default:
-    without DESKGUARD_*)."""
+    without DESKGUARD_*). `tls`: (certificate, key) files for HTTPS (its readiness is probed without checking
+    the certificate: the tests judge that)."""
+    import ssl
+
     import pytest
 
     port = port or free_port()
     if env is None:
         env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_DB_URL", "DESKGUARD_SITE")}
+    args = ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []
     proc = subprocess.Popen([sys.executable, "-m", "deskguard", "serve", "--site", str(site), "--bind",
-                             f"127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             f"127.0.0.1:{port}", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
+    probe = {"context": ssl._create_unverified_context()} if tls else {}
     for _ in range(150):
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            urllib.request.urlopen(f"{'https' if tls else 'http'}://127.0.0.1:{port}/healthz", timeout=1, **probe)
             break
         except OSError:
             time.sleep(0.1)

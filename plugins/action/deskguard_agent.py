@@ -16,6 +16,7 @@ import posixpath
 from pathlib import Path
 
 from ansible.errors import AnsibleActionFail
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 DOCUMENTATION = r"""
@@ -25,6 +26,8 @@ options:
   orders_url: {description: Base URL of the published orders., type: str, required: true}
   server_url: {description: Base URL of deskguard serve., type: str, required: true}
   ca_file: {description: CA bundle on the laptop (empty = system trust store)., type: str, default: ""}
+  order_fetch: {description: "signed (deskguard serve) or static (any web server).", type: str, default: signed}
+  allow_http: {description: "LAB ONLY: accept plain http:// URLs.", type: bool, default: false}
   timeout_seconds: {description: Seconds per request., type: int, default: 15}
   deadman_days: {description: Dead-man lock after N days without check-in (0 off)., type: int, default: 0}
   interval_minutes: {description: Minutes between runs (recorded in the configuration)., type: int, default: 15}
@@ -43,7 +46,7 @@ LIB_DIR = "/usr/lib/deskguard-agent"
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("orders_url", "server_url", "ca_file", "timeout_seconds", "deadman_days",
+    _VALID_ARGS = frozenset(("orders_url", "server_url", "ca_file", "order_fetch", "allow_http", "timeout_seconds", "deadman_days",
                              "interval_minutes", "modules", "module_utils_dir", "code_dir", "files", "config_path",
                              "device_key", "state_dir", "windows_task"))
 
@@ -89,7 +92,9 @@ class ActionModule(ActionBase):
                     device_uuid=device_uuid, installed_at=device.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
                     orders_url=args["orders_url"], server_url=args["server_url"],
                     order_public_key=agent.order_public_pem(site), escrowed=agent.escrowed_keyslots(store, device_uuid),
-                    ca_file=args.get("ca_file") or "", timeout_seconds=int(args.get("timeout_seconds", 15)),
+                    ca_file=args.get("ca_file") or "", order_fetch=args.get("order_fetch") or "signed",
+                    allow_http=boolean(args.get("allow_http", False), strict=False),
+                    timeout_seconds=int(args.get("timeout_seconds", 15)),
                     deadman_days=int(args.get("deadman_days", 0)), interval_minutes=int(args.get("interval_minutes", 15)),
                     device_key=device_key, state_dir=args.get("state_dir") or agent.STATE_DIR,
                     posture_params=dgpolicy.posture_params(dgpolicy.host_policy(task_vars, self._templar.template)))

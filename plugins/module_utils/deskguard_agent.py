@@ -28,6 +28,9 @@ AGENT_VERSION = "1"
 CONFIG_PATH = "/etc/deskguard-agent/agent.json"
 ORDER_LIMIT = 8 * 1024
 ANSWER_LIMIT = 4 * 1024
+# A run makes at most three requests (the order, one acknowledgement, the check-in); together they get this
+# many times timeout_seconds, so a run's network time is bounded whatever the server does (docs/agent.md).
+RUN_REQUESTS = 3
 # Reasons for which an authentic order for this laptop is answered with a signed refusal (the server then
 # marks the order refused). Forged or foreign orders are only listed in the next check-in.
 ACK_REFUSALS = ("expired", "not_yet_valid", "replayed", "foreign_volumes", "unsupported")
@@ -68,6 +71,9 @@ def load_config(path=CONFIG_PATH):
     if missing:
         raise AgentError("%s lacks %s (re-run the endpoint_agent role)" % (path, ", ".join(missing)))
     cfg.setdefault("timeout_seconds", 15)
+    cfg.setdefault("order_fetch", "signed")
+    if cfg["order_fetch"] not in ("signed", "static"):
+        raise AgentError("%s: order_fetch must be signed or static (re-run the endpoint_agent role)" % path)
     cfg.setdefault("deadman_days", 0)
     cfg.setdefault("escrowed_keyslots", {})
     try:
@@ -138,6 +144,8 @@ class Agent:
                              "(re-run the endpoint_agent role)")
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.state = agent_state.State.load(cfg["state_dir"])
+        self.network_left = RUN_REQUESTS * float(cfg["timeout_seconds"])
+        self.failure = None
 
     @property
     def volumes(self):
@@ -195,6 +203,12 @@ class Agent:
     def run(self):
         """One check-in cycle. Returns a summary dict (printed as JSON by the CLI)."""
         out = {"order": None, "acted": None, "checkin": None, "deadman": None}
+        # The dead-man switch is decided from the state alone, before any request: a server that stalls (or a
+        # thief's) cannot postpone it.
+        out["deadman"] = self._deadman()
+        if out["deadman"] and out["deadman"].get("acted"):
+            self.state.save()
+            return out
         order = self._fetch_order()
         out["order"] = order
         if order.get("status") == "accepted":
@@ -202,10 +216,6 @@ class Agent:
             if out["acted"].get("acted"):
                 self.state.save()
                 return out          # powering off / rebooting: no check-in after a wipe or lock
-        out["deadman"] = self._deadman()
-        if out["deadman"] and out["deadman"].get("acted"):
-            self.state.save()
-            return out
         out["checkin"] = self._checkin()
         self.state.save()
         return out
@@ -213,8 +223,11 @@ class Agent:
     def _fetch_order(self):
         url = self.cfg["orders_url"].rstrip("/") + "/" + self.cfg["device_uuid"]
         try:
-            resp = self.transport.get(url, timeout=self.cfg["timeout_seconds"], limit=ORDER_LIMIT,
-                                      ca_file=self.cfg.get("ca_file"))
+            if self.cfg.get("order_fetch") == "static":     # any web server: no proof of who asks
+                resp = self._request(self.transport.get, url, limit=ORDER_LIMIT)
+            else:                                       # deskguard serve gives the order to this device only
+                fetch = self._sign(self.proto.build_fetch(self.cfg["device_uuid"], now=self.when))
+                resp = self._request(self.transport.post_json, url, fetch, limit=ORDER_LIMIT)
         except self.transport.HttpFailure as exc:
             if exc.oversized:
                 self.state.refuse(None, "oversized", now=self.now)
@@ -223,7 +236,10 @@ class Agent:
         if resp.status == 404:
             return {"status": "none"}
         if not resp.ok:
-            return {"status": "unreachable", "detail": "HTTP %d" % resp.status}
+            answer = resp.json()
+            error = str(answer.get("error"))[:60] if isinstance(answer, dict) and answer.get("error") else None
+            # e.g. "HTTP 401 signed_fetch_required": order_fetch is static but the server is deskguard serve.
+            return {"status": "unreachable", "detail": "HTTP %d%s" % (resp.status, " " + error if error else "")}
         payload, reason = self.check(resp.body)
         if reason is None and payload.get("type") == "cancel":
             self.state.cancel(payload["order_id"], payload["nonce"], now=self.now)
@@ -240,12 +256,26 @@ class Agent:
         return {"status": "accepted", "order_id": payload["order_id"], "action": payload["action"],
                 "payload": payload}
 
-    def _post(self, path, envelope):
+    def _request(self, call, *args, **kw):
+        """One request, given the smaller of timeout_seconds and what is left of the run's network time. Plain
+        http:// only with allow_http (a lab): the posture and a pending order would travel in clear text."""
+        if args[0].startswith("http://") and self.cfg.get("allow_http") is not True:
+            raise self.transport.HttpFailure("%s is plain HTTP, refused (https:// only; allow_http is for a lab)"
+                                             % args[0])
+        started = time.monotonic()
         try:
-            return self.transport.post_json(self._url(path), envelope, timeout=self.cfg["timeout_seconds"],
-                                            limit=ANSWER_LIMIT, ca_file=self.cfg.get("ca_file"))
+            return call(*args, timeout=min(float(self.cfg["timeout_seconds"]), self.network_left),
+                        ca_file=self.cfg.get("ca_file"), **kw)
+        finally:
+            self.network_left -= time.monotonic() - started
+
+    def _post(self, path, envelope):
+        """The Response, or None when there was none (why: self.failure)."""
+        try:
+            return self._request(self.transport.post_json, self._url(path), envelope, limit=ANSWER_LIMIT)
         except self.transport.HttpFailure as exc:
             self.log("deskguard-agent: %s" % exc)
+            self.failure = "unreachable: %s" % exc
             return None
 
     def _ack_then_act(self, payload):
@@ -253,7 +283,7 @@ class Agent:
         if resp is None or not resp.ok:
             # Not acknowledged, not acted on: retried at the next check-in while the order is valid.
             return {"acted": False, "detail": "acknowledgement not accepted (%s)"
-                    % ("unreachable" if resp is None else "HTTP %d" % resp.status)}
+                    % (self.failure if resp is None else "HTTP %d" % resp.status)}
         self.state.acknowledge(payload["nonce"], payload["order_id"])
         return self.act(payload)
 
@@ -337,7 +367,7 @@ class Agent:
         envelope, count = self.checkin_envelope()
         resp = self._post("/v1/checkin", envelope)
         if resp is None or not resp.ok:
-            return {"ok": False, "detail": "unreachable" if resp is None else "HTTP %d" % resp.status}
+            return {"ok": False, "detail": self.failure if resp is None else "HTTP %d" % resp.status}
         self.state.checked_in(self.now)
         self.state.refusals_reported(count)
         return {"ok": True, "refusals_reported": count}

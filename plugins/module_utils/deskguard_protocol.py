@@ -32,7 +32,7 @@ ACCEPT = "accept"
 ACTIONS = ("wipe", "lock")
 ACK_STATUSES = ("accepted", "refused")
 # Bytes of the whole envelope, checked before any parsing.
-LIMITS = {"order": 8 * 1024, "cancel": 8 * 1024, "ack": 8 * 1024, "checkin": 256 * 1024}
+LIMITS = {"order": 8 * 1024, "cancel": 8 * 1024, "ack": 8 * 1024, "checkin": 256 * 1024, "fetch": 2 * 1024}
 # How far issued_at may be in the future (an order) or sent_at away from the server's clock (ack, check-in).
 CLOCK_SKEW_SECONDS = 300
 DEFAULT_ORDER_TTL_DAYS = 30
@@ -301,6 +301,13 @@ def build_ack(order, status, reason=None, now=None):
             "sent_at": format_time(now or utc_now())}
 
 
+def build_fetch(device_uuid, now=None):
+    """A signed order fetch: only the device may read its order from `deskguard serve`; the nonce makes each
+    request usable once, sent_at within CLOCK_SKEW_SECONDS of the server's clock."""
+    return {"v": VERSION, "type": "fetch", "device_uuid": str(device_uuid), "nonce": new_nonce(),
+            "sent_at": format_time(now or utc_now())}
+
+
 def build_checkin(device_uuid, posture, agent_version, refused=(), now=None):
     """A check-in payload; ``refused``: recent refusals as {order_id (or None), reason, at}."""
     return {"v": VERSION, "type": "checkin", "device_uuid": str(device_uuid),
@@ -422,6 +429,17 @@ def check_ack(payload, now):
         raise ProtocolError("malformed", "a refused ack carries a known reason")
     if payload["status"] == "accepted" and payload["reason"] is not None:
         raise ProtocolError("malformed", "an accepted ack carries no reason")
+    return _skew(payload["sent_at"], now)
+
+
+def check_fetch(payload, now):
+    """Like check_ack, for an order fetch: None if well formed and on time, "clock_skew" if the clock is off."""
+    if payload.get("v") != VERSION or payload.get("type") != "fetch":
+        raise ProtocolError("unsupported", "not a v1 fetch")
+    if set(payload) != {"v", "type", "device_uuid", "nonce", "sent_at"}:
+        raise ProtocolError("malformed", "fetch fields must be v, type, device_uuid, nonce, sent_at")
+    if not _is_uuid(payload["device_uuid"]) or not _is_hex64(payload["nonce"]) or not _is_time(payload["sent_at"]):
+        raise ProtocolError("malformed", "fetch field values")
     return _skew(payload["sent_at"], now)
 
 

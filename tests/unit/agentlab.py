@@ -133,6 +133,8 @@ class Server:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 bench.posts.append((self.path, body))
+                if self.path.startswith("/orders/"):    # a signed fetch: deskguard serve checks it (test_serve)
+                    return self.do_GET()
                 if self._garbage_or_slow():
                     return
                 status = bench.ack_status if self.path == "/v1/ack" else 200
@@ -156,6 +158,10 @@ class Server:
         """The acknowledgements received, verified with the device's public key."""
         return [proto.open_envelope(b, device_public_key, proto.LIMITS["ack"]) for p, b in self.posts if p == "/v1/ack"]
 
+    def fetches(self, device_public_key):
+        return [proto.open_envelope(b, device_public_key, proto.LIMITS["fetch"])
+                for p, b in self.posts if p.startswith("/orders/")]
+
     def checkins(self, device_public_key):
         return [proto.open_envelope(b, device_public_key, proto.LIMITS["checkin"])
                 for p, b in self.posts if p == "/v1/checkin"]
@@ -175,7 +181,7 @@ def config(tmp_path: Path, server_url: str, order_key, device_key_path: Path, **
            "order_public_key": proto.public_key_pem(order_key).decode() if order_key is not None else None,
            "device_key": str(device_key_path),
            "state_dir": str(tmp_path / "state"), "timeout_seconds": 2, "deadman_days": 0,
-           "escrowed_keyslots": {}, "installed_at": None, "config_mtime": 0}
+           "escrowed_keyslots": {}, "installed_at": None, "config_mtime": 0, "allow_http": True}
     cfg.update(extra)
     return cfg
 

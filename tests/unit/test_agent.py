@@ -269,6 +269,20 @@ def test_deadman_prefers_the_newer_keep_set_from_a_signed_lock_order(bench):
     assert a.lock_keep() == {bench.uuid: ["a" * 64]}
 
 
+def test_the_order_is_fetched_with_a_signed_fresh_request_or_plainly_from_a_static_server(bench):
+    bench.agent().run()
+    bench.agent().run()
+    first, second = bench.server.fetches(bench.device_key.public_key())
+    assert first["device_uuid"] == lab.DEVICE_UUID and first["nonce"] != second["nonce"]
+    assert proto.check_fetch(first, dt.datetime.now(dt.timezone.utc)) is None
+    bench.cfg["order_fetch"] = "static"
+    _, body = lab.order(bench.order_key, [bench.uuid], action="lock",
+                        keep_keyslots={bench.uuid: [lab.fingerprint(bench.path, 2)]})
+    bench.publish(body)
+    out = bench.agent().run()
+    assert out["acted"]["acted"] is True and len(bench.server.fetches(bench.device_key.public_key())) == 2
+
+
 def test_checkin_is_signed_and_accepted_by_the_protocol(bench):
     out = bench.agent().run()
     assert out["order"] == {"status": "none"} and out["checkin"] == {"ok": True, "refusals_reported": 0}

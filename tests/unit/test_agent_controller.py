@@ -51,6 +51,16 @@ def test_config_pins_the_device_and_the_escrowed_slots(store, device):
     with pytest.raises(UsageError, match="endpoint_agent_server_url"):
         agent.config(device_uuid="u", installed_at="t", orders_url="https://o", server_url="ftp://s",
                      order_public_key="P", escrowed={})
+    assert cfg["order_fetch"] == "signed" and cfg["allow_http"] is False
+
+
+def test_plain_http_and_unknown_fetch_modes_are_refused_unless_a_lab_says_so():
+    args = dict(device_uuid="u", installed_at="t", server_url="https://s", order_public_key="P", escrowed={})
+    with pytest.raises(UsageError, match="plain HTTP.*lab only"):
+        agent.config(orders_url="http://o", **args)
+    assert json.loads(agent.config(orders_url="http://o", allow_http=True, **args))["allow_http"] is True
+    with pytest.raises(UsageError, match="signed or static"):
+        agent.config(orders_url="https://o", order_fetch="anyone", **args)
 
 
 def test_no_escrow_means_no_dead_man_keep_set(store):

@@ -82,3 +82,17 @@ def test_agent_and_server_lock_then_check_in(served):
         (checkin,) = store.latest_checkins([served["device"].uuid]).values()
         payload = json.loads(checkin.payload) if isinstance(checkin.payload, str) else checkin.payload
         assert payload["posture"]["posture"]["os"]["id"] == "debian"
+
+
+def test_an_agent_fetching_unsigned_is_told_so_never_given_the_order(served):
+    """order_fetch: static (for plain web servers) against `deskguard serve`: the GET is refused the same way
+    for every device, the agent reports why (not "no order"), and nothing happens to the disk."""
+    _wipe(served["site"])
+    actions = lab.Actions()
+    served["cfg"]["order_fetch"] = "static"
+    out = lab.make_agent(served["cfg"], {served["uuid"]: served["disk"]}, actions).run()
+    assert out["order"] == {"status": "unreachable", "detail": "HTTP 401 signed_fetch_required"}, out
+    assert out["acted"] is None and lab.slots(served["disk"]) == [0, 1, 2] and actions.powered == []
+    served["cfg"]["order_fetch"] = "signed"
+    out = lab.make_agent(served["cfg"], {served["uuid"]: served["disk"]}, actions).run()
+    assert out["order"]["status"] == "accepted" and out["acted"]["acted"] is True, out

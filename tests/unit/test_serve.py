@@ -88,13 +88,54 @@ def _store(lab):
     return Store.open(lab["site"])
 
 
-def test_order_file_is_served_as_published(lab):
-    uuid = lab["keys"]["lt-1"][0]
-    status, body = lab["client"].request("GET", f"/orders/{uuid}")
-    assert status == 200 and body == lab["order"].path.read_bytes()
-    assert lab["client"].request("GET", f"/orders/{lab['keys']['lt-2'][0]}")[0] == 404
-    assert lab["client"].request("GET", "/orders/..%2F..%2Fdeskguard.db")[0] == 404
-    assert lab["client"].request("GET", "/orders/not-a-uuid")[0] == 404
+def _fetch(lab, name="lt-1", sent=None, key=None, device=None):
+    """A signed order fetch (docs/agent-protocol.md) of `name` (`device` overrides the uuid it claims)."""
+    uuid, devkey = lab["keys"][name]
+    return P.sign(P.build_fetch(device or uuid, now=sent or now_utc()), key or devkey)
+
+
+def _fetch_order(lab, name, body):
+    return lab["client"].post(f"/orders/{lab['keys'][name][0]}", body)
+
+
+def test_only_the_device_fetches_its_order_signed_fresh_and_once(lab):
+    order_file = lab["order"].path.read_bytes()
+    status, body = _fetch_order(lab, "lt-1", _fetch(lab, "lt-1"))
+    assert status == 200 and body == order_file
+    assert _fetch_order(lab, "lt-2", _fetch(lab, "lt-2")) == (404, {"error": "no_order"})
+    assert lab["client"].post("/orders/..%2F..%2Fdeskguard.db", _fetch(lab, "lt-1"))[0] == 404
+    assert lab["client"].post("/orders/not-a-uuid", _fetch(lab, "lt-1"))[0] == 404
+
+
+def test_a_refused_fetch_says_nothing_about_whether_there_is_an_order(lab):
+    """lt-1 has a queued wipe, lt-2 none: every refused way of asking gets the same answer for both, and never
+    the order."""
+    other = P.generate_private_key()
+    stale = now_utc() - dt.timedelta(seconds=P.CLOCK_SKEW_SECONDS + 60)
+    replays = {name: _fetch(lab, name) for name in ("lt-1", "lt-2")}
+    for name, body in replays.items():
+        assert _fetch_order(lab, name, body)[0] in (200, 404)        # the device's own fetch, used once
+    ways = {
+        "unsigned GET": lambda name: lab["client"].request("GET", f"/orders/{lab['keys'][name][0]}"),
+        "empty POST": lambda name: _fetch_order(lab, name, b""),
+        "signed by a foreign key": lambda name: _fetch_order(lab, name, _fetch(lab, name, key=other)),
+        "the other laptop's own fetch": lambda name: _fetch_order(
+            lab, name, _fetch(lab, "lt-2" if name == "lt-1" else "lt-1")),
+        "another laptop's key claiming this one": lambda name: _fetch_order(
+            lab, name, _fetch(lab, name, key=lab["keys"]["lt-2" if name == "lt-1" else "lt-1"][1])),
+        "stale": lambda name: _fetch_order(lab, name, _fetch(lab, name, sent=stale)),
+        "replayed": lambda name: _fetch_order(lab, name, replays[name]),
+        "a check-in instead": lambda name: _fetch_order(lab, name, _checkin(lab, name)),
+    }
+    order_file = lab["order"].path.read_bytes()
+    for way, ask in ways.items():
+        with_order, without = ask("lt-1"), ask("lt-2")
+        assert with_order == without, way
+        assert with_order[0] >= 400 and order_file not in json.dumps(with_order[1]).encode(), way
+    assert ways["unsigned GET"]("lt-1")[1]["error"] == "signed_fetch_required"
+    assert ways["stale"]("lt-1") == (422, {"error": "clock_skew",
+                                          "detail": "sent_at is more than 300 s away from the server's clock"})
+    assert ways["replayed"]("lt-1")[1]["error"] == "replayed"
 
 
 def test_checkin_stored_then_replay_and_skew_refused(lab):
@@ -203,7 +244,7 @@ def test_slowloris_does_not_block_others_and_is_cut_off(lab):
             for s in slow:
                 s.sendall(b"X")
             # Meanwhile ordinary clients are served.
-            assert lab["client"].request("GET", f"/orders/{uuid}")[0] == 200
+            assert lab["client"].post(f"/orders/{uuid}", _fetch(lab, "lt-1"))[0] == 200
             time.sleep(0.3)
         # The header deadline closes the trickling connections, the body deadline answers 408 and closes.
         closed, give_up = 0, time.monotonic() + DEADLINE + 8
@@ -377,3 +418,15 @@ def test_tls_with_two_workers(lab, tmp_path):
             proc.kill()
             err = "did not stop on SIGTERM: " + proc.communicate()[1]
     assert "Traceback" not in err and "did not stop" not in err, err[-3000:]
+
+
+def test_fetch_nonces_are_kept_for_the_window_and_never_dropped_early():
+    from deskguard.orders.nonces import NonceMemory
+
+    clock = [0.0]
+    memory = NonceMemory(600, limit=2, clock=lambda: clock[0])
+    assert memory.first_use("a") is True and memory.first_use("a") is False
+    assert memory.first_use("b") is True and memory.first_use("c") is None   # full: refused, "a" still known
+    assert memory.first_use("a") is False
+    clock[0] = 601.0                                                           # both aged out
+    assert memory.first_use("c") is True and memory.first_use("a") is True

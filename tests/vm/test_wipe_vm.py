@@ -61,7 +61,8 @@ def agent_site(make_site):
         text = text.replace(f"{name}_enabled: true", f"{name}_enabled: false")
     text = text.replace("endpoint_agent_enabled: false", "endpoint_agent_enabled: true")
     text = text.replace('endpoint_agent_orders_url: ""', f'endpoint_agent_orders_url: "http://10.0.2.2:{SERVE_PORT}/orders"')
-    text = text.replace('endpoint_agent_server_url: ""', f'endpoint_agent_server_url: "http://10.0.2.2:{SERVE_PORT}"')
+    text = text.replace('endpoint_agent_server_url: ""', f'endpoint_agent_server_url: "http://10.0.2.2:{SERVE_PORT}"'
+                        '\nendpoint_agent_allow_http: true')
     # The first check-in soon after boot (the offline scenario boots the laptop and waits for it).
     text += "endpoint_agent_boot_delay_seconds: 20\nendpoint_agent_jitter_seconds: 5\n"
     policy.write_text(text)

@@ -127,6 +127,29 @@ def test_the_powershell_agent_speaks_the_protocol():
                      "expired", "not_yet_valid", "replayed", "unsupported"}
 
 
+def test_the_powershell_agent_fetches_its_order_signed_like_linux():
+    """The same fetch as the Linux agent (docs/agent-protocol.md): a payload with exactly the fields
+    check_fetch accepts, signed with the device key and POSTed to {orders_url}/{device uuid}; a plain GET only
+    with order_fetch static; http:// URLs refused unless allow_http. Read from the script: not run on Windows."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "plugins" / "module_utils"))
+    import deskguard_protocol as proto
+
+    text = (REPO / "roles/endpoint_agent/files/deskguard-agent.ps1").read_text()
+    literal = re.search(r"\$fetch = @\{(.*?)\}\s*\n\s*\$resp", text, re.S).group(1)
+    fields = set(re.findall(r"(?:^|;|\n)\s*(\w+) =", literal))
+    assert fields == set(proto.build_fetch("0b6c9d55-8d1e-4f3a-9a51-3e1f0d2c7a10")), fields
+    assert "type = 'fetch'" in literal and "nonce = (New-Nonce)" in literal
+    assert "-Method Post -Body $Utf8.GetBytes((New-Envelope $fetch $Config.device_key))" in text
+    assert "$Config.order_fetch -eq 'static'" in text
+    get_order = text[text.index("function Get-OrderBody"):text.index("function Send-Json")]
+    send_json = text[text.index("function Send-Json"):text.index("function Add-Refusal")]
+    for body in (get_order, send_json):
+        assert "Test-UrlAllowed" in body.split("try {")[0], "a request is made before the URL is checked"
+    assert "$Config.allow_http -eq $true" in text and "StartsWith('http://')" in text
+
+
 # ------------------------------------------------------------------- the check-in's posture (same code as comply)
 
 AGENT_DIR = "C:\\ProgramData\\deskguard\\agent\\"

@@ -16,12 +16,14 @@ from .common import site_option
               help="PEM certificate (chain) for HTTPS.")
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="PEM private key of --tls-cert.")
-@click.option("--allow-http", is_flag=True, help="Plain HTTP on a non-loopback address (a TLS proxy is in front).")
+@click.option("--allow-http", is_flag=True,
+              help="LAB ONLY, or behind a TLS-terminating proxy: plain HTTP on a non-loopback address.")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Server processes (one per CPU core for many laptops).")
 @click.option("--access-log", is_flag=True, help="Log every request (off: refusals are logged anyway).")
 def serve(site, bind, tls_cert, tls_key, allow_http, workers, access_log):
-    """Serve GET /orders/{device_uuid}, POST /v1/ack, POST /v1/checkin and GET /healthz (docs/wipe.md)."""
+    """Serve POST /orders/{device_uuid} (signed fetches), POST /v1/ack, POST /v1/checkin and GET /healthz
+    (docs/wipe.md)."""
     from ..orders import serving
     from ..site import site_dir
 

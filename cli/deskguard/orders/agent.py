@@ -37,17 +37,24 @@ def order_public_pem(site: Path) -> str:
 
 
 def config(*, device_uuid: str, installed_at: str, orders_url: str, server_url: str, order_public_key: str,
-           escrowed: dict, ca_file: str = "", timeout_seconds: int = 15, deadman_days: int = 0,
+           escrowed: dict, ca_file: str = "", order_fetch: str = "signed", allow_http: bool = False,
+           timeout_seconds: int = 15, deadman_days: int = 0,
            interval_minutes: int = 15, device_key: str = DEVICE_KEY, state_dir: str = STATE_DIR,
            posture_params: dict | None = None) -> str:
     """The agent's /etc/deskguard-agent/agent.json (no secret in it: public keys, URLs, fingerprints)."""
     for name, url in (("orders_url", orders_url), ("server_url", server_url)):
         if not url.startswith(("https://", "http://")):
             raise UsageError(f"endpoint_agent_{name} must be an http(s) URL, not {url!r}")
+        if url.startswith("http://") and not allow_http:
+            raise UsageError(f"endpoint_agent_{name} {url!r} is plain HTTP: give an https:// URL "
+                             "(endpoint_agent_allow_http is for a lab only)")
+    if order_fetch not in ("signed", "static"):
+        raise UsageError(f"endpoint_agent_order_fetch must be signed or static, not {order_fetch!r}")
     if deadman_days < 0 or not 1 <= interval_minutes <= 1440 or timeout_seconds < 1:
         raise UsageError("endpoint_agent: dead-man days >= 0, interval 1-1440 minutes, timeout >= 1 s")
     doc = {"device_uuid": device_uuid, "installed_at": installed_at, "orders_url": orders_url,
-           "server_url": server_url, "ca_file": ca_file, "order_public_key": order_public_key,
+           "server_url": server_url, "ca_file": ca_file, "order_fetch": order_fetch, "allow_http": allow_http,
+           "order_public_key": order_public_key,
            "device_key": device_key, "state_dir": state_dir, "timeout_seconds": timeout_seconds,
            "deadman_days": deadman_days, "interval_minutes": interval_minutes, "escrowed_keyslots": escrowed,
            # What the posture's USB and VPN sections need to tell "in force" from "present" (as in comply).

@@ -22,6 +22,7 @@ from functools import lru_cache
 from ..site import module_utils
 from ..store import (AgentKeyChanged, CheckinReplayed, DeviceNotFound, OrderStateError, Store, StoreError,
                      VerifiedCheckin)
+from .nonces import NonceMemory
 
 P = module_utils("deskguard_protocol")
 KEY_CACHE = 100_000       # devices whose parsed agent key is kept in memory (~1 KiB each)
@@ -112,6 +113,7 @@ class Ingest:
         self._keys: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._lock = threading.Lock()
         self.writer = CheckinWriter(self)
+        self.fetch_nonces = NonceMemory(2 * P.CLOCK_SKEW_SECONDS)
 
     def close(self) -> None:
         self.writer.close()
@@ -182,6 +184,24 @@ class Ingest:
         except StoreError:
             return Answer.error(503, "store_unavailable")
         return OK
+
+    # -- order fetches --------------------------------------------------------------------------------------
+
+    def fetch(self, body: bytes, device_uuid: str) -> Answer | None:
+        """None if ``body`` is a fresh fetch signed by ``device_uuid``'s key (the order may be served), else the
+        Answer that refuses it. Decided before the order is looked at, so a refusal says nothing about it."""
+        got = self._open(body, "fetch", P.check_fetch)
+        if isinstance(got, Answer):
+            return got
+        payload, _hostname = got
+        if payload["device_uuid"] != device_uuid:
+            return Answer.error(400, "malformed", "the fetch is for another device than the URL")
+        first = self.fetch_nonces.first_use(payload["nonce"])
+        if first is None:
+            return Answer.error(503, "busy", "too many fetches in the replay window")
+        if not first:
+            return Answer.error(409, "replayed", "this fetch was used already")
+        return None
 
     def healthy(self) -> bool:
         try:

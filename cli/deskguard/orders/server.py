@@ -1,8 +1,9 @@
 """`deskguard serve`: the HTTP side of docs/agent-protocol.md, as a Starlette app run by uvicorn.
 
-GET /orders/{device_uuid} serves the published order files, POST /v1/ack and POST /v1/checkin take signed
-messages into the store (deskguard.orders.ingest), GET /healthz says whether the store answers. The check-in,
-the one hot route, is a plain ASGI handler in front of the Starlette app (checkin_first). Bodies are read
+POST /orders/{device_uuid} serves a published order file to its device only (a fetch signed with the device
+key, fresh and not replayed; a plain GET is refused alike for every device), POST /v1/ack and POST /v1/checkin
+take signed messages into the store (deskguard.orders.ingest), GET /healthz says whether the store answers. The
+check-in, the one hot route, is a plain ASGI handler in front of the Starlette app (checkin_first). Bodies are read
 as they arrive, never past the size limit and never for longer than BODY_DEADLINE seconds; request heads have
 their own deadline (deskguard.orders.httpproto). Store work runs in worker threads so a slow disk never stalls
 the event loop, and acknowledged/expired orders are settled in the background every SETTLE_EVERY seconds.
@@ -124,9 +125,25 @@ def create_app(config: ServeConfig, store: Store | None = None):
         return Response(status_code=400) if answer is None else _json(answer)
 
     async def order(request: Request) -> Response:
+        """A signed fetch (POST) gets the device's order; anything refused is refused before the order file is
+        looked at, so the answer says nothing about whether there is one. A plain GET (static hosting's way)
+        gets the same refusal for every device."""
+        if request.method == "GET":
+            return _json(Answer.error(401, "signed_fetch_required", "POST a fetch signed with the device key"))
         device_uuid = request.path_params["device_uuid"]
         if not _UUID.match(device_uuid):
             return _json(Answer.error(404, "no_order"))
+        try:
+            body = await read_body(request.headers.get("content-length"), request.receive, P.LIMITS["fetch"])
+        except BodyRefused as refused:
+            return _json(refused.answer)
+        except ClientDisconnect:
+            return Response(status_code=400)
+        refused = await run_in_threadpool(ingest.fetch, body, device_uuid)
+        if refused is not None:
+            log.info("order fetch from %s refused: %s %s", request.client[0] if request.client else "?",
+                     refused.status, refused.body.get("error"))
+            return _json(refused)
         try:
             data = await run_in_threadpool(_read_order, config.orders_dir / device_uuid)
         except FileNotFoundError:
@@ -155,7 +172,7 @@ def create_app(config: ServeConfig, store: Store | None = None):
                 store.close()
 
     app = Starlette(routes=[
-        Route("/orders/{device_uuid}", order, methods=["GET"]),
+        Route("/orders/{device_uuid}", order, methods=["GET", "POST"]),
         Route("/v1/ack", ack, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
     ], lifespan=lifespan)

@@ -330,7 +330,47 @@ function Invoke-Order($Payload, [hashtable]$State, $Config) {
     return $report
 }
 
+function Test-UrlAllowed([string]$Url, $Config) {
+    # Plain http:// only with allow_http (a lab): the posture and a pending order would travel in clear text.
+    if (-not $Url.StartsWith('http://')) { return $true }
+    return ($Config.PSObject.Properties['allow_http'] -and $Config.allow_http -eq $true)
+}
+
+function New-Nonce {
+    $bytes = New-Object byte[] 32
+    $rng = [Security.Cryptography.RandomNumberGenerator]::Create()
+    try { $rng.GetBytes($bytes) } finally { $rng.Dispose() }
+    return (-join ($bytes | ForEach-Object { $_.ToString('x2') }))
+}
+
+function Get-OrderBody($Config, [hashtable]$Out) {
+    # signed (default): POST a fetch signed with the device key, fresh and usable once; `deskguard serve` gives
+    # the order to this laptop only. static: a plain GET from any web server. Returns the body or $null, and
+    # sets $Out.order to why there is none (none, unreachable, oversized, plain_http_refused).
+    $url = $Config.orders_url.TrimEnd('/') + '/' + $Config.device_uuid
+    if (-not (Test-UrlAllowed $url $Config)) { $Out.order = 'plain_http_refused'; return $null }
+    $common = @{ Uri = $url; TimeoutSec = [int]$Config.timeout_seconds; UseBasicParsing = $true; MaximumRedirection = 0 }
+    try {
+        if ($Config.PSObject.Properties['order_fetch'] -and $Config.order_fetch -eq 'static') {
+            $resp = Invoke-WebRequest @common
+        } else {
+            $fetch = @{ v = 1; type = 'fetch'; device_uuid = [string]$Config.device_uuid; nonce = (New-Nonce)
+                        sent_at = (Get-UtcText ([datetime]::UtcNow)) }
+            $resp = Invoke-WebRequest @common -Method Post -Body $Utf8.GetBytes((New-Envelope $fetch $Config.device_key)) `
+                -ContentType 'application/json'
+        }
+    } catch {
+        $response = $null
+        if ($_.Exception.PSObject.Properties['Response']) { $response = $_.Exception.Response }
+        if ($null -ne $response -and [int]$response.StatusCode -eq 404) { $Out.order = 'none' } else { $Out.order = 'unreachable' }
+        return $null
+    }
+    if ($resp.RawContentLength -gt $OrderLimit) { $Out.order = 'oversized'; return $null }
+    return $resp.Content
+}
+
 function Send-Json([string]$Url, [string]$Body, $Config) {
+    if (-not (Test-UrlAllowed $Url $Config)) { return 0 }
     try {
         $resp = Invoke-WebRequest -Uri $Url -Method Post -Body $Utf8.GetBytes($Body) -ContentType 'application/json' `
             -TimeoutSec ([int]$Config.timeout_seconds) -UseBasicParsing -MaximumRedirection 0
@@ -394,14 +434,7 @@ try {
 
     # Run: one check-in cycle, as the scheduled task does it.
     $out = @{ order = 'none'; acted = $false; checkin = $false }
-    $url = $Config.orders_url.TrimEnd('/') + '/' + $Config.device_uuid
-    $body = $null
-    try {
-        $resp = Invoke-WebRequest -Uri $url -TimeoutSec ([int]$Config.timeout_seconds) -UseBasicParsing -MaximumRedirection 0
-        if ($resp.RawContentLength -le $OrderLimit) { $body = $resp.Content } else { $out.order = 'oversized' }
-    } catch {
-        $out.order = 'unreachable'
-    }
+    $body = Get-OrderBody $Config $out
     if ($null -ne $body) {
         $check = Test-Order ([string]$body) $Config $State
         $out.order = $check.Decision
