@@ -7,6 +7,8 @@ AWX (the action plugin calls it) and, later, agent check-ins. The policy variabl
 
 from __future__ import annotations
 
+from .wording import shown
+
 import datetime as dt
 from dataclasses import asdict, dataclass, field
 
@@ -46,15 +48,15 @@ def screen_lock(p: dict, policy: dict, _posture: dict | None = None) -> Result:
     minutes = int(policy.get("screen_lock_idle_minutes", 5))
     expected = {"idle_delay": f"1..{minutes * 60} s", "lock_enabled": True, "locked": True, "db_compiled": True}
     observed = {k: p.get(k) for k in ("idle_delay", "lock_enabled", "db_compiled")}
-    observed["locked"] = p.get("locked", [])
+    observed["locked"] = p.get("locked") or []
     problems = []
     delay = p.get("idle_delay")
     if not isinstance(delay, int) or not 0 < delay <= minutes * 60:
-        problems.append(f"idle-delay is {delay!r} s, policy wants 1..{minutes * 60} s")
+        problems.append(f"idle-delay is {shown(delay, 's')}, policy wants 1..{minutes * 60} s")
     if p.get("lock_enabled") is not True:
         problems.append("screen lock is not enabled")
     for key in ("/org/gnome/desktop/session/idle-delay", "/org/gnome/desktop/screensaver/lock-enabled"):
-        if key not in p.get("locked", []):
+        if key not in (p.get("locked") or []):
             problems.append(f"{key} is not locked (the user can change it)")
     if not p.get("profile_uses_local_db"):
         problems.append("the dconf user profile does not read the system database")
@@ -69,16 +71,16 @@ def firewall(p: dict, policy: dict, _posture: dict | None = None) -> Result:
     expected = {"active": True, "incoming": "DROP or REJECT", "management": [f"{s} -> {port}/tcp" for s in sources]}
     defaults = p.get("defaults") or {}
     observed = {"tool": p.get("tool"), "active": p.get("active"), "incoming": defaults.get("input"),
-                "rules": p.get("rules", [])}
+                "rules": (p.get("rules") or [])}
     problems = []
     if not p.get("tool"):
         problems.append("no firewall tool (ufw) installed")
     if p.get("active") is not True:
         problems.append("the firewall is not active")
     if defaults.get("input") not in ("DROP", "REJECT"):
-        problems.append(f"inbound default is {defaults.get('input')!r}, not deny")
+        problems.append(f"inbound default is {shown(defaults.get('input'))}, not deny")
     for src in sources:
-        if not any(f"from {src} " in r and f"port {port}" in r for r in p.get("rules", [])):
+        if not any(f"from {src} " in r and f"port {port}" in r for r in (p.get("rules") or [])):
             problems.append(f"no rule lets the management network {src} reach port {port}")
     return _check("FW-001", observed, expected, problems)
 
@@ -95,9 +97,9 @@ def updates(p: dict, policy: dict, _posture: dict | None = None) -> Result:
     for key, name in (("periodic_unattended_upgrade", "APT::Periodic::Unattended-Upgrade"),
                       ("periodic_update_lists", "APT::Periodic::Update-Package-Lists")):
         if p.get(key) != "1":
-            problems.append(f"{name} is {p.get(key)!r}, not \"1\"")
+            problems.append(f"{name} is {shown(p.get(key))}, not \"1\"")
     if p.get("timers") != ["enabled", "enabled"]:
-        problems.append(f"apt-daily timers are {p.get('timers')}, not both enabled")
+        problems.append(f"apt-daily timers are {shown(p.get('timers'))}, not both enabled")
     origins = p.get("origins") or []
     if not origins:
         problems.append("no update origins configured")
@@ -160,7 +162,10 @@ def usb(p: dict, policy: dict, _posture: dict | None = None) -> dict[str, Result
     for r in module_utils("deskguard_usb_report").evaluate(p, policy.get("usb_control_mode"),
                                                            approved_usb_devices(policy)):
         # The observed line already names what is wrong (daemon state, drifted files, unapproved devices).
-        evidence = [str(r["observed"])] if r["status"] == "fail" else []
+        # A control that does not apply says why (the mode), like every other not-applicable result.
+        evidence = ([str(r["observed"])] if r["status"] == "fail" else
+                    [f"{r['observed']}, the control applies in {r['expected']}"] if r["status"] == "not-applicable"
+                    and r["observed"] else [])
         out[r["id"]] = Result(r["id"], status.get(r["status"], "error"), r["observed"], r["expected"], evidence)
     return out
 
