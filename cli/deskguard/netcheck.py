@@ -25,7 +25,7 @@ class Netcheck:
     @property
     def exit_code(self) -> int:
         """0 every NET control passed (or does not apply); 1 a problem was found or something is unknown."""
-        return 0 if all(c["status"] in ("pass", "not_applicable", "waived") for c in self.controls) else 1
+        return 0 if all(c["status"] in ("pass", "warn", "not_applicable", "waived") for c in self.controls) else 1
 
     def to_dict(self) -> dict:
         return {"host": self.host, "verdict": self.verdict, "controls": self.controls, "network": self.network,

@@ -38,7 +38,10 @@ UNRENDERED = re.compile(r"\{\{.*?\}\}|<< error .*?>>")
 
 # Task names start with a control ID: "LCK-001 | PATCH | ...".
 CONTROL_TASK = re.compile(r"^([A-Z]{2,4}-\d{3}) \| ")
-CONTROL_RANK = {"failed": 5, "noncompliant": 4, "applied": 3, "not_applicable": 2, "compliant": 1, "skipped": 0}
+# warning: met, but a step named a finding (a weak PBKDF, a pending reboot): never "compliant" beside a finding.
+# "applied" outranks it: what the run changed is shown, with the findings beside it.
+CONTROL_RANK = {"failed": 6, "noncompliant": 5, "applied": 4, "warning": 3, "not_applicable": 2, "compliant": 1,
+                "skipped": 0}
 
 
 @dataclass
@@ -53,7 +56,7 @@ class HostOutcome:
     messages: list[str] = field(default_factory=list)
     # (failed task, its reasons), in the order they failed: what the terminal prints under the task
     failures: list[tuple[str, list[str]]] = field(default_factory=list)
-    # control ID -> failed | noncompliant | applied | compliant | skipped (the worst of its tasks)
+    # control ID -> failed | noncompliant | warning | applied | not_applicable | compliant | skipped (the worst)
     controls: dict[str, str] = field(default_factory=dict)
     # control ID -> one-line notes that read-only (AUDIT) steps returned as `finding`
     findings: dict[str, list[str]] = field(default_factory=dict)
@@ -62,6 +65,8 @@ class HostOutcome:
         """Keep the worst state seen for control `cid` (None: the task belongs to no control)."""
         if cid is None:
             return
+        if state == "compliant" and finding:
+            state = "warning"
         if CONTROL_RANK[state] >= CONTROL_RANK.get(self.controls.get(cid, "skipped"), 0):
             self.controls[cid] = state
         if finding:
@@ -186,8 +191,9 @@ class EventCollector:
         # One step may report several controls at once: {"ENC-001": {"state": ..., "findings": [...]}, ...}
         for other, rep in (res.get("deskguard_controls") or {}).items():
             if isinstance(rep, dict) and rep.get("state") in CONTROL_RANK:
-                h.record_control(other, rep["state"])
-                h.findings.setdefault(other, []).extend(str(f) for f in rep.get("findings") or [])
+                findings = [str(f) for f in rep.get("findings") or []]
+                h.record_control(other, "warning" if rep["state"] == "compliant" and findings else rep["state"])
+                h.findings.setdefault(other, []).extend(findings)
         if kind == "runner_on_ok":
             h.ok += 1
             h.changed += bool(res.get("changed"))

@@ -16,7 +16,10 @@ from ..site import module_utils
 from . import accounts, network, software, windows
 from .catalog import CONTROLS
 
-STATUSES = ("pass", "fail", "error", "waived", "not_applicable")
+# warn: "pass with a warning": the control is met, but the evidence names something to look at (a keyslot
+# with a weak PBKDF). Compliant and scored as passed, but never shown as a bare pass beside a finding.
+STATUSES = ("pass", "warn", "fail", "error", "waived", "not_applicable")
+PASSING = ("pass", "warn")
 
 
 @dataclass
@@ -32,6 +35,13 @@ class Result:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def settle(r: Result) -> Result:
+    """A pass whose evidence names a finding is a pass with a warning (one rule for every judge)."""
+    if r.status == "pass" and r.evidence:
+        r.status = "warn"
+    return r
 
 
 class PolicyError(ValueError):
@@ -275,7 +285,7 @@ def evaluate(hostname: str, posture: dict, errors: dict, policy: dict, escrow_ou
             results[cid] = Result(cid, "error", evidence=["disk not evaluated (no escrow verification)"])
     out = []
     for cid, control in CONTROLS.items():
-        r = results[cid]
+        r = settle(results[cid])
         r.title, r.severity, r.remediation = control.title, control.severity, control.remediation
         if not policy.get(f"{control.role}_enabled", True):
             r.status, r.evidence = "not_applicable", ["disabled in the policy"]
@@ -291,10 +301,11 @@ def evaluate(hostname: str, posture: dict, errors: dict, policy: dict, escrow_ou
 
 
 def host_summary(results: list[Result]) -> dict:
-    """score = passed / (passed + failed + errors) in %, waived and n/a left out; compliant only if nothing
-    failed and every mandatory control passed."""
+    """score = passed / (passed + failed + errors) in %, a pass with a warning counting as passed, waived and
+    n/a left out; compliant only if nothing failed and every mandatory control passed."""
     counts = {s: sum(r.status == s for r in results) for s in STATUSES}
-    judged = counts["pass"] + counts["fail"] + counts["error"]
-    mandatory_ok = all(r.status in ("pass", "not_applicable") for r in results if CONTROLS[r.id].mandatory)
-    return {"score": round(100.0 * counts["pass"] / judged, 1) if judged else 100.0, "counts": counts,
+    passed = counts["pass"] + counts["warn"]
+    judged = passed + counts["fail"] + counts["error"]
+    mandatory_ok = all(r.status in (*PASSING, "not_applicable") for r in results if CONTROLS[r.id].mandatory)
+    return {"score": round(100.0 * passed / judged, 1) if judged else 100.0, "counts": counts,
             "compliant": counts["fail"] == 0 and counts["error"] == 0 and mandatory_ok}

@@ -184,9 +184,11 @@ def judge_all(network: dict, policy: dict) -> list:
     """NET-001..003 for one observation, with their catalog titles (what `deskguard netcheck` shows)."""
     from .catalog import CONTROLS
 
+    from .evaluate import settle
+
     out = []
     for cid, (_section, judge) in JUDGES.items():
-        r = judge(network, policy)
+        r = settle(judge(network, policy))
         control = CONTROLS[cid]
         r.title, r.severity, r.remediation = control.title, control.severity, control.remediation
         out.append(r)
