@@ -132,3 +132,22 @@ def test_the_classifier_does_not_repeat_the_kind_in_its_evidence():
     line = evidence({"uplink": {"interface": "veth0", "kind": kind, "evidence": ev}})[0]
     assert_plain([line], "netcheck default route")
     assert line.count(KINDS["virtual"]) == 1, line
+
+
+def test_onboarding_rows_and_the_other_formats_read_plainly():
+    from deskguard.onboarding import summary_rows
+    from deskguard.runner import CONTROL_RANK, EventCollector, PlaybookResult
+
+    c = EventCollector()
+    for i, state in enumerate(CONTROL_RANK):
+        c.host("lt-1").record_control(f"TST-{i:03d}", state)
+    for check in (False, True):
+        for row in summary_rows(PlaybookResult("onboard.yml", 0, "successful", 1.0, c.hosts), "lt-1", check):
+            assert_plain([row["state"], row["next"]], f"onboarding row {row['control']}")
+    rec = _run(judged({**GOOD, "accounts": {}, "firewall": {}}, Outcome(enc001_warnings=["a weak PBKDF"])))
+    assert_plain([report.to_csv(rec).replace("null", "")], "CSV")
+    assert_plain([re.sub(r"<(failure|error)[^>]*>.*?</\1>", "", report.to_junit(rec), flags=re.S)], "JUnit text")
+    from xml.etree import ElementTree as ET
+
+    for el in ET.fromstring(report.to_junit(rec)).iter():
+        assert_plain([el.get("message")] if el.get("message") is not None else [], f"JUnit {el.tag} message")
