@@ -42,7 +42,7 @@ class LiveProgress:
             f"[red]failed {c['failed']}[/]  [magenta]unreachable {c['unreachable']}[/]",
         )
         # The last step that ran: a task Ansible skips is started too, but it did not run.
-        table.add_row("task", (self.collector.steps or ["(starting)"])[-1])
+        table.add_row("last step", (self.collector.steps or ["(starting)"])[-1])
         return table
 
     def __enter__(self):

@@ -137,7 +137,6 @@ class EventCollector:
 
     def __init__(self, keep_events: bool = False):
         self.hosts: dict[str, HostOutcome] = {}
-        self.current_task = ""
         self.steps: list[str] = []          # tasks that ran (not skipped, not internal) on some host, in order
         self._stepped: set[str] = set()
         self.failures: list[tuple[str, str, list[str]]] = []   # (host, task, reasons) as they happen
@@ -151,9 +150,7 @@ class EventCollector:
     def __call__(self, event: dict) -> bool:
         kind = event.get("event", "")
         data = event.get("event_data") or {}
-        if kind == "playbook_on_task_start":
-            self.current_task = display_name(data.get("task", ""))
-        elif kind.startswith("runner_on_") and data.get("host"):
+        if kind.startswith("runner_on_") and data.get("host"):
             self._on_host_event(kind, data)
         elif kind == "playbook_on_stats":
             for name in data.get("processed", {}):
