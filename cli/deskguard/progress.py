@@ -20,7 +20,8 @@ class LiveProgress:
         # --verbose prints every task as a line, even on a terminal (the live display would hide them).
         self.interactive = self.stream.isatty() and verbosity() == 0
         self._live = None
-        self._last_task = None
+        self._steps_shown = 0
+        self._failures_shown = 0
         self._start = time.monotonic()
 
     def _counts(self) -> dict[str, int]:
@@ -40,7 +41,8 @@ class LiveProgress:
             f"[green]ok {c['ok']}[/]  [yellow]changed {c['changed']}[/]  "
             f"[red]failed {c['failed']}[/]  [magenta]unreachable {c['unreachable']}[/]",
         )
-        table.add_row("task", self.collector.current_task or "(starting)")
+        # The last step that ran: a task Ansible skips is started too, but it did not run.
+        table.add_row("last step", (self.collector.steps or ["(starting)"])[-1])
         return table
 
     def __enter__(self):
@@ -58,16 +60,27 @@ class LiveProgress:
     def refresh(self) -> None:
         if self._live:
             self._live.update(self.render())
-        elif self.collector.current_task and self.collector.current_task != self._last_task:
-            self._last_task = self.collector.current_task
+            return
+        for step in self.collector.steps[self._steps_shown:]:
             c = self._counts()
-            print(f"   [{time.monotonic() - self._start:6.1f}s] {self._last_task}  "
+            print(f"   [{time.monotonic() - self._start:6.1f}s] {step}  "
                   f"(failed {c['failed']}, unreachable {c['unreachable']})", file=self.stream, flush=True)
+        self._steps_shown = len(self.collector.steps)
+        self._print_failures()
+
+    def _print_failures(self) -> None:
+        """Each failure where the user is looking: the host, the task, and why (never only the task's name)."""
+        for host, task, reasons in self.collector.failures[self._failures_shown:]:
+            print(f"   FAILED {host}: {task}", file=self.stream, flush=True)
+            for reason in reasons or ["(the task gave no reason)"]:
+                print(f"      {reason}", file=self.stream, flush=True)
+        self._failures_shown = len(self.collector.failures)
 
     def __exit__(self, *exc):
         if self._live:
             self._live.update(self.render())
             self._live.__exit__(*exc)
+            self._print_failures()
         return False
 
 
@@ -91,4 +104,10 @@ def print_summary(result: PlaybookResult, stream=None) -> None:
         detail = (h.failed_tasks[:1] or h.messages[:1] or [""])[0]
         table.add_row(name, h.state, str(h.ok), str(h.changed), str(h.failed), str(h.module_calls),
                       detail[:80])
-    Console(file=stream or sys.stdout, width=140).print(table)
+    console = Console(file=stream or sys.stdout, width=140)
+    console.print(table)
+    # The table's cell is short; every failure's whole reason follows it.
+    for name, h in sorted(result.hosts.items()):
+        for task, reasons in h.failures:
+            console.print(f"{name}: {task} failed: " + ("; ".join(reasons) or "the task gave no reason"),
+                          markup=False, highlight=False)

@@ -31,9 +31,17 @@ CONTROLLER_ACTIONS = frozenset(
 ) | {"deskguard_order_ack"}   # the kit's own controller-only step (records an acknowledgement in the store)
 
 
+# Steps the kit's display does not show: Ansible's own argument validation, and meta tasks (never rendered).
+INTERNAL_ACTIONS = frozenset(a for name in ("validate_argument_spec", "meta") for a in (name, f"ansible.builtin.{name}"))
+# What Ansible leaves in a name it did not (or could not) render: `{{ var }}`, `<< error 1 - 'x' is undefined >>`.
+UNRENDERED = re.compile(r"\{\{.*?\}\}|<< error .*?>>")
+
 # Task names start with a control ID: "LCK-001 | PATCH | ...".
 CONTROL_TASK = re.compile(r"^([A-Z]{2,4}-\d{3}) \| ")
-CONTROL_RANK = {"failed": 5, "noncompliant": 4, "applied": 3, "not_applicable": 2, "compliant": 1, "skipped": 0}
+# warning: met, but a step named a finding (a weak PBKDF, a pending reboot): never "compliant" beside a finding.
+# "applied" outranks it: what the run changed is shown, with the findings beside it.
+CONTROL_RANK = {"failed": 6, "noncompliant": 5, "applied": 4, "warning": 3, "not_applicable": 2, "compliant": 1,
+                "skipped": 0}
 
 
 @dataclass
@@ -46,7 +54,9 @@ class HostOutcome:
     module_calls: int = 0
     failed_tasks: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
-    # control ID -> failed | noncompliant | applied | compliant | skipped (the worst of its tasks)
+    # (failed task, its reasons), in the order they failed: what the terminal prints under the task
+    failures: list[tuple[str, list[str]]] = field(default_factory=list)
+    # control ID -> failed | noncompliant | warning | applied | not_applicable | compliant | skipped (the worst)
     controls: dict[str, str] = field(default_factory=dict)
     # control ID -> one-line notes that read-only (AUDIT) steps returned as `finding`
     findings: dict[str, list[str]] = field(default_factory=dict)
@@ -55,6 +65,8 @@ class HostOutcome:
         """Keep the worst state seen for control `cid` (None: the task belongs to no control)."""
         if cid is None:
             return
+        if state == "compliant" and finding:
+            state = "warning"
         if CONTROL_RANK[state] >= CONTROL_RANK.get(self.controls.get(cid, "skipped"), 0):
             self.controls[cid] = state
         if finding:
@@ -67,6 +79,14 @@ class HostOutcome:
         if self.failed:
             return "failed"
         return "changed" if self.changed else "ok"
+
+
+def display_name(task: str) -> str:
+    """A task name as the user should read it: Ansible renders names before it runs a task, but not a meta
+    task's, and marks what it could not render; those parts are left out rather than shown raw."""
+    name = UNRENDERED.sub("", task or "")
+    name = re.sub(r"\(\s*\)|\[\s*\]", "", name)
+    return re.sub(r"\s+", " ", name).strip()
 
 
 def control_id(task: str) -> str | None:
@@ -117,7 +137,9 @@ class EventCollector:
 
     def __init__(self, keep_events: bool = False):
         self.hosts: dict[str, HostOutcome] = {}
-        self.current_task = ""
+        self.steps: list[str] = []          # tasks that ran (not skipped, not internal) on some host, in order
+        self._stepped: set[str] = set()
+        self.failures: list[tuple[str, str, list[str]]] = []   # (host, task, reasons) as they happen
         self.keep_events = keep_events
         self.events: list[dict] = []
         self.notices: list[str] = []
@@ -128,9 +150,7 @@ class EventCollector:
     def __call__(self, event: dict) -> bool:
         kind = event.get("event", "")
         data = event.get("event_data") or {}
-        if kind == "playbook_on_task_start":
-            self.current_task = data.get("task", "")
-        elif kind.startswith("runner_on_") and data.get("host"):
+        if kind.startswith("runner_on_") and data.get("host"):
             self._on_host_event(kind, data)
         elif kind == "playbook_on_stats":
             for name in data.get("processed", {}):
@@ -159,13 +179,18 @@ class EventCollector:
                 h.module_calls += sum(1 for r in items if not (isinstance(r, dict) and r.get("skipped")))
             else:
                 h.module_calls += 1
-        task = data.get("task", "")
+        task = display_name(data.get("task", ""))
+        key = data.get("task_uuid") or task
+        if kind != "runner_on_skipped" and action not in INTERNAL_ACTIONS and key not in self._stepped and task:
+            self._stepped.add(key)
+            self.steps.append(task)
         cid = control_id(task)
         # One step may report several controls at once: {"ENC-001": {"state": ..., "findings": [...]}, ...}
         for other, rep in (res.get("deskguard_controls") or {}).items():
             if isinstance(rep, dict) and rep.get("state") in CONTROL_RANK:
-                h.record_control(other, rep["state"])
-                h.findings.setdefault(other, []).extend(str(f) for f in rep.get("findings") or [])
+                findings = [str(f) for f in rep.get("findings") or []]
+                h.record_control(other, "warning" if rep["state"] == "compliant" and findings else rep["state"])
+                h.findings.setdefault(other, []).extend(findings)
         if kind == "runner_on_ok":
             h.ok += 1
             h.changed += bool(res.get("changed"))
@@ -176,7 +201,10 @@ class EventCollector:
             h.failed += 1
             h.record_control(cid, "failed")
             h.failed_tasks.append(task)
-            h.messages.extend(failure_messages(res))
+            reasons = failure_messages(res)
+            h.messages.extend(reasons)
+            h.failures.append((task, reasons))
+            self.failures.append((data["host"], task, reasons))
         elif kind == "runner_on_unreachable":
             h.unreachable = True
             h.messages.extend(failure_messages(res))
@@ -200,10 +228,26 @@ def run_on_host(site: Path, playbook: str, host: str) -> tuple[str, PlaybookResu
 
 def failure_messages(res: dict) -> list[str]:
     """The messages that say why: a loop's own message ("One or more items failed") says nothing."""
-    items = [r for r in res.get("results") or [] if isinstance(r, dict) and r.get("failed") and r.get("msg")]
+    if res.get("censored"):
+        return ["the reason is hidden: the task's result is no_log"]   # censored stays censored
+    items = [r for r in res.get("results") or [] if isinstance(r, dict) and r.get("failed")
+             and (r.get("msg") or r.get("censored"))]
     if items:
-        return [str(r["msg"]) for r in items]
-    return [str(res["msg"])] if res.get("msg") else []
+        return [_reason(r) for r in items]
+    return [_reason(res)] if res.get("msg") else []
+
+
+def _reason(res: dict) -> str:
+    """A result's msg; a module that crashed says only "MODULE FAILURE", so its error's last line is added."""
+    if res.get("censored"):
+        return "the reason is hidden: the task's result is no_log"
+    msg = str(res.get("msg") or "")
+    if msg.startswith("MODULE FAILURE"):
+        tail = [line.strip() for line in str(res.get("module_stderr") or res.get("module_stdout") or "").splitlines()
+                if line.strip()]
+        if tail:
+            return f"MODULE FAILURE: {tail[-1]}"
+    return msg
 
 
 def playbook_dir(site: Path, playbook: str) -> Path:

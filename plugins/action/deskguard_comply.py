@@ -37,7 +37,7 @@ else:
     except Exception:  # noqa: BLE001  only a speed-up: what failed here fails again in run(), with its message
         pass
 
-STATE_FOR_RUNNER = {"pass": "compliant", "fail": "noncompliant", "error": "failed", "waived": "compliant",
+STATE_FOR_RUNNER = {"pass": "compliant", "warn": "warning", "fail": "noncompliant", "error": "failed", "waived": "compliant",
                     "not_applicable": "not_applicable"}
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ansible.plugins.action import ActionBase
 
-STATE_FOR_RUNNER = {"pass": "compliant", "fail": "noncompliant", "error": "failed", "waived": "compliant",
+STATE_FOR_RUNNER = {"pass": "compliant", "warn": "warning", "fail": "noncompliant", "error": "failed", "waived": "compliant",
                     "not_applicable": "not_applicable"}
 
 

@@ -262,7 +262,7 @@ def classify_link(name, uevent, driver, wireless, nm_type=None, virtual=False):
         return "wifi", ev
     if virtual or driver in VIRTUAL_DRIVERS or devtype in ("wireguard", "bridge", "vlan", "bond") or \
             nm_type in ("wireguard", "tun", "bridge", "loopback"):
-        return "virtual", ev + (["a virtual interface (/sys/devices/virtual)"] if virtual and not driver else [])
+        return "virtual", ev + (["listed under /sys/devices/virtual"] if virtual and not driver else [])
     if driver or nm_type == "ethernet":
         return "wired", ev
     return UNKNOWN, ev

@@ -65,7 +65,7 @@ def test_check_mode_changes_and_records_nothing(site, laptop):
                       "ENC-002": "not applicable", "ENC-003": "not applicable",
                       "ACC-001": "already compliant", "ACC-002": "would change", "ACC-003": "would change",
                       "ACC-004": "already compliant", "ACC-005": "would change",  # tanaka is no admin here
-                      "NET-003": "already compliant", "AGT-001": "disabled", **SW_DEFAULT}, out
+                      "NET-003": "not applicable", "AGT-001": "disabled", **SW_DEFAULT}, out
     assert snapshot(laptop) == before
     assert HOST not in (site / "inventory" / "hosts.yml").read_text()
     assert json.loads(deskguard(site, "devices", "list", "--json").stdout) == []
@@ -79,7 +79,7 @@ def test_onboard_applies_every_control(site, laptop):
         "ENC-001": "not applicable", "ENC-002": "not applicable", "ENC-003": "not applicable",  # root on no disk
         "ACC-001": "already compliant", "ACC-002": "applied", "ACC-003": "applied",
         "ACC-004": "already compliant", "ACC-005": "applied",  # no display manager in the lab: ACC-004 has nothing to do
-        "NET-003": "already compliant",  # limits checked; no call system in the policy, nothing to deploy
+        "NET-003": "not applicable",  # no call system in the policy: nothing to deploy (as the nightly run says)
         "AGT-001": "disabled",           # the example policy leaves the agent off
         **SW_DEFAULT}
     device = json.loads(deskguard(site, "devices", "show", HOST, "--json").stdout)

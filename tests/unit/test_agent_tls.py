@@ -33,7 +33,7 @@ def pki(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    from deskguard import keys
+    from deskguard.recovery import keys
     from deskguard.store import Store
 
     site = tmp_path_factory.mktemp("site")
@@ -46,7 +46,7 @@ def site(tmp_path_factory):
 
 
 def _agent_config(site, url, tmp_path, **extra):
-    from deskguard import agent as controller
+    from deskguard.orders import agent as controller
 
     settings = {"device_uuid": site["uuid"], "order_public_key": controller.order_public_pem(site["path"]),
                 "allow_http": False, **extra}

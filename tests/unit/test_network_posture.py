@@ -335,3 +335,22 @@ def test_the_example_policy_fits_the_role_s_argument_spec():
     assert validator.validate(mine).error_messages == []
     bad = validator.validate({**mine, "network_posture_call_system": [{"ports": [5061]}]})
     assert bad.error_messages == ["missing required arguments: host found in network_posture_call_system"]
+
+
+def test_onboarding_says_net_003_is_not_applicable_as_the_nightly_run_does(tmp_path):
+    """One verdict for one laptop: without a call system in the policy, onboarding's per-control table and the
+    nightly summary both say NET-003 does not apply (onboarding used to say "already compliant")."""
+    from deskguard.compliance.network import call_system
+    from deskguard.runner import run_playbook
+
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "playbooks" / "t.yml").write_text(
+        "- hosts: all\n  gather_facts: true\n  gather_subset: [min]\n  roles: [network_posture]\n")
+    inv = tmp_path / "hosts.yml"
+    inv.write_text('all: {hosts: {lt-1: {ansible_connection: local, ansible_python_interpreter: '
+                   '"{{ ansible_playbook_python }}"}}}\n')
+    outcome = run_playbook(tmp_path, "t.yml", [inv]).hosts["lt-1"]
+    nightly = call_system({}, {"network_posture_call_system": []})
+    assert nightly.status == "not_applicable"
+    assert outcome.controls["NET-003"] == "not_applicable", outcome
+    assert outcome.findings["NET-003"] == nightly.evidence

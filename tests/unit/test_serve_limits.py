@@ -28,7 +28,7 @@ SECRET_MARK = "body-marker-7f3c9a"  # in every refused body: must never reach th
 @pytest.fixture
 def server(tmp_path):
     """A site with one laptop (lt-1) and `deskguard serve` with default options; its log goes to a file."""
-    from deskguard import keys
+    from deskguard.recovery import keys
     from deskguard.store import Store
 
     site = tmp_path / "site"

@@ -115,7 +115,7 @@ BROKEN = [
      "reboot pending after updates (WindowsUpdate RebootRequired)"),
     ("updates", {"last_run_age_days": 12.5}, "UPD-002", "last windows-update run 12.5 days ago (policy: 7)"),
     ("usb", {"values": []}, "USB-001",
-     "HKLM:\\SOFTWARE\\Policies\\Microsoft\\Windows\\RemovableStorageDevices\\Deny_All is None, policy wants 1"),
+     "HKLM:\\SOFTWARE\\Policies\\Microsoft\\Windows\\RemovableStorageDevices\\Deny_All is not set, policy wants 1"),
     ("usb", {"values": POSTURE["usb"]["values"] + [
         {"path": "HKLM:\\SOFTWARE\\Policies\\Microsoft\\Windows\\RemovableStorageDevices\\"
                  "{53f5630d-b6bf-11d0-94f2-00a0c91efb8b}", "name": "Deny_Write", "type": "dword", "data": 1}]},

@@ -40,10 +40,10 @@ def _report(run, drift, history, fmt, output):
         score = run.run["score"]
         table = Table(title=f"compliance run {run.run['id'][:8]}: {len(run.hosts)} host(s), fleet score "
                             f"{'-' if score is None else f'{score:.0f}%'}")
-        for col in ("host", "state", "score", "failing controls"):
+        for col in ("host", "state", "score", "failing controls", "passed with a warning"):
             table.add_column(col)
         for r in report.table_rows(run):
-            table.add_row(r["host"], r["state"], r["score"], r["failing"])
+            table.add_row(r["host"], r["state"], r["score"], r["failing"], r["warnings"])
         console = Console(file=open(output, "w") if output else None)
         console.print(table)
         if drift:

@@ -5,6 +5,7 @@ have is absent (sshd on Windows, the PAM wiring there) and not held against it."
 from __future__ import annotations
 
 from .results import _check
+from .wording import shown
 
 
 def _limits(policy: dict) -> dict:
@@ -21,7 +22,7 @@ def operator_standard(p: dict, policy: dict, _posture: dict | None = None):
     if not p.get("operator"):
         problems.append("no operator is recorded for this laptop (deskguard_operator)")
     elif not p.get("operator_exists"):
-        problems.append(f"the operator account {p['operator']!r} does not exist on the laptop")
+        problems.append(f"the operator account {shown(p['operator'])} does not exist on the laptop")
     for group in p.get("operator_privileged_groups") or []:
         problems.append(f"the operator is in the privileged group {group!r}")
     for rule in p.get("operator_sudo_rules") or []:
@@ -42,14 +43,14 @@ def passwords(p: dict, policy: dict, _posture: dict | None = None):
     for key, name in (("password_minlen", "minimum length"), ("password_remember", "remembered passwords")):
         value, least = p.get(key), want[key]
         if not isinstance(value, int) or value < least:
-            problems.append(f"{name} is {value!r}, the policy wants at least {least}")
+            problems.append(f"{name} is {shown(value)}, the policy wants at least {least}")
     if windows:
         if want["password_minclass"] >= 3 and p.get("password_complexity") is not True:
             problems.append("password complexity is off")
     else:
         value = p.get("password_minclass")
         if not isinstance(value, int) or value < want["password_minclass"]:
-            problems.append(f"character classes required: {value!r}, the policy wants {want['password_minclass']}")
+            problems.append(f"character classes required: {shown(value)}, the policy wants {want['password_minclass']}")
         if p.get("password_quality_in_pam") is False:
             problems.append("pam_pwquality is not in the password stack (its settings are not used)")
         if p.get("password_history_in_pam") is False:
@@ -65,9 +66,13 @@ def lockout(p: dict, policy: dict, _posture: dict | None = None):
     problems = []
     deny, unlock = p.get("lockout_deny"), p.get("lockout_unlock_seconds")
     if not isinstance(deny, int) or not 0 < deny <= want["lockout_deny"]:
-        problems.append(f"accounts lock after {deny!r} failures, the policy wants 1..{want['lockout_deny']}")
+        problems.append(f"accounts lock after {shown(deny)} failures, the policy wants 1..{want['lockout_deny']}"
+                        if isinstance(deny, int) and deny > 0 else
+                        f"the failed-login limit is {shown(deny)}, the policy wants 1..{want['lockout_deny']}")
     if not isinstance(unlock, int) or 0 < unlock < want["lockout_unlock_seconds"]:
-        problems.append(f"a locked account unlocks after {unlock!r} s, the policy wants {want['lockout_unlock_seconds']}")
+        problems.append((f"a locked account unlocks after {unlock} s" if isinstance(unlock, int) else
+                         f"the unlock time is {shown(unlock)}")
+                        + f", the policy wants 0 (an administrator unlocks) or at least {want['lockout_unlock_seconds']} s")
     if p.get("lockout_in_pam") is False:
         problems.append("pam_faillock is not in the login stack (preauth and authfail): nothing is counted")
     return _check("ACC-003", observed, expected, problems)
@@ -101,13 +106,14 @@ def management_channel(p: dict, policy: dict, _posture: dict | None = None):
     else:
         for key in ("permitrootlogin", "passwordauthentication", "kbdinteractiveauthentication"):
             if sshd.get(key) != "no":
-                problems.append(f"sshd {key} is {sshd.get(key)!r}, not 'no'")
+                problems.append(f"sshd {key} is {shown(sshd.get(key))}, not 'no'")
         if sshd.get("pubkeyauthentication") != "yes":
             problems.append("sshd does not accept keys (pubkeyauthentication)")
         if allow and sorted(sshd.get("allowusers") or []) != allow:
-            problems.append(f"sshd AllowUsers is {sshd.get('allowusers')}, the policy says {allow}")
+            problems.append(f"sshd AllowUsers is {shown(sshd.get('allowusers'))}, the policy says {shown(allow)}")
     if not p.get("management_exists"):
-        problems.append(f"the management account {p.get('management_user')!r} does not exist")
+        problems.append(f"the management account {p['management_user']!r} does not exist" if p.get("management_user")
+                        else "the management account is not named (no management user recorded)")
     elif not p.get("management_authorized_keys"):
         problems.append("the management account has no authorized key")
     return _check("ACC-005", observed, expected, problems)
@@ -119,7 +125,7 @@ def _winrm_channel(p: dict):
     observed = {k: p.get(k) for k in keys}
     expected = {"management_exists": True, "management_is_admin": True, "winrm_allow_unencrypted": False,
                 "winrm_basic_auth": False}
-    problems = [f"{k} is {p.get(k)!r}, expected {v!r}" for k, v in expected.items() if p.get(k) is not v]
+    problems = [f"{k} is {shown(p.get(k))}, expected {shown(v)}" for k, v in expected.items() if p.get(k) is not v]
     return _check("ACC-005", observed, expected, problems)
 
 

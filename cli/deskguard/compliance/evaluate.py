@@ -12,7 +12,8 @@ import datetime as dt
 from . import accounts, network, software, windows
 from .catalog import CONTROLS
 from .laptop_judged import usb, vpn
-from .results import STATUSES, PolicyError, Result, _check
+from .results import PASSING, STATUSES, PolicyError, Result, _check, settle
+from .wording import shown
 
 
 # ------------------------------------------------------------------------------------------ evaluators
@@ -21,15 +22,15 @@ def screen_lock(p: dict, policy: dict, _posture: dict | None = None) -> Result:
     minutes = int(policy.get("screen_lock_idle_minutes", 5))
     expected = {"idle_delay": f"1..{minutes * 60} s", "lock_enabled": True, "locked": True, "db_compiled": True}
     observed = {k: p.get(k) for k in ("idle_delay", "lock_enabled", "db_compiled")}
-    observed["locked"] = p.get("locked", [])
+    observed["locked"] = p.get("locked") or []
     problems = []
     delay = p.get("idle_delay")
     if not isinstance(delay, int) or not 0 < delay <= minutes * 60:
-        problems.append(f"idle-delay is {delay!r} s, policy wants 1..{minutes * 60} s")
+        problems.append(f"idle-delay is {shown(delay, 's')}, policy wants 1..{minutes * 60} s")
     if p.get("lock_enabled") is not True:
         problems.append("screen lock is not enabled")
     for key in ("/org/gnome/desktop/session/idle-delay", "/org/gnome/desktop/screensaver/lock-enabled"):
-        if key not in p.get("locked", []):
+        if key not in (p.get("locked") or []):
             problems.append(f"{key} is not locked (the user can change it)")
     if not p.get("profile_uses_local_db"):
         problems.append("the dconf user profile does not read the system database")
@@ -44,16 +45,16 @@ def firewall(p: dict, policy: dict, _posture: dict | None = None) -> Result:
     expected = {"active": True, "incoming": "DROP or REJECT", "management": [f"{s} -> {port}/tcp" for s in sources]}
     defaults = p.get("defaults") or {}
     observed = {"tool": p.get("tool"), "active": p.get("active"), "incoming": defaults.get("input"),
-                "rules": p.get("rules", [])}
+                "rules": (p.get("rules") or [])}
     problems = []
     if not p.get("tool"):
         problems.append("no firewall tool (ufw) installed")
     if p.get("active") is not True:
         problems.append("the firewall is not active")
     if defaults.get("input") not in ("DROP", "REJECT"):
-        problems.append(f"inbound default is {defaults.get('input')!r}, not deny")
+        problems.append(f"inbound default is {shown(defaults.get('input'))}, not deny")
     for src in sources:
-        if not any(f"from {src} " in r and f"port {port}" in r for r in p.get("rules", [])):
+        if not any(f"from {src} " in r and f"port {port}" in r for r in (p.get("rules") or [])):
             problems.append(f"no rule lets the management network {src} reach port {port}")
     return _check("FW-001", observed, expected, problems)
 
@@ -70,9 +71,9 @@ def updates(p: dict, policy: dict, _posture: dict | None = None) -> Result:
     for key, name in (("periodic_unattended_upgrade", "APT::Periodic::Unattended-Upgrade"),
                       ("periodic_update_lists", "APT::Periodic::Update-Package-Lists")):
         if p.get(key) != "1":
-            problems.append(f"{name} is {p.get(key)!r}, not \"1\"")
+            problems.append(f"{name} is {shown(p.get(key))}, not \"1\"")
     if p.get("timers") != ["enabled", "enabled"]:
-        problems.append(f"apt-daily timers are {p.get('timers')}, not both enabled")
+        problems.append(f"apt-daily timers are {shown(p.get('timers'))}, not both enabled")
     origins = p.get("origins") or []
     if not origins:
         problems.append("no update origins configured")
@@ -219,7 +220,7 @@ def evaluate(hostname: str, posture: dict, errors: dict, policy: dict, escrow_ou
             results[cid] = Result(cid, "error", evidence=["disk not evaluated (no escrow verification)"])
     out = []
     for cid, control in CONTROLS.items():
-        r = results[cid]
+        r = settle(results[cid])
         r.title, r.severity, r.remediation = control.title, control.severity, control.remediation
         if not policy.get(f"{control.role}_enabled", True):
             r.status, r.evidence = "not_applicable", ["disabled in the policy"]
@@ -235,10 +236,11 @@ def evaluate(hostname: str, posture: dict, errors: dict, policy: dict, escrow_ou
 
 
 def host_summary(results: list[Result]) -> dict:
-    """score = passed / (passed + failed + errors) in %, waived and n/a left out; compliant only if nothing
-    failed and every mandatory control passed."""
+    """score = passed / (passed + failed + errors) in %, a pass with a warning counting as passed, waived and
+    n/a left out; compliant only if nothing failed and every mandatory control passed."""
     counts = {s: sum(r.status == s for r in results) for s in STATUSES}
-    judged = counts["pass"] + counts["fail"] + counts["error"]
-    mandatory_ok = all(r.status in ("pass", "not_applicable") for r in results if CONTROLS[r.id].mandatory)
-    return {"score": round(100.0 * counts["pass"] / judged, 1) if judged else 100.0, "counts": counts,
+    passed = counts["pass"] + counts["warn"]
+    judged = passed + counts["fail"] + counts["error"]
+    mandatory_ok = all(r.status in (*PASSING, "not_applicable") for r in results if CONTROLS[r.id].mandatory)
+    return {"score": round(100.0 * passed / judged, 1) if judged else 100.0, "counts": counts,
             "compliant": counts["fail"] == 0 and counts["error"] == 0 and mandatory_ok}

@@ -15,7 +15,10 @@ def usb(p: dict, policy: dict, _posture: dict | None = None) -> dict[str, Result
     for r in module_utils("deskguard_usb_report").evaluate(p, policy.get("usb_control_mode"),
                                                            approved_usb_devices(policy)):
         # The observed line already names what is wrong (daemon state, drifted files, unapproved devices).
-        evidence = [str(r["observed"])] if r["status"] == "fail" else []
+        # A control that does not apply says why (the mode), like every other not-applicable result.
+        evidence = ([str(r["observed"])] if r["status"] == "fail" else
+                    [f"{r['observed']}, the control applies in {r['expected']}"] if r["status"] == "not-applicable"
+                    and r["observed"] else [])
         out[r["id"]] = Result(r["id"], status.get(r["status"], "error"), r["observed"], r["expected"], evidence)
     return out
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import DeskguardError
+from .wording import shown
 
 KINDS = {"wired": "wired connection", "wifi": "Wi-Fi", "usb_tether": "a phone's USB tethering",
          "bluetooth_pan": "a phone's Bluetooth tethering", "mobile_broadband": "a mobile broadband modem",
@@ -24,7 +25,7 @@ class Netcheck:
     @property
     def exit_code(self) -> int:
         """0 every NET control passed (or does not apply); 1 a problem was found or something is unknown."""
-        return 0 if all(c["status"] in ("pass", "not_applicable", "waived") for c in self.controls) else 1
+        return 0 if all(c["status"] in ("pass", "warn", "not_applicable", "waived") for c in self.controls) else 1
 
     def to_dict(self) -> dict:
         return {"host": self.host, "verdict": self.verdict, "controls": self.controls, "network": self.network,
@@ -57,7 +58,8 @@ def verdict(network: dict, controls: list[dict]) -> list[str]:
         lines.append("Could not check everything: " + "; ".join(unknown) + ".")
     if not lines:
         uplink, samples = network.get("uplink") or {}, (network.get("call_system") or {}).get("samples") or {}
-        text = f"Network OK: {KINDS.get(uplink.get('kind'), 'connected')} on {uplink.get('interface')}"
+        text = f"Network OK: {KINDS.get(uplink.get('kind'), 'connected')}" + (f" on {uplink['interface']}"
+                                                                             if uplink.get("interface") else "")
         if (network.get("vpn") or {}).get("up"):
             text += ", VPN up"
         if samples.get("rtt_avg_ms") is not None:
@@ -86,7 +88,7 @@ def evidence(network: dict) -> list[str]:
                                  else "no lease file found"))
     w = network.get("wifi")
     if w:
-        out.append(f"Wi-Fi: \"{w.get('ssid')}\" BSSID {w.get('bssid') or '-'}, security {w.get('security')} "
+        out.append(f"Wi-Fi: \"{w.get('ssid')}\" BSSID {w.get('bssid') or '-'}, security {w.get('security') or 'unknown'} "
                    f"(from {w.get('source') or 'nothing'})")
     v = network.get("vpn")
     if v:
@@ -101,12 +103,17 @@ def evidence(network: dict) -> list[str]:
         out.append(f"call system {t['host']}: {found}" + (f"; {ports}" if ports else ""))
     s = cs.get("samples")
     if s:
-        out.append(f"samples ({s.get('sent')} TCP handshakes to {s.get('host')}:{s.get('port')}): avg "
-                   f"{s.get('rtt_avg_ms')} ms, min {s.get('rtt_min_ms')} ms, max {s.get('rtt_max_ms')} ms, jitter "
-                   f"{s.get('jitter_ms')} ms, loss {s.get('loss_pct')}%")
+        def ms(key):
+            return "not measured" if s.get(key) is None else f"{s[key]:g} ms"
+        out.append(f"samples ({shown(s.get('sent'))} TCP handshakes to {s.get('host') or 'the call system'}"
+                   + (f":{s['port']}" if s.get("port") else "") + f"): avg {ms('rtt_avg_ms')}, min {ms('rtt_min_ms')}, "
+                   f"max {ms('rtt_max_ms')}, jitter {ms('jitter_ms')}, loss "
+                   + ("not measured" if s.get("loss_pct") is None else f"{s['loss_pct']:g}%"))
     for item in network.get("unknown") or []:
         out.append(f"unknown: {item}")
-    out.append(f"checked in {network.get('elapsed')} s (limit {network.get('time_limit')} s)")
+    if network.get("elapsed") is not None:
+        out.append(f"checked in {network['elapsed']} s" + (f" (limit {network['time_limit']} s)"
+                                                           if network.get("time_limit") is not None else ""))
     return out
 
 

@@ -8,7 +8,7 @@ makes it a `fail` (which outranks an unknown)."""
 from __future__ import annotations
 
 from ..site import module_utils
-from .results import Result
+from .results import Result, settle
 
 MOBILE_KINDS = {"usb_tether": "a phone's USB tethering", "bluetooth_pan": "a phone's Bluetooth tethering",
                 "mobile_broadband": "a mobile broadband modem"}
@@ -183,7 +183,7 @@ def judge_all(network: dict, policy: dict) -> list:
 
     out = []
     for cid, (_section, judge) in JUDGES.items():
-        r = judge(network, policy)
+        r = settle(judge(network, policy))
         control = CONTROLS[cid]
         r.title, r.severity, r.remediation = control.title, control.severity, control.remediation
         out.append(r)

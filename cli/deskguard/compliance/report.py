@@ -39,7 +39,10 @@ def to_junit(run) -> str:
             case = ET.SubElement(suite, "testcase", classname=host, name=cid)
             counts["tests"] += 1
             detail = json.dumps({"observed": r["observed"], "expected": r["expected"]}, sort_keys=True)
-            if r["status"] == "fail":
+            if r["status"] == "warn":
+                # A passed testcase (JUnit has no warning state) whose output CI shows beside it.
+                ET.SubElement(case, "system-out").text = "pass with a warning: " + "; ".join(r["evidence"])
+            elif r["status"] == "fail":
                 counts["failures"] += 1
                 ET.SubElement(case, "failure", message="; ".join(r["evidence"])[:500]).text = detail
             elif r["status"] == "error":
@@ -68,17 +71,22 @@ def to_csv(run) -> str:
 
 
 def table_rows(run) -> list[dict]:
-    """One row per host for the terminal: state, score, and the failing controls with their first reason."""
+    """One row per host for the terminal: state, score, the failing controls with their first reason, and the
+    controls that pass with a warning with theirs."""
     rows = []
     for host, h in worst_first(run):
         bad = [(cid, r) for cid, r in sorted(h["results"].items()) if r["status"] in ("fail", "error")]
+        warned = [(cid, r) for cid, r in sorted(h["results"].items()) if r["status"] == "warn"]
         state = h["state"] if h["state"] != "ok" else ("compliant" if h["compliant"] else "NOT compliant")
+        if h["state"] == "ok" and warned:
+            state += f", {len(warned)} warning" + ("s" if len(warned) > 1 else "")
         if h.get("source") == "checkin" and h["state"] == "ok":
             state += f" (check-in {h['evidence_at']})"
         rows.append({"host": host, "state": state,
                      "score": "-" if h["score"] is None else f"{h['score']:.0f}%",
                      "failing": "; ".join(f"{cid}: {(r['evidence'] or [r['status']])[0]}" for cid, r in bad)
-                     or (h.get("message") or "-")})
+                     or (h.get("message") or "-"),
+                     "warnings": "; ".join(f"{cid}: {r['evidence'][0]}" for cid, r in warned) or "-"})
     return rows
 
 

@@ -106,6 +106,9 @@ def drift(before: Run | None, after: Run) -> list[dict]:
                 continue
             kind = ("new failure" if r["status"] in ("fail", "error") else
                     "fixed" if was in ("fail", "error") and r["status"] == "pass" else
+                    "fixed, with a warning" if was in ("fail", "error") and r["status"] == "warn" else
+                    "new warning" if r["status"] == "warn" else
+                    "warning cleared" if was == "warn" and r["status"] == "pass" else
                     "new waiver" if r["status"] == "waived" else "changed")
             if was is None and r["status"] == "pass":
                 continue   # a new host or control that passes is not drift

@@ -20,7 +20,7 @@ def denied(p: dict, policy: dict, _posture: dict | None = None):
     wanted = ([d.get("name") for d in policy.get("software_policy_denied_windows_software") or []] if windows
               else list(policy.get("software_policy_denied_packages") or []))
     expected = {"denied_installed": [], "denied": wanted}
-    observed = {"denied_installed": p.get("denied_installed", []), "denylist_pinned": p.get("denylist_pinned")}
+    observed = {"denied_installed": p.get("denied_installed") or [], "denylist_pinned": p.get("denylist_pinned")}
     problems = [f"denied software installed: {name}" for name in p.get("denied_installed") or []]
     if not windows and p.get("denylist_pinned") is False:
         problems.append("the denylist is not pinned (apt preferences / dnf exclude) as the policy says")

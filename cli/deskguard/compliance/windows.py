@@ -11,6 +11,7 @@ from __future__ import annotations
 from ..site import module_utils
 from .laptop_judged import vpn as linux_vpn
 from .results import PolicyError, Result
+from .wording import shown
 
 
 def family(posture: dict | None) -> str:
@@ -48,7 +49,7 @@ def screen_lock(p: dict, policy: dict, _posture: dict | None = None):
     if timeout is None:
         problems.append("InactivityTimeoutSecs is not set: Windows does not lock an idle session")
     elif not isinstance(timeout, int) or not 0 < timeout <= limit:
-        problems.append(f"InactivityTimeoutSecs is {timeout!r} s, policy wants 1..{limit} s")
+        problems.append(f"InactivityTimeoutSecs is {shown(timeout, 's')}, policy wants 1..{limit} s")
     return _check("LCK-001", observed, expected, problems)
 
 
@@ -70,9 +71,10 @@ def firewall(p: dict, policy: dict, _posture: dict | None = None):
             problems.append(f"the {name} profile was not reported")
             continue
         if prof.get("enabled") != "True":
-            problems.append(f"the {name} profile is off (Enabled={prof.get('enabled')})")
+            problems.append(f"the {name} profile is off (Enabled={prof.get('enabled') or 'not reported'})")
         if prof.get("default_inbound_action") != "Block":
-            problems.append(f"the {name} profile's inbound default is {prof.get('default_inbound_action')}, not Block")
+            problems.append(f"the {name} profile's inbound default is {prof.get('default_inbound_action') or 'not reported'}, "
+                            "not Block")
     return _check("FW-001", observed, expected, problems)
 
 
@@ -92,7 +94,7 @@ def updates(p: dict, policy: dict, _posture: dict | None = None):
     service = p.get("service") or {}
     observed = {"policy": seen, "service_start_type": service.get("start_type")}
     expected = {"policy": want, "service_start_type": "not Disabled"}
-    problems = [f"{name} is {seen.get(name)!r}, policy wants {value}" for name, value in want.items()
+    problems = [f"{name} is {shown(seen.get(name))}, policy wants {value}" for name, value in want.items()
                 if seen.get(name) != value]
     if service.get("start_type") == "Disabled":
         problems.append("the Windows Update service (wuauserv) is disabled")
@@ -125,16 +127,16 @@ def usb(p: dict, policy: dict, _posture: dict | None = None) -> dict:
     seen = {(v["path"].lower(), v["name"].lower()): v.get("data") for v in p.get("values") or []}
     lists = {key: {name: data for (path, name), data in seen.items() if path == key.lower()} for key in exp["lists"]}
 
-    def shown(v):
+    def where(v):
         return f"{v['path']}\\{v['name']}"
 
-    missing = [f"{shown(v)} is {seen.get((v['path'].lower(), v['name'].lower()))!r}, policy wants {v['data']}"
+    missing = [f"{where(v)} is {shown(seen.get((v['path'].lower(), v['name'].lower())))}, policy wants {v['data']}"
                for v in exp["present"] if str(seen.get((v["path"].lower(), v["name"].lower()))) != str(v["data"])]
     out = {"USB-001": Result("USB-001", "fail" if missing else "pass",
-                             {"values": {shown(v): seen.get((v["path"].lower(), v["name"].lower()))
+                             {"values": {where(v): seen.get((v["path"].lower(), v["name"].lower()))
                                          for v in exp["present"]}, "attached": p.get("attached") or []},
                              {"mode": policy.get("usb_control_mode"),
-                              "values": {shown(v): v["data"] for v in exp["present"]}}, missing)}
+                              "values": {where(v): v["data"] for v in exp["present"]}}, missing)}
     allow = [k for k in exp["lists"] if k.rsplit("\\", 1)[-1] in ("AllowDeviceIDs", "AllowInstanceIDs")]
     if policy.get("usb_control_mode") != "allow_listed":
         out["USB-002"] = Result("USB-002", "not_applicable", None, None, ["only in allow_listed mode"])
@@ -143,12 +145,12 @@ def usb(p: dict, policy: dict, _posture: dict | None = None) -> dict:
                  if sorted(map(str, lists[k].values())) != sorted(exp["lists"][k].values())]
         out["USB-002"] = Result("USB-002", "fail" if wrong else "pass", {k: lists[k] for k in allow},
                                 {k: exp["lists"][k] for k in allow}, wrong)
-    stale = [f"{shown(v)} is set ({seen[(v['path'].lower(), v['name'].lower())]!r}) but belongs to another mode"
+    stale = [f"{where(v)} is set ({shown(seen[(v['path'].lower(), v['name'].lower())])}) but belongs to another mode"
              for v in exp["absent"] if (v["path"].lower(), v["name"].lower()) in seen]
     stale += [_list_problem(k, lists[k], exp["lists"][k]) for k in exp["lists"]
               if k not in allow and sorted(map(str, lists[k].values())) != sorted(exp["lists"][k].values())]
     out["USB-003"] = Result("USB-003", "fail" if stale else "pass",
-                            {"stale_values": [shown(v) for v in exp["absent"]
+                            {"stale_values": [where(v) for v in exp["absent"]
                                               if (v["path"].lower(), v["name"].lower()) in seen]},
                             {"stale_values": [], **{k: exp["lists"][k] for k in exp["lists"] if k not in allow}}, stale)
     return out
@@ -167,7 +169,8 @@ def vpn(p: dict, policy: dict, posture: dict | None = None) -> dict:
         extra.append("the tunnel configuration (it holds the private key) is readable beyond SYSTEM and Administrators")
     service = p.get("service") or {}
     if service.get("status") != "Running":
-        extra.append(f"the tunnel service {service.get('name')} is {service.get('status') or 'not installed'}")
+        extra.append(f"the tunnel service {service.get('name') or 'WireGuardTunnel'} is "
+                     f"{service.get('status') or 'not installed'}")
     first = results["VPN-001"]
     first.observed = {**(first.observed or {}), "service": service, "config_private": p.get("config_private")}
     if extra:
@@ -180,12 +183,12 @@ def _ikev2(p: dict, policy: dict) -> dict:
     server = policy.get("vpn_windows_ikev2_server")
     problems = []
     if not conn:
-        problems.append(f"no all-user VPN connection deskguard-{p.get('interface')}")
+        problems.append(f"no all-user VPN connection deskguard-{p.get('interface') or 'wg0'}")
     else:
         if conn.get("server") != server:
-            problems.append(f"the connection's server is {conn.get('server')!r}, policy wants {server!r}")
+            problems.append(f"the connection's server is {shown(conn.get('server'))}, policy wants {shown(server)}")
         if conn.get("tunnel_type") != "Ikev2":
-            problems.append(f"the connection's tunnel type is {conn.get('tunnel_type')}, not Ikev2")
+            problems.append(f"the connection's tunnel type is {shown(conn.get('tunnel_type'))}, not Ikev2")
     up = conn.get("status") == "Connected"
     kill = bool(policy.get("vpn_kill_switch"))
     return {

@@ -19,6 +19,7 @@ NEXT_STEP = {
     "not_applicable": "nothing",
     "applied": "nothing: applied now",
     "compliant": "nothing",
+    "warning": "see the findings (the control is met)",
     "skipped": "disabled in the policy",
 }
 
@@ -203,6 +204,7 @@ def summary_rows(result: PlaybookResult, hostname: str, check: bool) -> list[dic
     rows = []
     for cid, state in _controls(result, hostname).items():
         shown = {"applied": "would change" if check else "applied", "compliant": "already compliant",
+                 "warning": "passes with a warning",
                  "skipped": "disabled", "failed": "failed",
                  "noncompliant": "not compliant", "not_applicable": "not applicable"}[state]
         nxt = "run without --check to apply" if check and state == "applied" else NEXT_STEP[state]

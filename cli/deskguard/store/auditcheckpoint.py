@@ -28,7 +28,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .. import policyfile
+from ..site import policyfile
 from ..errors import EXIT_HOST_FAILED, DeskguardError, UsageError
 from ..fsutil import create_new
 from .auditchain import canonical_json
