@@ -41,6 +41,7 @@ def site(tmp_path, monkeypatch):
         store.set_device_state("lt-1", "onboarded")
         sec = store.add_secret(dev.uuid, "luks-recovery", f"luks:{LUKS}:1", b"sealed", state="pending")
         store.set_secret_state(sec.id, "active", fingerprint=FP, verified=True)
+        store.set_agent_public_key(dev.uuid, P.public_key_pem(P.generate_private_key()).decode())
     return tmp_path
 
 
@@ -60,6 +61,13 @@ def _nothing_changed(site, audit_before):
         assert s.get_device("lt-1").state == "onboarded"
         assert len(s.list_audit()) == audit_before
     assert _published(site) == []
+
+
+def _drop_agent_key(site):
+    import sqlite3
+
+    with sqlite3.connect(site / ".deskguard" / "deskguard.db") as db:
+        db.execute("UPDATE devices SET agent_public_key = NULL")
 
 
 def _audit_count(site):
@@ -113,7 +121,7 @@ def test_typed_confirmation(site):
 
 @pytest.mark.parametrize("case", ["unknown host", "no reason", "blank reason", "yes without confirm",
                                   "missing order key", "orders dir not writable", "already wiped",
-                                  "no escrowed volume"])
+                                  "no escrowed volume", "no agent"])
 def test_bad_input_is_one_line_and_nothing_is_published(site, case):
     args = ["wipe", "lt-1", "--reason", "lost", "--yes", "--confirm", "lt-1", "--no-run"]
     code, text = 2, ""
@@ -149,6 +157,11 @@ def test_bad_input_is_one_line_and_nothing_is_published(site, case):
             dev = s.get_device("lt-1")
             s.destroy_secrets(dev.uuid, reason="test")
         text = "no escrowed recovery key"
+    elif case == "no agent":
+        # Never enrolled (endpoint_agent off, as the demo's laptops are): refused before the prompt and the
+        # signature, with the way to make it possible.
+        _drop_agent_key(site)
+        text = "lt-1 has no check-in agent (no agent key in the store): no order can ever be acknowledged"
     before = _audit_count(site)
     state = "wiped" if case == "already wiped" else "onboarded"
     proc = deskguard(*args, site=site)
@@ -312,3 +325,33 @@ def test_a_laptop_that_answers_gets_the_order_through_the_wipe_playbook_at_once(
     [path] = _published(site)
     assert (site / "delivered-lt-1.txt").read_text() == f"{path} lt-1"
     assert not (site / "delivered-lt-2.txt").exists()  # --limit: only the host being wiped
+
+
+def test_a_laptop_whose_agent_is_gone_is_told_apart_and_the_exit_code_is_the_documented_one(site):
+    """The real playbooks/wipe.yml on a laptop that answers but has no agent installed (this machine, over the
+    local connection): the reason printed is the missing agent, not the command module's "Error executing
+    command.", the order stays published for its next check-in, and the exit code is the one `--help` gives."""
+    import sys
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        with _store(site) as s:
+            s.update_device("lt-1", port=listener.getsockname()[1])
+        (site / "inventory").mkdir(exist_ok=True)
+        (site / "inventory" / "hosts.yml").write_text(
+            "all:\n  children:\n    laptops:\n      hosts:\n"
+            f"        lt-1: {{ansible_connection: local, ansible_python_interpreter: {sys.executable}}}\n")
+        proc = deskguard("wipe", "lt-1", "--reason", "lost", "--yes", "--confirm", "lt-1", site=site)
+    finally:
+        listener.close()
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert "1 published, but the laptop answered and delivering it now failed" in " ".join(
+        deskguard("wipe", "--help", site=site).stdout.split())
+    [line] = [x for x in proc.stderr.splitlines() if "delivering it now failed" in x]
+    assert "the deskguard agent is not installed on lt-1" in line and "Error executing command" not in line, line
+    assert "Traceback" not in proc.stderr
+    with _store(site) as s:
+        assert [o.state for o in s.list_orders()] == ["queued"]
+    assert len(_published(site)) == 1
