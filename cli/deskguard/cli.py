@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from .errors import EXIT_INTERRUPTED, DeskguardError
+from .errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, DeskguardError
 from .examples import epilog
 
 # name -> "module:attribute" of a click command, loaded lazily.
@@ -95,6 +95,11 @@ def main(argv=None) -> None:
     except DeskguardError as exc:
         click.echo(f"deskguard: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        # A file or folder the command could not use (the commands check what they can first): one line, exit 4.
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"deskguard: {where}{exc.strerror or exc}", err=True)
+        sys.exit(EXIT_ENVIRONMENT)
     except KeyboardInterrupt:
         click.echo("deskguard: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
