@@ -26,12 +26,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import click
 import pytest
-from sitetools import OFFICER_PASSPHRASE
+from sitetools import OFFICER_PASSPHRASE, cli_commands
 
 from deskguard import inventory, term
-from deskguard.cli import app, main
+from deskguard.cli import main
 
 pytestmark = pytest.mark.unit
 
@@ -39,15 +38,8 @@ pytestmark = pytest.mark.unit
 LAB = ("lab", "demo")
 
 
-def leaves(group=app, prefix=""):
-    ctx = click.Context(group)
-    for name in group.list_commands(ctx):
-        cmd = group.get_command(ctx, name)
-        path = f"{prefix} {name}".strip()
-        if isinstance(cmd, click.Group):
-            yield from leaves(cmd, path)
-        else:
-            yield path
+def leaves():
+    return [path for path, _cmd in cli_commands()]
 
 
 def cli(capsys, *argv) -> tuple[int, str, str]:

@@ -45,6 +45,28 @@ def site(tmp_path, monkeypatch):
     return tmp_path
 
 
+@contextlib.contextmanager
+def answering(site, *hosts):
+    """lt-1's management port answers (a loopback listener) and the inventory reaches HOSTS over the local
+    connection, so `wipe` delivers at once."""
+    import sys
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        with _store(site) as s:
+            s.update_device("lt-1", port=listener.getsockname()[1])
+        (site / "inventory").mkdir(exist_ok=True)
+        (site / "inventory" / "hosts.yml").write_text(
+            "all:\n  children:\n    laptops:\n      hosts:\n" + "".join(
+                f"        {h}: {{ansible_connection: local, ansible_python_interpreter: {sys.executable}}}\n"
+                for h in hosts))
+        yield
+    finally:
+        listener.close()
+
+
 def _store(site):
     from deskguard.store import Store
 
@@ -298,19 +320,7 @@ def test_a_laptop_that_answers_gets_the_order_through_the_wipe_playbook_at_once(
     with deskguard_order_file. The site carries a stand-in wipe.yml (a site's own playbooks take precedence)
     that only records the variables it got, on a local-connection host: what the real playbook does with the
     order is the agent's part and is tested there."""
-    import sys
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    try:
-        with _store(site) as s:
-            s.update_device("lt-1", port=listener.getsockname()[1])
-        (site / "inventory").mkdir(exist_ok=True)
-        (site / "inventory" / "hosts.yml").write_text(
-            "all:\n  children:\n    laptops:\n      hosts:\n"
-            f"        lt-1: {{ansible_connection: local, ansible_python_interpreter: {sys.executable}}}\n"
-            f"        lt-2: {{ansible_connection: local, ansible_python_interpreter: {sys.executable}}}\n")
+    with answering(site, "lt-1", "lt-2"):
         (site / "playbooks").mkdir()
         (site / "playbooks" / "wipe.yml").write_text(
             "- hosts: all\n  gather_facts: false\n  tasks:\n"
@@ -318,8 +328,6 @@ def test_a_laptop_that_answers_gets_the_order_through_the_wipe_playbook_at_once(
             "        dest: \"{{ playbook_dir }}/../delivered-{{ inventory_hostname }}.txt\"\n"
             "        content: \"{{ deskguard_order_file }} {{ deskguard_hosts }}\"\n")
         proc = deskguard("wipe", "lt-1", "--reason", "lost", "--yes", "--confirm", "lt-1", site=site)
-    finally:
-        listener.close()
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     assert "received the order now" in proc.stdout
     [path] = _published(site)
@@ -331,21 +339,8 @@ def test_a_laptop_whose_agent_is_gone_is_told_apart_and_the_exit_code_is_the_doc
     """The real playbooks/wipe.yml on a laptop that answers but has no agent installed (this machine, over the
     local connection): the reason printed is the missing agent, not the command module's "Error executing
     command.", the order stays published for its next check-in, and the exit code is the one `--help` gives."""
-    import sys
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    try:
-        with _store(site) as s:
-            s.update_device("lt-1", port=listener.getsockname()[1])
-        (site / "inventory").mkdir(exist_ok=True)
-        (site / "inventory" / "hosts.yml").write_text(
-            "all:\n  children:\n    laptops:\n      hosts:\n"
-            f"        lt-1: {{ansible_connection: local, ansible_python_interpreter: {sys.executable}}}\n")
+    with answering(site, "lt-1"):
         proc = deskguard("wipe", "lt-1", "--reason", "lost", "--yes", "--confirm", "lt-1", site=site)
-    finally:
-        listener.close()
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
     assert "1 published, but the laptop answered and delivering it now failed" in " ".join(
         deskguard("wipe", "--help", site=site).stdout.split())
