@@ -143,6 +143,10 @@ def test_issue_19_bad_input_each_gets_its_one_line(capsys, site):
             "'--output': /proc/self/no-such-folder/r.json: cannot write in /proc/self")
     refused(cli(capsys, "vpn", "push-gateway", "--site", str(site)), 2,
             "no VPN gateway in the inventory (group vpn_gateways): nothing to push")
+    # With a gateway but no VPN in the policy: said here, before the playbook (whose peer-list lookup failed
+    # with a message that did not say why).
+    inventory.add_host(site, "gw-1", {"ansible_host": "192.0.2.10"}, group="vpn_gateways")
+    refused(cli(capsys, "vpn", "push-gateway", "--site", str(site)), 2, "invalid VPN endpoint ''")
 
 
 # ----------------------------------------------------------------------------------------------- success (0)
