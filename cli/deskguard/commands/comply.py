@@ -60,7 +60,7 @@ def _report(run, drift, history, fmt, output):
 @click.option("--fix", is_flag=True, help="Repair the failing controls on the failing hosts, then check again.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
-@output_option("Write the report to this file (atomically; its folder must exist).")
+@output_option("Write the report to this file (atomically; says where; a missing folder is made).")
 @click.option("--since", "since", default=None, help="Drift against this earlier run id (default: the previous run).")
 @click.option("--site", default=None, help="Site folder (default: DESKGUARD_SITE or the checkout).")
 def comply(limit, fix, fmt, as_json, output, since, site):

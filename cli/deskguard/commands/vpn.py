@@ -22,7 +22,7 @@ def vpn():
 @vpn.command("gateway-config")
 @click.option("--format", "fmt", type=click.Choice(["wg-quick", "networkd", "json"]), default="wg-quick",
               show_default=True)
-@output_option("Write here (atomically; its folder must exist) instead of standard output.")
+@output_option("Write here (atomically; a missing folder is made) instead of standard output.")
 @_policy_option
 @_site_option
 def gateway_config(fmt, output, policy_file, site):
