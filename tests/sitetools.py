@@ -126,3 +126,20 @@ def serving(site, env: dict | None = None, port: int | None = None, tls: tuple |
         proc.kill()
         out = proc.communicate()[0]
     assert "Traceback" not in out, out[-3000:]
+
+
+def cli_commands(group=None, prefix=""):
+    """Every leaf command of the `deskguard` CLI: (its path, e.g. "keys rotate", the click command)."""
+    import click
+
+    from deskguard.cli import app
+
+    group = group or app
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        path = f"{prefix} {name}".strip()
+        if isinstance(cmd, click.Group):
+            yield from cli_commands(cmd, path)
+        else:
+            yield path, cmd

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from .errors import EXIT_INTERRUPTED, DeskguardError
+from .errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, DeskguardError
 from .examples import epilog
 
 # name -> "module:attribute" of a click command, loaded lazily.
@@ -82,6 +82,18 @@ def app(verbose, quiet):
     set_verbosity(verbose, quiet)
 
 
+def one_line(message: str) -> str:
+    """An error message as one line of plain text: what the user typed is echoed in it, and a newline, a
+    terminal escape or any other control character in that must neither break the line nor act on the terminal."""
+    import unicodedata
+
+    def shown(c: str) -> str:
+        cat = unicodedata.category(c)
+        return c.encode("unicode_escape").decode("ascii") if cat[0] == "C" or cat in ("Zl", "Zp") else c
+
+    return "".join(map(shown, message))
+
+
 def main(argv=None) -> None:
     try:
         app.main(args=argv, standalone_mode=False)
@@ -90,11 +102,16 @@ def main(argv=None) -> None:
         sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
         # Usage errors: one line, exit 2 (click's own convention, and ours).
-        click.echo(f"deskguard: {exc.format_message()}", err=True)
+        click.echo(f"deskguard: {one_line(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except DeskguardError as exc:
-        click.echo(f"deskguard: {exc}", err=True)
+        click.echo(f"deskguard: {one_line(str(exc))}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        # A file or folder the command could not use (the commands check what they can first): one line, exit 4.
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"deskguard: {one_line(f'{where}{exc.strerror or exc}')}", err=True)
+        sys.exit(EXIT_ENVIRONMENT)
     except KeyboardInterrupt:
         click.echo("deskguard: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)

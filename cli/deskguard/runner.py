@@ -313,7 +313,9 @@ def run_playbook(
                 forks=forks,
                 tags=tags,
                 quiet=True,
-                verbosity=verbosity() or None,  # --verbose: Ansible's -v, -vv… in the collected messages
+                # --verbose: Ansible's -v, -vv… in the collected messages; --quiet (-1) is ours alone, never
+                # Ansible's: a negative count became a bare "-" on its command line.
+                verbosity=max(verbosity(), 0) or None,
                 suppress_env_files=True,
                 event_handler=lambda ev: (collector(ev), display and display.refresh())[0],
             )

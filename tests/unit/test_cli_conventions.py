@@ -11,9 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import click
 import pytest
 from click.testing import CliRunner
+from sitetools import cli_commands as _leaves
 
 from deskguard import term
 from deskguard.cli import app
@@ -35,17 +35,6 @@ NO_DATA = {"completion": "prints a shell script", "demo": "a guided run of the l
 def deskguard(*args, env=None, **kw):
     return subprocess.run([sys.executable, "-m", "deskguard", *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})}, **kw)
-
-
-def _leaves(group=app, ctx_path=""):
-    ctx = click.Context(group)
-    for name in group.list_commands(ctx):
-        cmd = group.get_command(ctx, name)
-        path = f"{ctx_path} {name}".strip()
-        if isinstance(cmd, click.Group):
-            yield from _leaves(cmd, path)
-        else:
-            yield path, cmd
 
 
 def test_version_names_the_kit_ansible_core_and_each_collection():

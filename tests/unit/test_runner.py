@@ -141,3 +141,19 @@ def test_a_step_that_cannot_apply_is_not_applicable_never_compliant():
     assert c.hosts["h"].controls == {"USB-001": "not_applicable"}
     assert c.hosts["h"].findings == {"USB-001": ["USB control not applicable: a container"]}
 
+
+
+def test_quiet_is_not_handed_to_ansible(tmp_path, monkeypatch):
+    """`deskguard -q` is the kit's own verbosity (-1): it once reached ansible-playbook as a bare "-" argument,
+    which failed every run under -q before any host was contacted."""
+    from deskguard import term
+
+    monkeypatch.setattr(term, "_verbosity", 0)
+    term.set_verbosity(0, True)
+    site, inv = make_site(tmp_path, textwrap.dedent("""\
+        all:
+          hosts:
+            good: {ansible_connection: local, ansible_python_interpreter: "{{ ansible_playbook_python }}"}
+        """))
+    result = run_playbook(site, "t.yml", [inv])
+    assert result.exit_code == EXIT_OK and result.hosts["good"].state == "changed", (result.rc, result.status)

@@ -41,7 +41,30 @@ def site(tmp_path, monkeypatch):
         store.set_device_state("lt-1", "onboarded")
         sec = store.add_secret(dev.uuid, "luks-recovery", f"luks:{LUKS}:1", b"sealed", state="pending")
         store.set_secret_state(sec.id, "active", fingerprint=FP, verified=True)
+        store.set_agent_public_key(dev.uuid, P.public_key_pem(P.generate_private_key()).decode())
     return tmp_path
+
+
+@contextlib.contextmanager
+def answering(site, *hosts):
+    """lt-1's management port answers (a loopback listener) and the inventory reaches HOSTS over the local
+    connection, so `wipe` delivers at once."""
+    import sys
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        with _store(site) as s:
+            s.update_device("lt-1", port=listener.getsockname()[1])
+        (site / "inventory").mkdir(exist_ok=True)
+        (site / "inventory" / "hosts.yml").write_text(
+            "all:\n  children:\n    laptops:\n      hosts:\n" + "".join(
+                f"        {h}: {{ansible_connection: local, ansible_python_interpreter: {sys.executable}}}\n"
+                for h in hosts))
+        yield
+    finally:
+        listener.close()
 
 
 def _store(site):
@@ -60,6 +83,13 @@ def _nothing_changed(site, audit_before):
         assert s.get_device("lt-1").state == "onboarded"
         assert len(s.list_audit()) == audit_before
     assert _published(site) == []
+
+
+def _drop_agent_key(site):
+    import sqlite3
+
+    with sqlite3.connect(site / ".deskguard" / "deskguard.db") as db:
+        db.execute("UPDATE devices SET agent_public_key = NULL")
 
 
 def _audit_count(site):
@@ -113,7 +143,7 @@ def test_typed_confirmation(site):
 
 @pytest.mark.parametrize("case", ["unknown host", "no reason", "blank reason", "yes without confirm",
                                   "missing order key", "orders dir not writable", "already wiped",
-                                  "no escrowed volume"])
+                                  "no escrowed volume", "no agent"])
 def test_bad_input_is_one_line_and_nothing_is_published(site, case):
     args = ["wipe", "lt-1", "--reason", "lost", "--yes", "--confirm", "lt-1", "--no-run"]
     code, text = 2, ""
@@ -149,6 +179,11 @@ def test_bad_input_is_one_line_and_nothing_is_published(site, case):
             dev = s.get_device("lt-1")
             s.destroy_secrets(dev.uuid, reason="test")
         text = "no escrowed recovery key"
+    elif case == "no agent":
+        # Never enrolled (endpoint_agent off, as the demo's laptops are): refused before the prompt and the
+        # signature, with the way to make it possible.
+        _drop_agent_key(site)
+        text = "lt-1 has no check-in agent (no agent key in the store): no order can ever be acknowledged"
     before = _audit_count(site)
     state = "wiped" if case == "already wiped" else "onboarded"
     proc = deskguard(*args, site=site)
@@ -285,19 +320,7 @@ def test_a_laptop_that_answers_gets_the_order_through_the_wipe_playbook_at_once(
     with deskguard_order_file. The site carries a stand-in wipe.yml (a site's own playbooks take precedence)
     that only records the variables it got, on a local-connection host: what the real playbook does with the
     order is the agent's part and is tested there."""
-    import sys
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    try:
-        with _store(site) as s:
-            s.update_device("lt-1", port=listener.getsockname()[1])
-        (site / "inventory").mkdir(exist_ok=True)
-        (site / "inventory" / "hosts.yml").write_text(
-            "all:\n  children:\n    laptops:\n      hosts:\n"
-            f"        lt-1: {{ansible_connection: local, ansible_python_interpreter: {sys.executable}}}\n"
-            f"        lt-2: {{ansible_connection: local, ansible_python_interpreter: {sys.executable}}}\n")
+    with answering(site, "lt-1", "lt-2"):
         (site / "playbooks").mkdir()
         (site / "playbooks" / "wipe.yml").write_text(
             "- hosts: all\n  gather_facts: false\n  tasks:\n"
@@ -305,10 +328,25 @@ def test_a_laptop_that_answers_gets_the_order_through_the_wipe_playbook_at_once(
             "        dest: \"{{ playbook_dir }}/../delivered-{{ inventory_hostname }}.txt\"\n"
             "        content: \"{{ deskguard_order_file }} {{ deskguard_hosts }}\"\n")
         proc = deskguard("wipe", "lt-1", "--reason", "lost", "--yes", "--confirm", "lt-1", site=site)
-    finally:
-        listener.close()
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     assert "received the order now" in proc.stdout
     [path] = _published(site)
     assert (site / "delivered-lt-1.txt").read_text() == f"{path} lt-1"
     assert not (site / "delivered-lt-2.txt").exists()  # --limit: only the host being wiped
+
+
+def test_a_laptop_whose_agent_is_gone_is_told_apart_and_the_exit_code_is_the_documented_one(site):
+    """The real playbooks/wipe.yml on a laptop that answers but has no agent installed (this machine, over the
+    local connection): the reason printed is the missing agent, not the command module's "Error executing
+    command.", the order stays published for its next check-in, and the exit code is the one `--help` gives."""
+    with answering(site, "lt-1"):
+        proc = deskguard("wipe", "lt-1", "--reason", "lost", "--yes", "--confirm", "lt-1", site=site)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert "1 published, but the laptop answered and delivering it now failed" in " ".join(
+        deskguard("wipe", "--help", site=site).stdout.split())
+    [line] = [x for x in proc.stderr.splitlines() if "delivering it now failed" in x]
+    assert "the deskguard agent is not installed on lt-1" in line and "Error executing command" not in line, line
+    assert "Traceback" not in proc.stderr
+    with _store(site) as s:
+        assert [o.state for o in s.list_orders()] == ["queued"]
+    assert len(_published(site)) == 1

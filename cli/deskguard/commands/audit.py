@@ -10,6 +10,7 @@ import click
 from .common import open_store, parse_duration, site_option
 
 FORMATS = ("table", "csv", "json")
+MAX_LIMIT = 1_000_000  # more than a store's integer holds used to end in an OverflowError traceback
 CSV_COLUMNS = ("id", "at", "actor", "action", "target", "detail", "prev_hash", "hash")
 
 
@@ -101,7 +102,8 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
 @site_option
 @click.option("--since", default=None, help="Entries at or after a UTC date/time (2026-11-01) or an age (7d).")
 @click.option("--target", default=None, help="Only entries about this target (e.g. a hostname).")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the newest N entries.")
+@click.option("--limit", type=click.IntRange(1, MAX_LIMIT), default=None,
+              help=f"Only the newest N entries (1-{MAX_LIMIT:,}).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 def log(site, since, target, limit, fmt, as_json):

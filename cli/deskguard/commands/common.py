@@ -41,3 +41,51 @@ def parse_duration(text: str) -> dt.timedelta | None:
     """An age or a period written 30s, 90m, 12h or 7d; None if TEXT is not one (the caller names its option)."""
     m = re.fullmatch(r"(\d{1,6})([smhd])", text.strip())
     return dt.timedelta(**{DURATION_UNITS[m.group(2)]: int(m.group(1))}) if m else None
+
+
+def _writable_output(_ctx, param, value):
+    """--output FILE: refused at once (exit 2) when it cannot be written, before anything runs (a nightly run over
+    the fleet must not end in a report that cannot be written). A missing folder is made when writing, and said."""
+    if value is None:
+        return None
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(value)
+    if path.is_dir():
+        raise click.BadParameter(f"{value} is a folder; give a file name", param=param)
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "not a folder")
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".deskguard-output.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise click.BadParameter(f"{value}: cannot write in {existing} ({exc.strerror or exc})", param=param) from None
+    return path
+
+
+def output_option(help_text: str):
+    return click.option("--output", type=click.Path(dir_okay=False), default=None, callback=_writable_output,
+                        help=help_text)
+
+
+def write_output(path, text: str | bytes, what: str) -> None:
+    """Write --output atomically and say where (on stderr: stdout may be a pipe of its own), and that its
+    folder was made if it was."""
+    from pathlib import Path
+
+    from ..errors import DeskguardError
+    from ..fsutil import atomic_write
+
+    path = Path(path).resolve()
+    made = not path.parent.exists()
+    try:
+        atomic_write(path, text, mode=0o644)
+    except OSError as exc:
+        raise DeskguardError(f"cannot write {path}: {exc.strerror or exc}; nothing written") from None
+    click.echo(f"{what} written to {path}" + (f" (folder {path.parent} created)" if made else ""), err=True)

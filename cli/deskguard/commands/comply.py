@@ -6,16 +6,14 @@ import sys
 
 import click
 
+from .common import output_option, write_output
+
 FORMATS = ("table", "json", "junit", "csv", "html")
 
 
 def _write(text: str, output) -> None:
     if output:
-        from pathlib import Path
-
-        from ..fsutil import atomic_write
-
-        atomic_write(Path(output), text if text.endswith("\n") else text + "\n")
+        write_output(output, text if text.endswith("\n") else text + "\n", "the compliance report")
     else:
         click.echo(text)
 
@@ -44,12 +42,17 @@ def _report(run, drift, history, fmt, output):
             table.add_column(col)
         for r in report.table_rows(run):
             table.add_row(r["host"], r["state"], r["score"], r["failing"], r["warnings"])
-        console = Console(file=open(output, "w") if output else None)
+        import io
+
+        buffer = io.StringIO() if output else None
+        console = Console(file=buffer, width=120 if output else None)
         console.print(table)
         if drift:
             console.print("drift since the previous run:")
             for d in drift:
                 console.print(f"  {d['host']} {d['control']}: {d['before'] or '-'} -> {d['after']} ({d['change']})")
+        if output:
+            _write(buffer.getvalue(), output)
 
 
 @click.command()
@@ -57,7 +60,7 @@ def _report(run, drift, history, fmt, output):
 @click.option("--fix", is_flag=True, help="Repair the failing controls on the failing hosts, then check again.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
-@click.option("--output", type=click.Path(dir_okay=False), default=None, help="Write the report to this file.")
+@output_option("Write the report to this file (atomically; says where; a missing folder is made).")
 @click.option("--since", "since", default=None, help="Drift against this earlier run id (default: the previous run).")
 @click.option("--site", default=None, help="Site folder (default: DESKGUARD_SITE or the checkout).")
 def comply(limit, fix, fmt, as_json, output, since, site):
@@ -65,6 +68,7 @@ def comply(limit, fix, fmt, as_json, output, since, site):
 
     Exit codes: 0 every host compliant; 1 a host not compliant or not collected; 3 a host unreachable with
     no check-in fresh enough to judge it from."""
+    from ..site import inventory
     from ..compliance import command, report, runs
     from ..progress import progress_factory
     from ..site import site_dir
@@ -77,12 +81,12 @@ def comply(limit, fix, fmt, as_json, output, since, site):
             raise UsageError(f"--json and --format {fmt} contradict each other: pick one")
         fmt = "json"
     root = site_dir(site)
-    if since:
-        with Store.open(root) as store:
-            if runs.load(store, since) is None:
-                raise UsageError(f"--since {since}: no such run (see the JSON report's history)")
+    with Store.open(root) as store:  # a folder that is no site yet is told to run `deskguard init`
+        if since and runs.load(store, since) is None:
+            raise UsageError(f"--since {since}: no such run (see the JSON report's history)")
+    hosts = inventory.play_hosts(root, limit)
     quiet = fmt != "table" and not output
-    progress = None if quiet else progress_factory("comply", 1)
+    progress = None if quiet else progress_factory("comply", len(hosts))
     _result, run, prev = command.run_once(root, limit, progress)
     if fix:
         targets = command.fix_targets(run)
@@ -92,7 +96,7 @@ def comply(limit, fix, fmt, as_json, output, since, site):
         if targets:
             if not quiet:
                 click.echo("fixing: " + "; ".join(f"{h}: {', '.join(r)}" for h, r in targets.items()))
-            command.fix(root, targets, progress)
+            command.fix(root, targets, None if quiet else (lambda n: progress_factory("comply --fix", n)))
             prev = run
             _result, run, _ = command.run_once(root, limit, progress)
     with Store.open(root) as store:

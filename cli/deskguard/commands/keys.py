@@ -55,14 +55,15 @@ def show(host, escrow_key, passphrase_file, reason, as_json, site):
 def _run(site, playbook, limit, escrow_key, passphrase_file, as_json, title):
     import json
 
-    from ..recovery.keyops import host_rows, officer_env, run_keys_playbook
+    from ..recovery.keyops import host_rows, officer_env, run_keys_playbook, target_hosts
     from ..progress import progress_factory
     from ..site import site_dir
 
     root = site_dir(site)
+    hosts = target_hosts(root, limit)
     with officer_env(escrow_key, _passphrase(escrow_key, passphrase_file)) as env:
         result = run_keys_playbook(root, playbook, limit, env,
-                                   progress=None if as_json else progress_factory(title, 1))
+                                   progress=None if as_json else progress_factory(title, len(hosts)))
     rows = host_rows(result)
     if as_json:
         click.echo(json.dumps({"exit_code": result.exit_code, "hosts": rows}, indent=2))

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from .common import output_option, write_output
+
 _site_option = click.option("--site", default=None, help="Site folder (default: DESKGUARD_SITE or the checkout).")
 _policy_option = click.option("--policy", "policy_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
                               default=None, help="Read the vpn_* settings from this file instead of the site's policy.")
@@ -20,8 +22,7 @@ def vpn():
 @vpn.command("gateway-config")
 @click.option("--format", "fmt", type=click.Choice(["wg-quick", "networkd", "json"]), default="wg-quick",
               show_default=True)
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write here (atomically) instead of standard output.")
+@output_option("Write here (atomically; a missing folder is made) instead of standard output.")
 @_policy_option
 @_site_option
 def gateway_config(fmt, output, policy_file, site):
@@ -31,18 +32,15 @@ def gateway_config(fmt, output, policy_file, site):
     from ..vpn import gateway, policy
 
     root = site_dir(site)
-    settings = policy.settings(root, policy_file)
-    with Store.open(root) as store:
+    with Store.open(root) as store:  # first: a folder that is no site is told so, not that its VPN is unset
+        settings = policy.settings(root, policy_file)
         peers, pending = gateway.peer_rows(store, settings)
     text = gateway.render(fmt, settings, peers, pending)
     if output is None:
         click.echo(text, nl=False)
         return
-    from ..fsutil import atomic_write
-
-    atomic_write(output, text.encode(), mode=0o644)
-    click.echo(f"{output}: {len(peers)} peer(s)" + (f", {len(pending)} waiting for their key" if pending else ""),
-               err=True)
+    write_output(output, text, f"the gateway's {len(peers)} peer(s)"
+                 + (f" ({len(pending)} waiting for their key)" if pending else ""))
 
 
 @vpn.command("list")
@@ -79,10 +77,13 @@ def rotate(host, as_json, site):
     from ..site.inventory import validate_hostname
     from ..progress import progress_factory
     from ..site import site_dir
+    from ..vpn.admin import gateway_hosts
     from ..vpn.admin import rotate as rotate_host
 
-    result, row = rotate_host(site_dir(site), validate_hostname(host),
-                              progress=None if as_json else progress_factory("vpn rotate", 1))
+    root = site_dir(site)
+    total = 1 + len(gateway_hosts(root))  # the laptop, then every gateway learns its new key
+    result, row = rotate_host(root, validate_hostname(host),
+                              progress=None if as_json else progress_factory("vpn rotate", total))
     if as_json:
         click.echo(json.dumps({"exit_code": result.exit_code, **row}, indent=2))
     else:
@@ -97,11 +98,22 @@ def push_gateway(as_json, site):
     """Push the enrolled laptops to the inventory's `vpn_gateways` (wg syncconf; their other peers kept).
 
     Run it after `deskguard devices remove`: the removed laptop's peer is dropped and its handshakes stop."""
+    from ..errors import UsageError
     from ..progress import progress_factory
     from ..site import site_dir
-    from ..vpn.admin import push_gateways
+    from ..vpn import policy
+    from ..vpn.admin import gateway_hosts, push_gateways
+    from ..vpn.gateway import GATEWAY_GROUP
 
-    result = push_gateways(site_dir(site), progress=None if as_json else progress_factory("vpn push-gateway", 1))
+    root = site_dir(site)
+    gateways = gateway_hosts(root)
+    if not gateways:
+        raise UsageError(f"no VPN gateway in the inventory (group {GATEWAY_GROUP}): nothing to push (docs/vpn.md)")
+    policy.settings(root, None)  # what the playbook's peer list needs, said here in one line before anything runs
+    result = push_gateways(root, progress=None if as_json else progress_factory("vpn push-gateway", len(gateways)))
+    if result.exit_code and not result.hosts:
+        click.echo(f"deskguard: vpn push-gateway: ansible-playbook ended {result.status} (exit {result.rc}) before "
+                   "any gateway answered", err=True)
     if as_json:
         import json
 

@@ -21,14 +21,20 @@ from .common import confirm_host, open_store, site_option
 @site_option
 def wipe(host, reason, ticket, mode, yes, confirm_name, no_run, site):
     """Order HOST's agent to wipe (or lock) it: a signed order is published for its next check-in, and
-    delivered at once through playbooks/wipe.yml when the laptop answers now. Exit 0 once published."""
+    delivered at once through playbooks/wipe.yml when the laptop answers now.
+
+    Exit codes: 0 published (delivered now, or waiting for the laptop's next check-in); 1 published, but the
+    laptop answered and delivering it now failed (the reason is printed; the order stays published); 2 refused,
+    nothing signed (your input, or a laptop no order can reach: no check-in agent); 4 the controller cannot sign
+    or publish (order key, orders folder)."""
     from ..site.inventory import validate_hostname
     from ..orders import deliver, issue, settings
 
     hostname = validate_hostname(host)
     root, store = open_store(site)
     with store:
-        device = store.require_device(hostname)  # an unknown host fails before the prompt
+        device = store.require_device(hostname)  # an unknown host, or one with no agent, fails before the prompt
+        issue.require_agent(store, device)
         conf = settings.load(root)
         confirm_host(hostname, yes, confirm_name,
                      ("wipe every disk on it for good" if mode == "wipe" else "lock it", "ordered"))

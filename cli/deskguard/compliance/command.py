@@ -28,7 +28,7 @@ def run_once(site: Path, limit: str | None, progress=None):
             if result.interrupted:
                 raise DeskguardError("interrupted: no run was recorded", exit_code=result.exit_code)
             why = next((n for n in result.notices if "NOT recorded" in n), None)
-            raise DeskguardError(why or "the compliance run was not recorded (see the messages above); nothing to report")
+            raise DeskguardError(why or f"the compliance run was not recorded ({_why_not(result)}); nothing to report")
         return result, recorded, runs.previous(store, recorded)
 
 
@@ -44,6 +44,12 @@ def checkpoint_audit(site: Path) -> str | None:
     except (DeskguardError, OSError) as exc:
         return f"audit checkpoint not written: {exc}"
     return None
+
+
+def _why_not(result) -> str:
+    """What the run itself said (no message may have been shown: -q, or no host answered at all)."""
+    said = [f"{host}: {m}" for host, h in sorted(result.hosts.items()) for m in h.messages[:1]] + result.notices
+    return said[0][:300] if said else f"ansible-playbook ended {result.status}, exit {result.rc}, with no host result"
 
 
 def check_policy(site: Path) -> None:
@@ -81,7 +87,8 @@ def _fixable_failures(h: dict) -> list[str]:
 
 
 def fix(site: Path, targets: dict[str, list[str]], progress=None):
-    """Run onboard.yml with only the failing controls' roles, one host group per distinct role set."""
+    """Run onboard.yml with only the failing controls' roles, one host group per distinct role set.
+    ``progress(n)`` builds the display of a run over n hosts."""
     from ..site import inventory
     from ..runner import run_playbook
 
@@ -93,5 +100,5 @@ def fix(site: Path, targets: dict[str, list[str]], progress=None):
         limit = ",".join(hosts)
         results.append(run_playbook(site, "onboard.yml", [inventory.hosts_file(site)], limit=limit,
                                     extravars={"deskguard_hosts": limit},
-                                    tags=",".join(roles), progress=progress))
+                                    tags=",".join(roles), progress=progress(len(hosts)) if progress else None))
     return results

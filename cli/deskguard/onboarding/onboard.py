@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from ..errors import EXIT_OK, UsageError
 from ..runner import PlaybookResult
 
 OPERATOR_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+ADDRESS_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")  # _: names some internal DNS uses
 # A Windows account as WinRM takes it: user, HOST\user, .\user (local) or user@REALM (Kerberos).
 WINRM_USER = re.compile(r"^(?:[A-Za-z0-9._-]{1,63}\\|\.\\)?[A-Za-z0-9._ -]{1,64}(?:@[A-Za-z0-9.-]{1,253})?$")
 NEXT_STEP = {
@@ -70,14 +72,34 @@ def validate(req: OnboardRequest) -> None:
         raise UsageError(f"--port must be between 1 and 65535 (got {req.port})")
     if req.luks_passphrase_file and not os.access(req.luks_passphrase_file, os.R_OK):
         raise UsageError(f"--luks-passphrase-file {req.luks_passphrase_file}: not a readable file")
-    if not req.address or any(c.isspace() or c in ";&|`$<>\\'\"" for c in req.address):
-        raise UsageError(f"--address {req.address!r} is not a host name or IP address")
+    if not _is_address(req.address):
+        shown = req.address if len(req.address or "") <= 80 else req.address[:77] + "..."
+        raise UsageError(f"--address {shown!r} is not an IP address or a DNS name (dot-separated labels of "
+                         f"1-63 letters, digits or hyphens, 253 characters in all)")
     if req.ssh_key and not Path(req.ssh_key).is_file():
         raise UsageError(f"--ssh-key {req.ssh_key} does not exist")
     if req.os == "windows":
         _validate_windows(req)
     elif req.winrm_user or req.winrm_ca_bundle or req.insecure_lab_winrm:
         raise UsageError("--winrm-* options and --insecure-lab-winrm are for --os windows only")
+
+
+def _is_address(text: str | None) -> bool:
+    """An IP address, or a DNS name the resolver accepts (an over-long label used to reach getaddrinfo and end
+    in an idna UnicodeError traceback)."""
+    import ipaddress
+
+    if not text:
+        return False
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(text)
+        return True
+    try:
+        ascii_name = text.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    labels = ascii_name.rstrip(".").split(".")
+    return len(ascii_name) <= 253 and all(ADDRESS_LABEL.fullmatch(label) for label in labels)
 
 
 def _validate_windows(req: OnboardRequest) -> None:

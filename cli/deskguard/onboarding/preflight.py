@@ -57,6 +57,8 @@ def tcp_reach(address: str, port: int, timeout: float) -> None:
         raise Unreachable(f"{address}:{port} did not answer within {timeout:.0f} s (is the laptop on and online?)")
     except OSError as exc:
         raise Unreachable(f"{address}:{port} is not reachable: {exc.strerror or exc}")
+    except UnicodeError:  # a name the resolver cannot even encode (a label over 63 characters)
+        raise Unreachable(f"{address}:{port} is not reachable: not a valid DNS name") from None
 
 
 def ssh_base(address: str, port: int, user: str, key: Path | None, known_hosts: Path, timeout: float) -> list[str]:

@@ -2,7 +2,8 @@
 record it and publish it as ``{orders_dir}/{device_uuid}``, all or nothing.
 
 Every check that can fail runs before anything is signed, stored or published: the reason, the device and its
-state, the order key, the orders directory, the volumes the order can name. The store row (audited) and the
+state, its check-in agent (without one no order can ever be acknowledged, so none is issued), the order key, the
+orders directory, the volumes the order can name. The store row (audited) and the
 published file then change together: the file is replaced inside the store transaction, and put back as it was
 if the commit fails.
 """
@@ -61,6 +62,16 @@ def order_targets(store: Store, device_uuid: str, action: str) -> tuple[list[str
     return volumes, keep
 
 
+def require_agent(store: Store, device) -> None:
+    """Refuse an order no laptop could ever carry out: only the device's enrolled agent can acknowledge one (its
+    key verifies the ack), and nothing acts before an accepted ack."""
+    if store.get_agent_public_key(device.uuid) is None:
+        raise UsageError(f"{device.hostname} has no check-in agent (no agent key in the store): no order can ever "
+                         f"be acknowledged or carried out there, so nothing was signed; install it first: "
+                         f"endpoint_agent_enabled: true and its URLs in the policy, then `deskguard onboard "
+                         f"{device.hostname} …` again (docs/agent.md)")
+
+
 def check_orders_dir(path: Path) -> None:
     """Create the directory if needed and prove a file can be written there, before anything is signed."""
     try:
@@ -94,6 +105,7 @@ def issue(site: Path, store: Store, settings: OrderSettings, hostname: str, *, a
         raise OrderStateError(f"{hostname} already has {current.state} {current.action} order {current.id}"
                               + ("; cancel it first with `deskguard orders cancel`" if current.state == "queued"
                                  else ": the laptop is carrying it out"))
+    require_agent(store, device)
     key = load_order_signing_key(site)
     check_orders_dir(settings.orders_dir)
     volumes, keep = order_targets(store, device.uuid, action)

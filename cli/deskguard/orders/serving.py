@@ -65,6 +65,20 @@ def log_config() -> dict:
     return conf
 
 
+def check_tls_pair(certfile: Path, keyfile: Path) -> None:
+    """Load the pair as uvicorn will, here, so a file that is no PEM certificate or key (or a key of another
+    certificate) is one line instead of an ssl.SSLError traceback from the server's start."""
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(certfile), str(keyfile))
+    except ssl.SSLError as exc:
+        raise UsageError(f"--tls-cert {certfile} / --tls-key {keyfile}: not a PEM certificate and its private "
+                         f"key (OpenSSL: {exc.reason or 'cannot load them'})") from None
+    except OSError as exc:
+        raise UsageError(f"--tls-cert {certfile} / --tls-key {keyfile}: {exc.strerror or exc}") from None
+
+
 def run(site: Path, bind: str = DEFAULT_BIND, *, certfile: Path | None = None, keyfile: Path | None = None,
         allow_http: bool = False, workers: int = 1, access_log: bool = False, on_ready=None) -> None:
     import uvicorn
@@ -75,6 +89,8 @@ def run(site: Path, bind: str = DEFAULT_BIND, *, certfile: Path | None = None, k
     for f in (certfile, keyfile):
         if f and not Path(f).is_file():
             raise UsageError(f"TLS file {f} does not exist")
+    if certfile:
+        check_tls_pair(certfile, keyfile)
     if not certfile and not allow_http and not ipaddress.ip_address(host).is_loopback:
         raise UsageError(f"plain HTTP on {host} would carry laptop posture in clear text: give --tls-cert and "
                          "--tls-key, or --allow-http when a TLS proxy is in front")

@@ -89,16 +89,22 @@ def officer_env(officer_key_file: Path | None, passphrase: bytes | None) -> Iter
         shutil.rmtree(private, ignore_errors=True)
 
 
+def target_hosts(site: Path, limit: str | None) -> list[str]:
+    """The laptops rotate_keys.yml / verify_keys.yml reach: the host LIMIT names (in any group), else the
+    `laptops` the pattern matches; UsageError (exit 2) when none."""
+    from ..site import inventory
+
+    if limit and limit in inventory.require_hosts(site):
+        return [limit]
+    return inventory.play_hosts(site, limit)
+
+
 def run_keys_playbook(site: Path, playbook: str, limit: str | None, env: dict, progress=None):
     """rotate_keys.yml / verify_keys.yml over the site's inventory (limited to a host or pattern)."""
     from ..site import inventory
     from ..runner import run_playbook
 
-    hosts = inventory.require_hosts(site)
-    if limit and limit in hosts:
-        extravars = {"deskguard_hosts": limit}
-    else:
-        extravars = {}
+    extravars = {"deskguard_hosts": limit} if limit and limit in inventory.require_hosts(site) else {}
     return run_playbook(site, playbook, [inventory.hosts_file(site)], limit=limit, extravars=extravars,
                         envvars=env, progress=progress)
 

@@ -224,11 +224,51 @@ def has_group(site: Path, group: str) -> bool:
     return hasattr(children, "get") and children.get(group) is not None
 
 
+def require_site(site: Path) -> None:
+    """A folder `deskguard init` made a site of (it has the inventory); else the same line, and exit 4, as a
+    missing store gives."""
+    if not hosts_file(site).exists():
+        raise InventoryError(f"no site at {site} (no {hosts_file(site).relative_to(site)}); run `deskguard init` first")
+
+
 def require_hosts(site: Path) -> list[str]:
     """list_hosts, refusing an inventory with no laptop (commands that act on the fleet need one)."""
+    require_site(site)
     hosts = list_hosts(site)
     if not hosts:
         raise UsageError("no managed laptops in the inventory (add one with `deskguard onboard`)")
+    return hosts
+
+
+def match_hosts(site: Path, pattern: str, limit: str | None = None) -> list[str]:
+    """The hosts a play over PATTERN with `--limit LIMIT` reaches, by Ansible's own rules (groups, wildcards,
+    ~regex, !exclusion, &intersection): the count a progress display shows, and the check that a limit matches
+    anything at all (Ansible runs nothing and records nothing for a pattern that matches no host)."""
+    import contextlib
+    import io
+
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+
+    # Ansible prints "Could not match supplied host pattern" itself; the caller says it in one line instead.
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        inv = InventoryManager(loader=DataLoader(), sources=[str(hosts_file(site))])
+        try:
+            inv.subset(limit)
+            return [h.name for h in inv.get_hosts(pattern)]
+        except Exception as exc:  # AnsibleError: a limit file that cannot be read, a bad regex
+            raise UsageError(f"--limit {limit}: {' '.join(str(exc).split())[:200]}") from None
+
+
+def play_hosts(site: Path, limit: str | None, group: str = DEFAULT_GROUP) -> list[str]:
+    """The laptops of GROUP a run limited to LIMIT reaches; UsageError (exit 2) when there are none, so that a
+    limit with a typo is said at once instead of an empty, unrecorded run."""
+    require_hosts(site)
+    hosts = match_hosts(site, group, limit)
+    if not hosts:
+        if limit:
+            raise UsageError(f"--limit {limit} matches no laptop in the inventory (see `deskguard devices list`)")
+        raise UsageError(f"no laptop in the inventory group {group!r} (add one with `deskguard onboard`)")
     return hosts
 
 

@@ -33,6 +33,15 @@ def rotate(site: Path, hostname: str, progress=None):
                     "messages": list(outcome.messages) if outcome else []}
 
 
+def gateway_hosts(site: Path) -> list[str]:
+    """The inventory's VPN gateways (the group may be absent: none)."""
+    from ..site import inventory
+    from .gateway import GATEWAY_GROUP
+
+    inventory.require_site(site)
+    return inventory.match_hosts(site, GATEWAY_GROUP) if inventory.has_group(site, GATEWAY_GROUP) else []
+
+
 def push_gateways(site: Path, progress=None):
     """Run playbooks/vpn_gateway.yml: every gateway in the inventory group carries exactly the enrolled laptops
     (after a device removal, its peer is dropped here)."""
