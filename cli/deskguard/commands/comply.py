@@ -20,11 +20,11 @@ def _write(text: str, output) -> None:
         click.echo(text)
 
 
-def _report(run, drift, history, fmt, output):
+def _report(run, drift, history, fmt, output, fix=None):
     from ..compliance import report
 
     if fmt == "json":
-        _write(report.to_json(run, drift, history), output)
+        _write(report.to_json(run, drift, history, fix), output)
     elif fmt == "junit":
         _write(report.to_junit(run), output)
     elif fmt == "csv":
@@ -50,6 +50,9 @@ def _report(run, drift, history, fmt, output):
             console.print("drift since the previous run:")
             for d in drift:
                 console.print(f"  {d['host']} {d['control']}: {d['before'] or '-'} -> {d['after']} ({d['change']})")
+        if fix is not None:
+            for line in report.fix_lines(fix):
+                console.print(line, markup=False, highlight=False)
 
 
 @click.command()
@@ -84,20 +87,26 @@ def comply(limit, fix, fmt, as_json, output, since, site):
     quiet = fmt != "table" and not output
     progress = None if quiet else progress_factory("comply", 1)
     _result, run, prev = command.run_once(root, limit, progress)
+    outcome = None
     if fix:
         targets = command.fix_targets(run)
         skipped = command.never_onboarded(run)
         if skipped and not quiet:
             click.echo(f"not fixed (never onboarded; `deskguard onboard` them first): {', '.join(skipped)}")
+        plays = []
         if targets:
             if not quiet:
                 click.echo("fixing: " + "; ".join(f"{h}: {', '.join(r)}" for h, r in targets.items()))
-            command.fix(root, targets, progress)
-            prev = run
+            plays = command.fix(root, targets, progress)
+            prev, before = run, run
             _result, run, _ = command.run_once(root, limit, progress)
+        else:
+            before = run
+        outcome = command.fix_outcome(before, run, targets, plays, skipped)
     with Store.open(root) as store:
         history = runs.history(store)
         if since:
             prev = runs.load(store, since)
-    _report(run, runs.drift(prev, run), history, fmt, output)
-    sys.exit(report.exit_code(run))
+    _report(run, runs.drift(prev, run), history, fmt, output, outcome)
+    code = report.exit_code(run)
+    sys.exit(code or (1 if outcome and outcome["still_failing"] else 0))
