@@ -103,3 +103,16 @@ def test_a_fix_that_repairs_everything_exits_0(fake):
     assert res.exit_code == 0, res.output
     fix = json.loads(res.output)["fix"]
     assert fix["fixed"] == {"lap-1": ["ACC-001", "ACC-005"]} and fix["still_failing"] == {}
+
+
+def test_hundreds_of_never_onboarded_hosts_are_one_short_line_after_the_laptops(fake, monkeypatch):
+    many = {f"fleet-{n:03d}": host(None, **{"FW-001": "fail"}) for n in range(200)}
+    before = run("r1", **{"lap-1": host("u1", **{"ACC-001": "fail"}), **many})
+    after = run("r2", **{"lap-1": host("u1", **{"ACC-001": "pass"}), **many})
+    fake(after, {"lap-1": HostOutcome()})
+    runs = [before, after]
+    monkeypatch.setattr(command, "run_once", lambda root, limit, progress=None: (None, runs.pop(0), None))
+    out = CliRunner().invoke(comply, ["--fix"], terminal_width=200).output
+    line = next(x for x in out.splitlines() if x.startswith("not fixed (never onboarded"))
+    assert "200 hosts: fleet-000" in line and "190 more" in line and "fleet-199" not in line, line
+    assert out.index("fixing: lap-1: accounts") < out.index("not fixed (never onboarded")

@@ -91,12 +91,14 @@ def comply(limit, fix, fmt, as_json, output, since, site):
     if fix:
         targets = command.fix_targets(run)
         skipped = command.never_onboarded(run)
-        if skipped and not quiet:
-            click.echo(f"not fixed (never onboarded; `deskguard onboard` them first): {', '.join(skipped)}")
+        if not quiet:
+            # The managed laptops first; the never-onboarded hosts (maybe hundreds) named briefly.
+            if targets:
+                click.echo("fixing: " + "; ".join(f"{h}: {', '.join(r)}" for h, r in targets.items()))
+            if skipped:
+                click.echo(f"not fixed (never onboarded; `deskguard onboard` them first): {report.some(skipped)}")
         plays = []
         if targets:
-            if not quiet:
-                click.echo("fixing: " + "; ".join(f"{h}: {', '.join(r)}" for h, r in targets.items()))
             plays = command.fix(root, targets, progress)
             prev, before = run, run
             _result, run, _ = command.run_once(root, limit, progress)

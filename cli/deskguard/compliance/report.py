@@ -116,3 +116,10 @@ def short(text: str, width: int = 60) -> str:
     """One line of at most `width` characters (the whole text is in --json and the HTML report)."""
     text = " ".join(str(text).split())
     return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def some(names: list[str], shown: int = 10) -> str:
+    """Names for one line: all of them up to `shown`, else the first ones and how many more."""
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{len(names)} hosts: {', '.join(names[:shown])} and {len(names) - shown} more (all in --json)"
