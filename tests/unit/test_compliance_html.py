@@ -47,23 +47,8 @@ def test_the_report_is_self_contained_and_escaped(recorded):
 
 
 def test_headless_chromium_renders_it(recorded, tmp_path):
-    browser = shutil.which("chromium")
-    if browser is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing: .ci/setup installs it")
-        pytest.skip("chromium not installed (bash .ci/setup installs it)")
-    page = tmp_path / "report.html"
-    page.write_text(recorded)
-    shot = tmp_path / "report.png"
-    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           "--window-size=900,1100", f"--screenshot={shot}", page.as_uri()],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and shot.exists(), proc.stderr[-2000:]
-    if os.environ.get("DESKGUARD_KEEP_SCREENSHOT"):
-        shutil.copy(shot, os.environ["DESKGUARD_KEEP_SCREENSHOT"])   # to look at it
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000   # not a blank page
-    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
-                         capture_output=True, text=True, timeout=120).stdout
+    png, dom = screenshot(recorded, tmp_path, "report.png")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000   # not a blank page
     assert 'id="trend"' in dom and "<polyline" in dom and "Worst controls" in dom
 
 
