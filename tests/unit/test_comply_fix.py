@@ -116,3 +116,16 @@ def test_hundreds_of_never_onboarded_hosts_are_one_short_line_after_the_laptops(
     line = next(x for x in out.splitlines() if x.startswith("not fixed (never onboarded"))
     assert "200 hosts: fleet-000" in line and "190 more" in line and "fleet-199" not in line, line
     assert out.index("fixing: lap-1: accounts") < out.index("not fixed (never onboarded")
+
+
+def test_a_failure_fix_cannot_repair_on_a_managed_laptop_is_listed_too(fake, monkeypatch):
+    """NET-001 (the operator's network) is not fixable: --fix leaves it, and says it still fails."""
+    before = run("r1", **{"lap-1": host("u1", **{"ACC-001": "fail"}), "lap-3": host("u3", **{"NET-001": "fail"})})
+    after = run("r2", **{"lap-1": host("u1", **{"ACC-001": "pass"}), "lap-3": host("u3", **{"NET-001": "fail"})})
+    calls = fake(after, {"lap-1": HostOutcome()})
+    runs = [before, after]
+    monkeypatch.setattr(command, "run_once", lambda root, limit, progress=None: (None, runs.pop(0), None))
+    res = CliRunner().invoke(comply, ["--fix", "--json"])
+    assert calls == [{"lap-1": ["accounts"]}] and res.exit_code == 1, res.output
+    fix = json.loads(res.output)["fix"]
+    assert fix["fixed"] == {"lap-1": ["ACC-001"]} and list(fix["still_failing"]) == ["lap-3"]

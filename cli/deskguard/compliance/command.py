@@ -87,11 +87,13 @@ def fix(site: Path, targets: dict[str, list[str]], progress=None):
 def fix_outcome(before, after, targets: dict[str, list[str]], plays, skipped: list[str]) -> dict:
     """What --fix achieved, judged by the run made after the repair (a fresh posture of every host):
     {fixed: {host: [control]}, still_failing: {host: {control: first reason}}, never_onboarded: [host],
-    notes: {host: ["CONTROL: what the repair did or why it failed"]}}. A repaired host that could not be
-    collected again is still failing ("HOST"): nothing proves the repair."""
+    notes: {host: ["CONTROL: what the repair did or why it failed"]}}. still_failing covers every onboarded
+    host, also the controls --fix cannot repair (NET-*). A repaired host that could not be collected again is
+    still failing ("HOST"): nothing proves the repair."""
     fixed, still, notes = {}, {}, {}
-    for host in targets:
-        was = before.hosts[host]["results"]
+    onboarded = {host for host, h in after.hosts.items() if h.get("device_uuid")}
+    for host in sorted(onboarded | set(targets)):
+        was = (before.hosts.get(host) or {"results": {}})["results"]
         now = after.hosts.get(host) or {"state": "not in the run", "message": None, "results": {}}
         if now["state"] != "ok":
             still[host] = {"HOST": f"{now['state']}: {now.get('message') or 'not collected after the repair'}"}
