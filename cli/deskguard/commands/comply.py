@@ -97,13 +97,11 @@ def comply(limit, fix, fmt, as_json, output, since, site):
                 click.echo("fixing: " + "; ".join(f"{h}: {', '.join(r)}" for h, r in targets.items()))
             if skipped:
                 click.echo(f"not fixed (never onboarded; `deskguard onboard` them first): {report.some(skipped)}")
-        plays = []
+        plays, before = [], run
         if targets:
             plays = command.fix(root, targets, progress)
-            prev, before = run, run
+            prev = run
             _result, run, _ = command.run_once(root, limit, progress)
-        else:
-            before = run
         outcome = command.fix_outcome(before, run, targets, plays, skipped)
     with Store.open(root) as store:
         history = runs.history(store)
