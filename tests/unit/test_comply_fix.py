@@ -94,6 +94,7 @@ def test_the_table_says_what_is_still_failing_and_keeps_long_evidence_out(fake):
     assert "x" * 100 not in out, out                       # the whole evidence is in --json / the HTML report
     # The managed laptop comes before the never-onboarded one in the table.
     assert out.index("lap-1 ") < out.rindex("lap-2 "), out
+    assert "lap-2 │ NOT compliant (never" in out and "lap-1 │ NOT compliant  " in out, out
 
 
 def test_a_fix_that_repairs_everything_exits_0(fake):

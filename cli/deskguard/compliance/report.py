@@ -80,6 +80,8 @@ def table_rows(run) -> list[dict]:
         state = h["state"] if h["state"] != "ok" else ("compliant" if h["compliant"] else "NOT compliant")
         if h.get("source") == "checkin" and h["state"] == "ok":
             state += f" (check-in {h['evidence_at']})"
+        if not h.get("device_uuid"):
+            state += " (never onboarded)"
         rows.append({"host": host, "state": state,
                      "score": "-" if h["score"] is None else f"{h['score']:.0f}%",
                      "failing": "; ".join(f"{cid}: {short((r['evidence'] or [r['status']])[0])}" for cid, r in bad)
