@@ -175,7 +175,7 @@ def test_a_foreign_dropin_sorting_first_is_neutralised_by_fix(site, laptop):
     # The file is kept (its other lines still apply), the offending line commented out, and a copy kept aside.
     text = ssh(laptop, "sudo cat /etc/ssh/sshd_config.d/00-break.conf").stdout
     assert "#" in text and not re.search(r"^\s*PermitRootLogin yes", text, re.M), text
-    assert "PermitRootLogin yes" in ssh(laptop, "sudo cat /var/lib/deskguard/accounts-backup/*00-break.conf*").stdout
+    assert "PermitRootLogin yes" in ssh(laptop, "sudo sh -c 'cat /var/lib/deskguard/accounts-backup/*-00-break.conf'").stdout
     assert ssh(laptop, "sudo -n true && echo managed").stdout.strip() == "managed"
 
 
