@@ -61,5 +61,11 @@ def controls_changed(out: dict) -> dict:
         touched.add("ACC-001")
     if out.get("pam_updated"):
         touched.update(("ACC-002", "ACC-003"))
-    return {cid: {"state": "applied" if cid in touched else "compliant"}
+    neutralised = [f"neutralised in {f['path']}: {'; '.join(f['lines'])}"
+                   + (f" (original kept as {f['backup']})" if f.get("backup") else "")
+                   for f in out.get("sshd_neutralised") or []]
+    if neutralised:
+        touched.add("ACC-005")
+    return {cid: {"state": "applied" if cid in touched else "compliant",
+                  "findings": neutralised if cid == "ACC-005" else []}
             for cid in ("ACC-001", "ACC-002", "ACC-003", "ACC-004", "ACC-005")}

@@ -17,14 +17,17 @@ import shlex
 import subprocess
 
 try:
-    from ansible.module_utils import deskguard_accounts, deskguard_files, deskguard_rollback
+    from ansible.module_utils import deskguard_accounts, deskguard_files, deskguard_rollback, deskguard_sshd_dropins
 except ImportError:  # unit tests import the kit's module_utils as plain modules
     import deskguard_accounts
     import deskguard_files
     import deskguard_rollback
+    import deskguard_sshd_dropins
 
 ROLLBACK_UNIT = deskguard_rollback.ACCOUNTS_UNIT
 ROLLBACK_DIR = "/var/lib/deskguard/accounts-rollback"
+# Originals of the foreign sshd drop-ins whose lines the module commented out (kept: the rollback copy is not).
+BACKUP_DIR = "/var/lib/deskguard/accounts-backup"
 
 
 class AccountsError(Exception):
@@ -129,7 +132,9 @@ def plan(params, root="/"):
         drops.extend((name, g) for g in supplementary)
     pam_missing = _pam_missing(root, params.get("pam_markers") or {})
     pam_changed = any(spec["path"].startswith("/usr/share/pam-configs/") for spec, _ in todo)
-    return {"files": todo, "groups": drops,
+    dropin = next((f for f in files if f["path"] == params.get("sshd_dropin")), None)
+    foreign = deskguard_sshd_dropins.overrides(dropin["path"], dropin["content"]) if dropin else []
+    return {"files": todo, "groups": drops, "sshd_foreign": foreign,
             "pam_update": bool(params.get("pam_profiles")) and (pam_changed or bool(pam_missing)),
             "pam_missing": pam_missing}
 
@@ -146,17 +151,21 @@ def arm_rollback(paths, seconds, sshd_service):
 
 
 def apply(params, check_mode=False, root="/"):
-    """Converge; returns {changed, files, groups_removed, pam_updated, sshd_reloaded, rollback_armed}."""
+    """Converge; returns {changed, files, sshd_neutralised, groups_removed, pam_updated, sshd_reloaded,
+    rollback_armed}."""
     steps = plan(params, root)
-    result = {"changed": bool(steps["files"] or steps["groups"] or steps["pam_update"]),
+    foreign = steps["sshd_foreign"]
+    result = {"changed": bool(steps["files"] or steps["groups"] or steps["pam_update"] or foreign),
               "files": [{"path": s["path"], "reason": r} for s, r in steps["files"]],
+              "sshd_neutralised": [{"path": f["path"], "lines": f["lines"]} for f in foreign],
               "groups_removed": ["%s:%s" % d for d in steps["groups"]], "pam_updated": steps["pam_update"], "sshd_reloaded": False,
               "rollback_armed": False}
     if check_mode or not result["changed"]:
         return result
-    login_paths = [s["path"] for s, _ in steps["files"]] + list(params.get("pam_files") or [])
+    login_paths = ([s["path"] for s, _ in steps["files"]] + [f["path"] for f in foreign]
+                   + list(params.get("pam_files") or []))
     restore = None
-    if params.get("rollback_seconds") and (steps["files"] or steps["pam_update"]):
+    if params.get("rollback_seconds") and (steps["files"] or steps["pam_update"] or foreign):
         restore = arm_rollback(login_paths, int(params["rollback_seconds"]), params["sshd_service"])
         result["rollback_armed"] = True
     sshd_dropin = params.get("sshd_dropin")
@@ -165,7 +174,9 @@ def apply(params, check_mode=False, root="/"):
             os.unlink(spec["path"])
         else:
             deskguard_files._write(spec)  # validated (sshd -t -f, visudo -cf) before it replaces anything
-    if any(s["path"] == sshd_dropin for s, _ in steps["files"]):
+    if foreign:
+        result["sshd_neutralised"] = deskguard_sshd_dropins.neutralise(foreign, BACKUP_DIR)
+    if foreign or any(s["path"] == sshd_dropin for s, _ in steps["files"]):
         # The drop-in parsed on its own; now the whole configuration with it must, or it goes back at once.
         check = subprocess.run(["sshd", "-t"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         if check.returncode != 0:

@@ -13,6 +13,9 @@ description:
   - Removes the operator from the privileged groups, converges the password quality, history and lockout files,
     the login screen, the sshd drop-in (validated with C(sshd -t)) and the sudoers drop-in (validated with
     C(visudo -cf)), enables the PAM profiles and reloads sshd.
+  - Comments out, in other sshd drop-ins, the settings of keywords the kit's drop-in sets that would beat it
+    (in a file that sorts before it, or in a Match block), after keeping a copy of the file in
+    C(/var/lib/deskguard/accounts-backup); C(sshd -T) then shows the kit's values.
   - Arms a rollback timer (C(deskguard-accounts-rollback.timer)) that restores the login files unless the play
     confirms the management channel with a new connection and stops it.
   - In check mode it reports what would change and changes nothing.
@@ -50,6 +53,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 files: {description: Files that differed and why., type: list, returned: always}
+sshd_neutralised: {description: "Foreign drop-ins changed (or that would be): path, lines, backup.", type: list, returned: always}
 groups_removed: {description: Privileged groups the operator was (or would be) removed from., type: list, returned: always}
 pam_updated: {description: Whether pam-auth-update ran (or would run)., type: bool, returned: always}
 sshd_reloaded: {description: Whether sshd was reloaded., type: bool, returned: always}

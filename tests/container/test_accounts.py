@@ -146,6 +146,54 @@ def test_the_nightly_run_passes_acc_then_fails_acc_001_when_broken_and_fix_repai
     assert ssh(laptop, "sudo -n true && echo managed").stdout.strip() == "managed"
 
 
+def wait_for_sshd(laptop) -> None:
+    for _attempt in range(30):
+        if ssh(laptop, "true").returncode == 0:
+            return
+        time.sleep(1)
+
+
+def test_a_foreign_dropin_sorting_first_is_neutralised_by_fix(site, laptop):
+    """00-break.conf sorts before the kit's 00-deskguard-accounts.conf, and sshd keeps the first value it reads:
+    root may log in again although the kit's drop-in is untouched. --fix must make `sshd -T` right and say what
+    it neutralised (issue 19, item 7)."""
+    r = ssh(laptop, "printf 'PermitRootLogin yes\\n' | sudo tee /etc/ssh/sshd_config.d/00-break.conf >/dev/null && "
+                    "sudo systemctl reload ssh && echo ok")
+    assert r.stdout.strip().endswith("ok"), r.stderr
+    wait_for_sshd(laptop)
+    rc, report, states = comply(site)
+    assert rc == 1 and {cid for cid in ACC if states[cid] == "fail"} == {"ACC-005"}, states
+    assert report["hosts"][HOST]["results"]["ACC-005"]["observed"]["sshd"]["permitrootlogin"] == "yes"
+
+    rc, fixed, states = comply(site, "--fix")
+    assert states["ACC-005"] == "pass", fixed["hosts"][HOST]["results"]["ACC-005"]
+    assert rc == 0, fixed.get("fix")
+    assert fixed["fix"]["fixed"] == {HOST: ["ACC-005"]} and fixed["fix"]["still_failing"] == {}
+    notes = " ".join(fixed["fix"]["notes"][HOST])
+    assert "/etc/ssh/sshd_config.d/00-break.conf" in notes and "PermitRootLogin yes" in notes, notes
+    assert "permitrootlogin no" in ssh(laptop, "sudo sshd -T").stdout
+    # The file is kept (its other lines still apply), the offending line commented out, and a copy kept aside.
+    text = ssh(laptop, "sudo cat /etc/ssh/sshd_config.d/00-break.conf").stdout
+    assert "#" in text and not re.search(r"^\s*PermitRootLogin yes", text, re.M), text
+    assert "PermitRootLogin yes" in ssh(laptop, "sudo sh -c 'cat /var/lib/deskguard/accounts-backup/*-00-break.conf'").stdout
+    assert ssh(laptop, "sudo -n true && echo managed").stdout.strip() == "managed"
+
+
+def test_fix_lists_a_control_it_could_not_repair_and_exits_1(site, laptop):
+    """The operator's primary group made `sudo` by hand: the role refuses to change a primary group (it could
+    cost the account its files), so ACC-001 still fails after --fix. It must be listed, never called fixed."""
+    assert ssh(laptop, "sudo usermod -g sudo tanaka && echo ok").stdout.strip() == "ok"
+    try:
+        rc, fixed, states = comply(site, "--fix")
+    finally:
+        assert ssh(laptop, "sudo usermod -g tanaka tanaka && echo ok").stdout.strip() == "ok"
+    assert rc == 1, fixed.get("fix")
+    assert states["ACC-001"] == "fail"
+    assert "ACC-001" in fixed["fix"]["still_failing"][HOST], fixed["fix"]
+    assert "ACC-001" not in fixed["fix"]["fixed"].get(HOST, []), fixed["fix"]
+    assert "primary group" in " ".join(fixed["fix"]["notes"][HOST]), fixed["fix"]
+
+
 def test_a_policy_that_would_shut_it_out_is_refused_before_any_change(site, laptop):
     host_vars = site / "inventory" / "host_vars" / f"{HOST}.yml"
     good = host_vars.read_text()

@@ -18,11 +18,11 @@ def _write(text: str, output) -> None:
         click.echo(text)
 
 
-def _report(run, drift, history, fmt, output):
+def _report(run, drift, history, fmt, output, fix=None):
     from ..compliance import report
 
     if fmt == "json":
-        _write(report.to_json(run, drift, history), output)
+        _write(report.to_json(run, drift, history, fix), output)
     elif fmt == "junit":
         _write(report.to_junit(run), output)
     elif fmt == "csv":
@@ -51,6 +51,9 @@ def _report(run, drift, history, fmt, output):
             console.print("drift since the previous run:")
             for d in drift:
                 console.print(f"  {d['host']} {d['control']}: {d['before'] or '-'} -> {d['after']} ({d['change']})")
+        if fix is not None:
+            for line in report.fix_lines(fix):
+                console.print(line, markup=False, highlight=False)
         if output:
             _write(buffer.getvalue(), output)
 
@@ -88,23 +91,29 @@ def comply(limit, fix, fmt, as_json, output, since, site):
     quiet = fmt != "table" and not output
     progress = None if quiet else progress_factory("comply", len(hosts))
     _result, run, prev = command.run_once(root, limit, progress)
+    outcome = None
     if fix:
         targets = command.fix_targets(run)
         skipped = command.never_onboarded(run)
-        if skipped and not quiet:
-            click.echo(f"not fixed (never onboarded; `deskguard onboard` them first): {', '.join(skipped)}")
-        if targets:
-            if not quiet:
+        if not quiet:
+            # The managed laptops first; the never-onboarded hosts (maybe hundreds) named briefly.
+            if targets:
                 click.echo("fixing: " + "; ".join(f"{h}: {', '.join(r)}" for h, r in targets.items()))
-            command.fix(root, targets, None if quiet else (lambda n: progress_factory("comply --fix", n)))
+            if skipped:
+                click.echo(f"not fixed (never onboarded; `deskguard onboard` them first): {report.some(skipped)}")
+        plays, before = [], run
+        if targets:
+            plays = command.fix(root, targets, None if quiet else (lambda n: progress_factory("comply --fix", n)))
             prev = run
             _result, run, _ = command.run_once(root, limit, progress)
+        outcome = command.fix_outcome(before, run, targets, plays, skipped)
     with Store.open(root) as store:
         history = runs.history(store)
         if since:
             prev = runs.load(store, since)
-    _report(run, runs.drift(prev, run), history, fmt, output)
+    _report(run, runs.drift(prev, run), history, fmt, output, outcome)
     problem = command.checkpoint_audit(root)
     if problem:
         click.echo(f"deskguard: {problem}", err=True)
-    sys.exit(report.exit_code(run))
+    code = report.exit_code(run)
+    sys.exit(code or (1 if outcome and outcome["still_failing"] else 0))

@@ -1,5 +1,6 @@
 """`deskguard comply`: run comply.yml, read the recorded run back, compare it with the previous one, and
-(with --fix) repair the failing controls on the failing hosts, then check again."""
+(with --fix) repair the failing controls on the failing hosts, then check again and say what the second run
+found: fixed only what now passes, every control still failing listed."""
 
 from __future__ import annotations
 
@@ -102,3 +103,34 @@ def fix(site: Path, targets: dict[str, list[str]], progress=None):
                                     extravars={"deskguard_hosts": limit},
                                     tags=",".join(roles), progress=progress(len(hosts)) if progress else None))
     return results
+
+
+def fix_outcome(before, after, targets: dict[str, list[str]], plays, skipped: list[str]) -> dict:
+    """What --fix achieved, judged by the run made after the repair (a fresh posture of every host):
+    {fixed: {host: [control]}, still_failing: {host: {control: first reason}}, never_onboarded: [host],
+    notes: {host: ["CONTROL: what the repair did or why it failed"]}}. still_failing covers every onboarded
+    host, also the controls --fix cannot repair (NET-*). A repaired host that could not be collected again is
+    still failing ("HOST"): nothing proves the repair."""
+    fixed, still, notes = {}, {}, {}
+    onboarded = {host for host, h in after.hosts.items() if h.get("device_uuid")}
+    for host in sorted(onboarded | set(targets)):
+        was = (before.hosts.get(host) or {"results": {}})["results"]
+        now = after.hosts.get(host) or {"state": "not in the run", "message": None, "results": {}}
+        if now["state"] != "ok":
+            still[host] = {"HOST": f"{now['state']}: {now.get('message') or 'not collected after the repair'}"}
+            continue
+        fixed_here = sorted(cid for cid, r in now["results"].items()
+                            if r["status"] == "pass" and was.get(cid, {}).get("status") in ("fail", "error"))
+        failing = {cid: (r["evidence"] or [r["status"]])[0] for cid, r in sorted(now["results"].items())
+                   if r["status"] in ("fail", "error")}
+        if fixed_here:
+            fixed[host] = fixed_here
+        if failing:
+            still[host] = failing
+    for play in plays:
+        for host, outcome in play.hosts.items():
+            said = [f"{cid}: {f}" for cid, found in sorted(outcome.findings.items()) for f in found]
+            said += [f"repair failed: {m}" for m in outcome.messages]
+            if said:
+                notes.setdefault(host, []).extend(said)
+    return {"fixed": fixed, "still_failing": still, "never_onboarded": skipped, "notes": notes}

@@ -19,9 +19,13 @@ def worst_first(run) -> list[tuple[str, dict]]:
     return sorted(run.hosts.items(), key=lambda kv: (RANK.get(kv[1]["state"], 2), kv[1]["score"] or 0, kv[0]))
 
 
-def to_json(run, drift: list[dict], history: list[dict] | None = None) -> str:
-    return json.dumps({"schema": "deskguard-compliance", "version": SCHEMA_VERSION, "run": run.run,
-                       "hosts": run.hosts, "drift": drift, "history": history or []}, indent=2, sort_keys=True)
+def to_json(run, drift: list[dict], history: list[dict] | None = None, fix: dict | None = None) -> str:
+    """`fix` (what --fix achieved, compliance.command.fix_outcome) only when --fix was asked for."""
+    doc = {"schema": "deskguard-compliance", "version": SCHEMA_VERSION, "run": run.run, "hosts": run.hosts,
+           "drift": drift, "history": history or []}
+    if fix is not None:
+        doc["fix"] = fix
+    return json.dumps(doc, indent=2, sort_keys=True)
 
 
 def to_junit(run) -> str:
@@ -71,10 +75,11 @@ def to_csv(run) -> str:
 
 
 def table_rows(run) -> list[dict]:
-    """One row per host for the terminal: state, score, the failing controls with their first reason, and the
-    controls that pass with a warning with theirs."""
+    """One row per host for the terminal: state, score, the failing controls with their first reason
+    (shortened), and the controls that pass with a warning with theirs. Onboarded laptops first (worst
+    first), then the hosts never onboarded (no device id)."""
     rows = []
-    for host, h in worst_first(run):
+    for host, h in sorted(worst_first(run), key=lambda kv: not kv[1].get("device_uuid")):
         bad = [(cid, r) for cid, r in sorted(h["results"].items()) if r["status"] in ("fail", "error")]
         warned = [(cid, r) for cid, r in sorted(h["results"].items()) if r["status"] == "warn"]
         state = h["state"] if h["state"] != "ok" else ("compliant" if h["compliant"] else "NOT compliant")
@@ -82,11 +87,13 @@ def table_rows(run) -> list[dict]:
             state += f", {len(warned)} warning" + ("s" if len(warned) > 1 else "")
         if h.get("source") == "checkin" and h["state"] == "ok":
             state += f" (check-in {h['evidence_at']})"
+        if not h.get("device_uuid"):
+            state += " (never onboarded)"
         rows.append({"host": host, "state": state,
                      "score": "-" if h["score"] is None else f"{h['score']:.0f}%",
-                     "failing": "; ".join(f"{cid}: {(r['evidence'] or [r['status']])[0]}" for cid, r in bad)
-                     or (h.get("message") or "-"),
-                     "warnings": "; ".join(f"{cid}: {r['evidence'][0]}" for cid, r in warned) or "-"})
+                     "failing": "; ".join(f"{cid}: {short((r['evidence'] or [r['status']])[0])}" for cid, r in bad)
+                     or short(h.get("message") or "-", 120),
+                     "warnings": "; ".join(f"{cid}: {short(r['evidence'][0])}" for cid, r in warned) or "-"})
     return rows
 
 
@@ -100,3 +107,29 @@ def exit_code(run) -> int:
     if any(h["state"] != "ok" or not h["compliant"] for h in run.hosts.values()):
         return EXIT_HOST_FAILED
     return EXIT_OK
+
+
+def fix_lines(fix: dict) -> list[str]:
+    """What --fix achieved, for the terminal: fixed, then every control still failing (its first reason,
+    shortened), then what the repair said (e.g. the sshd drop-ins it neutralised)."""
+    lines = [f"fixed: {host}: {', '.join(cids)}" for host, cids in fix["fixed"].items()]
+    if not fix["fixed"]:
+        lines.append("fixed: nothing")
+    for host, failing in fix["still_failing"].items():
+        lines.append(f"still failing after the fix: {host}: " + "; ".join(
+            f"{cid} ({short(why)})" for cid, why in failing.items()))
+    lines += [f"repair on {host}: {short(note, 160)}" for host, said in fix["notes"].items() for note in said]
+    return lines
+
+
+def short(text: str, width: int = 60) -> str:
+    """One line of at most `width` characters (the whole text is in --json and the HTML report)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def some(names: list[str], shown: int = 10) -> str:
+    """Names for one line: all of them up to `shown`, else the first ones and how many more."""
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{len(names)} hosts: {', '.join(names[:shown])} and {len(names) - shown} more (all in --json)"

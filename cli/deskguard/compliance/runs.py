@@ -93,7 +93,10 @@ def history(store, limit: int = 30) -> list[dict]:
 
 
 def drift(before: Run | None, after: Run) -> list[dict]:
-    """Per host and control, what changed since the previous run: {host, control, before, after, change}."""
+    """Per host and control, what changed since the previous run: {host, control, before, after, change}.
+    Without a previous run nothing has changed: a first run's failures are the report, not drift."""
+    if before is None:
+        return []
     changes = []
     for host, h in sorted(after.hosts.items()):
         old = (before.hosts.get(host) if before else None) or {"state": None, "results": {}}
