@@ -116,11 +116,12 @@ def connection_vars(site: Path, req: OnboardRequest, python: str | None = None) 
 
 def onboard(site: Path, req: OnboardRequest, progress=None) -> tuple[PlaybookResult, dict]:
     """Returns the play's result and the device record (as a dict). Nothing is written before preflight."""
-    from . import inventory, preflight
+    from . import inventory, policyfile, preflight
     from .runner import run_playbook
     from .store import Store
 
     validate(req)
+    policyfile.check(site)   # before the laptop is contacted or anything recorded
     with Store.open(site) as store:
         # A hand-broken inventory is refused (file:line) before the laptop is even contacted.
         inventory.list_hosts(site)
