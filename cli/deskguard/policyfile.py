@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import yaml
+
 from .errors import UsageError
 from .site import KIT_ROOT
 
@@ -24,52 +26,48 @@ def read(path: Path) -> dict:
 
 
 def read_with_lines(path: Path) -> tuple[dict, dict[str, int]]:
-    """(the file's variables as plain Python, key -> line number). Bad YAML, a duplicated key or a file that is
-    not a mapping is one line naming the file and line. Round-trip loading, as Ansible reads a `!vault` value
-    (a Windows laptop's host_vars) rather than failing on its tag."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.constructor import DuplicateKeyError
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
-
+    """(the file's variables, key -> line number). Bad YAML, a duplicated key or a file that is not a mapping
+    is one line naming the file and line. Read as Ansible reads it (PyYAML, YAML 1.1: `yes` is true), with a
+    `!vault` or `!unsafe` value kept as its text; the C parser, because a fleet has a host_vars file per laptop."""
     path = Path(path)
     try:
         text = path.read_text()
-        data = YAML(typ="rt").load(text)
-    except OSError as exc:
-        raise UsageError(f"cannot read the policy file {path}: {exc.strerror or exc}") from None
-    except DuplicateKeyError as exc:
-        key = str(exc.problem).split('"')[1] if '"' in str(exc.problem) else "?"
-        first = next((i for i, line in enumerate(text.splitlines(), 1) if re.match(rf"{re.escape(key)}\s*:", line)),
-                     None)
-        raise UsageError(f"{path}:{exc.problem_mark.line + 1}: {key}: set twice in this file"
-                         + (f" (also on line {first})" if first else "") + "; keep one") from None
-    except MarkedYAMLError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the policy file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return {}, {}
+        if not isinstance(node, yaml.MappingNode):
+            kind = "list" if isinstance(node, yaml.SequenceNode) else "single value"
+            raise UsageError(f"{path}:{node.start_mark.line + 1}: a policy file is a mapping of variables "
+                             f"(name: value), not a {kind}")
+        lines: dict[str, int] = {}
+        for key_node, _value in node.value:
+            key, line = str(key_node.value), key_node.start_mark.line + 1
+            if key in lines:
+                raise UsageError(f"{path}:{line}: {key}: set twice in this file (also on line {lines[key]}); "
+                                 "keep one")
+            lines[key] = line
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise UsageError(f"cannot read the policy file {where}: {exc.problem or exc.context}") from None
-    except YAMLError as exc:
+    except yaml.YAMLError as exc:
         raise UsageError(f"cannot read the policy file {path}: {' '.join(str(exc).split())[:200]}") from None
-    if data is None:
-        return {}, {}
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}:1: a policy file is a mapping of variables (name: value), "
-                         f"not a {'list' if isinstance(data, list) else type(data).__name__}")
-    lines = {str(k): data.lc.key(k)[0] + 1 for k in data}
-    return _plain(data), lines
+    finally:
+        loader.dispose()
+    return {str(k): v for k, v in data.items()}, lines
 
 
-def _plain(value):
-    """ruamel's round-trip types as the plain Python Ansible's validator expects (a `!vault` value stays text)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, bool) or value is None:
-        return value
-    for kind in (int, float, str):
-        if isinstance(value, kind):
-            return kind(value)
-    return str(getattr(value, "value", value))
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """Ansible's own tags, read as their text (the checks never need a secret's value)."""
+
+
+for _tag in ("!vault", "!unsafe"):
+    _Loader.add_constructor(_tag, lambda loader, node: loader.construct_scalar(node))
 
 
 def load(site: Path, prefix: str, *, defaults: Path | None = None, policy_file: Path | None = None) -> dict:
@@ -115,6 +113,8 @@ def check(site: Path) -> None:
     """Before anything runs: every policy file parses, names only known variables with values of their type,
     and the roles' own range checks pass on the policy and on each group's and host's view of it. The first
     problem is one line naming the file, the line and the key (UsageError, exit 2)."""
+    from . import policyspec
+
     site = Path(site)
     all_layers = layers(site)
     signature = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for files in all_layers for p in files)
@@ -124,9 +124,14 @@ def check(site: Path) -> None:
     where: dict = {}
     for i, files in enumerate(all_layers):
         view, seen = (base, where) if i == 0 else ({**base}, {**where})
+        own: dict = {}
         for path in files:
-            view.update(_checked(path, seen))
-        _check_view(view, seen, set(files))
+            own.update(_checked(path, seen))
+        view.update(own)
+        # A group's or host's file that sets nothing a range check reads (connection variables, the device id)
+        # leaves the verdict on the policy as it was.
+        if i == 0 or any(k.startswith("vpn_") or k in policyspec.range_names() for k in own):
+            _check_view(view, seen, set(files))
     _CHECKED[site] = signature
 
 

@@ -52,6 +52,9 @@ def type_problem(key: str, value, kit: Path = KIT_ROOT) -> str | None:
     spec = options(kit).get(key)
     if spec is None or _templated(value):
         return None   # ansible_* is Ansible's to check; a template is only known once the play renders it
+    plain = {"str": str, "int": int, "bool": bool}.get(spec.get("type", "str"))
+    if plain and "choices" not in spec and type(value) is plain:
+        return None   # already the type, nothing to convert (what the validator would say, without its cost)
     result = ArgumentSpecValidator({key: spec}).validate({key: value})
     return " ".join(" ".join(result.error_messages).split())[:300] or None
 
@@ -100,10 +103,9 @@ def range_problems(policy: dict, kit: Path = KIT_ROOT) -> list[tuple[str, str]]:
     An assert that cannot be evaluated here (it needs a laptop fact) is left to the play."""
     from ansible.errors import AnsibleError, AnsibleUndefinedVariable
     from ansible.parsing.dataloader import DataLoader
-    from ansible.plugins.loader import filter_loader
     from ansible.template import Templar, trust_as_template
 
-    filter_loader.add_directory(str(kit / "plugins" / "filter"))
+    _add_filters(str(kit / "plugins" / "filter"))
     problems = []
     for check in role_asserts(kit):
         # The role's own variables are templates, as Ansible treats a role's vars/main.yml.
@@ -122,3 +124,20 @@ def range_problems(policy: dict, kit: Path = KIT_ROOT) -> list[tuple[str, str]]:
         problems.append((" ".join(check["that"] + [str(v) for v in check["vars"].values()]),
                          " ".join(str(message).split())))
     return problems
+
+
+@functools.cache
+def _add_filters(folder: str) -> None:
+    """The kit's filter plugins (the USB list's check, the firewall's networks), once per process."""
+    from ansible.plugins.loader import filter_loader
+
+    filter_loader.add_directory(folder)
+
+
+@functools.cache
+def range_names(kit: Path = KIT_ROOT) -> frozenset[str]:
+    """Every name the range checks read: a file that sets none of them (a laptop's connection variables, its
+    device id) cannot change their verdict, and is not evaluated again."""
+    texts = [" ".join(map(str, [*a["that"], *a["when"], a["fail_msg"], *a["vars"].values()]))
+             for a in role_asserts(kit)]
+    return frozenset(re.findall(r"\b[a-z_][a-z0-9_]*\b", " ".join(texts)))
