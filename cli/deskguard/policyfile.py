@@ -98,15 +98,15 @@ def _files(folder: Path) -> list[Path]:
 
 def layers(site: Path) -> list[list[Path]]:
     """The site's variable files as Ansible layers them: [the policy (group_vars/all)], then one list per other
-    group and per host (each applied over the policy). The lab's inventory (inventory/lab/) is included: its
-    group_vars/lab.yml outranks the policy for lab hosts."""
+    group and per host (each applied over the policy; only those with files). The lab's inventory
+    (inventory/lab/) is included: its group_vars/lab.yml outranks the policy for lab hosts."""
     inventory = Path(site) / "inventory"
-    out = [_files(policy_dir(site))]
+    others = []
     for vars_dir in sorted({p.resolve() for p in inventory.glob("**/group_vars")}):
-        out += [_files(entry) for entry in sorted(vars_dir.iterdir()) if entry.name != "all"]
+        others += [_files(entry) for entry in sorted(vars_dir.iterdir()) if entry.name != "all"]
     for vars_dir in sorted({p.resolve() for p in inventory.glob("**/host_vars")}):
-        out += [_files(entry) for entry in sorted(vars_dir.iterdir())]
-    return [files for files in out if files]
+        others += [_files(entry) for entry in sorted(vars_dir.iterdir())]
+    return [_files(policy_dir(site)), *(files for files in others if files)]
 
 
 def check(site: Path) -> None:
