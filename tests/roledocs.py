@@ -16,8 +16,10 @@ REPO = Path(__file__).resolve().parents[1]
 PAGE = REPO / "docs" / "role-variables.md"
 HEADER = """# Role variables
 
-Generated from each role's `meta/argument_specs.yml` by `tests/roledocs.py`; do not edit by hand (a unit
-test fails when this page and the specs differ). Set these in the policy
+Generated from each role's `meta/argument_specs.yml` and the site's own keys
+(`playbooks/vars/site_argument_specs.yml`) by `tests/roledocs.py`; do not edit by hand (a unit test fails when
+this page and the specs differ). A key found nowhere on this page (and not an `ansible_*` connection variable)
+is refused by every command before anything runs (`docs/policy.md`). Set these in the policy
 (`inventory/group_vars/all/policy.yml`) or per laptop in `inventory/host_vars/HOST.yml`; `docs/policy.md`
 explains the policy and `docs/roles.md` what each role does.
 """
@@ -53,8 +55,11 @@ def _description(spec: dict) -> str:
 
 def render(repo: Path = REPO) -> str:
     out = [HEADER.rstrip("\n")]
-    for specs_file in sorted((repo / "roles").glob("*/meta/argument_specs.yml")):
-        role = specs_file.parents[1].name
+    site_spec = repo / "playbooks" / "vars" / "site_argument_specs.yml"
+    for specs_file in [*sorted((repo / "roles").glob("*/meta/argument_specs.yml")), site_spec]:
+        if not specs_file.exists():
+            continue
+        role = specs_file.parents[1].name if specs_file != site_spec else "site"
         specs = yaml.safe_load(specs_file.read_text())["argument_specs"]
         for entry, spec in specs.items():
             title = role if entry == "main" else f"{role} ({entry})"

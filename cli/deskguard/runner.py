@@ -288,8 +288,13 @@ def run_playbook(
     progress: Callable[[EventCollector], object] | None = None,
     keep_events: bool = False,
 ) -> PlaybookResult:
-    """Run `playbooks/<playbook>` against `inventory`; `progress` builds a display around the collector."""
+    """Run `playbooks/<playbook>` against `inventory`; `progress` builds a display around the collector.
+    The site's policy is checked first (deskguard.site.policyfile.check): a bad one reaches no laptop."""
     import ansible_runner
+
+    from .site.policyfile import check as check_policy
+
+    check_policy(site)
 
     collector = EventCollector(keep_events=keep_events)
     display = progress(collector) if progress else None

@@ -130,8 +130,11 @@ def test_bad_policy_value_is_refused_before_any_change(site, laptop):
         proc, out = onboard(site, laptop)
     finally:
         policy.write_text(good)
-    assert proc.returncode == 1, proc.stdout
-    assert "screen_lock_idle_minutes" in " ".join(out["messages"]), out
+    # Refused on the controller before the laptop is contacted (deskguard.site.policyfile.check): one line naming the
+    # file, line and key, exit 2, no play.
+    assert proc.returncode == 2 and out is None, proc.stdout + proc.stderr
+    assert f"{policy}:" in proc.stderr and "screen_lock_idle_minutes" in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
     assert snapshot(laptop) == before
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -33,8 +34,13 @@ def site(tmp_path, monkeypatch):
 
 
 def set_policy(site, **values):
+    """Each key's line of the policy replaced (appended if absent): a key set twice is refused."""
     policy = site / "inventory" / "group_vars" / "all" / "policy.yml"
-    policy.write_text(policy.read_text() + "".join(f"{k}: {json.dumps(v)}\n" for k, v in values.items()))
+    text = policy.read_text()
+    for key, value in values.items():
+        text, n = re.subn(rf"^{key}:.*$", f"{key}: {json.dumps(value)}", text, flags=re.M)
+        text += "" if n else f"{key}: {json.dumps(value)}\n"
+    policy.write_text(text)
 
 
 def test_netcheck_runs_the_module_and_judges_it_on_the_controller(site, listener):

@@ -54,17 +54,15 @@ def _why_not(result) -> str:
 
 
 def check_policy(site: Path) -> None:
-    """Before anything runs: the site has a policy and every file of it parses (one clear line otherwise, not
-    Ansible's inventory traceback and an unrecorded run)."""
+    """Before anything runs: the site has a policy and it passes deskguard.site.policyfile.check (one clear line
+    otherwise, not Ansible's inventory traceback and an unrecorded run)."""
+    from ..site import policyfile
     from ..errors import UsageError
-    from ..site.policyfile import read
 
     folder = site / "inventory" / "group_vars" / "all"
-    files = sorted(folder.glob("*.y*ml")) if folder.is_dir() else []
-    if not files:
+    if not (folder.is_dir() and any(folder.glob("*.y*ml"))):
         raise UsageError(f"no policy in {folder} (`deskguard init` writes the example policy.yml)")
-    for path in files:
-        read(path)
+    policyfile.check(site)
 
 
 def fix_targets(run) -> dict[str, list[str]]:

@@ -7,12 +7,10 @@ host's own variables. A policy that leaves a value at its default is judged by t
 
 from __future__ import annotations
 
-import functools
-
-import yaml
-
+# role_defaults: every role's defaults/main.yml, parsed once per process (the policy check reads them too).
+from ..site import module_utils
 from ..site.accounts_policy import management_name, operator_name
-from ..site import KIT_ROOT, module_utils
+from ..site.policyspec import role_defaults
 from .results import PolicyError
 
 
@@ -27,14 +25,6 @@ POLICY_PREFIXES = ("screen_lock_", "firewall_", "auto_update_", "disk_encryption
 def host_policy(task_vars: dict, template) -> dict:
     """The effective policy of the host whose task_vars these are (template: the action's templar.template)."""
     return effective({k: template(v) for k, v in task_vars.items() if k.startswith(POLICY_PREFIXES)})
-
-
-@functools.cache
-def role_defaults() -> dict:
-    merged = {}
-    for path in sorted((KIT_ROOT / "roles").glob("*/defaults/main.yml")):
-        merged.update(yaml.safe_load(path.read_text()) or {})
-    return merged
 
 
 def effective(host_policy: dict) -> dict:

@@ -139,12 +139,13 @@ def connection_vars(site: Path, req: OnboardRequest, python: str | None = None) 
 
 def onboard(site: Path, req: OnboardRequest, progress=None) -> tuple[PlaybookResult, dict]:
     """Returns the play's result and the device record (as a dict). Nothing is written before preflight."""
-    from ..site import inventory
-    from . import preflight
     from ..runner import run_playbook
+    from ..site import inventory, policyfile
     from ..store import Store
+    from . import preflight
 
     validate(req)
+    policyfile.check(site)   # before the laptop is contacted or anything recorded
     with Store.open(site) as store:
         # A hand-broken inventory is refused (file:line) before the laptop is even contacted.
         inventory.list_hosts(site)

@@ -100,8 +100,9 @@ class VpnSettings:
         return nets
 
 
-def from_policy(policy: dict) -> VpnSettings:
-    """Check the vpn_* values of a policy (role variables); raise VpnSettingsError on the first bad one."""
+def check_networks(policy: dict) -> tuple:
+    """The networks of a policy, checked even while the VPN is off (the gateway's config and the next
+    enrolment use them): (pool, management networks, allowed networks); VpnSettingsError on the first bad one."""
     pool = _network(policy.get("vpn_pool"), "vpn_pool")
     hosts = pool.num_addresses - (2 if pool.version == 4 else 1)   # network/broadcast (v4), subnet-router (v6)
     if hosts < MIN_POOL_HOSTS or pool.prefixlen > (30 if pool.version == 4 else 126):
@@ -112,6 +113,13 @@ def from_policy(policy: dict) -> VpnSettings:
         if ipaddress.ip_network(n).overlaps(pool):
             raise VpnSettingsError(f"vpn_pool {pool} overlaps the management network {n}: laptops would route the "
                                    "management traffic into the tunnel; choose a pool outside it")
+    allowed = tuple(str(_network(n, "vpn_allowed_ips entry")) for n in policy.get("vpn_allowed_ips") or ())
+    return pool, mgmt, allowed
+
+
+def from_policy(policy: dict) -> VpnSettings:
+    """Check the vpn_* values of a policy (role variables); raise VpnSettingsError on the first bad one."""
+    pool, mgmt, allowed = check_networks(policy)
     gw = policy.get("vpn_gateway_address") or str(next(pool.hosts()))
     try:
         gw_ip = ipaddress.ip_address(str(gw))
@@ -135,7 +143,6 @@ def from_policy(policy: dict) -> VpnSettings:
     tunnel = str(policy.get("vpn_tunnel", "split"))
     if tunnel not in ("split", "full"):
         raise VpnSettingsError(f"vpn_tunnel must be split or full, not {tunnel!r}")
-    allowed = tuple(str(_network(n, "vpn_allowed_ips entry")) for n in policy.get("vpn_allowed_ips") or ())
     dns = tuple(str(d) for d in policy.get("vpn_dns") or ())
     for d in dns:
         if not _is_ip(d) and not HOST_RE.fullmatch(d):
