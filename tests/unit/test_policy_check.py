@@ -149,7 +149,7 @@ def test_a_good_policy_gets_past_the_check(site, contacts, capsys):
     with pytest.raises(AssertionError, match="ansible-runner ran"):
         from deskguard.cli import main
 
-        main(["vpn", "push-gateway", "--site", str(site)])
+        main(["keys", "verify", "--site", str(site)])
     assert contacts == ["ansible-runner"]
 
 

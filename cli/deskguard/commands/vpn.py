@@ -100,12 +100,13 @@ def push_gateway(as_json, site):
     Run it after `deskguard devices remove`: the removed laptop's peer is dropped and its handshakes stop."""
     from ..errors import UsageError
     from ..progress import progress_factory
-    from ..site import site_dir
+    from ..site import policyfile, site_dir
     from ..vpn import policy
     from ..vpn.admin import gateway_hosts, push_gateways
     from ..vpn.gateway import GATEWAY_GROUP
 
     root = site_dir(site)
+    policyfile.check(root)  # the whole policy first, as every command checks it
     gateways = gateway_hosts(root)
     if not gateways:
         raise UsageError(f"no VPN gateway in the inventory (group {GATEWAY_GROUP}): nothing to push (docs/vpn.md)")

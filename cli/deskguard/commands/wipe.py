@@ -33,9 +33,9 @@ def wipe(host, reason, ticket, mode, yes, confirm_name, no_run, site):
     hostname = validate_hostname(host)
     root, store = open_store(site)
     with store:
+        conf = settings.load(root)  # the whole policy checked first, as every command does
         device = store.require_device(hostname)  # an unknown host, or one with no agent, fails before the prompt
         issue.require_agent(store, device)
-        conf = settings.load(root)
         confirm_host(hostname, yes, confirm_name,
                      ("wipe every disk on it for good" if mode == "wipe" else "lock it", "ordered"))
         done = issue.issue(root, store, conf, hostname, action=mode, reason=reason, ticket=ticket)

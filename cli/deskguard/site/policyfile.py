@@ -179,6 +179,7 @@ def _check_view(view: dict, seen: dict, layer: set) -> None:
 
 
 def _vpn_defaults() -> dict:
-    from ..vpn.policy import DEFAULTS
+    # From the roles' defaults (parsed once), not deskguard.vpn.policy, which reads the policy through this module.
+    from . import policyspec
 
-    return read(DEFAULTS)
+    return {k: v for k, v in policyspec.role_defaults().items() if k.startswith("vpn_")}

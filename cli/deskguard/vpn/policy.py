@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..site import policyfile
-from ..site import KIT_ROOT
+from ..site import KIT_ROOT, policyfile
 from .settings import VpnSettings, from_policy
 
 DEFAULTS = KIT_ROOT / "roles" / "vpn" / "defaults" / "main.yml"
