@@ -158,6 +158,9 @@ def test_every_refusal_is_logged_at_the_default_level_without_the_body(server):
     assert _post(port, "/v1/checkin", b'{"garbage": "' + SECRET_MARK.encode() + b'"') == 400
     assert _post(port, "/v1/ack", b"{" + SECRET_MARK.encode() * 20_000 + b"}") == 413
     assert _request(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n") == 431
+    # The order routes' refusals too: a plain GET (who asks whether a wipe is pending) and a forged fetch.
+    assert _request(port, f"GET /orders/{server['uuid']} HTTP/1.1\r\nHost: x\r\n\r\n".encode()) == 401
+    assert _post(port, f"/orders/{server['uuid']}", b'{"garbage": "' + SECRET_MARK.encode() + b'"}') in (400, 401)
     log = _stop(server)
     lines = [line for line in log.splitlines() if "refused" in line]
     assert SECRET_MARK not in log
@@ -166,6 +169,10 @@ def test_every_refusal_is_logged_at_the_default_level_without_the_body(server):
     assert any("malformed" in line and "device -" in line for line in lines), lines
     assert any("oversized" in line and "/v1/ack" in line for line in lines), lines
     assert any("head_too_large" in line and "peer 127.0.0.1" in line for line in lines), lines
+    fetches = [line for line in lines if "/orders" in line]
+    assert any("GET /orders: 401 signed_fetch_required" in line and f"device {server['uuid']}" in line
+               for line in fetches), lines
+    assert any("POST /orders: 4" in line and "peer 127.0.0.1" in line for line in fetches), lines
 
 
 def test_a_flood_of_refusals_gives_a_bounded_log_and_a_suppression_count(server):

@@ -127,23 +127,27 @@ def create_app(config: ServeConfig, store: Store | None = None):
     async def order(request: Request) -> Response:
         """A signed fetch (POST) gets the device's order; anything refused is refused before the order file is
         looked at, so the answer says nothing about whether there is one. A plain GET (static hosting's way)
-        gets the same refusal for every device."""
-        if request.method == "GET":
-            return _json(Answer.error(401, "signed_fetch_required", "POST a fetch signed with the device key"))
+        gets the same refusal for every device. Every refusal goes to the refusal log, like the other routes'."""
         device_uuid = request.path_params["device_uuid"]
+
+        def refuse(answer: Answer) -> Response:
+            REFUSALS.refused(f"{request.method} /orders", answer.status, answer.body.get("error"), request.client,
+                             device=device_uuid)
+            return _json(answer)
+
+        if request.method == "GET":
+            return refuse(Answer.error(401, "signed_fetch_required", "POST a fetch signed with the device key"))
         if not _UUID.match(device_uuid):
-            return _json(Answer.error(404, "no_order"))
+            return refuse(Answer.error(404, "no_order"))
         try:
             body = await read_body(request.headers.get("content-length"), request.receive, P.LIMITS["fetch"])
         except BodyRefused as refused:
-            return _json(refused.answer)
+            return refuse(refused.answer)
         except ClientDisconnect:
             return Response(status_code=400)
         refused = await run_in_threadpool(ingest.fetch, body, device_uuid)
         if refused is not None:
-            log.info("order fetch from %s refused: %s %s", request.client[0] if request.client else "?",
-                     refused.status, refused.body.get("error"))
-            return _json(refused)
+            return refuse(refused)
         try:
             data = await run_in_threadpool(_read_order, config.orders_dir / device_uuid)
         except FileNotFoundError:
