@@ -55,6 +55,8 @@ def fake(monkeypatch, tmp_path):
         from deskguard.compliance import runs as runs_mod
         monkeypatch.setattr(runs_mod, "history", lambda store: [])
         monkeypatch.setattr("deskguard.store.Store.open", lambda root: _NoStore())
+        monkeypatch.setattr("deskguard.site.inventory.play_hosts", lambda root, limit: sorted(before.hosts))
+        monkeypatch.setattr(command, "checkpoint_audit", lambda root: None)
         return calls
     return install
 

@@ -57,7 +57,8 @@ def test_a_warning_is_compliant_scored_as_passed_and_counted_on_its_own():
 def test_every_report_format_shows_the_warning():
     rec = recorded(list(run(outcome=weak_pbkdf()).values()))
     row = report.table_rows(rec)[0]
-    assert "warning" in row["state"] and "ENC-001" in row["warnings"] and WEAK in row["warnings"]
+    # The table keeps long evidence short (the whole finding is in JSON, JUnit, CSV and HTML, below).
+    assert "warning" in row["state"] and "ENC-001" in row["warnings"] and WEAK[:40] in row["warnings"]
 
     data = json.loads(report.to_json(rec, []))
     assert data["hosts"]["lt-1"]["results"]["ENC-001"]["status"] == "warn"
@@ -79,7 +80,7 @@ def test_drift_names_a_new_warning_and_a_cleared_one():
     assert [d for d in runs.drift(clean, warned) if d["control"] == "ENC-001"] == [
         {"host": "lt-1", "control": "ENC-001", "before": "pass", "after": "warn", "change": "new warning"}]
     assert [d["change"] for d in runs.drift(warned, clean) if d["control"] == "ENC-001"] == ["warning cleared"]
-    assert [d["change"] for d in runs.drift(None, warned) if d["control"] == "ENC-001"] == ["new warning"]
+    assert runs.drift(None, warned) == []   # a first run has no drift, warnings included
 
 
 def test_the_runner_and_onboarding_never_say_already_compliant_beside_a_finding():

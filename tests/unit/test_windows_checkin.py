@@ -49,6 +49,9 @@ def away(make_site):
         store.set_agent_public_key(dev.uuid, proto.public_key_pem(key).decode())
     escrow_recovery_password(site, dev.uuid, hostname=HOST)
     policy = {k: v for k, v in POLICY.items() if k != "deskguard_hosts"}
+    # The agent and the VPN are on, so the policy check wants their URLs and endpoint (the check-ins below are posted by the test itself).
+    policy.update(endpoint_agent_orders_url="https://orders.example/orders",
+                  endpoint_agent_server_url="https://orders.example", vpn_endpoint="vpn.example.com:51820")
     inventory.add_host(site, HOST, {"ansible_host": "127.0.0.1", "ansible_port": port, "ansible_connection": "winrm",
                                     "ansible_winrm_scheme": "https", "ansible_winrm_transport": "ntlm",
                                     "ansible_winrm_message_encryption": "always", "ansible_user": "deskguard-test",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 
-GATEWAY = "GwGatewayPublicKeyForTheLoopbackTest00000000="   # 44 characters, like a WireGuard key
+GATEWAY = "GwGatewayPublicKeyForTheLoopbackTest0000000="   # 44 characters, 32 bytes: a valid WireGuard key
 LAPTOP_KEY = "LtLaptopPublicKeyForTheLoopbackTest000000000="
 OS_PROTECTOR = "{6A1B2C3D-0000-4000-8000-00000000BEEF}"
 TPM_PROTECTOR = "{0B9C8D7E-1111-4111-8111-0000000000A1}"

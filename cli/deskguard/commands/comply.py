@@ -38,10 +38,12 @@ def _report(run, drift, history, fmt, output, fix=None):
         score = run.run["score"]
         table = Table(title=f"compliance run {run.run['id'][:8]}: {len(run.hosts)} host(s), fleet score "
                             f"{'-' if score is None else f'{score:.0f}%'}")
-        for col in ("host", "state", "score", "failing controls", "passed with a warning"):
+        rows = report.table_rows(run)
+        warned = any(r["warnings"] != "-" for r in rows)   # the column only when a control passed with a warning
+        for col in ("host", "state", "score", "failing controls") + (("passed with a warning",) if warned else ()):
             table.add_column(col)
-        for r in report.table_rows(run):
-            table.add_row(r["host"], r["state"], r["score"], r["failing"], r["warnings"])
+        for r in rows:
+            table.add_row(r["host"], r["state"], r["score"], r["failing"], *((r["warnings"],) if warned else ()))
         import io
 
         buffer = io.StringIO() if output else None
