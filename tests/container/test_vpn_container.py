@@ -128,7 +128,10 @@ def test_second_run_changes_nothing(site, laptop, enrolled):
     proc, out = onboard(site, laptop)
     assert proc.returncode == 0, (proc.stderr[-3000:], out)
     assert out["changed_tasks"] == 0, out
-    assert {c["control"]: c["state"] for c in out["controls"]}["VPN-001"] == "already compliant", out
+    vpn1 = next(c for c in out["controls"] if c["control"] == "VPN-001")
+    # Met, and said with its note every run: a container has no WireGuard kernel module, so wireguard-go runs.
+    assert vpn1["state"] == "passes with a warning", vpn1
+    assert any(f.startswith("userspace WireGuard (wireguard-go)") for f in vpn1["findings"]), vpn1
 
 
 def test_rotation_changes_the_key_and_the_tunnel_comes_back(site, laptop, gateway, enrolled):
