@@ -196,8 +196,11 @@ def test_second_onboarding_changes_nothing(site, laptop):
     start = time.monotonic()
     out = onboard(site, laptop)
     states = {c["state"] for c in out["controls"]}
+    warned = {c["control"] for c in out["controls"] if c["state"] == "passes with a warning"}
     # AGT-001: agent off; SW-002/SW-003/AV-001: nothing in the example policy, no browser on the lab laptop.
-    assert out["changed_tasks"] == 0 and states == {"already compliant", "disabled", "not applicable"}, out
+    # ENC-001 passes with a warning: the lab image's installer keyslots use the light PBKDF (lab notes).
+    assert out["changed_tasks"] == 0 and warned == {"ENC-001"}, out
+    assert states == {"already compliant", "disabled", "not applicable", "passes with a warning"}, out
     assert out["module_calls"] <= 20, out
     print(f"converged onboarding: {time.monotonic() - start:.0f} s, {out['module_calls']} module calls")
 
