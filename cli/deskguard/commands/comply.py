@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 
 import click
@@ -44,8 +45,6 @@ def _report(run, drift, history, fmt, output, fix=None):
             table.add_column(col)
         for r in rows:
             table.add_row(r["host"], r["state"], r["score"], r["failing"], *((r["warnings"],) if warned else ()))
-        import io
-
         buffer = io.StringIO() if output else None
         console = Console(file=buffer, width=120 if output else None)
         console.print(table)
@@ -71,15 +70,14 @@ def _report(run, drift, history, fmt, output, fix=None):
 def comply(limit, fix, fmt, as_json, output, since, site):
     """Score every control on every laptop, record the run, report drift.
 
-    Exit codes: 0 every host compliant; 1 a host not compliant or not collected; 3 a host unreachable with
-    no check-in fresh enough to judge it from."""
-    from ..site import inventory
+    Exit codes: 0 every host compliant (a pass with a warning is compliant); 1 a host not compliant or not
+    collected, or with --fix a control still failing after the repair; 2 bad input (policy, --limit, --output);
+    3 a host unreachable with no check-in fresh enough to judge it from."""
     from ..compliance import command, report, runs
-    from ..progress import progress_factory
-    from ..site import site_dir
-    from ..store import Store
-
     from ..errors import UsageError
+    from ..progress import progress_factory
+    from ..site import inventory, site_dir
+    from ..store import Store
 
     if as_json:
         if fmt not in ("table", "json"):
