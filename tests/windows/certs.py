@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
@@ -48,18 +48,24 @@ def _builder(subject: str, issuer: str, public_key, days_from: int, days_to: int
             .not_valid_before(now + dt.timedelta(days=days_from)).not_valid_after(now + dt.timedelta(days=days_to)))
 
 
-def make_ca(folder: Path, cn: str = "deskguard test site CA") -> tuple[Issued, object]:
+def _key(use_rsa: bool):
+    # RSA where the client cannot read EC keys (Mono's managed X509Chain: tests/windows/monohttp.py).
+    return rsa.generate_private_key(65537, 2048) if use_rsa else ec.generate_private_key(ec.SECP256R1())
+
+
+def make_ca(folder: Path, cn: str = "deskguard test site CA", use_rsa: bool = False) -> tuple[Issued, object]:
     """(files, private key) of a CA: what an admin would give as --winrm-ca-bundle."""
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = _key(use_rsa)
     cert = (_builder(cn, cn, key.public_key(), -1, 365)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .sign(key, hashes.SHA256()))
     return _write(folder, "ca", cert, key), key
 
 
-def issue(folder: Path, ca: Issued, ca_key, stem: str = "server", expired: bool = False) -> Issued:
+def issue(folder: Path, ca: Issued, ca_key, stem: str = "server", expired: bool = False,
+          use_rsa: bool = False) -> Issued:
     """A WinRM listener certificate for 127.0.0.1 signed by `ca`; `expired` ended yesterday."""
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = _key(use_rsa)
     issuer = x509.load_pem_x509_certificate(ca.cert.read_bytes()).subject.rfc4514_string().split("=", 1)[1]
     days = (-30, -1) if expired else (-1, 30)
     cert = (_builder("win-loopback", issuer, key.public_key(), *days)
@@ -68,9 +74,9 @@ def issue(folder: Path, ca: Issued, ca_key, stem: str = "server", expired: bool 
     return _write(folder, stem, cert, key)
 
 
-def self_signed(folder: Path) -> Issued:
+def self_signed(folder: Path, use_rsa: bool = False) -> Issued:
     """What `New-SelfSignedCertificate` gives a laptop by default: signed by itself, trusted by nobody."""
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = _key(use_rsa)
     cert = (_builder("win-loopback", "win-loopback", key.public_key(), -1, 30)
             .add_extension(x509.SubjectAlternativeName([x509.IPAddress(LOOPBACK)]), critical=False)
             .sign(key, hashes.SHA256()))

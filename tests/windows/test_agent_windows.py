@@ -6,8 +6,8 @@ runs them is not verified here (docs/agent.md)."""
 from __future__ import annotations
 
 import hashlib
-import re
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,10 +119,10 @@ def test_the_powershell_agent_speaks_the_protocol():
     text = (REPO / "roles/endpoint_agent/files/deskguard-agent.ps1").read_text()
     for needle in ("ECDsaCng", "CngAlgorithm]::Sha256", ".VerifyData($payloadBytes, $signature)", ".SignData($body)",
                    "Substring(0, 16)", "root\\cimv2\\mdm\\dmmap", "'MDM_RemoteWipe'", "'doWipeProtectedMethod'",
-                   "manage-bde.exe -forcerecovery C:", "$OrderLimit = %d" % proto.LIMITS["order"],
-                   "$SkewSeconds = %d" % proto.CLOCK_SKEW_SECONDS, "'deskguard/1'"):
+                   "manage-bde.exe -forcerecovery C:", f"$OrderLimit = {proto.LIMITS['order']}",
+                   f"$SkewSeconds = {proto.CLOCK_SKEW_SECONDS}", "'deskguard/1'"):
         assert needle in text, needle
-    words = {w for w in proto.REASONS if "'%s'" % w in text}
+    words = {w for w in proto.REASONS if f"'{w}'" in text}
     assert words >= {"oversized", "malformed", "unknown_key", "bad_signature", "foreign_device", "foreign_volumes",
                      "expired", "not_yet_valid", "replayed", "unsupported"}
 
@@ -137,17 +137,125 @@ def test_the_powershell_agent_fetches_its_order_signed_like_linux():
     import deskguard_protocol as proto
 
     text = (REPO / "roles/endpoint_agent/files/deskguard-agent.ps1").read_text()
-    literal = re.search(r"\$fetch = @\{(.*?)\}\s*\n\s*\$resp", text, re.S).group(1)
+    literal = re.search(r"\$fetch = @\{(.*?)\}\s*\n\s*\$body = ", text, re.DOTALL).group(1)
     fields = set(re.findall(r"(?:^|;|\n)\s*(\w+) =", literal))
     assert fields == set(proto.build_fetch("0b6c9d55-8d1e-4f3a-9a51-3e1f0d2c7a10")), fields
     assert "type = 'fetch'" in literal and "nonce = (New-Nonce)" in literal
-    assert "-Method Post -Body $Utf8.GetBytes((New-Envelope $fetch $Config.device_key))" in text
+    assert "$body = $Utf8.GetBytes((New-Envelope $fetch $Config.device_key))" in text
     assert "$Config.order_fetch -eq 'static'" in text
-    get_order = text[text.index("function Get-OrderBody"):text.index("function Send-Json")]
-    send_json = text[text.index("function Send-Json"):text.index("function Add-Refusal")]
-    for body in (get_order, send_json):
-        assert "Test-UrlAllowed" in body.split("try {")[0], "a request is made before the URL is checked"
+    request = _function(text, "Invoke-AgentRequest")
+    assert "Test-UrlAllowed" in request.split("::Send(")[0], "a request is made before the URL is checked"
     assert "$Config.allow_http -eq $true" in text and "StartsWith('http://')" in text
+
+
+def _function(text: str, name: str) -> str:
+    """The text of one PowerShell function of the agent, up to the next top-level function."""
+    start = text.index(f"function {name}")
+    end = text.find("\nfunction ", start + 1)
+    return text[start:end if end > 0 else len(text)]
+
+
+# ------------------------------------------------------- issue 20: the run's deadline and the pinned CA
+
+AGENT_PS1 = REPO / "roles/endpoint_agent/files/deskguard-agent.ps1"
+
+
+def _linux():
+    import sys
+
+    sys.path.insert(0, str(REPO / "plugins" / "module_utils"))
+    import deskguard_agent
+    import deskguard_agent_http
+
+    return deskguard_agent, deskguard_agent_http
+
+
+def test_every_request_of_a_run_goes_through_the_deadline_transport():
+    """Invoke-WebRequest -TimeoutSec is not a deadline in Windows PowerShell 5.1 (a dribbled body holds it):
+    no request may use it, or any other client without the deadline. The order fetch, the acks and the
+    check-in all go through Invoke-AgentRequest, which gives [Deskguard.AgentHttp]::Send the smaller of
+    timeout_seconds and what is left of the run's budget (as many requests as Linux's RUN_REQUESTS, with
+    Linux's body limits), and the ca_file of agent.json."""
+    agent, _ = _linux()
+    text = AGENT_PS1.read_text()
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(("#", "//")))
+    for client in ("Invoke-WebRequest", "Invoke-RestMethod", "Net.WebClient", "HttpClient", "Start-BitsTransfer"):
+        assert client not in code, client
+    assert f"$RunRequests = {agent.RUN_REQUESTS}" in text
+    assert f"$OrderLimit = {agent.ORDER_LIMIT}" in text and f"$AnswerLimit = {agent.ANSWER_LIMIT}" in text
+    request = _function(text, "Invoke-AgentRequest")
+    assert "$timeout = [Math]::Min([double]$Config.timeout_seconds, $script:NetworkLeft)" in request
+    assert "[Deskguard.AgentHttp]::Send($Method, $Url, $Body, $timeout, $Limit, (Get-CaFile $Config))" in request
+    assert "$script:NetworkLeft -= $clock.Elapsed.TotalSeconds" in request.split("finally")[1]
+    assert "Invoke-AgentRequest $method $url $body $OrderLimit $Config" in _function(text, "Get-OrderBody")
+    assert "Invoke-AgentRequest 'POST' $url $Utf8.GetBytes($Envelope) $AnswerLimit $Config" in \
+        _function(text, "Send-Envelope")
+    assert "[string]$Config.ca_file" in _function(text, "Get-CaFile")
+    run = text[text.index("# Run: one check-in cycle"):]
+    budget = "$script:NetworkLeft = $RunRequests * [double]$Config.timeout_seconds"
+    assert run.index("Initialize-AgentHttp") < run.index(budget) < run.index("Get-OrderBody")
+    assert run.count("Send-Envelope '/v1/ack'") == 2 and run.count("Send-Envelope '/v1/checkin'") == 1
+    # The C# side: the deadline's timer aborts the request, every read is bounded, the body is capped.
+    source = text[text.index("$AgentHttpSource = @'"):text.index("'@", text.index("$AgentHttpSource = @'"))]
+    for needle in ("request.Timeout = ms;", "request.ReadWriteTimeout = ms;", "request.Abort();",
+                   "new Timer(", "ReadBounded(down, limit, clock, ms, late)", "clock.ElapsedMilliseconds >= ms",
+                   "limit + 1 - got.Length", "request.AllowAutoRedirect = false;"):
+        assert needle in source, needle
+
+
+def test_the_server_certificate_check_is_per_request_and_pinned():
+    """The certificate callback belongs to the one request (never the process-wide ServicePointManager
+    callback, which would change every TLS connection of the process and outlive the run), chains end at
+    ca_file's own certificate by thumbprint, and TLS is 1.2 or newer."""
+    text = AGENT_PS1.read_text()
+    assert not re.search(r"ServicePointManager\]?\s*(::|\.)\s*ServerCertificateValidationCallback", text)
+    assert "CertificatePolicy" not in text and "{ $true }" not in text.replace(" ", " ")
+    assert "request.ServerCertificateValidationCallback = check.Validate;" in text
+    for needle in ("ChainPolicy.ExtraStore.AddRange(pinned)", "X509VerificationFlags.AllowUnknownCertificateAuthority",
+                   "ca.Thumbprint, root.Thumbprint", "SslPolicyErrors.RemoteCertificateNameMismatch",
+                   "ServicePointManager.SecurityProtocol = tls;", "SecurityProtocolType tls = SecurityProtocolType.Tls12;"):
+        assert needle in text, needle
+    for weak in ("Ssl3", "SecurityProtocolType.Tls11", "SecurityProtocolType.Tls |", "SecurityProtocolType.Tls;"):
+        assert weak not in text, weak
+
+
+def test_the_dead_man_switch_is_decided_before_any_request():
+    """As on Linux: decided from the state file alone, so a server that stalls cannot postpone it."""
+    text = AGENT_PS1.read_text()
+    run = text[text.index("# Run: one check-in cycle"):]
+    assert run.index("$deadman = Invoke-Deadman $Config $State") < run.index("Initialize-AgentHttp") < \
+        run.index("Get-OrderBody")
+    deadman = _function(text, "Invoke-Deadman") + _function(text, "Test-DeadmanKeep")
+    for network in ("Invoke-AgentRequest", "Send-Envelope", "Get-OrderBody", "AgentHttp"):
+        assert network not in deadman, network
+    for needle in ("$Config.deadman_days", "$State.last_checkin", "$Config.installed_at", "$days * 86400",
+                   "$State.deadman_locked_at = Get-UtcText $now", "Invoke-Lock", "$State.deadman_refused"):
+        assert needle in deadman, needle
+
+
+def test_the_windows_agent_says_what_the_linux_agent_says():
+    """The same words for the same failures (docs/agent.md quotes them), read from both agents' sources."""
+    agent, http = _linux()
+    linux = "".join(Path(m.__file__).read_text() for m in (agent, http))
+    text = AGENT_PS1.read_text()
+    for words in ("the server is too slow (its deadline, ", "the server's TLS certificate is refused: ",
+                  "answer larger than ", ": not sent, no time left",
+                  " is plain HTTP, refused (https:// only; allow_http is for a lab)", "deskguard-agent: ",
+                  "deskguard-agent/1", "unreachable: "):
+        assert words in linux and words in text, words
+
+
+def test_the_site_ca_flows_from_the_policy_to_the_windows_agent(responder, play, enc_site):
+    """endpoint_agent_ca_file (the site's CA, a path on the laptop) reaches agent.json's ca_file, which the
+    agent hands to every request (test above)."""
+    responder.answers["deskguard_agent_install_windows"] = {"changed": True, "public_key": _device_pem()}
+    ca = "C:\\ProgramData\\deskguard\\site-ca.pem"
+    play("role.yml", deskguard_test_role="endpoint_agent", deskguard_device_uuid=enc_site[1],
+         endpoint_agent_ca_file=ca, endpoint_agent_timeout_seconds=7, **AGENT)
+    (call,) = [c for c in responder.calls if c.short == "deskguard_agent_install_windows"]
+    files = {f["path"]: f["content"] for f in call.args["files"]}
+    cfg = json.loads(files["C:\\ProgramData\\deskguard\\agent\\agent.json"])
+    assert cfg["ca_file"] == ca and cfg["timeout_seconds"] == 7 and cfg["allow_http"] is False
 
 
 # ------------------------------------------------------------------- the check-in's posture (same code as comply)

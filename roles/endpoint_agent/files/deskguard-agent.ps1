@@ -2,7 +2,8 @@
 # "deskguard-agent" (and by playbooks/wipe.yml with -Mode Ack / -Mode Execute). The same protocol as the Linux
 # agent (docs/agent-protocol.md): envelopes of canonical JSON signed with ECDSA P-256 / SHA-256 in IEEE P1363
 # form, which is what .NET Framework's ECDsaCng produces and verifies on Windows PowerShell 5.1.
-# NOT YET RUN ON A REAL WINDOWS HOST: checked by the syntax gate and golden tests only (docs/agent.md).
+# NOT YET RUN ON A REAL WINDOWS HOST: checked by the syntax gate, golden and structure tests; its C# transport
+# ($AgentHttpSource) is compiled and run on Mono by the windows tier, which is not .NET Framework (docs/agent.md).
 [CmdletBinding()]
 param(
     [ValidateSet('Run', 'Ack', 'Execute', 'PublicKey')]
@@ -17,6 +18,10 @@ Add-Type -AssemblyName System.Core
 
 $OrderLimit = 8192
 $AnswerLimit = 4096
+# A run makes at most three requests (the order, one acknowledgement, the check-in); together they get this
+# many times timeout_seconds, and each at most timeout_seconds, whatever the server does (as on Linux).
+$RunRequests = 3
+$script:NetworkLeft = 0.0
 $SkewSeconds = 300
 $AckRefusals = @('expired', 'not_yet_valid', 'replayed', 'foreign_volumes', 'unsupported')
 $Utf8 = New-Object System.Text.UTF8Encoding($false)
@@ -159,6 +164,9 @@ function Read-State([string]$Dir) {
     $state.cancelled = @($data.cancelled)
     $state.last_checkin = $data.last_checkin
     $state.refusals = @($data.refusals | ForEach-Object { @{ order_id = $_.order_id; reason = $_.reason; at = $_.at } })
+    foreach ($name in @('deadman_locked_at', 'deadman_refused')) {
+        if ($data.PSObject.Properties[$name]) { $state[$name] = ConvertTo-Hashtable $data.$name }
+    }
     return $state
 }
 
@@ -167,6 +175,9 @@ function Save-State([string]$Dir, [hashtable]$State) {
     foreach ($n in $State.nonces.Keys) { $nonces[$n] = @{ order_id = $State.nonces[$n] } }
     $doc = @{ v = 1; nonces = $nonces; cancelled = @($State.cancelled); acknowledged = $State.acknowledged
               last_checkin = $State.last_checkin; refusals = @($State.refusals | Select-Object -Last 50) }
+    foreach ($name in @('deadman_locked_at', 'deadman_refused')) {
+        if ($State.ContainsKey($name) -and $null -ne $State[$name]) { $doc[$name] = $State[$name] }
+    }
     $tmp = Join-Path $Dir ('.state-' + [guid]::NewGuid().ToString('N'))
     [IO.File]::WriteAllText($tmp, (ConvertTo-CanonicalJson $doc), $Utf8)
     Move-Item -LiteralPath $tmp -Destination (Join-Path $Dir 'state.json') -Force
@@ -330,6 +341,60 @@ function Invoke-Order($Payload, [hashtable]$State, $Config) {
     return $report
 }
 
+# ---------------------------------------------------------------------------------------- dead-man switch
+
+# What a dead-man lock keeps must be on the volume: every escrowed recovery protector the role wrote into
+# agent.json (escrowed_keyslots, {"C:": ["{GUID}", ...]}). Returns $null when it is, else why not.
+function Test-DeadmanKeep($Config) {
+    $keep = @{}
+    if ($Config.PSObject.Properties['escrowed_keyslots']) { $keep = ConvertTo-Hashtable $Config.escrowed_keyslots }
+    if ($null -eq $keep -or $keep.Count -eq 0) { return @{ reason = 'malformed'; detail = 'a lock names no escrowed keyslot to keep' } }
+    $local = Get-LocalVolumeIds
+    foreach ($volume in @($keep.Keys | Sort-Object)) {
+        if ($local -notcontains $volume) { return @{ reason = 'foreign_volumes'; detail = ('volume {0} is not on this laptop' -f $volume) } }
+        $present = @((Get-BitLockerVolume -MountPoint $volume).KeyProtector | ForEach-Object { $_.KeyProtectorId })
+        $missing = @(@($keep[$volume]) | Where-Object { $present -notcontains $_ })
+        if (@($keep[$volume]).Count -eq 0 -or $missing.Count -gt 0) {
+            return @{ reason = 'foreign_volumes'
+                      detail = ('volume {0} no longer has the escrowed protector(s) {1}: nothing changed' -f $volume, ($missing -join ', ')) }
+        }
+    }
+    return $null
+}
+
+# The dead-man switch (off unless deadman_days > 0), as on Linux (docs/agent.md): decided from the state
+# file alone, before any request, so a server that stalls (or a thief's) cannot postpone it. After N days
+# without a successful check-in (or since the enrolment, when there was none), lock once (never wipe); armed
+# again by the next successful check-in. Returns $null (not due) or the report.
+function Invoke-Deadman($Config, [hashtable]$State) {
+    $days = 0
+    if ($Config.PSObject.Properties['deadman_days']) { $days = [int]$Config.deadman_days }
+    if ($days -le 0) { return $null }
+    $now = [datetime]::UtcNow
+    $last = $null
+    if ($State.last_checkin) { $last = ConvertFrom-UtcText $State.last_checkin }
+    if ($State.ContainsKey('deadman_locked_at') -and $State.deadman_locked_at -and
+        ($null -eq $last -or (ConvertFrom-UtcText $State.deadman_locked_at) -ge $last)) { return $null }
+    $start = $last
+    if ($null -eq $start -and $Config.PSObject.Properties['installed_at'] -and $Config.installed_at) {
+        $start = ConvertFrom-UtcText $Config.installed_at
+    }
+    if ($null -eq $start -or ($now - $start).TotalSeconds -le $days * 86400) { return $null }
+    $refusal = Test-DeadmanKeep $Config
+    if ($null -ne $refusal) {
+        # Not a protocol refusal (there is no order): kept in the state for the AGT-001 facts.
+        $State.deadman_refused = @{ reason = $refusal.reason; detail = $refusal.detail; at = (Get-UtcText $now) }
+        return @{ acted = $false; refused = $refusal.reason; detail = $refusal.detail }
+    }
+    $report = Invoke-Lock
+    $State.deadman_locked_at = Get-UtcText $now
+    Save-State $Config.state_dir $State
+    $report.reason = 'no check-in for {0} days' -f $days
+    return $report
+}
+
+# -------------------------------------------------------------------------------------------------- URLs
+
 function Test-UrlAllowed([string]$Url, $Config) {
     # Plain http:// only with allow_http (a lab): the posture and a pending order would travel in clear text.
     if (-not $Url.StartsWith('http://')) { return $true }
@@ -343,42 +408,419 @@ function New-Nonce {
     return (-join ($bytes | ForEach-Object { $_.ToString('x2') }))
 }
 
-function Get-OrderBody($Config, [hashtable]$Out) {
-    # signed (default): POST a fetch signed with the device key, fresh and usable once; `deskguard serve` gives
-    # the order to this laptop only. static: a plain GET from any web server. Returns the body or $null, and
-    # sets $Out.order to why there is none (none, unreachable, oversized, plain_http_refused).
-    $url = $Config.orders_url.TrimEnd('/') + '/' + $Config.device_uuid
-    if (-not (Test-UrlAllowed $url $Config)) { $Out.order = 'plain_http_refused'; return $null }
-    $common = @{ Uri = $url; TimeoutSec = [int]$Config.timeout_seconds; UseBasicParsing = $true; MaximumRedirection = 0 }
-    try {
-        if ($Config.PSObject.Properties['order_fetch'] -and $Config.order_fetch -eq 'static') {
-            $resp = Invoke-WebRequest @common
-        } else {
-            $fetch = @{ v = 1; type = 'fetch'; device_uuid = [string]$Config.device_uuid; nonce = (New-Nonce)
-                        sent_at = (Get-UtcText ([datetime]::UtcNow)) }
-            $resp = Invoke-WebRequest @common -Method Post -Body $Utf8.GetBytes((New-Envelope $fetch $Config.device_key)) `
-                -ContentType 'application/json'
-        }
-    } catch {
-        $response = $null
-        if ($_.Exception.PSObject.Properties['Response']) { $response = $_.Exception.Response }
-        if ($null -ne $response -and [int]$response.StatusCode -eq 404) { $Out.order = 'none' } else { $Out.order = 'unreachable' }
-        return $null
+# --------------------------------------------------------------------------------------------- transport
+
+# The agent's HTTP client, compiled by Add-Type at the first request of a run. C#, not PowerShell: the
+# deadline's timer and the certificate check run on other threads, where a script block has no runspace to
+# run in; and Invoke-WebRequest -TimeoutSec bounds neither a dribbled body nor the whole exchange
+# (docs/agent-protocol.md, "Transport").
+$AgentHttpSource = @'
+using System;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.IO;
+using System.Net;
+using System.Net.Security;
+using System.Security.Cryptography.X509Certificates;
+using System.Text;
+using System.Threading;
+
+namespace Deskguard
+{
+    // The request did not produce a usable answer (unreachable, too slow, refused certificate, too big).
+    public class HttpFailure : Exception
+    {
+        public readonly bool Oversized;
+        public HttpFailure(string message, bool oversized) : base(message) { Oversized = oversized; }
     }
-    if ($resp.RawContentLength -gt $OrderLimit) { $Out.order = 'oversized'; return $null }
-    return $resp.Content
+
+    public class HttpAnswer
+    {
+        public readonly int Status;
+        public readonly byte[] Body;
+        public HttpAnswer(int status, byte[] body) { Status = status; Body = body; }
+    }
+
+    // The server certificate check of one request: with a pinned CA (ca_file) the chain must end at one of its
+    // certificates, by thumbprint, whatever the machine's trust store says; without one, the system's checks.
+    // The host name must match either way.
+    public class ServerCertificateCheck
+    {
+        readonly X509Certificate2[] pinned;
+        readonly string host;
+        public string Refusal;
+
+        public ServerCertificateCheck(X509Certificate2[] pinned, string host) { this.pinned = pinned; this.host = host; }
+
+        public bool Validate(object sender, X509Certificate certificate, X509Chain chain, SslPolicyErrors errors)
+        {
+            if (certificate == null || (errors & SslPolicyErrors.RemoteCertificateNotAvailable) != 0)
+            {
+                Refusal = "the server sent no certificate";
+                return false;
+            }
+            X509Certificate2 leaf = new X509Certificate2(certificate);
+            // The platform's name check and our own (the same rule on every runtime): subjectAltName DNS names
+            // (a leading "*." matching one label) and IP addresses; the common name only without that extension.
+            if ((errors & SslPolicyErrors.RemoteCertificateNameMismatch) != 0 || !NameMatches(leaf, host))
+            {
+                Refusal = "it is not valid for " + host;
+                return false;
+            }
+            if (pinned == null || pinned.Length == 0)
+            {
+                if (errors == SslPolicyErrors.None) return true;
+                Refusal = Describe(chain == null ? null : chain.ChainStatus, false);
+                return false;
+            }
+            X509Chain own = new X509Chain();
+            try
+            {
+                own.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+                own.ChainPolicy.VerificationFlags = X509VerificationFlags.AllowUnknownCertificateAuthority;
+                own.ChainPolicy.ExtraStore.AddRange(pinned);
+                if (chain != null)      // the intermediates the server sent
+                    foreach (X509ChainElement element in chain.ChainElements) own.ChainPolicy.ExtraStore.Add(element.Certificate);
+                own.Build(leaf);
+                List<X509ChainStatus> bad = new List<X509ChainStatus>();
+                foreach (X509ChainStatus status in own.ChainStatus)
+                    if (status.Status != X509ChainStatusFlags.NoError && status.Status != X509ChainStatusFlags.UntrustedRoot)
+                        bad.Add(status);
+                if (bad.Count > 0)
+                {
+                    Refusal = Describe(bad.ToArray(), true);
+                    return false;
+                }
+                // The chain must end at a certificate of ca_file itself, not at one of the machine's roots.
+                X509Certificate2 root = own.ChainElements[own.ChainElements.Count - 1].Certificate;
+                foreach (X509Certificate2 ca in pinned)
+                    if (string.Equals(ca.Thumbprint, root.Thumbprint, StringComparison.OrdinalIgnoreCase)) return true;
+                Refusal = PinnedOnly;
+                return false;
+            }
+            finally
+            {
+                own.Reset();
+            }
+        }
+
+        const string PinnedOnly = "it is not issued by the pinned CA (ca_file)";
+
+        static string Describe(X509ChainStatus[] statuses, bool pinnedCa)
+        {
+            if (statuses == null || statuses.Length == 0) return "it does not verify";
+            foreach (X509ChainStatus status in statuses)
+                if ((status.Status & X509ChainStatusFlags.NotTimeValid) != 0) return "certificate has expired or is not yet valid";
+            foreach (X509ChainStatus status in statuses)
+                if ((status.Status & (X509ChainStatusFlags.UntrustedRoot | X509ChainStatusFlags.PartialChain)) != 0)
+                    return pinnedCa ? PinnedOnly : "it is not issued by a CA the machine trusts";
+            return statuses[0].Status.ToString() + ": " + statuses[0].StatusInformation.Trim();
+        }
+
+        public static bool NameMatches(X509Certificate2 certificate, string host)
+        {
+            host = host.Trim('[', ']');
+            IPAddress address;
+            bool isAddress = IPAddress.TryParse(host, out address);
+            foreach (X509Extension extension in certificate.Extensions)
+            {
+                if (extension.Oid == null || extension.Oid.Value != "2.5.29.17") continue;
+                byte[] der = extension.RawData;
+                int at = 1;
+                if (der.Length < 2 || der[0] != 0x30) return false;
+                int end = ReadLength(der, ref at);
+                end += at;
+                while (at < end && at < der.Length)
+                {
+                    byte tag = der[at++];
+                    int length = ReadLength(der, ref at);
+                    if (length < 0 || at + length > der.Length) return false;
+                    if (tag == 0x82 && !isAddress && DnsMatches(Encoding.ASCII.GetString(der, at, length), host)) return true;
+                    if (tag == 0x87 && isAddress)
+                    {
+                        byte[] want = address.GetAddressBytes();
+                        if (want.Length == length)
+                        {
+                            bool same = true;
+                            for (int i = 0; i < length; i++) same &= der[at + i] == want[i];
+                            if (same) return true;
+                        }
+                    }
+                    at += length;
+                }
+                return false;       // a subjectAltName is there: the common name does not count
+            }
+            return !isAddress && DnsMatches(certificate.GetNameInfo(X509NameType.SimpleName, false), host);
+        }
+
+        static int ReadLength(byte[] der, ref int at)
+        {
+            if (at >= der.Length) return -1;
+            int first = der[at++];
+            if (first < 0x80) return first;
+            int count = first & 0x7f, length = 0;
+            if (count > 3 || at + count > der.Length) return -1;
+            for (int i = 0; i < count; i++) length = (length << 8) | der[at++];
+            return length;
+        }
+
+        static bool DnsMatches(string name, string host)
+        {
+            if (string.IsNullOrEmpty(name) || string.IsNullOrEmpty(host)) return false;
+            if (string.Equals(name, host, StringComparison.OrdinalIgnoreCase)) return true;
+            if (!name.StartsWith("*.", StringComparison.Ordinal)) return false;
+            int dot = host.IndexOf('.');
+            return dot > 0 && string.Equals(name.Substring(2), host.Substring(dot + 1), StringComparison.OrdinalIgnoreCase);
+        }
+    }
+
+    public static class AgentHttp
+    {
+        public const string UserAgent = "deskguard-agent/1";
+        const int Piece = 16384;
+
+        // The certificates of a PEM bundle (the site's ca_file), each decoded from its own block.
+        public static X509Certificate2[] ReadCaFile(string path)
+        {
+            string text = File.ReadAllText(path);
+            List<X509Certificate2> found = new List<X509Certificate2>();
+            const string begin = "-----BEGIN CERTIFICATE-----", end = "-----END CERTIFICATE-----";
+            int at = text.IndexOf(begin, StringComparison.Ordinal);
+            while (at >= 0)
+            {
+                int stop = text.IndexOf(end, at, StringComparison.Ordinal);
+                if (stop < 0) break;
+                string body = text.Substring(at + begin.Length, stop - at - begin.Length);
+                found.Add(new X509Certificate2(Convert.FromBase64String(body.Trim())));
+                at = text.IndexOf(begin, stop, StringComparison.Ordinal);
+            }
+            if (found.Count == 0) throw new InvalidDataException(path + " holds no PEM certificate");
+            return found.ToArray();
+        }
+
+        // One request within timeoutSeconds in all: connect, TLS, sending, the answer's head and its body. A
+        // timer aborts the request at the deadline (HttpWebRequest.Abort ends a pending connect, handshake,
+        // GetResponse or Read at once); Timeout and ReadWriteTimeout are set to the same figure, and the clock
+        // is checked between reads of at most 16 KiB, so a server dribbling a byte at a time is cut off too.
+        // The body is read to at most limit bytes. Non-2xx answers are answers; only transport failures throw.
+        public static HttpAnswer Send(string method, string url, byte[] body, double timeoutSeconds, int limit,
+                                      string caFile)
+        {
+            string what = method + " " + url;
+            if (timeoutSeconds <= 0) throw new HttpFailure(what + ": not sent, no time left", false);
+            Uri uri;
+            if (!Uri.TryCreate(url, UriKind.Absolute, out uri) || (uri.Scheme != "https" && uri.Scheme != "http"))
+                throw new HttpFailure("unsupported URL '" + url + "' (https:// or http://)", false);
+            X509Certificate2[] pinned = null;
+            if (!string.IsNullOrEmpty(caFile) && uri.Scheme == "https")
+            {
+                try
+                {
+                    pinned = ReadCaFile(caFile);
+                }
+                catch (Exception exc)
+                {
+                    throw new HttpFailure(what + ": cannot read the pinned CA (ca_file) " + caFile + ": " + Innermost(exc), false);
+                }
+            }
+            int ms = (int)Math.Ceiling(timeoutSeconds * 1000);
+            RequireTls12();
+            Stopwatch clock = Stopwatch.StartNew();
+            HttpWebRequest request = (HttpWebRequest)WebRequest.Create(uri);
+            request.Method = method;
+            request.AllowAutoRedirect = false;
+            request.KeepAlive = false;
+            request.UserAgent = UserAgent;
+            request.Accept = "application/json";
+            request.Timeout = ms;
+            request.ReadWriteTimeout = ms;
+            ServerCertificateCheck check = new ServerCertificateCheck(pinned, uri.Host);
+            request.ServerCertificateValidationCallback = check.Validate;   // this request only
+            bool[] late = new bool[1];
+            Timer watchdog = new Timer(delegate { late[0] = true; request.Abort(); }, null, ms, Timeout.Infinite);
+            try
+            {
+                if (body != null)
+                {
+                    request.ContentType = "application/json";
+                    request.ContentLength = body.Length;
+                    using (Stream up = request.GetRequestStream()) up.Write(body, 0, body.Length);
+                }
+                HttpWebResponse response;
+                try
+                {
+                    response = (HttpWebResponse)request.GetResponse();
+                }
+                catch (WebException exc)
+                {
+                    if (exc.Response == null || late[0]) throw;
+                    response = (HttpWebResponse)exc.Response;       // 4xx/5xx: an answer
+                }
+                using (response)
+                using (Stream down = response.GetResponseStream())
+                    return new HttpAnswer((int)response.StatusCode, ReadBounded(down, limit, clock, ms, late));
+            }
+            catch (HttpFailure)
+            {
+                throw;
+            }
+            catch (Exception exc)
+            {
+                if (late[0] || clock.ElapsedMilliseconds >= ms)
+                    throw new HttpFailure(what + ": the server is too slow (its deadline, " +
+                                          timeoutSeconds.ToString("0.0", System.Globalization.CultureInfo.InvariantCulture) +
+                                          " s, passed)", false);
+                if (check.Refusal != null)
+                    throw new HttpFailure(what + ": the server's TLS certificate is refused: " + check.Refusal, false);
+                throw new HttpFailure(what + ": " + Innermost(exc), false);
+            }
+            finally
+            {
+                watchdog.Dispose();
+                clock.Stop();
+            }
+        }
+
+        // TLS 1.2, and 1.3 where Schannel has it (Windows 11 / Server 2022, build 20348 on): never SSL 3, TLS 1.0
+        // or 1.1. Process-wide in .NET Framework (there is no per-request setting); the agent is its own process.
+        public static void RequireTls12()
+        {
+            SecurityProtocolType tls = SecurityProtocolType.Tls12;
+            if (Enum.IsDefined(typeof(SecurityProtocolType), 12288) && Environment.OSVersion.Platform == PlatformID.Win32NT
+                && Environment.OSVersion.Version.Build >= 20348)
+                tls |= (SecurityProtocolType)12288;     // Tls13 (.NET Framework 4.8)
+            ServicePointManager.SecurityProtocol = tls;
+        }
+
+        static byte[] ReadBounded(Stream stream, int limit, Stopwatch clock, int ms, bool[] late)
+        {
+            MemoryStream got = new MemoryStream();
+            byte[] piece = new byte[Piece];
+            while (true)
+            {
+                if (late[0] || clock.ElapsedMilliseconds >= ms) throw new TimeoutException();
+                int n = stream.Read(piece, 0, (int)Math.Min(Piece, limit + 1 - got.Length));
+                if (late[0]) throw new TimeoutException();    // aborted: what was read is not the whole body
+                if (n <= 0) return got.ToArray();
+                got.Write(piece, 0, n);
+                if (got.Length > limit) throw new HttpFailure("answer larger than " + limit + " bytes", true);
+            }
+        }
+
+        static string Innermost(Exception exc)
+        {
+            while (exc.InnerException != null) exc = exc.InnerException;
+            return exc.Message;
+        }
+    }
 }
 
-function Send-Json([string]$Url, [string]$Body, $Config) {
-    if (-not (Test-UrlAllowed $Url $Config)) { return 0 }
+'@
+
+function Initialize-AgentHttp {
+    if (-not ('Deskguard.AgentHttp' -as [type])) { Add-Type -TypeDefinition $AgentHttpSource -Language CSharp }
+}
+
+function Get-CaFile($Config) {
+    if ($Config.PSObject.Properties['ca_file'] -and $Config.ca_file) { return [string]$Config.ca_file }
+    return ''
+}
+
+function Write-AgentLog([string]$Message) {
+    [Console]::Error.WriteLine('deskguard-agent: ' + $Message)
+}
+
+# One request, given the smaller of timeout_seconds and what is left of the run's network time
+# ($RunRequests x timeout_seconds, as on Linux). Returns a Deskguard.HttpAnswer (non-2xx included); throws a
+# Deskguard.HttpFailure for no usable answer. The URL is checked before anything is sent.
+function Invoke-AgentRequest([string]$Method, [string]$Url, $Body, [int]$Limit, $Config) {
+    if (-not (Test-UrlAllowed $Url $Config)) {
+        throw (New-Object Deskguard.HttpFailure(('{0} is plain HTTP, refused (https:// only; allow_http is for a lab)' -f $Url), $false))
+    }
+    $timeout = [Math]::Min([double]$Config.timeout_seconds, $script:NetworkLeft)
+    $clock = [Diagnostics.Stopwatch]::StartNew()
     try {
-        $resp = Invoke-WebRequest -Uri $Url -Method Post -Body $Utf8.GetBytes($Body) -ContentType 'application/json' `
-            -TimeoutSec ([int]$Config.timeout_seconds) -UseBasicParsing -MaximumRedirection 0
-        return [int]$resp.StatusCode
-    } catch {
-        return 0
+        return [Deskguard.AgentHttp]::Send($Method, $Url, $Body, $timeout, $Limit, (Get-CaFile $Config))
+    } finally {
+        $script:NetworkLeft -= $clock.Elapsed.TotalSeconds
     }
 }
+
+# The HttpFailure inside an error record (PowerShell wraps what a .NET method throws), or $null.
+function Get-HttpFailure($ErrorRecord) {
+    $exc = $ErrorRecord.Exception
+    while ($null -ne $exc -and $exc -isnot [Deskguard.HttpFailure]) { $exc = $exc.InnerException }
+    return $exc
+}
+
+function Get-FailureText($ErrorRecord) {
+    $failure = Get-HttpFailure $ErrorRecord
+    if ($null -ne $failure) { return $failure.Message }
+    return ('{0}: {1}' -f $ErrorRecord.Exception.GetType().Name, $ErrorRecord.Exception.Message)
+}
+
+function Get-AnswerError($Answer) {
+    # "HTTP 401 signed_fetch_required": the status and the server's error word, at most 60 characters of it.
+    $text = 'HTTP {0}' -f $Answer.Status
+    try { $doc = $Utf8.GetString($Answer.Body) | ConvertFrom-Json } catch { return $text }
+    if ($doc -is [System.Management.Automation.PSCustomObject] -and $doc.PSObject.Properties['error'] -and $doc.error) {
+        $word = [string]$doc.error
+        if ($word.Length -gt 60) { $word = $word.Substring(0, 60) }
+        $text = $text + ' ' + $word
+    }
+    return $text
+}
+
+function Get-OrderBody($Config, [hashtable]$State, [hashtable]$Out) {
+    # signed (default): POST a fetch signed with the device key, fresh and usable once; `deskguard serve` gives
+    # the order to this laptop only. static: a plain GET from any web server. Returns the body or $null, and
+    # sets $Out.order to why there is none (none, unreachable with $Out.order_detail, oversized).
+    $url = $Config.orders_url.TrimEnd('/') + '/' + $Config.device_uuid
+    $body = $null
+    $method = 'GET'
+    if (-not ($Config.PSObject.Properties['order_fetch'] -and $Config.order_fetch -eq 'static')) {
+        $fetch = @{ v = 1; type = 'fetch'; device_uuid = [string]$Config.device_uuid; nonce = (New-Nonce)
+                    sent_at = (Get-UtcText ([datetime]::UtcNow)) }
+        $body = $Utf8.GetBytes((New-Envelope $fetch $Config.device_key))
+        $method = 'POST'
+    }
+    try {
+        $answer = Invoke-AgentRequest $method $url $body $OrderLimit $Config
+    } catch {
+        $failure = Get-HttpFailure $_
+        if ($null -ne $failure -and $failure.Oversized) {
+            [void](Add-Refusal $State $null 'oversized' $Config)
+            $Out.order = 'oversized'
+        } else {
+            $Out.order = 'unreachable'
+            $Out.order_detail = Get-FailureText $_
+        }
+        return $null
+    }
+    if ($answer.Status -eq 404) { $Out.order = 'none'; return $null }
+    if ($answer.Status -lt 200 -or $answer.Status -ge 300) {
+        $Out.order = 'unreachable'
+        $Out.order_detail = Get-AnswerError $answer
+        return $null
+    }
+    return $Utf8.GetString($answer.Body)
+}
+
+# POST an envelope to {server_url}{Path}. The answer, or $null when there was none: then why is logged and
+# kept in $Out.failure (as the Linux agent does).
+function Send-Envelope([string]$Path, [string]$Envelope, $Config, [hashtable]$Out) {
+    $url = $Config.server_url.TrimEnd('/') + $Path
+    try {
+        return (Invoke-AgentRequest 'POST' $url $Utf8.GetBytes($Envelope) $AnswerLimit $Config)
+    } catch {
+        $message = Get-FailureText $_
+        Write-AgentLog $message
+        $Out.failure = 'unreachable: ' + $message
+        return $null
+    }
+}
+
+function Test-Answered($Answer) { return ($null -ne $Answer -and $Answer.Status -ge 200 -and $Answer.Status -lt 300) }
 
 function Add-Refusal([hashtable]$State, $Payload, [string]$Reason, $Config) {
     $authentic = $null -ne $Payload -and $Payload.device_uuid -eq $Config.device_uuid -and $AckRefusals -contains $Reason
@@ -434,25 +876,38 @@ try {
 
     # Run: one check-in cycle, as the scheduled task does it.
     $out = @{ order = 'none'; acted = $false; checkin = $false }
-    $body = Get-OrderBody $Config $out
+    # The dead-man switch first, from the state alone: no request is made before it is decided.
+    $deadman = Invoke-Deadman $Config $State
+    if ($null -ne $deadman) {
+        $out.deadman = $deadman
+        if ($deadman.acted) {
+            Save-State $Config.state_dir $State
+            ConvertTo-CanonicalJson $out
+            return
+        }
+    }
+    Initialize-AgentHttp
+    $script:NetworkLeft = $RunRequests * [double]$Config.timeout_seconds
+    $body = Get-OrderBody $Config $State $out
     if ($null -ne $body) {
         $check = Test-Order ([string]$body) $Config $State
         $out.order = $check.Decision
         if ($check.Decision -eq 'cancel') {
             $State.cancelled = @($State.cancelled) + @([string]$check.Payload.order_id)
         } elseif ($check.Decision -eq 'accept') {
-            $status = Send-Json ($Config.server_url.TrimEnd('/') + '/v1/ack') (New-Ack $check.Payload 'accepted' $null $Config) $Config
+            $answer = Send-Envelope '/v1/ack' (New-Ack $check.Payload 'accepted' $null $Config) $Config $out
             # Acted on only after the server accepted the acknowledgement; otherwise retried next run.
-            if ($status -ge 200 -and $status -lt 300) {
+            if (Test-Answered $answer) {
                 $report = Invoke-Order $check.Payload $State $Config
                 $out.acted = $true
                 ConvertTo-CanonicalJson @{ order = 'accepted'; acted = $true; report = $report }
                 return
             }
+            if ($null -ne $answer) { $out.failure = 'acknowledgement not accepted (HTTP {0})' -f $answer.Status }
         } elseif (-not ($check.Decision -eq 'replayed' -and $null -ne $check.Payload -and
                         $State.nonces[[string]$check.Payload.nonce] -eq [string]$check.Payload.order_id)) {
             $ack = Add-Refusal $State $check.Payload $check.Decision $Config
-            if ($null -ne $ack) { [void](Send-Json ($Config.server_url.TrimEnd('/') + '/v1/ack') $ack $Config) }
+            if ($null -ne $ack) { [void](Send-Envelope '/v1/ack' $ack $Config $out) }
         }
     }
     # The posture the nightly run would collect, so a laptop that is off at night is judged from it.
@@ -460,11 +915,15 @@ try {
     $refused = @($State.refusals | Select-Object -Last 50)
     $checkin = @{ v = 1; type = 'checkin'; device_uuid = [string]$Config.device_uuid; sent_at = (Get-UtcText ([datetime]::UtcNow))
                   agent_version = $AgentVersion; posture = $posture; refused = $refused }
-    $status = Send-Json ($Config.server_url.TrimEnd('/') + '/v1/checkin') (New-Envelope $checkin $Config.device_key) $Config
-    if ($status -ge 200 -and $status -lt 300) {
+    $answer = Send-Envelope '/v1/checkin' (New-Envelope $checkin $Config.device_key) $Config $out
+    if (Test-Answered $answer) {
         $State.last_checkin = Get-UtcText ([datetime]::UtcNow)
         $State.refusals = @()
         $out.checkin = $true
+    } elseif ($null -ne $answer) {
+        $out.checkin_detail = 'HTTP {0}' -f $answer.Status
+    } else {
+        $out.checkin_detail = $out.failure
     }
     Save-State $Config.state_dir $State
     ConvertTo-CanonicalJson $out
