@@ -12,7 +12,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def lab_inventory_dir() -> Path:
-    return REPO / "inventory" / "lab"
+    """inventory/lab for the default lab; inventory/lab-<hash> for another (its own DESKGUARD_LAB_RUN), so two labs run
+    from one worktree at once (CI's VM tier beside the others) never write each other's inventory. The same
+    folder `deskguard lab up/down` uses."""
+    from deskguard.lab.manager import inventory_dir
+
+    return inventory_dir(REPO)
 
 
 @pytest.fixture(scope="session")

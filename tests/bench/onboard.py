@@ -25,7 +25,7 @@ from deskguard.lab.image import lab_key  # noqa: E402
 from deskguard.lab.sites import set_management_networks  # noqa: E402
 
 TARGETS = {"vm": ("lab-vm1", {"laptops": 1}, "10.0.2.0/24"),
-           "container": ("lab-ct1", {"containers": 1}, "10.213.0.0/16")}
+           "container": ("lab-ct1", {"containers": 1}, None)}  # None: the lab bridge's range (its index's)
 
 
 def deskguard(site: Path, *args: str) -> subprocess.CompletedProcess:
@@ -38,6 +38,7 @@ def main() -> int:
     ap.add_argument("--target", choices=sorted(TARGETS), default="vm")
     args = ap.parse_args()
     name, counts, management = TARGETS[args.target]
+    management = management or manager.management_networks()[0]
     state = manager.up(inventory_dir=REPO / "inventory" / "lab", log=lambda m: None, **counts)
     host = state.hosts[name]
     site = Path(tempfile.mkdtemp(prefix="deskguard-bench-site-"))

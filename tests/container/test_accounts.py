@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from deskguard.lab import network
 from deskguard.lab.access import run_ssh as ssh
 from sitetools import comply_json, onboard_lab
 
@@ -80,7 +81,7 @@ def laptop(lab_container):
 
 @pytest.fixture(scope="module")
 def site(make_site):
-    return make_site(management="10.213.0.0/16")
+    return make_site(management=network.lab_network())
 
 
 def test_the_laptop_starts_out_badly(laptop):

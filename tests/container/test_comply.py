@@ -10,6 +10,7 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from deskguard.compliance.catalog import CONTROLS
+from deskguard.lab import network
 from deskguard.lab.access import run_ssh as ssh
 from deskguard.lab.image import lab_key
 from sitetools import comply_json, onboard_lab
@@ -36,7 +37,7 @@ def statuses(report, host=HOST):
 @pytest.fixture(scope="module")
 def site(make_site, lab_container):
     laptop = lab_container.hosts["lab-ct1"]
-    site = make_site(management="10.213.0.0/16")
+    site = make_site(management=network.lab_network())
     proc, _ = onboard_lab(site, HOST, laptop, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     return site
@@ -90,7 +91,7 @@ def test_broken_by_hand_fails_exactly_those_then_fix_repairs_them(site, laptop):
 def test_a_laptop_that_does_not_answer_is_unreachable_and_the_run_completes(site, tmp_path):
     from deskguard.site import inventory
 
-    inventory.add_host(site, "lap-gone", {"ansible_host": "10.213.9.250", "ansible_user": "dgadmin",
+    inventory.add_host(site, "lap-gone", {"ansible_host": network.lab_address(9, 250), "ansible_user": "dgadmin",
                                          "ansible_ssh_private_key_file": str(lab_key())})
     try:
         junit = tmp_path / "comply.xml"
@@ -161,9 +162,9 @@ def test_a_laptop_off_tonight_is_judged_from_its_latest_checkin(site, laptop, se
     proto = module_utils("deskguard_protocol")
     key = proto.generate_private_key()
     with Store.open(site) as store:
-        dev = store.register_device("lap-away", "debian", "10.213.9.251", 22, "dgadmin", None)
+        dev = store.register_device("lap-away", "debian", network.lab_address(9, 251), 22, "dgadmin", None)
         store.set_agent_public_key(dev.uuid, proto.public_key_pem(key).decode())
-    inventory.add_host(site, "lap-away", {"ansible_host": "10.213.9.251", "ansible_user": "dgadmin",
+    inventory.add_host(site, "lap-away", {"ansible_host": network.lab_address(9, 251), "ansible_user": "dgadmin",
                                          "ansible_ssh_private_key_file": str(lab_key()),
                                          "deskguard_device_uuid": dev.uuid, "deskguard_os": "debian"})
     try:

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from deskguard.lab import network
 from deskguard.lab.access import run_ssh as ssh
 from deskguard.lab.image import lab_key
 from sitetools import onboard_lab
@@ -50,7 +51,7 @@ def laptop(lab_container):
 
 @pytest.fixture(scope="module")
 def site(make_site):
-    return make_site(management="10.213.0.0/16")  # the lab's controller reaches containers from its bridge
+    return make_site(management=network.lab_network())  # the lab's controller reaches containers from its bridge
 
 
 def test_check_mode_changes_and_records_nothing(site, laptop):
@@ -100,7 +101,7 @@ def test_the_laptop_really_is_configured(site, laptop):
     out = r.stdout
     assert "uint32 300" in out and "\ntrue\n" in out
     assert "Status: active" in out and "Default: deny (incoming), allow (outgoing)" in out
-    assert "22/tcp" in out and "10.213.0.0/16" in out
+    assert "22/tcp" in out and network.lab_network() in out
     origins = [l for l in out.splitlines() if l.startswith("Unattended-Upgrade::Origins-Pattern:: ")]
     # Only our security origins: the distro's own list was cleared, not merged.
     assert origins and all("Debian-Security" in l for l in origins), origins
@@ -165,8 +166,8 @@ def test_wrong_ssh_key_is_refused(site, laptop, tmp_path):
 
 
 def test_same_name_at_another_address_is_refused(site, laptop):
-    proc = deskguard(site, "onboard", HOST, "--os", "debian", "--address", "10.213.1.1", "--user", "tanaka",
-                     "--ssh-key", str(lab_key()), "--yes")
+    proc = deskguard(site, "onboard", HOST, "--os", "debian", "--address", network.container_address(1),
+                     "--user", "tanaka", "--ssh-key", str(lab_key()), "--yes")
     assert proc.returncode == 2 and "already registered at" in proc.stderr, proc.stderr
 
 

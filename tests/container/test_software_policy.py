@@ -15,6 +15,7 @@ import subprocess
 
 import pytest
 
+from deskguard.lab import network
 from deskguard.lab.access import run_ssh as ssh
 from sitetools import comply_json, onboard_lab
 
@@ -78,7 +79,7 @@ def with_values(text, values):
 
 @pytest.fixture(scope="module")
 def site(make_site):
-    site = make_site(management="10.213.0.0/16")
+    site = make_site(management=network.lab_network())
     policy = site / "inventory" / "group_vars" / "all" / "policy.yml"
     policy.write_text(with_values(policy.read_text(), POLICY))
     return site

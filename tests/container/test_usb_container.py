@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from deskguard.lab import network
 from deskguard.lab.access import run_ssh as ssh
 from deskguard.lab.image import lab_key
 
@@ -49,7 +50,7 @@ def laptop(lab_container):
 
 @pytest.fixture(scope="module")
 def site(make_site):
-    return make_site(management="10.213.0.0/16")
+    return make_site(management=network.lab_network())
 
 
 def test_the_role_alone_stops_with_one_message_and_changes_nothing(laptop, site, tmp_path):

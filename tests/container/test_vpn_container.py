@@ -1,9 +1,10 @@
 """VPN on a laptop container (issue 6, "lab laptops (container and VM)"): the container shares this machine's
 kernel, which has no WireGuard module, so the role must choose userspace wireguard-go on /dev/net/tun — and
 say so — or refuse when the policy demands the kernel. The gateway is wireguard-go in the `dgvpn-ct` namespace,
-one more host on the lab bridge (10.213.0.2). One onboarding (module scope), then: the tunnel carries a ping,
-the gateway lists exactly the enrolled peer, a second run changes nothing, rotation changes the key and the
-tunnel comes back, removal stops the handshakes, and the private key is nowhere but on the laptop."""
+one more host on the lab bridge (the lab's service address 2: 10.213.0.2 in the default lab). One onboarding
+(module scope), then: the tunnel carries a ping, the gateway lists exactly the enrolled peer, a second run
+changes nothing, rotation changes the key and the tunnel comes back, removal stops the handshakes, and the
+private key is nowhere but on the laptop."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from deskguard.lab import network
 from deskguard.lab.access import run_ssh as ssh
 from sitetools import onboard_lab
 
@@ -48,7 +50,7 @@ def gateway(lab_container):
 @pytest.fixture(scope="module")
 def site(make_site, gateway):
     # The controller reaches the containers from its bridge, and manages them through the tunnel from there.
-    return labgateway.use_in_site(make_site(management="10.213.0.0/16"), gateway, "10.213.0.0/16")
+    return labgateway.use_in_site(make_site(management=network.lab_network()), gateway, network.lab_network())
 
 
 def onboard(site, laptop):

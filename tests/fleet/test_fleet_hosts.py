@@ -75,8 +75,15 @@ def test_root_home_is_plain_and_private(fleet):
 
 def test_fleet_network_is_isolated(fleet):
     """Only lab veths hang off the lab bridge, and the hosts have no route beyond the lab's /16."""
-    ports = subprocess.run(["ip", "-o", "link", "show", "master", "dglab0"], capture_output=True, text=True).stdout
+    from deskguard.lab import container, fleet as fleet_tier, network
+    from deskguard.lab.state import LabState
+
+    ports = subprocess.run(["ip", "-o", "link", "show", "master", network.bridge()], capture_output=True,
+                           text=True).stdout
     names = re.findall(r"^\d+: ([^:@]+)", ports, re.M)
-    assert names and all(n.startswith(("dg-f", "vb-lab-ct")) for n in names), names
+    hosts = LabState.load().hosts
+    ours = {fleet_tier.veth_name(n) for n in hosts if n.startswith("lab-f")}
+    ours |= {container.veth_name(n) for n in hosts if n.startswith("lab-ct")}
+    assert names and set(names) <= ours, names
     routes = ssh(fleet[0], "ip -4 route").stdout.strip().splitlines()
-    assert routes == ["10.213.0.0/16 dev eth0 proto kernel scope link src " + fleet[0].address], routes
+    assert routes == [f"{network.lab_network()} dev eth0 proto kernel scope link src {fleet[0].address}"], routes

@@ -51,7 +51,10 @@ def lab_processes(run_dir: Path) -> list[str]:
             continue
         if state == "Z":
             continue
-        if str(run_dir) in cmd or f"DESKGUARD_LAB_CT={run_dir}/".encode() in env:
+        # The folder itself or a path below it: /var/tmp/deskguard-lab.lock (the helpers' lab lock, on the
+        # command line of every `flock` waiting for it) is not the lab's.
+        inside = any(tok == str(run_dir) or tok.startswith(f"{run_dir}/") for tok in cmd.replace("=", " ").split())
+        if inside or f"DESKGUARD_LAB_CT={run_dir}/".encode() in env:
             found.append(f"{pid} {cmd.strip()}")
     return found
 
@@ -69,7 +72,7 @@ def test_lab_up_recovers_a_half_up_lab(lab_session, lab_inventory_dir):
     orphan = (ct1.extra["init_pid"], ct1.extra["init_start"])
     os.kill(f2.pid, signal.SIGKILL)  # a fleet host's sshd dies
     os.kill(ct1.pid, signal.SIGKILL)  # nspawn dies, its container keeps running, orphaned
-    stray_ns = fleet.host_name(997)
+    stray_ns = fleet.netns_name(fleet.host_name(997))
     subprocess.run(["ip", "netns", "add", stray_ns], check=True)  # a namespace the state does not know
     stale = container.container_dir("lab-ct9") / "root"
     stale.mkdir(parents=True)
@@ -108,6 +111,14 @@ def test_lab_down_leaves_nothing_behind(lab_session, lab_inventory_dir):
     assert all(still_running(pid, start) for _, pid, start in recorded)
     assert lab_processes(runtime_dir())
 
+    # This lab's machine-wide names, read before `down` gives its index back (another lab may be up beside it).
+    from deskguard.lab import network
+
+    bridge, lab_net = network.bridge(), network.lab_network()
+    links = {bridge} | {h.extra["veth"] for h in state.hosts.values() if h.extra.get("veth")}
+    namespaces = {h.extra["netns"] for h in state.hosts.values() if h.extra.get("netns")}
+    assert all(Path("/sys/class/net", n).exists() for n in links) and namespaces
+
     proc = deskguard("lab", "down")
     assert proc.returncode == 0, proc.stderr
     assert f"{len(state.hosts)} host(s) stopped" in proc.stdout
@@ -117,14 +128,14 @@ def test_lab_down_leaves_nothing_behind(lab_session, lab_inventory_dir):
         time.sleep(0.1)
     assert [n for n, pid, start in recorded if still_running(pid, start)] == []
     assert lab_processes(runtime_dir()) == []
-    assert not Path("/sys/class/net/dglab0").exists()
-    lab_links = [n for n in os.listdir("/sys/class/net") if n.startswith(("dg-f", "vb-lab-", "dglab"))]
-    assert lab_links == []
+    assert [n for n in links if Path("/sys/class/net", n).exists()] == []
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
-    assert [line for line in netns.splitlines() if line.startswith("lab-")] == []
+    assert [line for line in netns.splitlines() if line.split()[0] in namespaces] == []
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=True).stdout
+    assert lab_net not in routes
     mounts = Path("/proc/mounts").read_text()
     assert str(runtime_dir()) not in mounts
-    assert "/run/netns/lab-" not in mounts
+    assert not any(f"/run/netns/{n} " in mounts for n in namespaces)
     assert not (runtime_dir() / "ct").exists() and not (runtime_dir() / "fleet").exists()
     assert LabState.load().hosts == {}
     assert not (lab_inventory_dir / "hosts.yml").exists()

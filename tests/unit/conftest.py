@@ -13,6 +13,16 @@ import pytest
 BACKENDS = ("sqlite", "postgresql")
 
 
+@pytest.fixture(autouse=True)
+def lab_index_registry(tmp_path, monkeypatch):
+    """A unit test that points DESKGUARD_LAB_RUN at a folder of its own claims that lab's index in a registry of
+    its own, never in the machine's (/run/deskguard-lab), where real labs claim theirs."""
+    from deskguard.lab import identity
+
+    monkeypatch.setattr(identity, "REGISTRY", tmp_path / "lab-index-registry")
+    return identity.REGISTRY
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     return request.param

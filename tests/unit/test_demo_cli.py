@@ -80,7 +80,7 @@ def test_not_root_is_one_environment_error(monkeypatch, tmp_path):
 
 
 def test_lab_site_gets_the_lab_networks_and_keeps_the_rest(tmp_path):
-    from deskguard.lab.manager import LAB_MANAGEMENT_NETWORKS
+    from deskguard.lab.manager import management_networks
     from deskguard.lab.sites import policy_file, set_management_networks
     from deskguard.site.policyfile import read
     from deskguard.site.init import init_site
@@ -88,9 +88,11 @@ def test_lab_site_gets_the_lab_networks_and_keeps_the_rest(tmp_path):
     site = tmp_path / "site"
     init_site(site, b"correct horse battery staple")
     before = policy_file(site).read_text()
-    set_management_networks(site, LAB_MANAGEMENT_NETWORKS)
+    networks = management_networks()
+    assert networks == ("10.213.0.0/16", "10.0.2.0/24")  # the default lab's, exactly as before
+    set_management_networks(site, networks)
     after = policy_file(site).read_text()
-    assert read(policy_file(site))["firewall_management_sources"] == list(LAB_MANAGEMENT_NETWORKS)
+    assert read(policy_file(site))["firewall_management_sources"] == list(networks)
     changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
     assert len(changed) == 1 and len(before.splitlines()) == len(after.splitlines()), changed
 

@@ -25,7 +25,8 @@ def lab_snapshot(own: Path) -> dict:
             continue
         if str(own) in cmd:
             procs.append(pid)
-    return {"bridge": Path("/sys/class/net/dglab0").exists(), "netns": [n for n in netns if n.startswith("lab-")],
+    bridges = sorted(n for n in os.listdir("/sys/class/net") if n.startswith("dglab"))
+    return {"bridges": bridges, "netns": [n for n in netns if n.startswith("lab")],
             "procs": sorted(procs)}
 
 
@@ -63,9 +64,10 @@ def test_manager_check_counts_bounds():
             manager.check_counts(*bad)
 
 
-def test_address_plan():
+def test_address_plan(monkeypatch):
     from deskguard.lab import network
 
+    monkeypatch.delenv("DESKGUARD_LAB_RUN", raising=False)  # the default lab
     assert network.container_address(1) == "10.213.1.1"
     assert network.fleet_address(0) == "10.213.2.1"
     assert network.fleet_address(249) == "10.213.2.250"
@@ -77,15 +79,17 @@ def test_address_plan():
     addrs = [network.fleet_address(i) for i in range(manager.MAX_FLEET)]
     addrs += [network.container_address(n) for n in range(1, manager.MAX_CONTAINERS + 1)]
     assert len(set(addrs)) == len(addrs)
-    assert network.HOST_ADDRESS not in addrs
+    assert network.host_address() == "10.213.0.1" and network.lab_network() == "10.213.0.0/16"
+    assert network.host_address() not in addrs
     for a in addrs:
         octets = [int(x) for x in a.split(".")]
         assert octets[:2] == [10, 213] and 1 <= octets[3] <= 254
 
 
-def test_host_and_interface_names():
+def test_host_and_interface_names(monkeypatch):
     from deskguard.lab import container, fleet, manager
 
+    monkeypatch.delenv("DESKGUARD_LAB_RUN", raising=False)  # the default lab
     assert fleet.host_name(1) == "lab-f001"
     assert fleet.host_name(999) == "lab-f999"
     assert fleet.host_name(1000) == "lab-f1000"

@@ -35,3 +35,17 @@ def test_lab_and_fleet_keys_live_where_they_did(tmp_path, monkeypatch):
     assert fleet.host_key() == tmp_path / "fleet" / "ssh_host_ed25519_key"
     assert (tmp_path / "keys" / "lab_ed25519.pub").read_text().strip().endswith("deskguard-lab")
     assert (tmp_path / "fleet" / "ssh_host_ed25519_key.pub").read_text().strip().endswith("deskguard-lab-fleet")
+
+
+def test_two_labs_starting_at_once_make_one_pair(tmp_path):
+    """The cache is shared by every lab on the machine (two `lab up` at once both find the key missing)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = tmp_path / "fleet" / "ssh_host_ed25519_key"
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        made = list(pool.map(lambda _: image.ssh_key_pair(key, "deskguard-lab-fleet"), range(8)))
+    assert made == [key] * 8
+    pub = key.with_name(key.name + ".pub").read_text()
+    derived = subprocess.run(["ssh-keygen", "-y", "-f", str(key)], capture_output=True, text=True, check=True)
+    assert derived.stdout.split()[:2] == pub.split()[:2]
+    assert sorted(p.name for p in key.parent.iterdir()) == ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"]

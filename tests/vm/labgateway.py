@@ -1,10 +1,14 @@
 """The lab's VPN gateway: userspace wireguard-go in a network namespace of its own (the host kernel has no
 WireGuard module). Two ways in:
-- `start()` for the lab VM (`dgvpn-gw`): reached at 10.0.2.2:RELAY_PORT through qemu's user network and the
-  UDP relay; nothing here touches the default lab's bridge or namespaces.
+- `start()` for the lab VM (`dgvpn-gw`): reached at 10.0.2.2:<relay port> through qemu's user network and the
+  UDP relay; nothing here touches the lab's bridge or namespaces.
 - `start_on_bridge()` for laptop containers (`dgvpn-ct`): the namespace gets a veth on the lab bridge and
-  10.213.0.2, a host of the containers' own LAN, so they dial it directly (no relay, any number of laptops).
-  Its veth leaves the bridge with the namespace, before `lab down` removes the bridge.
+  the lab's service address 2 (10.213.0.2 in the default lab), a host of the containers' own LAN, so they dial
+  it directly (no relay, any number of laptops). Its veth leaves the bridge with the namespace, before `lab
+  down` removes the bridge.
+Namespaces, interface names (wireguard-go's UAPI sockets too) and the relay port are machine-wide: each lab's
+carry its index (`tag()`, `lab_port()`), so two labs can each run a gateway (the default lab's names are the
+ones above).
 `use_in_site()` points a test site's policy and inventory at either."""
 
 from __future__ import annotations
@@ -19,25 +23,34 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-NETNS = "dgvpn-gw"
-IFACE = "dgvpn0"
 WG_PORT = 51820
-RELAY_PORT = 2599      # UDP, in this helper's own range (the isolated lab's TCP forwards start at 2500)
+RELAY_OFFSET = 379     # UDP relay port = the lab's port base + this (2599 in the default lab)
 ADDRESS = "10.77.0.1/24"
+
+
+def tag() -> str:
+    """"" in the default lab, else the lab's index (deskguard.lab.identity)."""
+    from deskguard.lab import identity
+
+    return identity.tag(identity.lab_index())
+
+
+def lab_port(offset: int = RELAY_OFFSET) -> int:
+    """A loopback port in this lab's own block (vm.port_base: 2220 in the default lab, 2220 + 1000 k in lab k)."""
+    from deskguard.lab.vm import port_base
+
+    return port_base() + offset
 
 
 def _sh(*cmd, **kw):
     return subprocess.run(list(cmd), check=True, capture_output=True, text=True, **kw)
 
 
-def in_ns(*cmd, check=True, netns=NETNS):
+def in_ns(*cmd, check=True, netns=None):
+    netns = netns or f"dgvpn{tag()}-gw"
     return subprocess.run(["ip", "netns", "exec", netns, *cmd], check=check, capture_output=True, text=True)
 
 
-BRIDGE_NETNS = "dgvpn-ct"
-BRIDGE_IFACE = "dgvpnct0"          # wireguard-go's UAPI socket names are machine-wide: not the VM gateway's
-BRIDGE_ADDRESS = "10.213.0.2"      # on dglab0 (10.213.0.0/16): reserved for this gateway in lab/network.py
-BRIDGE_VETH = "dgvpnct-br"
 
 
 @dataclass
@@ -46,10 +59,10 @@ class Gateway:
     wg: subprocess.Popen
     relay: subprocess.Popen | None
     workdir: Path
-    netns: str = NETNS
-    iface: str = IFACE
-    relay_port: int = RELAY_PORT
-    endpoint: str = f"10.0.2.2:{RELAY_PORT}"
+    netns: str = "dgvpn-gw"
+    iface: str = "dgvpn0"
+    relay_port: int = 0
+    endpoint: str = ""
     veth: str | None = None            # the bridge's port, removed at once (a namespace's veths go lazily)
 
     def peers(self) -> list[str]:
@@ -108,9 +121,11 @@ def _wireguard(netns: str, iface: str) -> tuple[str, subprocess.Popen, Path]:
     return public, wg, workdir
 
 
-def start(netns: str = NETNS, iface: str = IFACE, relay_port: int = RELAY_PORT) -> Gateway:
-    """Another helper's lab may run beside this one: its own namespace, interface (wireguard-go's UAPI sockets
-    are machine-wide) and relay port keep them apart."""
+def start(netns: str | None = None, iface: str | None = None, relay_port: int | None = None) -> Gateway:
+    """Another lab may run beside this one: its own namespace, interface (wireguard-go's UAPI sockets are
+    machine-wide) and relay port keep them apart (dgvpn-gw, dgvpn0, 2599 in the default lab)."""
+    netns, iface = netns or f"dgvpn{tag()}-gw", iface or f"dgvpn{tag()}0"
+    relay_port = relay_port or lab_port()
     _namespace(netns)
     public, wg, workdir = _wireguard(netns, iface)
     relay = None
@@ -124,9 +139,14 @@ def start(netns: str = NETNS, iface: str = IFACE, relay_port: int = RELAY_PORT) 
     return Gateway(public, wg, relay, workdir, netns, iface, relay_port, f"10.0.2.2:{relay_port}")
 
 
-def start_on_bridge(bridge: str = "dglab0", netns: str = BRIDGE_NETNS, iface: str = BRIDGE_IFACE,
-                    address: str = BRIDGE_ADDRESS, veth: str = BRIDGE_VETH) -> Gateway:
-    """The gateway as one more host on the lab bridge (the laptop containers' LAN)."""
+def start_on_bridge() -> Gateway:
+    """The gateway as one more host on the lab bridge (the laptop containers' LAN), at the lab's service
+    address 2, reserved for it in lab/network.py (dgvpn-ct, dgvpnct0, dgvpnct-br on dglab0 at 10.213.0.2 in the
+    default lab). Its interface is not the VM gateway's: wireguard-go's UAPI socket names are machine-wide."""
+    from deskguard.lab import network
+
+    bridge, address = network.bridge(), network.service_address(2)
+    netns, iface, veth = f"dgvpn{tag()}-ct", f"dgvpnct{tag()}0", f"dgvpnct{tag()}-br"
     _namespace(netns)
     subprocess.run(["ip", "link", "del", veth], capture_output=True)     # a leftover of an interrupted run
     try:

@@ -28,7 +28,8 @@ pytestmark = pytest.mark.vm
 NAME, HOST = "lab-vm1", "lap-vm1"
 CALL_PORT = 5061
 # Not the VPN test's namespace, interface or relay port: another helper's lab may run beside this one.
-NETNS, IFACE, RELAY = "dgnc-gw", "dgnc0", int(os.environ.get("DESKGUARD_LAB_PORT_BASE", "2700")) + 99
+# In the lab's own block of names and ports (labgateway.tag, lab_port): dgnc-gw, dgnc0, 2799 in the default lab.
+NETNS, IFACE, RELAY = f"dgnc{labgateway.tag()}-gw", f"dgnc{labgateway.tag()}0", labgateway.lab_port(579)
 
 LISTENER = """
 import socket

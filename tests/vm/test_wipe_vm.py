@@ -33,7 +33,7 @@ pytestmark = pytest.mark.vm
 
 HOST = "lap-vm1"
 NAME = "lab-vm1"
-SERVE_PORT = int(os.environ.get("DESKGUARD_LAB_PORT_BASE", "2220")) + 90
+SERVE_PORT = vm.port_base() + 90  # in the lab's own block of ports (2310 in the default lab)
 # What the initramfs prints when the key file opens no keyslot any more (wiped or locked disk).
 UNLOCK_FAILED = ("No usable keyslot", "No key available", "cryptsetup failed", "Dropping to a shell",
                  "not a valid LUKS device", "cryptsetup: ERROR")

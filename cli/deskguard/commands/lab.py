@@ -8,9 +8,10 @@ import click
 
 
 def _inventory_dir():
+    from ..lab.manager import inventory_dir
     from ..site import site_dir
 
-    return site_dir() / "inventory" / "lab"
+    return inventory_dir(site_dir())
 
 
 @click.group()

@@ -6,8 +6,11 @@ A container `lab-ctN` is:
     with its static address on host0) are written into the upper dir before the mount; /etc/machine-id
     stays empty so systemd makes one per boot;
   * `systemd-nspawn --boot` in a private mount namespace (the overlay is mounted only there, so it can
-    never outlive the container), with `--network-bridge=dglab0`: its own network namespace with network
-    admin capability (ufw/nft work inside, the host's ruleset is untouched), systemd as PID 1, sshd.
+    never outlive the container), with `--network-bridge=` the lab's bridge: its own network namespace with
+    network admin capability (ufw/nft work inside, the host's ruleset is untouched), systemd as PID 1, sshd.
+  * machine-wide, it is `machine_name(name)` (lab-ct1 in the default lab, lab7-ct1 in lab 7: identity.py):
+    nspawn's machine name, the host side of its veth (vb-<machine>) and its cgroup. Its hostname and
+    inventory name stay lab-ctN in every lab.
 
 The process the lab records is systemd-nspawn (every launcher step execs the next).
 """
@@ -21,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import LabError
-from . import network
+from . import identity, network
 from .image import files_dir
 from .paths import runtime_dir
 from .state import (LabHost, LabState, hosts_to_start, is_alive, proc_start_time, same_process, signal_process,
@@ -43,9 +46,15 @@ def container_number(name: str) -> int:
     return int(match.group(1))
 
 
+def machine_name(name: str) -> str:
+    """The container's machine-wide name (nspawn's --machine, its cgroup): lab-ct1 in the default lab."""
+    return identity.machine_name(network.index(), name)
+
+
 def veth_name(name: str) -> str:
-    """The host side of the veth systemd-nspawn makes for --network-bridge (names of up to 12 chars)."""
-    return f"vb-{name}"
+    """The host side of the veth systemd-nspawn makes for --network-bridge: vb-<machine>, which nspawn uses
+    as is only while it fits in 15 characters (vb-lab42-ct50 is 13)."""
+    return f"vb-{machine_name(name)}"
 
 
 def ct_dir() -> Path:
@@ -59,7 +68,7 @@ def container_dir(name: str) -> Path:
 def network_file(address: str) -> str:
     return ("# Written by deskguard lab: the container's static address on the lab bridge.\n"
             "[Match]\nName=host0\n\n"
-            f"[Network]\nAddress={address}/{network.PREFIX}\nGateway={network.GATEWAY}\n"
+            f"[Network]\nAddress={address}/{network.PREFIX}\nGateway={network.host_address()}\n"
             "LinkLocalAddressing=no\nIPv6AcceptRA=no\nLLMNR=no\nMulticastDNS=no\n")
 
 
@@ -97,8 +106,8 @@ def start_containers(state: LabState, count: int, rootfs, log=print) -> None:
     jobs = []
     for name in wanted:
         d = _prepare_dir(name, tree, network.container_address(container_number(name)))
-        jobs.append((name, ["unshare", "--mount", "--propagation", "private", "/bin/sh", str(launcher), name,
-                            str(tree), str(d), network.BRIDGE], d / "console.log"))
+        jobs.append((name, ["unshare", "--mount", "--propagation", "private", "/bin/sh", str(launcher),
+                            machine_name(name), str(tree), str(d), network.bridge()], d / "console.log"))
     pids = network.launch_detached(jobs)
     hosts = []
     for name in wanted:
@@ -196,18 +205,19 @@ def _remove(name: str) -> None:
         network.ip("link", "del", veth, check=False)
         network.wait_link_gone(veth, timeout=5)
     network.remove_folder(d)
-    remove_cgroups(name)
+    remove_cgroups(machine_name(name))
 
 
 CGROUP_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified")
 
 
-def remove_cgroups(name: str) -> None:
-    """Remove the container's cgroups (ct-launch.sh made them), deepest first; emptied ones only."""
+def remove_cgroups(machine: str) -> None:
+    """Remove the container's cgroups (ct-launch.sh made them under its machine name), deepest first; emptied
+    ones only."""
     import os
 
     for root in CGROUP_ROOTS:
-        top = Path(root) / "deskguard-lab" / name
+        top = Path(root) / "deskguard-lab" / machine
         if not top.is_dir():
             continue
         for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):

@@ -142,7 +142,7 @@ def _laptops(state) -> list:
 def _make_site(folder: Path, show) -> tuple[Path, Path]:
     """The demo's own site, made by the real init; the officer passphrase is generated and kept 0600 beside it."""
     from ..fsutil import atomic_write
-    from .manager import LAB_MANAGEMENT_NETWORKS
+    from .manager import management_networks
     from .sites import set_management_networks
     from ..site.init import init_site
 
@@ -151,9 +151,10 @@ def _make_site(folder: Path, show) -> tuple[Path, Path]:
     passphrase = secrets.token_urlsafe(24)
     atomic_write(secret, passphrase + "\n", mode=0o600)
     init_site(site, passphrase.encode())
-    set_management_networks(site, LAB_MANAGEMENT_NETWORKS)
+    networks = management_networks()
+    set_management_networks(site, networks)
     show.step(f"site: {site} (store, escrow and order keys, example policy; management networks "
-              f"{', '.join(LAB_MANAGEMENT_NETWORKS)})")
+              f"{', '.join(networks)})")
     show.secret(secret)
     return site, secret
 

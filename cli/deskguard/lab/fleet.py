@@ -1,8 +1,10 @@
 """Fleet hosts: hundreds of light lab hosts, each a network namespace with its own sshd.
 
 A fleet host `lab-fNNN` is:
-  * a network namespace of the same name, with a veth pair: `dg-fNNN` on the lab bridge, `eth0` inside
-    with the host's address from the plan in network.fleet_address;
+  * a network namespace `lab-fNNN` with a veth pair: `dg-fNNN` on the lab bridge, `eth0` inside with the
+    host's address from the plan in network.fleet_address. Namespaces and veths are machine-wide, so a lab
+    with its own run folder (index k, identity.py) names them `lab<k>-fNNN` and `dg<k>-fNNN`; the host's
+    own name (inventory, hostname) is lab-fNNN in every lab;
   * inside it, private mount and UTS namespaces (`unshare`) with overlayfs over /etc (lower: this machine's
     /etc) and over /root (lower: a plain shared home with the lab key), per-host upper dirs under
     runtime_dir()/fleet/<name>/, and its own hostname;
@@ -25,13 +27,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import LabError
-from . import network
+from . import identity, network
 from .image import files_dir, lab_key, ssh_key_pair
 from .paths import cache_dir, runtime_dir
 from .state import LabHost, LabState, hosts_to_start, is_alive, proc_start_time
 
 NAME_RE = re.compile(r"^lab-f(\d{3,4})$")
-VETH_RE = re.compile(r"^dg-f(\d{3,4})$")
 BATCH = 50  # hosts set up per `ip -batch` and per launcher shell
 START_TIMEOUT = 60.0
 
@@ -48,16 +49,25 @@ def host_number(name: str) -> int:
     return int(match.group(1))
 
 
+def netns_name(name: str) -> str:
+    """The host's network namespace (machine-wide): lab-f001 in the default lab, lab7-f001 in lab 7."""
+    return identity.fleet_netns(network.index(), host_number(name))
+
+
 def veth_name(name: str) -> str:
-    """Host side of the host's veth pair (at most 15 characters)."""
-    return "dg-f" + name[len("lab-f"):]
+    """Host side of the host's veth pair (at most 15 characters: dg42-f1000 is 10)."""
+    return identity.fleet_veth(network.index(), host_number(name))
+
+
+def _pattern(make) -> re.Pattern:
+    """This lab's machine-wide names of one kind (namespace or veth), the host number captured."""
+    return re.compile("^" + re.escape(make(network.index(), 0)).replace("000", r"(\d{3,4})") + "$")
 
 
 def host_mac(name: str) -> str:
-    """eth0's MAC, derived from the host number (locally administered): a re-created host keeps its MAC, so
-    the neighbour entries this machine (and open connections) hold for its address stay right."""
-    n = host_number(name)
-    return f"02:d6:13:{(n >> 16) & 255:02x}:{(n >> 8) & 255:02x}:{n & 255:02x}"
+    """eth0's MAC, derived from the lab index and host number (locally administered): a re-created host keeps
+    its MAC, so the neighbour entries this machine (and open connections) hold for its address stay right."""
+    return identity.fleet_mac(network.index(), host_number(name))
 
 
 def fleet_dir() -> Path:
@@ -144,17 +154,18 @@ def start_fleet(state: LabState, count: int, log=print) -> None:
         cmds = []
         for name in batch:
             _prepare_host_dir(name)
-            cmds += [f"netns add {name}",
-                     f"link add {veth_name(name)} type veth peer name eth0 address {host_mac(name)} netns {name}",
-                     f"link set {veth_name(name)} addrgenmode none",
-                     f"link set {veth_name(name)} master {network.BRIDGE} up"]
+            ns, veth = netns_name(name), veth_name(name)
+            cmds += [f"netns add {ns}",
+                     f"link add {veth} type veth peer name eth0 address {host_mac(name)} netns {ns}",
+                     f"link set {veth} addrgenmode none",
+                     f"link set {veth} master {network.bridge()} up"]
         proc = subprocess.run(["ip", "-batch", "-"], input="\n".join(cmds) + "\n", capture_output=True, text=True)
         if proc.returncode != 0:
             raise LabError(f"could not create fleet namespaces: {proc.stderr.strip()}")
         jobs = []
         for name in batch:
             addr = network.fleet_address(host_number(name) - 1)
-            argv = ["ip", "netns", "exec", name, "unshare", "--mount", "--uts", "--propagation", "private",
+            argv = ["ip", "netns", "exec", netns_name(name), "unshare", "--mount", "--uts", "--propagation", "private",
                     "/bin/sh", str(shared / "fleet-host.sh"), name, f"{addr}/{network.PREFIX}", str(host_dir(name)),
                     str(shared)]
             jobs.append((name, argv, host_dir(name) / "sshd.log"))
@@ -164,7 +175,7 @@ def start_fleet(state: LabState, count: int, log=print) -> None:
             host = LabHost(name=name, kind="fleet", address=network.fleet_address(host_number(name) - 1), port=22,
                            user="root", pid=pid, pid_start=proc_start_time(pid),
                            extra={"hostvars": {"ansible_python_interpreter": "/usr/bin/python3"},
-                                  "netns": name, "veth": veth_name(name), "dir": str(host_dir(name))})
+                                  "netns": netns_name(name), "veth": veth_name(name), "dir": str(host_dir(name))})
             hosts[name] = host
             state.hosts[name] = host
         state.save()  # recorded before waiting, so an interrupted `up` is still cleaned up by `down`
@@ -195,7 +206,7 @@ def wait_for_ports(hosts: list[LabHost], timeout: float) -> None:
         flush_at = time.monotonic() + 3
         while not _banner(host.address, host.port):
             if time.monotonic() > flush_at:  # belt and braces: a wrong neighbour entry would stall for ~30 s
-                network.ip("neigh", "del", host.address, "dev", network.BRIDGE, check=False)
+                network.ip("neigh", "del", host.address, "dev", network.bridge(), check=False)
                 flush_at = float("inf")
             if not is_alive(host):
                 log_tail = _log_tail(host)
@@ -228,13 +239,14 @@ def stop_fleet_host(host: LabHost) -> None:
 
 
 def _remove_host(name: str) -> None:
-    inode = network.netns_inode(name)
+    ns = netns_name(name)
+    inode = network.netns_inode(ns)
     if inode is not None:
         leftovers = network.pids_in_netns(inode)
         if leftovers:
             network.kill_pids(leftovers)
             network.wait_connections_closed(network.fleet_address(host_number(name) - 1))
-        network.netns_delete(name)
+        network.netns_delete(ns)
     # The veth pair goes with the namespace, asynchronously (lab-notes gotcha 2). Waiting for it host by
     # host would cost a kernel clean-up round per host; it is waited for where it matters instead, for all
     # hosts at once (_reap_veths): before a name is reused (start_fleet) and before the bridge is removed.
@@ -258,8 +270,8 @@ def _reap_veths(names) -> None:
         network.wait_link_gone(v, timeout=5)
 
 
-def _foreign(name: str) -> bool:
-    inode = network.netns_inode(name)
+def _foreign(netns: str) -> bool:
+    inode = network.netns_inode(netns)
     if inode is None:
         return False
     ours = str(shared_dir())
@@ -273,7 +285,7 @@ def _foreign(name: str) -> bool:
 def sweep_strays(keep: set[str]) -> None:
     """Remove fleet leftovers the state does not record (an interrupted `up`, a lost state file): lab sshd
     processes, namespaces, veths and folders whose host is not in `keep`."""
-    keep_inodes = {network.netns_inode(n) for n in keep if NAME_RE.match(n)} - {None}
+    keep_inodes = {network.netns_inode(netns_name(n)) for n in keep if NAME_RE.match(n)} - {None}
     config = str(shared_dir() / "sshd_config")
     launcher = str(shared_dir() / "fleet-host.sh")
     stray_pids = []
@@ -288,11 +300,12 @@ def sweep_strays(keep: set[str]) -> None:
                 stray_pids.append(pid)
     if stray_pids:
         network.kill_pids(stray_pids)
-    # Namespaces are machine-wide: one whose sshd belongs to another lab (another DESKGUARD_LAB_RUN) is not
-    # ours to remove. An empty one, or one running our sshd, is.
-    names = {n for n in network.netns_list() if NAME_RE.match(n) and not _foreign(n)}
-    names |= {"lab-f" + m.group(1) for m in map(VETH_RE.match, os.listdir("/sys/class/net"))
-              if m and network.netns_inode("lab-f" + m.group(1)) is None}
+    # Namespaces and veths are machine-wide: only this lab's names are looked at (another lab's carry another
+    # index), and even then one whose sshd runs another lab's config is not ours to remove.
+    netns_re, veth_re = _pattern(identity.fleet_netns), _pattern(identity.fleet_veth)
+    names = {"lab-f" + m.group(1) for m in map(netns_re.match, network.netns_list()) if m and not _foreign(m.group(0))}
+    names |= {"lab-f" + m.group(1) for m in map(veth_re.match, os.listdir("/sys/class/net"))
+              if m and network.netns_inode(netns_name("lab-f" + m.group(1))) is None}
     if fleet_dir().exists():
         names |= {p.name for p in fleet_dir().iterdir() if NAME_RE.match(p.name)}
     for name in sorted(names - keep):

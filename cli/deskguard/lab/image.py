@@ -116,16 +116,27 @@ def lab_key() -> Path:
 
 def ssh_key_pair(key: Path, comment: str) -> Path:
     """An ed25519 key pair at `key` and `key`.pub, made once into the cache. Generated beside it and renamed
-    into place, public half first: a killed run leaves no private key without its public one."""
+    into place, public half first: a killed run leaves no private key without its public one. The cache is
+    shared by every lab on the machine: two labs starting at once make it one at a time (a lock on the folder
+    itself, so it holds nothing but the pair), and the second finds it made."""
     if not key.exists():
+        import fcntl
+
         key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = key.with_name(key.name + ".tmp")
-        tmp_pub = key.with_name(key.name + ".tmp.pub")
-        for p in (tmp, tmp_pub):
-            p.unlink(missing_ok=True)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(tmp)], check=True)
-        os.replace(tmp_pub, key.with_name(key.name + ".pub"))
-        os.replace(tmp, key)
+        fd = os.open(key.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if not key.exists():
+                tmp = key.with_name(key.name + ".tmp")
+                tmp_pub = key.with_name(key.name + ".tmp.pub")
+                for p in (tmp, tmp_pub):
+                    p.unlink(missing_ok=True)
+                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(tmp)],
+                               check=True)
+                os.replace(tmp_pub, key.with_name(key.name + ".pub"))
+                os.replace(tmp, key)
+        finally:
+            os.close(fd)
     return key
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..fsutil import atomic_write
-from . import container, fleet, network, vm
+from . import container, fleet, identity, network, vm
 from .image import ensure_rootfs, lab_key
 from .sites import LAB_SSH_ARGS
 from .state import LabHost, LabState, is_alive, locked
@@ -16,10 +16,23 @@ MAX_LAPTOPS = 2  # CPU-bound under TCG: more than two busy VMs starve each other
 MAX_CONTAINERS = 50
 MAX_FLEET = 1000
 
-# Where the controller's SSH comes from, as the lab hosts see it.
-LAB_MANAGEMENT_NETWORKS = ("10.213.0.0/16", "10.0.2.0/24")
+# Where the controller's SSH comes from, as a laptop VM sees it (qemu's user network, the same in every VM).
+QEMU_USER_NETWORK = "10.0.2.0/24"
+
+
+def management_networks() -> tuple[str, str]:
+    """Where the controller's SSH comes from, as this lab's hosts see it: its bridge's range, qemu's network."""
+    return (network.lab_network(), QEMU_USER_NETWORK)
 
 GROUPS = {"vm": "lab_laptops", "container": "lab_containers", "fleet": "lab_fleet"}
+
+
+def inventory_dir(site: Path) -> Path:
+    """Where this lab's inventory goes in a site: inventory/lab for the default lab, inventory/lab-<8 hex digits
+    of its run folder's path> for another, so two labs that share a site (two CI runs from one worktree) never
+    overwrite each other's. Known without claiming an index (a refused command makes nothing)."""
+    tag = identity.run_tag()
+    return Path(site) / "inventory" / (f"lab-{tag}" if tag else "lab")
 
 
 def check_counts(laptops: int, containers: int, fleet_hosts: int) -> None:
@@ -75,6 +88,7 @@ def down(inventory_dir: Path | None = None, log=print, names: list[str] | None =
             container.sweep_strays(keep)
             fleet.sweep_strays(keep)
             network.remove_bridge(state)
+            identity.release()  # nothing of the lab carries its index any more
         state.save()
         if inventory_dir is not None:
             if names is None:
@@ -125,7 +139,7 @@ def lab_group_vars_text() -> str:
         f"ansible_ssh_private_key_file: {lab_key()}",
         f"ansible_ssh_common_args: {LAB_SSH_ARGS}",
         "# The controller's SSH reaches lab hosts from the lab bridge (containers, fleet) and qemu's user network (VMs).",
-        f"firewall_management_sources: {list(LAB_MANAGEMENT_NETWORKS)}",
+        f"firewall_management_sources: {list(management_networks())}",
     ]) + "\n"
 
 

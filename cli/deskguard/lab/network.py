@@ -1,15 +1,16 @@
-"""The lab's isolated network: one bridge, `dglab0`, that is attached to no uplink.
+"""The lab's isolated network: one bridge per lab, attached to no uplink.
 
-The host has 10.213.0.1/16 on it; laptop containers and fleet hosts hang off it through veth pairs. IP
-forwarding is left exactly as it was (off on a normal machine), so lab hosts reach each other and the host,
-never anything beyond it.
+The default lab's bridge is `dglab0` with 10.213.0.1/16 on it; a lab with its own run folder (index k,
+identity.py) has `dglab<k>` and 10.(213 + k).0.0/16, so two labs never share a link or an address. Laptop
+containers and fleet hosts hang off the bridge through veth pairs. IP forwarding is left exactly as it was
+(off on a normal machine), so lab hosts reach each other and the host, never anything beyond it.
 
-Address plan (one function each, the only place it is written down):
-  host (bridge)       10.213.0.1
-  container N (1..)   10.213.1.N
-  fleet host i (0..)  10.213.(2 + i // 250).(i % 250 + 1)   (lab-f001 is i = 0)
-  10.213.0.2..254     lab services tests start themselves (10.213.0.2: the containers' WireGuard
-                      gateway, tests/vm/labgateway.py start_on_bridge); the lab never assigns them
+Address plan of lab k, with 10.B = 10.(213 + k) (one function each, the only place it is written down):
+  host (bridge)       10.B.0.1
+  container N (1..)   10.B.1.N
+  fleet host i (0..)  10.B.(2 + i // 250).(i % 250 + 1)   (lab-f001 is i = 0)
+  10.B.0.2..254       lab services tests start themselves (service_address; 10.B.0.2: the containers'
+                      WireGuard gateway, tests/vm/labgateway.py start_on_bridge); the lab never assigns them
 """
 
 from __future__ import annotations
@@ -20,30 +21,62 @@ import time
 from pathlib import Path
 
 from ..errors import LabError
+from . import identity
 from .state import proc_start_time, signal_process, wait_gone
 
-BRIDGE = "dglab0"
-HOST_ADDRESS = "10.213.0.1"
 PREFIX = 16
-GATEWAY = HOST_ADDRESS
-# A bridge without an address of its own takes the lowest MAC of its ports, and changes it whenever ports
-# come and go: every lab host's neighbour entry for 10.213.0.1 then points nowhere, connections stall and the
-# FIN of a closing one is lost. A fixed, locally administered MAC (outside the fleet's 02:d6:13:00:xx:xx).
-BRIDGE_MAC = "02:d6:13:ff:ff:01"
+
+
+def index() -> int:
+    """This lab's index (identity.py): 0 for the default lab."""
+    return identity.lab_index()
+
+
+def bridge() -> str:
+    return identity.bridge_name(index())
+
+
+def bridge_mac() -> str:
+    # A bridge without an address of its own takes the lowest MAC of its ports, and changes it whenever ports
+    # come and go: every lab host's neighbour entry for the host address then points nowhere, connections
+    # stall and the FIN of a closing one is lost. A fixed, locally administered MAC (outside the fleet's).
+    return identity.bridge_mac(index())
+
+
+def lab_address(third: int, fourth: int) -> str:
+    """An address inside this lab's range (10.B.third.fourth)."""
+    return f"10.{identity.second_octet(index())}.{third}.{fourth}"
+
+
+def lab_network() -> str:
+    """This lab's range, e.g. 10.213.0.0/16: where the controller's SSH comes from, as lab hosts see it."""
+    return f"{lab_address(0, 0)}/{PREFIX}"
+
+
+def host_address() -> str:
+    """This machine's address on the lab bridge, and the lab hosts' gateway."""
+    return lab_address(0, 1)
+
+
+def service_address(n: int) -> str:
+    """Address n (2..254) of the block kept for services a test starts on the bridge; the lab never assigns it."""
+    if not 2 <= n <= 254:
+        raise ValueError(f"service address out of the address plan: {n}")
+    return lab_address(0, n)
 
 
 def container_address(n: int) -> str:
     """Address of laptop container number n (lab-ctN, n >= 1)."""
     if not 1 <= n <= 250:
         raise ValueError(f"container number out of the address plan: {n}")
-    return f"10.213.1.{n}"
+    return lab_address(1, n)
 
 
 def fleet_address(i: int) -> str:
     """Address of fleet host index i (0-based: lab-f001 is i = 0)."""
     if not 0 <= i < 250 * 250:
         raise ValueError(f"fleet index out of the address plan: {i}")
-    return f"10.213.{2 + i // 250}.{i % 250 + 1}"
+    return lab_address(2 + i // 250, i % 250 + 1)
 
 
 def ip(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
@@ -67,41 +100,42 @@ def wait_link_gone(name: str, timeout: float = 10.0) -> None:
 
 
 def ensure_bridge(state) -> None:
-    """Create (or repair) the isolated bridge and record it in `state.network`."""
-    if not link_exists(BRIDGE):
-        ip("link", "add", BRIDGE, "address", BRIDGE_MAC, "type", "bridge", "stp_state", "0", "forward_delay", "0")
-    elif Path(f"/sys/class/net/{BRIDGE}/address").read_text().strip() != BRIDGE_MAC:
-        ip("link", "set", BRIDGE, "address", BRIDGE_MAC)
+    """Create (or repair) this lab's isolated bridge and record it in `state.network`."""
+    name, mac, address = bridge(), bridge_mac(), f"{host_address()}/{PREFIX}"
+    if not link_exists(name):
+        ip("link", "add", name, "address", mac, "type", "bridge", "stp_state", "0", "forward_delay", "0")
+    elif Path(f"/sys/class/net/{name}/address").read_text().strip() != mac:
+        ip("link", "set", name, "address", mac)
     # No IPv6 chatter (router solicitations, DAD) on the lab bridge.
-    v6 = Path(f"/proc/sys/net/ipv6/conf/{BRIDGE}/disable_ipv6")
+    v6 = Path(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6")
     if v6.exists():
         v6.write_text("1\n")
-    have = ip("-o", "-4", "addr", "show", "dev", BRIDGE).stdout
-    if f"{HOST_ADDRESS}/{PREFIX}" not in have:
-        ip("addr", "add", f"{HOST_ADDRESS}/{PREFIX}", "dev", BRIDGE)
-    ip("link", "set", BRIDGE, "up")
+    have = ip("-o", "-4", "addr", "show", "dev", name).stdout
+    if address not in have:
+        ip("addr", "add", address, "dev", name)
+    ip("link", "set", name, "up")
     # A re-created host comes back with a new MAC: a stale neighbour entry for its address would make the
     # first connections to it hang for ~9 s (until the kernel re-probes). Forget them; running hosts are
     # simply resolved again.
-    ip("neigh", "flush", "dev", BRIDGE, check=False)
-    state.network = {"bridge": BRIDGE, "address": f"{HOST_ADDRESS}/{PREFIX}", "gateway": GATEWAY}
+    ip("neigh", "flush", "dev", name, check=False)
+    state.network = {"index": index(), "bridge": name, "address": address, "gateway": host_address()}
     state.save()
 
 
 def remove_bridge(state) -> None:
-    """Delete the bridge (idempotent). `lab down` sweeps the hosts of interrupted runs away first."""
-    # The bridge is machine-wide: while something is still attached to it (hosts of another lab run with
-    # its own DESKGUARD_LAB_RUN), leave it; the last lab down removes it.
-    if link_exists(BRIDGE) and not bridge_ports():
-        ip("link", "del", BRIDGE, check=False)
-        wait_link_gone(BRIDGE)
+    """Delete this lab's bridge (idempotent). `lab down` sweeps the hosts of interrupted runs away first."""
+    # Only this lab's hosts hang off it; a port still attached (a test's own service left running) keeps it.
+    name = bridge()
+    if link_exists(name) and not bridge_ports():
+        ip("link", "del", name, check=False)
+        wait_link_gone(name)
     state.network = {}
     state.save()
 
 
 def bridge_ports() -> list[str]:
     try:
-        return sorted(os.listdir(f"/sys/class/net/{BRIDGE}/brif"))
+        return sorted(os.listdir(f"/sys/class/net/{bridge()}/brif"))
     except FileNotFoundError:
         return []
 
@@ -116,15 +150,6 @@ def netns_list() -> list[str]:
 # --- Processes and namespaces (shared by the container and fleet tiers) ------------------------------------
 # Lab processes are started detached (own session, re-parented to PID 1), so whichever process runs
 # `lab down` later can stop them, and the one that ran `lab up` never collects zombies.
-
-
-
-
-
-
-
-
-
 
 def stop_process(pid: int, start: int | None, sig: int, grace: float) -> None:
     """Send `sig`, wait up to `grace` seconds, then SIGKILL; returns once the process is gone."""

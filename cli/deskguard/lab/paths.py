@@ -16,9 +16,13 @@ def cache_dir() -> Path:
     return Path(user_cache_dir("deskguard")) / "lab"
 
 
+DEFAULT_RUNTIME_DIR = Path("/var/tmp/deskguard-lab")
+
+
 def runtime_dir() -> Path:
-    """One lab per machine: namespaces and bridges are machine-wide, so its state is too."""
-    return Path(os.environ.get("DESKGUARD_LAB_RUN", "/var/tmp/deskguard-lab"))
+    """The lab's own folder (state, overlays, sockets). Another DESKGUARD_LAB_RUN is another lab, side by side:
+    its machine-wide names and addresses follow from this folder (identity.py)."""
+    return Path(os.environ.get("DESKGUARD_LAB_RUN") or DEFAULT_RUNTIME_DIR)
 
 
 def state_file() -> Path:

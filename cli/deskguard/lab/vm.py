@@ -23,7 +23,6 @@ from .paths import runtime_dir
 from .state import is_alive, same_process, wait_gone
 
 KIND = "vm"
-PORT_BASE = 2220
 MEMORY_MB = 768
 SMP = 2
 COLD_BOOT_TIMEOUT = 480.0  # seconds to SSH after a cold boot (~50 s measured; the host may be busy)
@@ -34,9 +33,13 @@ SNAPSHOT_VERSION = 1  # bump when the snapshot procedure changes: old snapshots 
 # ----------------------------------------------------------------------------------------------- helpers
 
 def port_base() -> int:
+    """VM i listens on port_base() + i; tests take their own ports from offsets of it. Each lab has its own
+    block: 2220 for the default lab, 2220 + 1000 k for lab k (identity.py)."""
     raw = os.environ.get("DESKGUARD_LAB_PORT_BASE")
     if raw is None or raw == "":
-        return PORT_BASE
+        from .identity import lab_index, port_base as lab_port_base
+
+        return lab_port_base(lab_index())
     try:
         value = int(raw)
     except ValueError:

@@ -1,6 +1,8 @@
 #!/bin/sh
 # Becomes one deskguard lab laptop container. Started as
-#   setsid unshare --mount --propagation private /bin/sh ct-launch.sh NAME LOWER DIR BRIDGE
+#   setsid unshare --mount --propagation private /bin/sh ct-launch.sh MACHINE LOWER DIR BRIDGE
+# MACHINE is the container's machine-wide name (lab-ct1, or lab7-ct1 in lab 7): nspawn's machine name, its
+# veth (vb-MACHINE) and its cgroup. Its hostname comes from /etc/hostname in its overlay.
 # The overlay is mounted in this private mount namespace only: when systemd-nspawn goes, so does the mount,
 # and no stale mount can outlive the container. exec keeps the PID: the lab records nspawn's PID.
 set -eu
