@@ -293,12 +293,15 @@ def next_steps(out: DemoOutcome) -> list[tuple[str, str]]:
     names = [lap.name for lap in out.laptops]
     laptop = names[0]
     vm = next((lap.name for lap in out.laptops if lap.kind == "vm"), None)
+    # comply's exit code is the whole run's: 1 while any host fails, and the fleet hosts were never onboarded.
+    exit_1 = " (exit 1: the never-onboarded fleet hosts are not compliant)" if out.fleet else ""
     steps = [
         ("break a control by hand, then see the nightly run catch it and repair it (fleet hosts are never "
-         "touched: they were not onboarded)",
+         f"touched: they were not onboarded){exit_1}",
          f"deskguard lab ssh {laptop} sudo ufw --force disable && deskguard comply {site} --fix"),
         ("the network check a helpdesk runs for an operator", f"deskguard netcheck {laptop} {site}"),
-        ("the report again, as a table or for a mail", f"deskguard comply {site} --format html --output report.html"),
+        (f"the report again, as a table or for a mail{exit_1}",
+         f"deskguard comply {site} --format html --output report.html"),
     ]
     if vm:
         steps += [
