@@ -297,7 +297,7 @@ def next_steps(out: DemoOutcome) -> list[tuple[str, str]]:
     exit_1 = " (exit 1: the never-onboarded fleet hosts are not compliant)" if out.fleet else ""
     steps = [
         ("break a control by hand, then see the nightly run catch it and repair it (fleet hosts are never "
-         f"touched: they were not onboarded){exit_1}",
+         f"touched: they were not onboarded{'; so exit 1, as they are not compliant' if out.fleet else ''})",
          f"deskguard lab ssh {laptop} sudo ufw --force disable && deskguard comply {site} --fix"),
         ("the network check a helpdesk runs for an operator", f"deskguard netcheck {laptop} {site}"),
         (f"the report again, as a table or for a mail{exit_1}",
