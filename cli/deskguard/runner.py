@@ -181,7 +181,10 @@ class EventCollector:
                 h.module_calls += 1
         task = display_name(data.get("task", ""))
         key = data.get("task_uuid") or task
-        if kind != "runner_on_skipped" and action not in INTERNAL_ACTIONS and key not in self._stepped and task:
+        # A step is shown once a host has a result for it: ansible-runner sends `runner_on_start` before a task's
+        # `when:` is evaluated, so a task skipped everywhere would otherwise read as one that ran.
+        ran = kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable")
+        if ran and action not in INTERNAL_ACTIONS and key not in self._stepped and task:
             self._stepped.add(key)
             self.steps.append(task)
         cid = control_id(task)

@@ -139,9 +139,47 @@ def test_next_steps_name_the_demo_site_and_wipe_only_a_vm(tmp_path):
     assert f"deskguard lab ssh lab-ct1 sudo ufw --force disable && deskguard comply {site} --fix" in cmds
     assert f"deskguard netcheck lab-ct1 {site}" in cmds and "deskguard lab down" in cmds
     assert not any(c.startswith("deskguard wipe") for c in cmds)   # a container has no LUKS root
+    # Pasted in order, every step works: another demo only once this lab is down (else: refused, exit 2).
+    assert cmds[-2:] == ["deskguard lab down", "deskguard demo"], cmds
     out.laptops.append(demo.LaptopOutcome("lab-vm1", "vm", 0, []))
-    cmds = [cmd for _what, cmd in demo.next_steps(out)]
-    assert f"deskguard wipe lab-vm1 --reason 'demo: lost on the train' {site}" in cmds
+    steps = demo.next_steps(out)
+    cmds = [cmd for _what, cmd in steps]
+    assert cmds[-3:] == [f"deskguard wipe lab-vm1 --reason 'demo: lost on the train' {site}",
+                         f"deskguard orders list {site} && deskguard audit log --target lab-vm1 {site}",
+                         "deskguard lab down"], cmds
+    # The demo's laptops have the agent: the wipe works as printed, nothing to edit or re-onboard first.
+    wipe_text = steps[-3][0]
+    assert "policy.yml" not in wipe_text and "onboard" not in wipe_text and "type lab-vm1" in wipe_text, wipe_text
+
+
+def test_the_demo_site_has_the_agent_on_calling_its_orders_server(tmp_path, monkeypatch):
+    """The demo's site turns the check-in agent on (so `deskguard wipe` of a demo laptop is not refused for a
+    missing agent), with URLs of the demo's own `deskguard serve` on the lab bridge, lab-only plain HTTP and a
+    short first-run jitter; the whole policy passes the check every command makes, every other line kept."""
+    from deskguard.lab import orders_server
+    from deskguard.lab.sites import policy_file
+    from deskguard.site.policyfile import check, read
+
+    class Show:
+        def step(self, text):
+            self.text = text
+
+        def secret(self, path):
+            pass
+
+    monkeypatch.setenv("DESKGUARD_LAB_PORT_BASE", "3000")
+    show = Show()
+    site, secret = demo._make_site(tmp_path, show)
+    policy = read(policy_file(site))
+    assert policy["endpoint_agent_enabled"] is True and policy["endpoint_agent_allow_http"] is True
+    assert orders_server.url() == "http://10.213.0.1:3080"
+    assert policy["endpoint_agent_server_url"] == "http://10.213.0.1:3080"
+    assert policy["endpoint_agent_orders_url"] == "http://10.213.0.1:3080/orders"
+    assert policy["endpoint_agent_jitter_seconds"] == 5 and policy["endpoint_agent_order_fetch"] == "signed"
+    check(site)   # what onboard, comply and wipe check first
+    assert "check-in agent on, calling http://10.213.0.1:3080" in show.text
+    assert orders_server.command(site) == ["deskguard", "serve", "--site", str(site), "--bind", "10.213.0.1:3080",
+                                           "--allow-http"]
 
 
 def test_fix_leaves_never_onboarded_hosts_alone():

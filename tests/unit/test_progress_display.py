@@ -102,3 +102,27 @@ def test_the_summary_names_each_failure_with_its_reason(tmp_path):
         assert "ACC-001 | AUDIT | the operator account exists" in text, text
         assert "the operator account 'bars' does not exist on this laptop: create it first (useradd bars)" in \
             " ".join(text.split()), text
+
+
+def test_a_task_skipped_in_a_real_run_is_not_shown(tmp_path):
+    """ansible-runner sends `runner_on_start` for every host a task is queued for, before its `when:` is
+    evaluated: a skipped task was shown as if it ran (seen in the demo's printed `wipe` step on a Debian VM:
+    "… signs its acknowledgement (Windows)"). A real run, so the real event sequence is what is judged."""
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "playbooks" / "t.yml").write_text(textwrap.dedent("""\
+        - hosts: all
+          gather_facts: false
+          tasks:
+            - name: WIPE | AUDIT | signs its acknowledgement (Windows)
+              ansible.builtin.command: "true"
+              when: false
+            - name: WIPE | AUDIT | signs its acknowledgement
+              ansible.builtin.command: "true"
+        """))
+    inv = tmp_path / "hosts.yml"
+    inv.write_text('all: {hosts: {h: {ansible_connection: local, ansible_python_interpreter: '
+                   '"{{ ansible_playbook_python }}"}}}\n')
+    live = io.StringIO()
+    run_playbook(tmp_path, "t.yml", [inv], progress=progress_factory("wipe h", 1, stream=live))
+    assert "(Windows)" not in live.getvalue(), live.getvalue()
+    assert "WIPE | AUDIT | signs its acknowledgement" in live.getvalue(), live.getvalue()

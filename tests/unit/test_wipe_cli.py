@@ -327,12 +327,15 @@ def test_a_laptop_that_answers_gets_the_order_through_the_wipe_playbook_at_once(
             "    - ansible.builtin.copy:\n"
             "        dest: \"{{ playbook_dir }}/../delivered-{{ inventory_hostname }}.txt\"\n"
             "        content: \"{{ deskguard_order_file }} {{ deskguard_hosts }}\"\n")
-        proc = deskguard("wipe", "lt-1", "--reason", "lost", "--yes", "--confirm", "lt-1", site=site)
+        proc = deskguard("wipe", "lt-1", "--reason", "lost", "--yes", "--confirm", "lt-1", "--site", str(site),
+                         site=site)
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     assert "received the order now" in proc.stdout
     [path] = _published(site)
     assert (site / "delivered-lt-1.txt").read_text() == f"{path} lt-1"
     assert not (site / "delivered-lt-2.txt").exists()  # --limit: only the host being wiped
+    # Given --site (as the demo prints it), the hint to paste names that site: without it, it would read another.
+    assert "see `deskguard orders show " in proc.stdout and f" --site {site}`" in proc.stdout, proc.stdout
 
 
 def test_a_laptop_whose_agent_is_gone_is_told_apart_and_the_exit_code_is_the_documented_one(site):

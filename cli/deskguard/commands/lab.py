@@ -37,7 +37,8 @@ def up(laptops, containers, fleet_hosts):
 
 @lab.command()
 def down():
-    """Stop every lab host and remove its namespaces, mounts and overlays (idempotent)."""
+    """Stop every lab host (and the demo's orders server) and remove its namespaces, mounts and overlays
+    (idempotent)."""
     from ..lab import manager
 
     _require_root()

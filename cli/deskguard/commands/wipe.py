@@ -61,7 +61,10 @@ def wipe(host, reason, ticket, mode, yes, confirm_name, no_run, site):
         click.echo(f"{hostname}: went away during delivery; the laptop gets the order at its next check-in")
         return
     if result.exit_code == 0:
-        click.echo(f"{hostname}: the agent received the order now; see `deskguard orders show {order.id[:8]}`")
+        import shlex
+
+        where = f" --site {shlex.quote(str(site))}" if site else ""   # a hint to paste must reach the same site
+        click.echo(f"{hostname}: the agent received the order now; see `deskguard orders show {order.id[:8]}{where}`")
         return
     detail = "; ".join(outcome.messages) if outcome and outcome.messages else f"ansible exit {result.rc}"
     click.echo(f"{hostname}: delivering it now failed ({detail}); the order stays published for the next "

@@ -1,9 +1,11 @@
 """The demo: the kit's real jobs, end to end, on the built-in lab, as an admin would run them.
 
 lab up → a throw-away demo site (the real `init`, a generated officer passphrase, the lab's management
-networks in the policy) → every lab laptop onboarded through the same library call as `deskguard onboard` →
-the nightly compliance run over the laptops and the never-onboarded fleet hosts → JSON and HTML reports in the
-demo folder → what to try next. Fleet hosts are only ever read: they share this machine's /usr and /etc.
+networks and the check-in agent in the policy) → its orders server (`deskguard serve`, in the background, as a
+site runs it all the time) → every lab laptop onboarded through the same library call as `deskguard onboard`
+→ the agents' first check-ins → the nightly compliance run over the laptops and the never-onboarded fleet
+hosts → JSON and HTML reports in the demo folder → what to try next. Fleet hosts are only ever read: they
+share this machine's /usr and /etc.
 
 The caller gives a `show` object that prints (see commands/demo.py): this module decides, it never prints.
 """
@@ -23,6 +25,8 @@ OPERATOR = "tanaka"          # every lab laptop has this operator account (docs/
 MARK = ".deskguard-demo"     # a folder holding this file was made by the demo and may be replaced by the next one
 PASSPHRASE_FILE = "officer-passphrase.txt"
 LAPTOP_KINDS = ("container", "vm")   # containers first: they take seconds, the VM minutes
+SERVER_LOG = "orders-server.log"
+FIRST_CHECKIN_TIMEOUT = 240.0        # seconds: one agent run on the TCG laptop VM takes 20-60 s
 
 
 def default_folder() -> Path:
@@ -55,6 +59,7 @@ class DemoOutcome:
     folder: Path
     site: Path
     passphrase_file: Path
+    server: dict | None = None       # the orders server's record (lab/orders_server.py)
     laptops: list[LaptopOutcome] = field(default_factory=list)
     fleet: list[str] = field(default_factory=list)
     run: object | None = None        # compliance.runs.Run
@@ -132,7 +137,10 @@ def _lab_up(req: DemoRequest, already_up: bool, show):
         show.step(f"lab: restarting {', '.join(names)} from clean images (a demo starts from new laptops)")
         manager.down(req.inventory_dir, log=show.lab, names=names)
     show.step(f"lab: {req.laptops} laptop VM(s), {req.containers} laptop container(s), {req.fleet} fleet host(s)")
-    return manager.up(req.laptops, req.containers, req.fleet, req.inventory_dir, log=show.lab)
+    state = manager.up(req.laptops, req.containers, req.fleet, req.inventory_dir, log=show.lab)
+    if not (req.containers or req.fleet):
+        manager.ensure_bridge()   # the orders server listens on the bridge, which only those need otherwise
+    return state
 
 
 def _laptops(state) -> list:
@@ -142,8 +150,9 @@ def _laptops(state) -> list:
 def _make_site(folder: Path, show) -> tuple[Path, Path]:
     """The demo's own site, made by the real init; the officer passphrase is generated and kept 0600 beside it."""
     from ..fsutil import atomic_write
+    from . import orders_server
     from .manager import management_networks
-    from .sites import set_management_networks
+    from .sites import enable_agent, set_management_networks
     from ..site.init import init_site
 
     site = folder / "site"
@@ -153,10 +162,25 @@ def _make_site(folder: Path, show) -> tuple[Path, Path]:
     init_site(site, passphrase.encode())
     networks = management_networks()
     set_management_networks(site, networks)
+    enable_agent(site, orders_server.url())
     show.step(f"site: {site} (store, escrow and order keys, example policy; management networks "
-              f"{', '.join(networks)})")
+              f"{', '.join(networks)}; check-in agent on, calling {orders_server.url()})")
     show.secret(secret)
     return site, secret
+
+
+def _start_server(site: Path, folder: Path, show) -> dict:
+    """The site's `deskguard serve`, left running after the demo (the agents check in every 15 minutes, and a
+    wipe of a laptop that is off waits there for its next check-in); `deskguard lab down` stops it."""
+    import shlex
+
+    from . import orders_server
+
+    rec = orders_server.start(site, folder / SERVER_LOG)
+    show.step(f"orders server: `{shlex.join(orders_server.command(site))}` runs in the background (log "
+              f"{rec['log']}): the agents fetch their orders from it and check in to it; `deskguard lab down` "
+              f"stops it")
+    return rec
 
 
 def _onboard(site: Path, host, show) -> LaptopOutcome:
@@ -179,6 +203,32 @@ def _onboard(site: Path, host, show) -> LaptopOutcome:
                             summary_rows(result, device["hostname"], False))
     show.onboarded(outcome, result)
     return outcome
+
+
+def _first_checkins(site: Path, laptops: list[LaptopOutcome], show) -> None:
+    """Wait for each onboarded laptop's first check-in (its agent runs as soon as its timer is enabled), so the
+    nightly run judges AGT-001 on an agent that has reported, as it would the next night. A laptop that does
+    not check in in time is left to the nightly run, which says so (AGT-001 fails)."""
+    from ..store import Store
+
+    names = [lap.name for lap in laptops if lap.exit_code == EXIT_OK and not lap.error]
+    if not names:
+        return
+    show.step(f"waiting for the first check-in of {', '.join(names)} (their agents run once installed)")
+    with Store.open(site) as store:
+        uuids = {store.require_device(n).uuid: n for n in names}
+    start = time.monotonic()
+    waiting = dict(uuids)
+    while waiting and time.monotonic() - start < FIRST_CHECKIN_TIMEOUT:
+        with Store.open(site) as store:
+            seen = store.latest_checkins(list(waiting))
+        for uuid in seen:
+            show.lab(f"{waiting.pop(uuid)}: first check-in after {time.monotonic() - start:.0f} s")
+        if waiting:
+            time.sleep(2)
+    for name in waiting.values():
+        show.lab(f"{name}: no check-in within {FIRST_CHECKIN_TIMEOUT:.0f} s (the nightly run shows AGT-001; "
+                 f"`deskguard lab ssh {name} journalctl -u deskguard-agent` says why)")
 
 
 def _add_fleet(site: Path, fleet_hosts) -> list[str]:
@@ -244,21 +294,31 @@ def next_steps(out: DemoOutcome) -> list[tuple[str, str]]:
     names = [lap.name for lap in out.laptops]
     laptop = names[0]
     vm = next((lap.name for lap in out.laptops if lap.kind == "vm"), None)
+    # comply's exit code is the whole run's: 1 while any host fails, and the fleet hosts were never onboarded.
+    exit_1 = " (exit 1: the never-onboarded fleet hosts are not compliant)" if out.fleet else ""
     steps = [
         ("break a control by hand, then see the nightly run catch it and repair it (fleet hosts are never "
-         "touched: they were not onboarded)",
+         f"touched: they were not onboarded{'; so exit 1, as they are not compliant' if out.fleet else ''})",
          f"deskguard lab ssh {laptop} sudo ufw --force disable && deskguard comply {site} --fix"),
         ("the network check a helpdesk runs for an operator", f"deskguard netcheck {laptop} {site}"),
-        ("the report again, as a table or for a mail", f"deskguard comply {site} --format html --output report.html"),
+        (f"the report again, as a table or for a mail{exit_1}",
+         f"deskguard comply {site} --format html --output report.html"),
     ]
     if vm:
-        steps.append((f"wipe the VM (crypto-erase; needs the check-in agent: set endpoint_agent_enabled: true and "
-                      f"its URLs in {out.site}/inventory/group_vars/all/policy.yml, run `deskguard onboard {vm} "
-                      f"…` again; docs/wipe.md)",
-                      f"deskguard wipe {vm} --reason 'demo: lost on the train' {site}"))
+        steps += [
+            (f"wipe the VM for good (type {vm} when asked): a signed order, delivered now over SSH; its agent "
+             f"acknowledges it before it crypto-erases the LUKS root, then the VM powers off (docs/wipe.md)",
+             f"deskguard wipe {vm} --reason 'demo: lost on the train' {site}"),
+            (f"the order as the agent acknowledged it, and the audit trail (order, acknowledgement, {vm}'s escrowed "
+             f"key destroyed)",
+             f"deskguard orders list {site} && deskguard audit log --target {vm} {site}"),
+            ("stop the lab and the demo's orders server when done", "deskguard lab down"),
+        ]
     else:
-        steps.append(("a wipe needs a laptop VM (real LUKS2): run the demo with --laptops 1", "deskguard demo"))
-    steps.append(("stop the lab when done", "deskguard lab down"))
+        steps += [
+            ("stop the lab and the demo's orders server when done", "deskguard lab down"),
+            ("then, to try a wipe: the default demo has a laptop VM with its root on LUKS2", "deskguard demo"),
+        ]
     return steps
 
 
@@ -272,14 +332,20 @@ def run(req: DemoRequest, show) -> DemoOutcome:
     if os.environ.pop("DESKGUARD_DB_URL", None):
         show.step("DESKGUARD_DB_URL is ignored: the demo keeps its own SQLite store")
     start = time.monotonic()
+    from . import orders_server
+
+    orders_server.stop()   # the previous demo's: its site is about to be replaced
     folder = _fresh_folder(req.folder)
     state = _lab_up(req, already_up, show)
     marks = {"lab up": time.monotonic()}
     site, secret = _make_site(folder, show)
     out = DemoOutcome(folder, site, secret)
+    out.server = _start_server(site, folder, show)
     for host in _laptops(state):
         out.laptops.append(_onboard(site, host, show))
     marks["onboarding"] = time.monotonic()
+    _first_checkins(site, out.laptops, show)
+    marks["first check-ins"] = time.monotonic()
     out.fleet = _add_fleet(site, state.of_kind("fleet"))
     out.run, out.report_html, out.report_json = _comply(site, folder, len(out.laptops) + len(out.fleet), show)
     marks["nightly run"] = time.monotonic()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..fsutil import atomic_write
-from . import container, fleet, identity, network, vm
+from . import container, fleet, identity, network, orders_server, vm
 from .image import ensure_rootfs, lab_key
 from .sites import LAB_SSH_ARGS
 from .state import LabHost, LabState, is_alive, locked
@@ -64,12 +64,20 @@ def up(laptops: int = 0, containers: int = 0, fleet_hosts: int = 0, inventory_di
         return state
 
 
+def ensure_bridge() -> None:
+    """The lab bridge without any host on it (the demo's orders server listens on its address)."""
+    with locked():
+        state = LabState.load()
+        network.ensure_bridge(state)
+        state.save()
+
+
 STOPPERS = {"vm": vm.stop_vm, "container": container.stop_container, "fleet": fleet.stop_fleet_host}
 
 
 def down(inventory_dir: Path | None = None, log=print, names: list[str] | None = None) -> int:
     """Stop the hosts the lab started (all, or only `names`), by PID, and remove their namespaces, mounts and
-    overlays; with no names, the bridge too. Idempotent."""
+    overlays; with no names, the bridge and the demo's orders server too. Idempotent."""
     with locked():
         state = LabState.load()
         stopped = 0
@@ -81,6 +89,8 @@ def down(inventory_dir: Path | None = None, log=print, names: list[str] | None =
             stopped += 1
             state.save()  # after each host, so an interrupted `down` resumes where it stopped
         if names is None:
+            if orders_server.stop():   # the demo's `deskguard serve`, which listens on the bridge
+                log("the demo's orders server (deskguard serve) stopped")
             # Every recorded host is stopped, so anything of the lab still around now is a leftover of an
             # interrupted run that the state file never recorded: remove those too, so `down` always leaves
             # nothing behind.

@@ -46,3 +46,34 @@ def unmanaged_hostvars(host) -> dict:
     return {"ansible_host": host.address, "ansible_port": host.port, "ansible_user": host.user,
             "ansible_ssh_private_key_file": str(lab_key()), "ansible_ssh_common_args": LAB_SSH_ARGS,
             **host.extra.get("hostvars", {})}
+
+
+# The agent's lines in the example policy (`deskguard init`), each set once by enable_agent.
+_AGENT_LINES = ("endpoint_agent_enabled", "endpoint_agent_orders_url", "endpoint_agent_server_url")
+# Lab only: plain HTTP on the lab bridge, and the first check-in within seconds of the agent's installation
+# (the timer's boot delay has long passed on a running laptop, so it fires as soon as it is enabled; the
+# jitter, 300 s by default to spread a fleet, would make the demo wait for it).
+LAB_AGENT_EXTRA = {"endpoint_agent_allow_http": True, "endpoint_agent_jitter_seconds": 5}
+
+
+def enable_agent(site: Path, server_url: str) -> None:
+    """Turn the check-in agent on in the site policy, with `deskguard serve` at `server_url` for orders,
+    acknowledgements and check-ins; every other line kept. Refuses a policy without the agent's lines."""
+    from ..fsutil import atomic_write
+    from ..site.policyfile import read
+
+    path = policy_file(site)
+    text = path.read_text()
+    wanted = {"endpoint_agent_enabled": True, "endpoint_agent_orders_url": f"{server_url}/orders",
+              "endpoint_agent_server_url": server_url}
+    for key in _AGENT_LINES:
+        line = re.compile(rf"^{key}:.*$", re.M)
+        if len(line.findall(text)) != 1:
+            raise UsageError(f"{path}: expected one {key} line to turn the lab's check-in agent on")
+        text = line.sub(lambda _m, key=key: f"{key}: {json.dumps(wanted[key])}", text)
+    text += ("# Lab only (`deskguard demo`): plain HTTP on the lab bridge; the first check-in soon after installation.\n"
+             + "".join(f"{k}: {json.dumps(v)}\n" for k, v in LAB_AGENT_EXTRA.items()))
+    atomic_write(path, text)
+    got = read(path)
+    if any(got.get(k) != v for k, v in {**wanted, **LAB_AGENT_EXTRA}.items()):   # what Ansible will read back
+        raise UsageError(f"{path}: the check-in agent's settings did not read back as written")
