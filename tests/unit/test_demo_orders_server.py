@@ -27,7 +27,7 @@ def free_port() -> int:
 def loopback(monkeypatch, tmp_path):
     monkeypatch.setenv("DESKGUARD_LAB_RUN", str(tmp_path / "lab"))
     (tmp_path / "lab").mkdir()
-    monkeypatch.setattr(orders_server, "HOST_ADDRESS", "127.0.0.1")
+    monkeypatch.setattr(orders_server, "host_address", lambda: "127.0.0.1")
     monkeypatch.setenv("DESKGUARD_LAB_PORT_BASE", str(free_port() - orders_server.PORT_OFFSET))
     monkeypatch.delenv("DESKGUARD_DB_URL", raising=False)
     yield
