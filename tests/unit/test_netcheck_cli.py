@@ -102,3 +102,11 @@ def test_helpdesk_sentences_for_each_situation():
                                              "reachable in 23.4 ms (jitter 3.1 ms, loss 0%)."]
     lines = evidence({**network, "unknown": ["Wi-Fi security: no answer"], "elapsed": 1.2, "time_limit": 10})
     assert "unknown: Wi-Fi security: no answer" in lines and lines[-1] == "checked in 1.2 s (limit 10 s)"
+
+
+def test_a_control_that_does_not_apply_reads_in_words(site):
+    """Without a call system NET-003 does not apply: the helpdesk's table says so in words, never the JSON token."""
+    set_policy(site, network_posture_call_system=[], network_posture_require_vpn=False)
+    text = run_deskguard(site, "netcheck", "here", timeout=300).stdout
+    assert re.search(r"^NET-003 not applicable\s", text, flags=re.M), text
+    assert "not_applicable" not in text

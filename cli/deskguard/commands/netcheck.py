@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ..compliance.results import STATUS_WORDS
 from .common import open_store, site_option
 
 
@@ -33,7 +34,7 @@ def netcheck(site, host, as_json):
             click.echo(line)
         click.echo("")
         for c in check.controls:
-            click.echo(f"{c['id']} {c['status']:15} {c['title']}")
+            click.echo(f"{c['id']} {STATUS_WORDS.get(c['status'], c['status']):20} {c['title']}")
         click.echo("evidence:")
         for line in check.evidence:
             click.echo(f"  {line}")

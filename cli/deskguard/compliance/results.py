@@ -10,6 +10,9 @@ from dataclasses import asdict, dataclass, field
 # with a weak PBKDF). Compliant and scored as passed, but never shown as a bare pass beside a finding.
 STATUSES = ("pass", "warn", "fail", "error", "waived", "not_applicable")
 PASSING = ("pass", "warn")
+# How a status reads to a person (terminal tables); JSON, CSV and JUnit keep the tokens above.
+STATUS_WORDS = {"pass": "pass", "warn": "pass with a warning", "fail": "fail", "error": "error",
+                "waived": "waived", "not_applicable": "not applicable"}
 
 
 @dataclass
