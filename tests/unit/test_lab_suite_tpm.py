@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from deskguard.commands import lab as lab_cmd
 from deskguard.errors import LabError
 from deskguard.lab import image, tpm, vm
+from deskguard.lab.image import LaptopImage
 
 pytestmark = pytest.mark.unit
 
@@ -74,3 +75,24 @@ def test_a_pid_file_naming_another_process_is_never_taken_for_swtpm(tmp_path):
     (tmp_path / "swtpm.pid").write_text(f"{os.getpid()}\n")
     assert tpm.running_pid(tmp_path) is None
     tpm.stop(tmp_path)  # must not signal this test's own process
+
+
+def test_a_laptop_boots_its_own_initrd_once_taken_and_the_image_s_before(tmp_path):
+    image = LaptopImage(tmp_path / "laptop-trixie-0123")
+    rundir = tmp_path / "vm1"
+    rundir.mkdir()
+    assert vm.boot_initrd(image, rundir) == image.initrd
+    (rundir / "initrd.img").write_bytes(b"own")
+    assert vm.boot_initrd(image, rundir) == rundir / "initrd.img"
+    argv = vm.qemu_argv("lab-vm1", image, rundir / "disk.qcow2", 2221, rundir)
+    assert argv[argv.index("-initrd") + 1] == str(rundir / "initrd.img")
+
+
+def test_console_input_keeps_the_serial_log_and_adds_a_socket(tmp_path):
+    image = LaptopImage(tmp_path / "img")
+    plain = vm.qemu_argv("lab-vm1", image, tmp_path / "d.qcow2", 2221, tmp_path)
+    assert plain[plain.index("-serial") + 1] == f"file:{tmp_path / 'serial.log'}"
+    typed = vm.qemu_argv("lab-vm1", image, tmp_path / "d.qcow2", 2221, tmp_path, console_input=True)
+    chardev = typed[typed.index("-chardev", typed.index("-tpmdev")) + 1]
+    assert f"path={tmp_path / 'serial.sock'}" in chardev and f"logfile={tmp_path / 'serial.log'}" in chardev
+    assert typed[typed.index("-serial") + 1] == "chardev:ser0"
