@@ -440,14 +440,18 @@ def boot_again(name: str, wait_ssh: bool = True, log=print, fresh_tpm: bool = Fa
     return host
 
 
-def console_type(host, text: str) -> None:
-    """Type `text` on the serial console of a VM booted with console_input (the secret never enters an argv)."""
+def console_type(host, text: str, linger: float = 8.0) -> None:
+    """Type `text` on the serial console of a VM booted with console_input (the secret never enters an argv).
+    The connection stays open `linger` seconds: qemu reads from it only as fast as the emulated UART takes
+    bytes, and drops what it has not read when the client hangs up (seen in the lab: text sent on a connection
+    closed at once never reached the guest). End a line with "\r", as the Enter key does."""
     sock_path = Path(host.extra["dir"]) / "serial.sock"
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(10)
             s.connect(str(sock_path))
             s.sendall(text.encode())
+            time.sleep(linger)
     except OSError as exc:
         raise LabError(f"{host.name}: cannot type on its serial console ({sock_path}): {exc}") from None
 
