@@ -1,6 +1,6 @@
 """The lab laptop's TPM 2.0 (swtpm) and root unlock bound to it with clevis's TPM2 pin (issue 21).
 
-One laptop for the whole file, four cold boots after the restore (cost: see docs/lab-vm.md "TPM"):
+One laptop for the whole file, three cold boots after the restore (489 s in all; docs/lab-vm.md "TPM"):
   1. restored from the booted snapshot: the TPM is there (/dev/tpmrm0) and SeaBIOS measured the boot;
      the root is bound to the TPM (PCRs 0, 2, 7), the initramfs key file removed, the initramfs rebuilt;
   2. cold boot: unattended through the TPM (no key file anywhere);
