@@ -31,8 +31,16 @@ def lab_session(lab_inventory_dir):
     manager.down(lab_inventory_dir, log=lambda m: None)
 
 
+def lab_suite() -> str:
+    """The Debian release of the session's laptop VMs and containers: DESKGUARD_LAB_SUITE, else the lab's
+    default (CI runs the container tier once per release)."""
+    from deskguard.lab.image import DEFAULT_SUITE
+
+    return os.environ.get("DESKGUARD_LAB_SUITE") or DEFAULT_SUITE
+
+
 def _up(lab_session, lab_inventory_dir, **counts):
-    return lab_session.up(inventory_dir=lab_inventory_dir, log=lambda m: None, **counts)
+    return lab_session.up(inventory_dir=lab_inventory_dir, log=lambda m: None, suite=lab_suite(), **counts)
 
 
 @pytest.fixture(scope="session")

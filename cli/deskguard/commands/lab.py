@@ -6,6 +6,11 @@ import os
 
 import click
 
+# The lab's Debian releases, first the default (kept here so `--help` needs no lab import; a unit test
+# checks they match deskguard.lab.image.SUITES).
+SUITES = ("trixie", "bookworm")
+DEFAULT_SUITE = SUITES[0]
+
 
 def _inventory_dir():
     from ..lab.manager import inventory_dir
@@ -24,14 +29,16 @@ def lab():
 @click.option("--containers", type=int, default=0, show_default=True, help="systemd-nspawn laptop containers.")
 @click.option("--fleet", "fleet_hosts", type=int, default=0, show_default=True,
               help="light fleet hosts (network namespace + sshd).")
-def up(laptops, containers, fleet_hosts):
+@click.option("--suite", type=click.Choice(SUITES), default=DEFAULT_SUITE, show_default=True,
+              help="Debian release of new laptop VMs and containers (hosts already running are kept).")
+def up(laptops, containers, fleet_hosts, suite):
     """Start lab hosts (at least the numbers given) and write inventory/lab/hosts.yml."""
     from ..lab import manager
 
     _require_root()
     if not (laptops or containers or fleet_hosts):
         raise click.UsageError("say how many: --laptops N, --containers N and/or --fleet N")
-    state = manager.up(laptops, containers, fleet_hosts, _inventory_dir(), log=_log)
+    state = manager.up(laptops, containers, fleet_hosts, _inventory_dir(), log=_log, suite=suite)
     click.echo(f"lab: {len(state.hosts)} host(s) up; inventory: {_inventory_dir() / 'hosts.yml'}")
 
 

@@ -21,7 +21,9 @@ from ..errors import LabError
 from ..fsutil import file_lock
 from .paths import cache_dir
 
-SUITE = "bookworm"
+# Debian releases the lab builds laptops from; the first is the default (Debian 13, stable since 2025).
+SUITES = ("trixie", "bookworm")
+DEFAULT_SUITE = SUITES[0]
 # Everything a lab laptop needs is baked in: installing packages under TCG takes minutes.
 LAPTOP_PACKAGES = (
     "linux-image-amd64", "systemd-sysv", "udev", "dbus", "dbus-user-session", "kmod", "procps", "iproute2",
@@ -30,7 +32,18 @@ LAPTOP_PACKAGES = (
     "wireguard-tools", "wireguard-go", "unattended-upgrades", "apt-utils", "ca-certificates",
     "dconf-cli", "dconf-gsettings-backend", "gsettings-desktop-schemas", "ufw", "nftables", "less",
     "libpam-pwquality", "python3-cryptography",
+    # Not in trixie's minbase any more (bookworm's had it): mkfs.ext4 for the installer VM, fsck at boot.
+    "e2fsprogs",
+    # The TPM path (issue 21): tpm2_pcrread for the lab's checks, clevis's TPM2 pin and its initramfs hook
+    # for the disk_encryption role's `tpm2` unlock.
+    "tpm2-tools", "clevis", "clevis-luks", "clevis-tpm2", "clevis-initramfs",
 )
+
+
+def check_suite(suite: str) -> str:
+    if suite not in SUITES:
+        raise LabError(f"unknown Debian suite {suite!r}; the lab builds {', '.join(SUITES)}")
+    return suite
 
 
 def files_dir():
@@ -148,34 +161,40 @@ class Rootfs:
     def tree(self) -> Path:
         return self.path / "rootfs"
 
+    @property
+    def suite(self) -> str:
+        """The Debian suite, from the folder name `rootfs-<suite>-<hash>`."""
+        return self.path.name.split("-")[1]
 
-def rootfs_recipe() -> dict:
+
+def rootfs_recipe(suite: str = DEFAULT_SUITE) -> dict:
     return {
-        "suite": SUITE,
+        "suite": check_suite(suite),
         "packages": LAPTOP_PACKAGES,
         "setup": (files_dir() / "rootfs-setup.sh").read_text(),
         "pubkey": lab_key().with_suffix(".pub").read_text().strip(),
     }
 
 
-def ensure_rootfs() -> Rootfs:
-    """The Debian 12 laptop tree shared by containers (read-only, overlaid) and VM images."""
+def ensure_rootfs(suite: str = DEFAULT_SUITE) -> Rootfs:
+    """The Debian laptop tree of `suite` shared by containers (read-only, overlaid) and VM images; cached as
+    `rootfs-<suite>-<recipe hash>` (the suite is in the recipe too, so the hash alone keeps releases apart)."""
     for tool in ("debootstrap", "chroot"):
         if not shutil.which(tool):
             raise LabError(f"{tool} is not installed; run `bash .ci/setup` first")
-    recipe = rootfs_recipe()
-    final = cache_dir() / f"rootfs-{recipe_hash(recipe)}"
+    recipe = rootfs_recipe(suite)
+    final = cache_dir() / f"rootfs-{suite}-{recipe_hash(recipe)}"
     with build_lock():
         if final.exists():
             return Rootfs(final)
         with partial_dir(final) as work:
             log = build_log(final)
             tree = work / "rootfs"
-            run(["debootstrap", "--variant=minbase", SUITE, str(tree), debian_mirror()], log, "debootstrap")
+            run(["debootstrap", "--variant=minbase", suite, str(tree), debian_mirror()], log, "debootstrap")
             mirror = debian_mirror()
             (tree / "etc/apt/sources.list").write_text(
-                f"deb {mirror} {SUITE} main\ndeb {mirror} {SUITE}-updates main\n"
-                f"deb {mirror}-security {SUITE}-security main\n")
+                f"deb {mirror} {suite} main\ndeb {mirror} {suite}-updates main\n"
+                f"deb {mirror}-security {suite}-security main\n")
             setup = tree / "root/rootfs-setup.sh"
             shutil.copyfile(files_dir() / "rootfs-setup.sh", setup)
             with chroot_mounts(tree):
@@ -270,7 +289,7 @@ def check_vm_tools() -> None:
 
 def laptop_recipe(rootfs: Rootfs) -> dict:
     return {
-        "rootfs": rootfs.path.name,  # the rootfs folder name carries its own recipe hash
+        "rootfs": rootfs.path.name,  # the rootfs folder name carries its suite and its own recipe hash
         "disk_size": LAPTOP_DISK_SIZE,
         "luks": LUKS_FORMAT_ARGS,
         "setup": (files_dir() / "vm-image-setup.sh").read_text(),
@@ -326,7 +345,7 @@ def ensure_laptop_image(rootfs: Rootfs, log=print) -> LaptopImage:
     """The encrypted laptop image for `rootfs`, built once and cached as `laptop-<hash>/`."""
     check_vm_tools()
     recipe = laptop_recipe(rootfs)
-    final = cache_dir() / f"laptop-{recipe_hash(recipe)}"
+    final = cache_dir() / f"laptop-{rootfs.suite}-{recipe_hash(recipe)}"
     if (final / "image.json").exists():
         return LaptopImage(final)
     with file_lock(cache_dir() / "laptop.lock"):
@@ -416,7 +435,7 @@ def _build_laptop_image(rootfs: Rootfs, work: Path, log: Path, recipe: dict) -> 
     shutil.rmtree(ovl_work)
     merged.rmdir()
     t = _step(log, "qcow2 written", t)
-    facts = {"luks_uuid": luks_uuid, "kernel": kver, "recipe": recipe,
+    facts = {"luks_uuid": luks_uuid, "kernel": kver, "suite": rootfs.suite, "recipe": recipe,
              "build_seconds": round(time.monotonic() - t0, 1), "built": time.time()}
     (work / "image.json").write_text(json.dumps(facts, indent=2, default=str))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..errors import UsageError
 from ..fsutil import atomic_write
 from . import container, fleet, identity, network, orders_server, vm
-from .image import ensure_rootfs, lab_key
+from .image import DEFAULT_SUITE, ensure_rootfs, lab_key
 from .sites import LAB_SSH_ARGS
 from .state import LabHost, LabState, is_alive, locked
 
@@ -43,15 +43,16 @@ def check_counts(laptops: int, containers: int, fleet_hosts: int) -> None:
 
 
 def up(laptops: int = 0, containers: int = 0, fleet_hosts: int = 0, inventory_dir: Path | None = None,
-       log=print) -> LabState:
-    """Make the lab have at least the requested hosts of each kind running; returns the state."""
+       log=print, suite: str = DEFAULT_SUITE) -> LabState:
+    """Make the lab have at least the requested hosts of each kind running; returns the state. New laptop VMs
+    and containers run Debian `suite`; hosts already running are left as they are."""
     check_counts(laptops, containers, fleet_hosts)
     with locked():
         state = LabState.load()
         forget_dead(state)
         if containers or fleet_hosts:
             network.ensure_bridge(state)
-        rootfs = ensure_rootfs() if (laptops or containers) else None
+        rootfs = ensure_rootfs(suite) if (laptops or containers) else None
         if laptops:
             vm.start_vms(state, laptops, rootfs, log=log)
         if containers:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ..errors import LabError
+from . import tpm
 from .paths import runtime_dir
 from .state import is_alive, same_process, wait_gone
 
@@ -112,7 +113,7 @@ def machine_args() -> list[str]:
             "-accel", "tcg,thread=multi,tb-size=256", "-smp", str(SMP), "-m", str(MEMORY_MB), "-rtc", "base=utc",
             "-device", "virtio-blk-pci,drive=disk0,serial=dg-root",
             "-device", "virtio-net-pci,netdev=net0",
-            "-device", "qemu-xhci,id=xhci",
+            "-device", "qemu-xhci,id=xhci", *tpm.DEVICE_ARGS,
             "-display", "none"]
 
 
@@ -121,20 +122,54 @@ def kernel_cmdline(name: str) -> str:
 
 
 def qemu_argv(name: str, image, disk: Path, port: int, rundir: Path, incoming: str | None = None,
-              daemon: bool = True) -> list[str]:
+              daemon: bool = True, console_input: bool = False) -> list[str]:
+    """With console_input, the serial console also takes input on `serial.sock` (console_type): a boot that
+    stops at the initramfs passphrase prompt can be answered, as an operator would at the keyboard."""
     from .image import QEMU
 
+    serial = ["-serial", f"file:{_opt(rundir / 'serial.log')}"]
+    if console_input:
+        chardev = (f"socket,id=ser0,path={_opt(rundir / 'serial.sock')},server=on,wait=off,"
+                   f"logfile={_opt(rundir / 'serial.log')}")
+        serial = ["-chardev", chardev, "-serial", "chardev:ser0"]
+
     argv = [QEMU, "-name", f"{name},process=deskguard-{name}", *machine_args(),
-            "-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", kernel_cmdline(name),
+            "-kernel", str(image.kernel), "-initrd", str(boot_initrd(image, rundir)), "-append", kernel_cmdline(name),
             "-drive", f"file={_opt(disk)},format=qcow2,if=none,id=disk0,cache=unsafe,discard=unmap",
             "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
-            "-qmp", f"unix:{_opt(rundir / 'qmp.sock')},server=on,wait=off",
-            "-serial", f"file:{_opt(rundir / 'serial.log')}"]
+            *tpm.qemu_args(rundir),
+            "-qmp", f"unix:{_opt(rundir / 'qmp.sock')},server=on,wait=off", *serial]
     if incoming:
         argv += ["-incoming", incoming]
     if daemon:
         argv += ["-daemonize", "-pidfile", str(rundir / "qemu.pid")]
     return argv
+
+
+def boot_initrd(image, rundir: Path) -> Path:
+    """The initrd qemu boots: the laptop's own (rundir/initrd.img, taken by take_guest_initrd after the laptop
+    rebuilt it, as a bootloader would load /boot/initrd.img) or, until then, the image's."""
+    own = rundir / "initrd.img"
+    return own if own.exists() else image.initrd
+
+
+def take_guest_initrd(host) -> Path:
+    """Copy the running laptop's /boot/initrd.img-<its kernel> to be what its next boot_again boots (the lab's
+    bootloader). The image's kernel is the laptop's kernel, so only the initrd can differ. 0600: it may carry
+    key material."""
+    rundir = Path(host.extra["dir"])
+    dest = rundir / "initrd.img"
+    tmp = rundir / "initrd.img.tmp"
+    from .access import host_argv
+
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+        proc = subprocess.run(host_argv(host, ['sudo -n cat "/boot/initrd.img-$(uname -r)"']), stdout=fh,
+                              stderr=subprocess.PIPE, timeout=600, check=False)
+    if proc.returncode != 0 or tmp.stat().st_size == 0:
+        tmp.unlink(missing_ok=True)
+        raise LabError(f"{host.name}: could not copy its initrd: {_last_line(proc.stderr.decode(errors='replace'))}")
+    os.replace(tmp, dest)
+    return dest
 
 
 def _launch_error(name: str, port: int, stderr: str) -> LabError:
@@ -213,6 +248,7 @@ def build_snapshot(image, name: str, port: int, log=print) -> Path:
             disk = work / "disk.qcow2"
             _qemu_img_overlay(image.disk, disk, relative=True)
             argv = qemu_argv(name, image, disk, port, rundir, daemon=False)
+            tpm.start(rundir)  # its state goes into the snapshot's RAM state with the rest of the machine
             with open(rundir / "qemu.log", "wb") as out:
                 proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         preexec_fn=die_with_parent)
@@ -297,6 +333,7 @@ def _restore(state, name: str, image, port: int, log=print):
     # `-incoming defer`: qemu daemonizes (PID file written, recorded in the state) before it reads the
     # state file, so a broken snapshot shows up as a recorded VM that exits, never as an unknown process.
     argv = qemu_argv(name, image, disk, port, rundir, incoming="defer")
+    tpm.start(rundir)  # empty: the snapshot's TPM state arrives with its RAM state
     pid, start = _daemonize(name, argv, rundir, port)
     host = _record(state, name, image, port, pid, start, rundir, "snapshot")
     alive = lambda: same_process(pid, start)  # noqa: E731
@@ -353,6 +390,7 @@ def _cold_boot(state, name: str, image, port: int, log=print):
     rundir = _fresh_rundir(name)
     disk = rundir / "disk.qcow2"
     _qemu_img_overlay(image.disk, disk)
+    tpm.start(rundir)
     pid, start = _daemonize(name, qemu_argv(name, image, disk, port, rundir), rundir, port)
     host = _record(state, name, image, port, pid, start, rundir, "cold")
     try:
@@ -366,10 +404,14 @@ def _cold_boot(state, name: str, image, port: int, log=print):
     return host
 
 
-def boot_again(name: str, wait_ssh: bool = True, log=print):
+def boot_again(name: str, wait_ssh: bool = True, log=print, fresh_tpm: bool = False,
+               extra_args: tuple[str, ...] = (), console_input: bool = False):
     """Cold-boot a stopped laptop VM from *its own* disk overlay (kept, unlike `lab up`'s fresh start): what a
     wipe or lock test needs, since a snapshot would revert the LUKS header. The serial log is started afresh.
-    With wait_ssh=False it returns as soon as qemu runs (a wiped laptop never answers). Returns the LabHost."""
+    With wait_ssh=False it returns as soon as qemu runs (a wiped laptop never answers). Returns the LabHost.
+    The VM keeps its own TPM unless `fresh_tpm` (the disk moved into another machine); `extra_args` adds
+    qemu arguments for this boot only (a tampered boot: hardware the firmware measures differently);
+    `console_input` lets console_type answer a prompt on the serial console."""
     from .access import wait_for_ssh
     from .image import LaptopImage
     from .state import LabState, locked
@@ -389,12 +431,32 @@ def boot_again(name: str, wait_ssh: bool = True, log=print):
         (rundir / "serial.log").unlink(missing_ok=True)
         (rundir / "qmp.sock").unlink(missing_ok=True)
         t0 = time.monotonic()
-        pid, start = _daemonize(name, qemu_argv(name, image, disk, host.port, rundir), rundir, host.port)
+        tpm.start(rundir, fresh=fresh_tpm)
+        argv = qemu_argv(name, image, disk, host.port, rundir, console_input=console_input)
+        if extra_args:
+            argv[argv.index("-kernel"):argv.index("-kernel")] = list(extra_args)
+        pid, start = _daemonize(name, argv, rundir, host.port)
         host = _record(state, name, image, host.port, pid, start, rundir, "cold (own disk)")
     if wait_ssh:
         wait_for_ssh(host, COLD_BOOT_TIMEOUT, alive=lambda: same_process(pid, start))
         log(f"{name}: up again from its own disk in {time.monotonic() - t0:.0f} s")
     return host
+
+
+def console_type(host, text: str, linger: float = 8.0) -> None:
+    """Type `text` on the serial console of a VM booted with console_input (the secret never enters an argv).
+    The connection stays open `linger` seconds: qemu reads from it only as fast as the emulated UART takes
+    bytes, and drops what it has not read when the client hangs up (seen in the lab: text sent on a connection
+    closed at once never reached the guest). End a line with "\r", as the Enter key does."""
+    sock_path = Path(host.extra["dir"]) / "serial.sock"
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(str(sock_path))
+            s.sendall(text.encode())
+            time.sleep(linger)
+    except OSError as exc:
+        raise LabError(f"{host.name}: cannot type on its serial console ({sock_path}): {exc}") from None
 
 
 def _start_one(state, name: str, image, port: int, log=print):
@@ -489,5 +551,6 @@ def stop_vm(host) -> None:
         inside = rundir.resolve().is_relative_to(root) and rundir.resolve() != root
     except OSError:
         inside = False
+    tpm.stop(rundir)  # normally gone already: swtpm exits when its qemu closes the socket
     if inside:
         shutil.rmtree(rundir, ignore_errors=True)
