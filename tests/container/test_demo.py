@@ -84,7 +84,9 @@ def test_demo_exits_0_and_says_what_it_did(first_run):
     assert f"reports: {folder / 'report.html'}" in out and str(folder / "report.json") in out
     assert f"deskguard comply --site {folder / 'site'} --fix" in out and "deskguard netcheck lab-ct1" in out
     assert "LAB SECRET" in out and str(folder / "officer-passphrase.txt") in out
-    assert (f"orders server: `deskguard serve --site {folder / 'site'} --bind 10.213.0.1:" in out
+    from deskguard.lab.network import host_address
+
+    assert (f"orders server: `deskguard serve --site {folder / 'site'} --bind {host_address()}:" in out
             and "--allow-http` runs in the background" in out), out
 
 
