@@ -2,11 +2,8 @@
 initramfs key file): the agent installed by onboarding, a signed order, the agent's signed acknowledgement
 recorded before it acts, and the proof on the disk itself.
 
-Each scenario destroys its laptop, so none can follow another on the same disk. One onboarding serves all
-three: a laptop from the booted snapshot is onboarded once with the minimal role set (disk encryption with
-escrow + the agent; the other controls off), shut down cleanly, and its disk (the overlay over the snapshot) and
-its site are kept; each scenario cold-boots its own copy of that disk (~50 s) with its own copy of the site
-(store, keys, inventory), instead of a fresh laptop and a fresh onboarding each (docs/lab-vm.md). The wiped disk
+Each scenario destroys its laptop, so each starts from the booted snapshot and onboards the minimal role set
+(disk encryption with escrow + the agent; the other controls off) - few module calls under TCG. The wiped disk
 is checked twice: by cold-booting it (the initramfs can no longer unlock root) and by reading its LUKS header
 from the host. An acknowledged wipe is settled `done` with a short `orders settle --grace`.
 
@@ -20,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -78,36 +74,6 @@ def fresh_laptop(lab_session, lab_inventory_dir):
     lab_session.down(lab_inventory_dir, log=lambda m: None)
     lab_session.up(laptops=1, inventory_dir=lab_inventory_dir, log=lambda m: None)
     return LabState.load().hosts[NAME]
-
-
-@pytest.fixture(scope="module")
-def onboarded(lab_session, lab_inventory_dir, make_site, tmp_path_factory):
-    """(disk, site): the module's one onboarding. The laptop is shut down cleanly after it (every write on its
-    disk), then its overlay is kept beside the site that onboarded it."""
-    t = time.monotonic()
-    laptop = fresh_laptop(lab_session, lab_inventory_dir)
-    site = agent_site(make_site)
-    onboard(site, laptop)
-    t = phase("shared: laptop from snapshot, onboarded (disk encryption + agent)", t)
-    shut_down(laptop)
-    disk = tmp_path_factory.mktemp("onboarded") / "disk.qcow2"
-    shutil.copy2(laptop.extra["overlay"], disk)
-    phase("shared: shut down, disk kept", t)
-    return disk, site
-
-
-def onboarded_laptop(onboarded, tmp_path_factory):
-    """A scenario's own onboarded laptop and site: a copy of the kept disk, cold-booted, and a copy of the site
-    (with its officer passphrase file beside it, as make_site leaves it)."""
-    disk, site = onboarded
-    stop(LabState.load().hosts[NAME])          # an earlier scenario's laptop, if still running
-    overlay = Path(LabState.load().hosts[NAME].extra["overlay"])
-    overlay.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(disk, overlay)
-    base = tmp_path_factory.mktemp("site-copy")
-    shutil.copytree(site, base / site.name)
-    shutil.copy2(site.parent / f"{site.name}.pass", base / f"{site.name}.pass")
-    return vm.boot_again(NAME, log=lambda m: None), base / site.name
 
 
 def onboard(site, laptop):
@@ -194,10 +160,14 @@ def store_view(site):
         return device, orders, store.live_secrets(device.uuid)
 
 
-def test_reachable_wipe_acknowledged_erased_and_the_laptop_no_longer_boots(onboarded, tmp_path_factory, tmp_path):
+def test_reachable_wipe_acknowledged_erased_and_the_laptop_no_longer_boots(lab_session, lab_inventory_dir,
+                                                                            make_site, tmp_path):
     t = time.monotonic()
-    laptop, site = onboarded_laptop(onboarded, tmp_path_factory)
-    t = phase("reachable: onboarded laptop, cold boot of its disk", t)
+    laptop = fresh_laptop(lab_session, lab_inventory_dir)
+    t = phase("reachable: laptop from snapshot", t)
+    site = agent_site(make_site)
+    onboard(site, laptop)
+    t = phase("reachable: onboard (disk encryption + agent)", t)
     key, luks_uuid, slot = escrowed(site)
     device, _, _ = store_view(site)
     r = vm.ssh(laptop, "sudo -n cat /etc/deskguard-agent/agent.json; sudo -n stat -c '%a %U' "
@@ -286,8 +256,8 @@ def settles_done(site, order):
     assert settled.state == "done" and device.state == "wiped", (settled.state, device.state)
 
 
-def test_off_at_night_judged_from_its_check_ins_then_wiped_at_the_first_check_in(onboarded, tmp_path_factory,
-                                                                                 tmp_path):
+def test_off_at_night_judged_from_its_check_ins_then_wiped_at_the_first_check_in(lab_session, lab_inventory_dir,
+                                                                                 make_site, tmp_path):
     """One laptop for issue 9's proof and the offline wipe (a boot and an onboarding saved): the real agent
     checks in through `deskguard serve`; with the laptop shut down, `comply` judges that check-in (source,
     age; stale past the policy's maximum age); a keyslot added by hand, a check-in, shut down: the run shows
@@ -298,8 +268,10 @@ def test_off_at_night_judged_from_its_check_ins_then_wiped_at_the_first_check_in
     from deskguard.site import inventory
 
     t = time.monotonic()
-    laptop, site = onboarded_laptop(onboarded, tmp_path_factory)
-    t = phase("offline: onboarded laptop, cold boot of its disk", t)
+    laptop = fresh_laptop(lab_session, lab_inventory_dir)
+    site = agent_site(make_site)
+    onboard(site, laptop)
+    t = phase("offline: laptop onboarded", t)
     key, _, _ = escrowed(site)
     with serving(site, port=SERVE_PORT):
         # Two runs: the second check-in carries the first one's success (AGT-001 wants a successful check-in).
@@ -362,12 +334,14 @@ def test_off_at_night_judged_from_its_check_ins_then_wiped_at_the_first_check_in
 
 
 def test_lock_the_laptop_does_not_boot_unattended_and_the_escrowed_key_still_opens_it(
-        onboarded, tmp_path_factory, tmp_path):
+        lab_session, lab_inventory_dir, make_site, tmp_path):
     from deskguard.lab.image import LaptopImage
 
     t = time.monotonic()
-    laptop, site = onboarded_laptop(onboarded, tmp_path_factory)
-    t = phase("lock: onboarded laptop, cold boot of its disk", t)
+    laptop = fresh_laptop(lab_session, lab_inventory_dir)
+    site = agent_site(make_site)
+    onboard(site, laptop)
+    t = phase("lock: laptop onboarded", t)
     key, luks_uuid, slot = escrowed(site)
     installer = LaptopImage(Path(laptop.extra["image"])).passphrase_file.read_bytes()
 
