@@ -1,6 +1,11 @@
 """Onboarding end to end on the laptop VM (real kernel, real ufw/nftables, systemd timers): check mode,
 apply, verify the real state, converge with 0 changed within the round-trip budget. Few round trips: each
-module call costs 8-15 s under TCG."""
+module call costs 8-15 s under TCG.
+
+The laptop and its onboarding are the VM tier's shared onboarding (tests/vm/conftest.py): a fresh VM, onboarded
+here once, which test_usb_vm.py then uses instead of onboarding a second fresh VM. The USB tests run right after
+the first test here (tests/vm/conftest.py orders them), before the comply and recovery-key tests, which leave a
+keyslot changed behind the kit's back (a converged onboarding would then escrow a fresh key)."""
 
 from __future__ import annotations
 
@@ -8,7 +13,6 @@ import json
 import pytest
 
 from deskguard.lab import vm
-from deskguard.lab.state import LabState
 from sitetools import comply_json, onboard_lab
 
 pytestmark = pytest.mark.vm
@@ -27,13 +31,13 @@ def deskguard(site, *args):
 
 
 @pytest.fixture(scope="module")
-def laptop(lab_laptop):
-    return LabState.load().hosts["lab-vm1"]
+def laptop(shared_onboarding):
+    return shared_onboarding.laptop
 
 
 @pytest.fixture(scope="module")
-def site(make_site):
-    return make_site(management="10.0.2.0/24")  # under qemu's user networking SSH arrives from 10.0.2.2
+def site(shared_onboarding):
+    return shared_onboarding.site
 
 
 def onboard(site, laptop, *extra):
@@ -42,7 +46,8 @@ def onboard(site, laptop, *extra):
     return proc, out
 
 
-def test_check_apply_verify_converge(site, laptop):
+def test_check_apply_verify_converge(site, laptop, shared_onboarding):
+    assert shared_onboarding.fresh(), "check mode needs the laptop as installed: run this module first"
     proc, out = onboard(site, laptop, "--check")
     assert proc.returncode == 0, (proc.stderr, out)
     assert {c["control"]: c["state"] for c in out["controls"]} == {
@@ -53,7 +58,8 @@ def test_check_apply_verify_converge(site, laptop):
         "NET-003": "not applicable",    # no call system in the policy: nothing to deploy, as nightly says
         "AGT-001": "disabled", **SW_DEFAULT}, out   # the example policy leaves the agent off
 
-    proc, out = onboard(site, laptop)
+    proc, out = shared_onboarding.apply()
+    assert out is not None, proc.stderr
     assert proc.returncode == 0, (proc.stderr, out)
     states = {c["control"]: c for c in out["controls"]}
     assert {k: v["state"] for k, v in states.items()} == {
