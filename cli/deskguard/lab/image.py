@@ -38,6 +38,10 @@ LAPTOP_PACKAGES = (
     # for the disk_encryption role's `tpm2` unlock.
     "tpm2-tools", "clevis", "clevis-luks", "clevis-tpm2", "clevis-initramfs",
 )
+# What one release needs beside those. Trixie's ping has no file capability: an unprivileged ping relies on
+# net.ipv4.ping_group_range from linux-sysctl-defaults, which iputils-ping, procps and systemd recommend (so a
+# real install has it) but the lab installs without recommends.
+SUITE_PACKAGES = {"trixie": ("linux-sysctl-defaults",), "bookworm": ()}
 
 
 def check_suite(suite: str) -> str:
@@ -170,7 +174,7 @@ class Rootfs:
 def rootfs_recipe(suite: str = DEFAULT_SUITE) -> dict:
     return {
         "suite": check_suite(suite),
-        "packages": LAPTOP_PACKAGES,
+        "packages": LAPTOP_PACKAGES + SUITE_PACKAGES[suite],
         "setup": (files_dir() / "rootfs-setup.sh").read_text(),
         "pubkey": lab_key().with_suffix(".pub").read_text().strip(),
     }
