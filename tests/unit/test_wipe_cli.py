@@ -330,7 +330,7 @@ def test_a_laptop_that_answers_gets_the_order_through_the_wipe_playbook_at_once(
         proc = deskguard("wipe", "lt-1", "--reason", "lost", "--yes", "--confirm", "lt-1", "--site", str(site),
                          site=site)
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
-    assert "received the order now" in proc.stdout
+    assert "order and carried it out now" in proc.stdout
     [path] = _published(site)
     assert (site / "delivered-lt-1.txt").read_text() == f"{path} lt-1"
     assert not (site / "delivered-lt-2.txt").exists()  # --limit: only the host being wiped

@@ -181,7 +181,7 @@ def test_reachable_wipe_acknowledged_erased_and_the_laptop_no_longer_boots(lab_s
     proc = deskguard(site, "wipe", HOST, "--reason", "lost on the train (vm test)", "--yes", "--confirm", HOST)
     t = phase("reachable: deskguard wipe (order, ack, erase)", t)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "received the order now" in proc.stdout, proc.stdout
+    assert "order and carried it out now" in proc.stdout, proc.stdout
     wait_powered_off(laptop)
     t = phase("reachable: laptop powered off", t)
     device, orders, live = store_view(site)
@@ -347,7 +347,7 @@ def test_lock_the_laptop_does_not_boot_unattended_and_the_escrowed_key_still_ope
 
     proc = deskguard(site, "wipe", HOST, "--mode", "lock", "--reason", "operator left (vm test)", "--yes",
                      "--confirm", HOST)
-    assert proc.returncode == 0 and "received the order now" in proc.stdout, proc.stdout[-3000:] + proc.stderr
+    assert proc.returncode == 0 and "order and carried it out now" in proc.stdout, proc.stdout[-3000:] + proc.stderr
     t = phase("lock: deskguard wipe --mode lock", t)
     # The agent reboots the laptop; the initramfs key file opens nothing any more: it stops at the unlock.
     try:

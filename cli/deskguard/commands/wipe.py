@@ -64,7 +64,8 @@ def wipe(host, reason, ticket, mode, yes, confirm_name, no_run, site):
         import shlex
 
         where = f" --site {shlex.quote(str(site))}" if site else ""   # a hint to paste must reach the same site
-        click.echo(f"{hostname}: the agent received the order now; see `deskguard orders show {order.id[:8]}{where}`")
+        click.echo(f"{hostname}: the agent acknowledged the {mode} order and carried it out now; "
+                   f"see `deskguard orders show {order.id[:8]}{where}`")
         return
     detail = "; ".join(outcome.messages) if outcome and outcome.messages else f"ansible exit {result.rc}"
     click.echo(f"{hostname}: delivering it now failed ({detail}); the order stays published for the next "
