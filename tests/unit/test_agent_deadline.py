@@ -6,82 +6,30 @@ before the server has finished dribbling (an Event the server sets), which a rea
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
 import time
 
-import pytest
-
 import agentlab as lab
+import pytest
+from loopback_http import Server, plain
 
 pytestmark = pytest.mark.unit
-DRIBBLE = 0.2       # seconds per byte
-BODY = 120          # bytes dribbled: 24 s, far beyond the agent's 1 s timeout and 3 s run budget
+BODY = 120          # bytes dribbled at Server.DRIBBLE (0.2 s) a byte: 24 s, far beyond the agent's 1 s timeout and 3 s run budget
 
 
-class Dribbler:
-    """Answers each request on loopback; the one whose request line starts with `slow` (e.g.
-    b"POST /orders/", b"POST /v1/checkin") is answered a byte at a time, the status line and headers too when `head` is set.
-    `finished` is set just before a dribble sends its last byte; `requests` lists the request lines in order."""
+def dribbler(slow: bytes, head: bool) -> Server:
+    """Answers each request on loopback; the one whose request line starts with `slow` (e.g. b"POST /orders/",
+    b"POST /v1/checkin") is answered a byte at a time: its body announced at full length, or, when `head` is set,
+    its status line and headers (padded to as long as the body). Other requests get 200 (404 for an order)."""
+    padded = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Pad: %s\r\nConnection: close\r\n\r\n" % (BODY, b"a" * BODY)
 
-    def __init__(self, slow: bytes, head: bool):
-        self.slow, self.head = slow, head
-        self.finished = threading.Event()
-        self.requests: list[bytes] = []
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+    def answer(line: bytes):
+        if not line.startswith(slow):
+            return plain(404 if b" /orders/" in line else 200)(line)
+        if head:
+            return padded, b"{" * BODY, "head"
+        return plain(200, b"{" * BODY, dribble="body")(line)
 
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn):
-        with conn:
-            conn.settimeout(5)
-            data = b""
-            try:
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
-            except OSError:
-                return
-            line = data.split(b"\r\n", 1)[0]
-            self.requests.append(line)
-            if not line.startswith(self.slow):
-                status = b"404 Not Found" if b" /orders/" in line else b"200 OK"
-                conn.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Length: 11\r\nConnection: close\r\n\r\n"
-                             + b'{"ok":true}')
-                return
-            head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % BODY
-            if self.head:       # a head alone as long as the body: the dribble ends before any body is read
-                head = head[:-2] + b"X-Pad: " + b"a" * BODY + b"\r\n\r\n"
-            else:
-                conn.sendall(head)
-            data = head if self.head else b"{" * BODY
-            try:
-                for i, byte in enumerate(data):
-                    time.sleep(DRIBBLE)
-                    if i == len(data) - 1:
-                        self.finished.set()     # before the last byte: a reader can only be done after it
-                    conn.sendall(bytes([byte]))
-                if self.head:
-                    conn.sendall(b"{" * BODY)
-            except OSError:
-                return          # the agent hung up: what a deadline does
-
-    def close(self):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)    # wakes the accepting thread; close alone leaves it listening
-        except OSError:
-            pass
-        self.sock.close()
+    return Server(answer)
 
 
 @pytest.fixture
@@ -90,9 +38,9 @@ def bench(tmp_path):
     made = []
 
     def make(slow, head, **cfg):
-        srv = Dribbler(slow, head)
+        srv = dribbler(slow, head)
         made.append(srv)
-        conf = lab.config(tmp_path, srv.url, lab.proto.generate_private_key(), tmp_path / "device.key",
+        conf = lab.config(tmp_path, srv.url(""), lab.proto.generate_private_key(), tmp_path / "device.key",
                           timeout_seconds=1, **cfg)
         return srv, conf
 

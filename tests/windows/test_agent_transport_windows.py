@@ -13,6 +13,7 @@ import ssl
 import certs
 import monohttp as mono
 import pytest
+from loopback_http import Server, plain
 
 pytestmark = pytest.mark.windows
 
@@ -27,7 +28,7 @@ def servers():
     made = []
 
     def make(answer, tls=None):
-        made.append(mono.Server(answer, tls))
+        made.append(Server(answer, tls))
         return made[-1]
 
     yield make
@@ -58,7 +59,7 @@ def pki(tmp_path_factory):
 def test_a_dribbling_server_cannot_hold_a_request(exe, servers, method, part):
     """120 bytes at one every 0.2 s (24 s) against a 1 s deadline: the status line and headers, or a body
     announced at full length. Each read returns as soon as a byte arrives, so only a total deadline ends it."""
-    srv = servers(mono.plain(200, b"{" * 120, dribble=part))
+    srv = servers(plain(200, b"{" * 120, dribble=part))
     if part == "head":
         srv.answer = lambda line: (b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 120 + b"\r\nContent-Length: 2\r\n\r\n",
                                    b"{}", "head")
@@ -69,26 +70,26 @@ def test_a_dribbling_server_cannot_hold_a_request(exe, servers, method, part):
 
 
 def test_a_dribble_over_tls_is_cut_off_too(exe, servers, pki):
-    srv = servers(mono.plain(200, b"{" * 120, dribble="body"), tls=pki["server"].server_context())
+    srv = servers(plain(200, b"{" * 120, dribble="body"), tls=pki["server"].server_context())
     out = mono.send(exe, "GET", srv.url("/orders/x"), timeout=1, ca_file=pki["ca"])
     assert not srv.finished.is_set() and "the server is too slow" in out["failure"], out
 
 
 def test_the_body_is_capped_and_answers_of_any_status_come_back(exe, servers):
-    big = servers(mono.plain(200, b"x" * 8193))
+    big = servers(plain(200, b"x" * 8193))
     assert mono.send(exe, "GET", big.url("/o"), limit=8192) == {"failure": "answer larger than 8192 bytes",
                                                               "oversized": True}
-    exact = servers(mono.plain(200, b"x" * 8192))
+    exact = servers(plain(200, b"x" * 8192))
     assert mono.send(exe, "GET", exact.url("/o"), limit=8192) == {"status": 200, "body": b"x" * 8192}
     # A body larger than its Content-Length says is not read past the cap either.
-    liar = servers(mono.plain(200, b"x" * 20000, length=10))
+    liar = servers(plain(200, b"x" * 20000, length=10))
     assert mono.send(exe, "GET", liar.url("/o"), limit=8192)["status"] == 200
-    missing = servers(mono.plain(404, b'{"error":"no_order"}'))
+    missing = servers(plain(404, b'{"error":"no_order"}'))
     assert mono.send(exe, "POST", missing.url("/o"), body=b"{}") == {"status": 404, "body": b'{"error":"no_order"}'}
 
 
 def test_no_time_left_sends_nothing(exe, servers):
-    srv = servers(mono.plain(200))
+    srv = servers(plain(200))
     out = mono.send(exe, "GET", srv.url("/o"), timeout=0)
     assert out["failure"] == f"GET {srv.url('/o')}: not sent, no time left" and srv.requests == []
 
@@ -96,17 +97,17 @@ def test_no_time_left_sends_nothing(exe, servers):
 # --------------------------------------------------------------------------------------- the pinned CA
 
 def test_the_pinned_ca_is_the_only_one_trusted(exe, servers, pki):
-    good = servers(mono.plain(200), tls=pki["server"].server_context())
+    good = servers(plain(200), tls=pki["server"].server_context())
     assert mono.send(exe, "GET", good.url("/o"), ca_file=pki["ca"])["status"] == 200
     assert mono.send(exe, "GET", good.url("/o"), ca_file=pki["bundle"])["status"] == 200     # a bundle holding it
     refused = "GET %s: the server's TLS certificate is refused: "
     assert mono.send(exe, "GET", good.url("/o"), ca_file=pki["other_ca"])["failure"] == \
         refused % good.url("/o") + "it is not issued by the pinned CA (ca_file)"
     for name in ("foreign", "self_signed"):
-        srv = servers(mono.plain(200), tls=pki[name].server_context())
+        srv = servers(plain(200), tls=pki[name].server_context())
         assert mono.send(exe, "GET", srv.url("/o"), ca_file=pki["ca"])["failure"] == \
             refused % srv.url("/o") + "it is not issued by the pinned CA (ca_file)", name
-    expired = servers(mono.plain(200), tls=pki["expired"].server_context())
+    expired = servers(plain(200), tls=pki["expired"].server_context())
     assert mono.send(exe, "GET", expired.url("/o"), ca_file=pki["ca"])["failure"] == \
         refused % expired.url("/o") + "certificate has expired or is not yet valid"
     # The certificate names 127.0.0.1 only: reached as localhost it is refused, CA or not.
@@ -115,13 +116,13 @@ def test_the_pinned_ca_is_the_only_one_trusted(exe, servers, pki):
 
 
 def test_without_ca_file_the_machine_s_trust_decides(exe, servers, pki):
-    srv = servers(mono.plain(200), tls=pki["server"].server_context())
+    srv = servers(plain(200), tls=pki["server"].server_context())
     assert mono.send(exe, "GET", srv.url("/o"))["failure"].endswith(
         "the server's TLS certificate is refused: it is not issued by a CA the machine trusts")
 
 
 def test_an_unreadable_ca_file_fails_the_request_and_sends_nothing(exe, servers, pki, tmp_path):
-    srv = servers(mono.plain(200), tls=pki["server"].server_context())
+    srv = servers(plain(200), tls=pki["server"].server_context())
     (tmp_path / "empty.pem").write_text("not a certificate\n")
     out = mono.send(exe, "GET", srv.url("/o"), ca_file=tmp_path / "empty.pem")
     pem = tmp_path / "empty.pem"
@@ -136,7 +137,7 @@ def test_tls_below_1_2_is_refused(exe, servers, pki):
     ctx = pki["server"].server_context()
     ctx.minimum_version, ctx.maximum_version = ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1
     ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
-    srv = servers(mono.plain(200), tls=ctx)
+    srv = servers(plain(200), tls=ctx)
     legacy = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     legacy.minimum_version = ssl.TLSVersion.TLSv1_1
     legacy.set_ciphers("DEFAULT:@SECLEVEL=0")
