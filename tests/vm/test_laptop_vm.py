@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from deskguard.errors import LabError
 from deskguard.lab import usb, vm
 from deskguard.lab.image import LaptopImage
 from deskguard.lab.state import LabState, is_alive
+from keyvalues import key_values
 
 pytestmark = pytest.mark.vm
 
@@ -31,20 +31,11 @@ def laptop(lab_laptop):
     return host
 
 
-def _kv(stdout: str) -> dict[str, str]:
-    out = {}
-    for line in stdout.splitlines():
-        if "=" in line:
-            k, v = line.split("=", 1)
-            out.setdefault(k.strip(), v.strip())
-    return out
-
-
 def _run(host, script: str, stdin: str | None = None, timeout: float = 180):
     res = vm.ssh(host, script, timeout=timeout, stdin=stdin)
     assert res.returncode == 0, (f"exit {res.returncode} (qemu running: {is_alive(host)}, lab state: "
                                  f"{sorted(LabState.load().hosts)})\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}")
-    return _kv(res.stdout)
+    return key_values(res.stdout)
 
 
 def test_root_is_luks2_on_dm_crypt_and_the_installer_passphrase_opens_it(laptop):

@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from deskguard.errors import LabError
 from deskguard.lab import vm
 from deskguard.lab.image import LaptopImage
 from deskguard.lab.state import LabState, is_alive
+from keyvalues import key_values
 
 pytestmark = pytest.mark.vm
 
@@ -45,19 +45,10 @@ def phase(name: str, t0: float) -> float:
     return time.monotonic()
 
 
-def _kv(stdout: str) -> dict[str, str]:
-    out = {}
-    for line in stdout.splitlines():
-        if "=" in line:
-            k, v = line.split("=", 1)
-            out.setdefault(k.strip(), v.strip())
-    return out
-
-
 def _run(host, script: str, timeout: float = 600, stdin: str | None = None) -> dict[str, str]:
     res = vm.ssh(host, script, timeout=timeout, stdin=stdin)
     assert res.returncode == 0, f"exit {res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}"
-    return _kv(res.stdout)
+    return key_values(res.stdout)
 
 
 def _console(host) -> str:
