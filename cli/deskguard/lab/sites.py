@@ -15,27 +15,39 @@ from ..errors import UsageError
 # Lab only: host keys are not pinned, because every lab host is rebuilt often.
 LAB_SSH_ARGS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
 
-_SOURCES_LINE = re.compile(r"^firewall_management_sources:.*$", re.M)
-
 
 def policy_file(site: Path) -> Path:
     return Path(site) / "inventory" / "group_vars" / "all" / "policy.yml"
 
 
-def set_management_networks(site: Path, networks) -> None:
-    """Point the site policy's firewall_management_sources at `networks`, keeping every other line (and its
-    comments) as `deskguard init` wrote it. Refuses a policy without that setting (one line, nothing written)."""
+def set_policy_lines(site: Path, values: dict, purpose: str, appended: dict | None = None,
+                     note: str = "") -> None:
+    """Set each key of `values` on its one line of the site policy, keeping every other line (and its comments) as
+    `deskguard init` wrote it, and append `appended` under the comment `note`; then read the file back as Ansible
+    will. A policy without exactly one line for a key is refused (one line naming `purpose`, nothing written)."""
     from ..fsutil import atomic_write
     from ..site.policyfile import read
 
     path = policy_file(site)
     text = path.read_text()
-    if len(_SOURCES_LINE.findall(text)) != 1:
-        raise UsageError(f"{path}: expected one firewall_management_sources line to set the lab's networks")
-    wanted = list(networks)
-    atomic_write(path, _SOURCES_LINE.sub(lambda _m: f"firewall_management_sources: {json.dumps(wanted)}", text))
-    if read(path).get("firewall_management_sources") != wanted:   # what Ansible will read back
-        raise UsageError(f"{path}: firewall_management_sources did not read back as {wanted}")
+    for key, value in values.items():
+        line = re.compile(rf"^{key}:.*$", re.M)
+        if len(line.findall(text)) != 1:
+            raise UsageError(f"{path}: expected one {key} line to {purpose}")
+        text = line.sub(lambda _m, key=key, value=value: f"{key}: {json.dumps(value)}", text)
+    if appended:
+        text += (f"# {note}\n"
+                 + "".join(f"{k}: {json.dumps(v)}\n" for k, v in appended.items()))
+    atomic_write(path, text)
+    got = read(path)
+    wrong = [k for k, v in {**values, **(appended or {})}.items() if got.get(k) != v]
+    if wrong:
+        raise UsageError(f"{path}: {', '.join(wrong)} did not read back as written")
+
+
+def set_management_networks(site: Path, networks) -> None:
+    """Point the site policy's firewall_management_sources at `networks`."""
+    set_policy_lines(site, {"firewall_management_sources": list(networks)}, "set the lab's networks")
 
 
 def unmanaged_hostvars(host) -> dict:
@@ -48,8 +60,6 @@ def unmanaged_hostvars(host) -> dict:
             **host.extra.get("hostvars", {})}
 
 
-# The agent's lines in the example policy (`deskguard init`), each set once by enable_agent.
-_AGENT_LINES = ("endpoint_agent_enabled", "endpoint_agent_orders_url", "endpoint_agent_server_url")
 # Lab only: plain HTTP on the lab bridge, and the first check-in within seconds of the agent's installation
 # (the timer's boot delay has long passed on a running laptop, so it fires as soon as it is enabled; the
 # jitter, 300 s by default to spread a fleet, would make the demo wait for it).
@@ -59,21 +69,8 @@ LAB_AGENT_EXTRA = {"endpoint_agent_allow_http": True, "endpoint_agent_jitter_sec
 def enable_agent(site: Path, server_url: str) -> None:
     """Turn the check-in agent on in the site policy, with `deskguard serve` at `server_url` for orders,
     acknowledgements and check-ins; every other line kept. Refuses a policy without the agent's lines."""
-    from ..fsutil import atomic_write
-    from ..site.policyfile import read
-
-    path = policy_file(site)
-    text = path.read_text()
-    wanted = {"endpoint_agent_enabled": True, "endpoint_agent_orders_url": f"{server_url}/orders",
-              "endpoint_agent_server_url": server_url}
-    for key in _AGENT_LINES:
-        line = re.compile(rf"^{key}:.*$", re.M)
-        if len(line.findall(text)) != 1:
-            raise UsageError(f"{path}: expected one {key} line to turn the lab's check-in agent on")
-        text = line.sub(lambda _m, key=key: f"{key}: {json.dumps(wanted[key])}", text)
-    text += ("# Lab only (`deskguard demo`): plain HTTP on the lab bridge; the first check-in soon after installation.\n"
-             + "".join(f"{k}: {json.dumps(v)}\n" for k, v in LAB_AGENT_EXTRA.items()))
-    atomic_write(path, text)
-    got = read(path)
-    if any(got.get(k) != v for k, v in {**wanted, **LAB_AGENT_EXTRA}.items()):   # what Ansible will read back
-        raise UsageError(f"{path}: the check-in agent's settings did not read back as written")
+    set_policy_lines(site, {"endpoint_agent_enabled": True, "endpoint_agent_orders_url": f"{server_url}/orders",
+                            "endpoint_agent_server_url": server_url},
+                     "turn the lab's check-in agent on", appended=LAB_AGENT_EXTRA,
+                     note="Lab only (`deskguard demo`): plain HTTP on the lab bridge; the first check-in soon after "
+                          "installation.")
