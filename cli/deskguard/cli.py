@@ -17,6 +17,7 @@ COMMANDS = {
     "demo": "deskguard.commands.demo:demo",
     "init": "deskguard.commands.init:init",
     "devices": "deskguard.commands.devices:devices",
+    "enrolment": "deskguard.commands.enrolment:enrolment",
     "audit": "deskguard.commands.audit:audit",
     "onboard": "deskguard.commands.onboard:onboard",
     "keys": "deskguard.commands.keys:keys",

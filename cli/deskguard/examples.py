@@ -21,6 +21,12 @@ EXAMPLES: dict[str, list[str]] = {
     "devices list": ["deskguard devices list", "deskguard devices list --all --json"],
     "devices show": ["deskguard devices show lap-0042", "deskguard devices show lap-0042 --json"],
     "devices remove": ["deskguard devices remove lap-0042"],
+    "devices approve": ["deskguard devices approve lap-0042"],
+    "enrolment": ["deskguard enrolment create --count 20 --expires 14d --hostname-pattern 'tokyo-*'"],
+    "enrolment create": ["deskguard enrolment create", "deskguard enrolment create --count 20 --expires 14d "
+                         "--operator tanaka --hostname-pattern 'tokyo-*'"],
+    "enrolment list": ["deskguard enrolment list", "deskguard enrolment list --all --json"],
+    "enrolment revoke": ["deskguard enrolment revoke 3f0c2a8e-5d1b-4c7e-9a4f-2b6d8e1c0a57 --reason 'laptop lost'"],
     "audit": ["deskguard audit verify"],
     "audit list": ["deskguard audit list --target lap-0042", "deskguard audit list --limit 200 --json"],
     "audit verify": ["deskguard audit verify", "deskguard audit verify --json",

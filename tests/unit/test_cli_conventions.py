@@ -23,7 +23,9 @@ pytestmark = pytest.mark.unit
 BIN = Path(sys.executable).parent
 # Commands that act and print a one-line outcome (or hand over a terminal), with no data to parse.
 NO_DATA = {"completion": "prints a shell script", "demo": "a guided run of the lab",
-           "devices remove": "one confirmation line", "keys destroy": "one confirmation line",
+           "devices remove": "one confirmation line", "devices approve": "one confirmation line",
+           "enrolment revoke": "one confirmation line (`enrolment list --all --json` has the data)",
+           "keys destroy": "one confirmation line",
            "lab down": "one line", "lab up": "one line (`lab status --json` has the data)",
            "lab ssh": "a shell on the lab host", "lab usb plug": "one line", "lab usb unplug": "one line",
            "usb approve": "one confirmation line", "orders cancel": "one confirmation line",

@@ -101,7 +101,8 @@ def test_every_command_refuses_an_unknown_option(capsys, path):
 # Minimal arguments that get each command past its parser, against a folder that is no site.
 SITE_COMMANDS = {
     "audit checkpoint": [], "audit list": [], "audit log": [], "audit verify": [], "comply": [], "devices list": [],
-    "devices remove": ["lt-1", "--yes"], "devices show": ["lt-1"],
+    "devices remove": ["lt-1", "--yes"], "devices show": ["lt-1"], "devices approve": ["lt-1"],
+    "enrolment create": [], "enrolment list": [], "enrolment revoke": ["deadbeef"],
     "keys destroy": ["lt-1", "--reason", "r", "--yes", "--confirm", "lt-1"], "keys rotate": ["lt-1"],
     "keys show": ["lt-1", "--escrow-key", "{KEY}", "--passphrase-file", "{PASS}"], "keys verify": [], "netcheck": ["lt-1"],
     "onboard": ["lt-1", "--address", "127.0.0.1", "--os", "debian", "--user", "tanaka", "--yes"],

@@ -9,7 +9,7 @@ from .common import open_store, site_option
 
 @click.group()
 def devices():
-    """List, show and remove managed devices."""
+    """List, show, approve and remove managed devices."""
 
 
 @devices.command("list")
@@ -106,3 +106,18 @@ def remove(site, host, yes):
         # The store revoked the peer with the removal; the gateway drops it only when it is pushed.
         click.echo(f"devices: VPN peer {peer.address} revoked and its address freed; run `deskguard vpn "
                    "push-gateway` so the gateway stops accepting it")
+
+
+@devices.command()
+@site_option
+@click.argument("host")
+def approve(site, host):
+    """Let HOST, a laptop that enrolled itself (state pending), onto the VPN and into `enrolment process`."""
+    from ..site.inventory import validate_hostname
+
+    hostname = validate_hostname(host)
+    _root, store = open_store(site)
+    with store:
+        device, changed = store.approve_device(hostname)
+    click.echo(f"devices: {hostname} approved; `deskguard enrolment process` lets it onto the VPN and onboards it"
+               if changed else f"devices: {hostname} was approved already")

@@ -25,6 +25,7 @@ from .common import DeviceExists, DeviceNotFound, StoreError, _clean, default_ac
 from .models import DEVICE_STATES, SECRET_STATES, AuditEntry, Device, Secret, utcnow
 from .baselines import KeyslotBaselinesMixin
 from .checkins import CheckinsMixin
+from .enrolments import EnrolmentsMixin
 from .orders import OrdersMixin
 from .vpnpeers import VpnPeersMixin
 
@@ -34,7 +35,7 @@ DB_NAME = "deskguard.db"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The newest revision in migrations/versions. A store already there is opened without loading Alembic
 # (a test checks this matches Alembic's head: bump it with every new revision).
-SCHEMA_HEAD = "0007"
+SCHEMA_HEAD = "0008"
 _PG_MIGRATION_LOCK = 0x6465736B  # "desk": serialises concurrent `deskguard` processes migrating one database
 
 
@@ -105,7 +106,7 @@ def migrate(engine: Engine) -> str | None:
             return MigrationContext.configure(conn).get_current_revision()
 
 
-class Store(VpnPeersMixin, OrdersMixin, CheckinsMixin, KeyslotBaselinesMixin):
+class Store(VpnPeersMixin, OrdersMixin, CheckinsMixin, KeyslotBaselinesMixin, EnrolmentsMixin):
     """Open with ``Store.open(site)`` (or ``Store(url)``); the schema is migrated on open."""
 
     def __init__(self, url: str, *, run_migrations: bool = True):

@@ -25,6 +25,8 @@ NAMING = {
 # so a new state needs no migration.
 DEVICE_STATES = (
     "registered",   # in the store and the inventory, not provisioned yet
+    "pending",      # enrolled itself with a token; waits for `deskguard devices approve` (enrolment_requires_approval)
+    "enrolled",     # enrolled itself (approved if the policy asks); waits for `deskguard enrolment process`
     "onboarded",    # the onboarding playbook succeeded
     "wipe-pending", "wiping", "wiped", "locked",
     "removed",      # no longer managed; the row and its escrowed secrets are kept until destroyed
@@ -63,6 +65,9 @@ class Device(Base):
     # When the kit last heard from the laptop, and how: "checkin" (agent) or "live" (an SSH/WinRM run).
     last_seen_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     last_seen_via: Mapped[str | None] = mapped_column(String(16))
+    # Self-enrolment (revision 0008): the serial number the laptop reported, and the token it enrolled with.
+    serial: Mapped[str | None] = mapped_column(String(128))
+    enrolment_token_id: Mapped[str | None] = mapped_column(String(36))
 
     # A hostname is unique among devices that are not removed: a replaced laptop may reuse its name and gets a
     # new UUID, while the removed row (and its escrowed secrets) stays for the record.
@@ -77,7 +82,8 @@ class Device(Base):
             "address": self.address, "port": self.port, "ssh_user": self.ssh_user, "operator": self.operator,
             "state": self.state, "created_at": iso(self.created_at), "updated_at": iso(self.updated_at),
             "agent_key": self.agent_public_key is not None, "last_seen_at": iso(self.last_seen_at),
-            "last_seen_via": self.last_seen_via,
+            "last_seen_via": self.last_seen_via, "serial": self.serial,
+            "enrolment_token_id": self.enrolment_token_id,
         }
 
     def __repr__(self) -> str:
@@ -316,3 +322,41 @@ class KeyslotBaseline(Base):
 
     def prints(self) -> set[str]:
         return set(json.loads(self.fingerprints))
+
+
+class EnrolmentToken(Base):
+    """A token a laptop enrols itself with (docs/enrolment.md). Only its SHA-256 is stored: the token is shown
+    once, at creation. It allows ``uses_allowed`` enrolments until ``expires_at``, unless revoked first."""
+
+    __tablename__ = "enrolment_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)   # sha256 hex of the token text
+    uses_allowed: Mapped[int] = mapped_column(Integer)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    operator: Mapped[str | None] = mapped_column(String(128))          # given to every laptop enrolled with it
+    hostname_pattern: Mapped[str | None] = mapped_column(String(253))  # shell pattern the hostname must match
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    revoked_reason: Mapped[str | None] = mapped_column(Text)
+
+    def state(self, now: dt.datetime | None = None) -> str:
+        """revoked | expired | used | active, in that order of precedence."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at <= (now or utcnow()):
+            return "expired"
+        if self.uses >= self.uses_allowed:
+            return "used"
+        return "active"
+
+    def to_dict(self, now: dt.datetime | None = None) -> dict:
+        """Everything but the hash (it is not the token, but it need not leave the store either)."""
+        return {"id": self.id, "state": self.state(now), "uses": self.uses, "uses_allowed": self.uses_allowed,
+                "operator": self.operator, "hostname_pattern": self.hostname_pattern, "created_by": self.created_by,
+                "created_at": iso(self.created_at), "expires_at": iso(self.expires_at),
+                "last_used_at": iso(self.last_used_at), "revoked_at": iso(self.revoked_at),
+                "revoked_reason": self.revoked_reason}

@@ -28,7 +28,8 @@ def peer_rows(store, settings: VpnSettings) -> tuple[list[dict], list[str]]:
     """(enrolled peers, hostnames still waiting for their key), in address order."""
     peers, pending = [], []
     for peer, device in store.list_vpn_peers(pool=settings.pool):
-        if not peer.public_key:
+        # A laptop that enrolled itself and waits for an admin's approval is not let in yet (docs/enrolment.md).
+        if not peer.public_key or device.state == "pending":
             pending.append(device.hostname)
             continue
         host_bits = 32 if ipaddress.ip_address(peer.address).version == 4 else 128
