@@ -92,11 +92,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(site, env: dict | None = None, port: int | None = None, tls: tuple | None = None):
+def serving(site, env: dict | None = None, port: int | None = None, tls: tuple | None = None,
+            output: list | None = None):
     """`deskguard serve --site SITE` for real on a loopback port (`port`, else a free one); yields the port.
     Stopped at the end, and what it printed must hold no traceback. `env` replaces the environment (default:
     without DESKGUARD_*). `tls`: (certificate, key) files for HTTPS (its readiness is probed without checking
-    the certificate: the tests judge that)."""
+    the certificate: the tests judge that). `output`: a list the server's output is appended to when it stops."""
     import ssl
 
     import pytest
@@ -125,6 +126,8 @@ def serving(site, env: dict | None = None, port: int | None = None, tls: tuple |
     except subprocess.TimeoutExpired:
         proc.kill()
         out = proc.communicate()[0]
+    if output is not None:
+        output.append(out)
     assert "Traceback" not in out, out[-3000:]
 
 

@@ -22,8 +22,8 @@ from .common import site_option
               help="Server processes (one per CPU core for many laptops).")
 @click.option("--access-log", is_flag=True, help="Log every request (off: refusals are logged anyway).")
 def serve(site, bind, tls_cert, tls_key, allow_http, workers, access_log):
-    """Serve POST /orders/{device_uuid} (signed fetches), POST /v1/ack, POST /v1/checkin and GET /healthz
-    (docs/wipe.md)."""
+    """Serve POST /orders/{device_uuid} (signed fetches), POST /v1/ack, POST /v1/checkin, POST /v1/enrol and
+    GET /healthz (docs/wipe.md, docs/enrolment.md)."""
     from ..orders import serving
     from ..site import site_dir
 

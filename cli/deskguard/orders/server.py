@@ -97,6 +97,8 @@ async def _send(send, answer: Answer) -> None:
 
 
 def create_app(config: ServeConfig, store: Store | None = None):
+    from ..enrolment.route import enrol_route
+
     own_store = store is None
     store = store or Store.open(config.site)
     ingest = Ingest(store)
@@ -179,6 +181,7 @@ def create_app(config: ServeConfig, store: Store | None = None):
         Route("/orders/{device_uuid}", order, methods=["GET", "POST"]),
         Route("/v1/ack", ack, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        enrol_route(config.site, store, read_body, BodyRefused),   # POST /v1/enrol (docs/enrolment.md)
     ], lifespan=lifespan)
 
     async def checkin_first(scope, receive, send) -> None:
