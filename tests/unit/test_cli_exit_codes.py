@@ -102,7 +102,8 @@ def test_every_command_refuses_an_unknown_option(capsys, path):
 SITE_COMMANDS = {
     "audit checkpoint": [], "audit list": [], "audit log": [], "audit verify": [], "comply": [], "devices list": [],
     "devices remove": ["lt-1", "--yes"], "devices show": ["lt-1"], "devices approve": ["lt-1"],
-    "enrolment create": [], "enrolment list": [], "enrolment revoke": ["deadbeef"],
+    "enrolment create": [], "enrolment list": [],
+    "enrolment package": ["--token", "dgenrol-" + "A" * 43, "--ssh-public-key", "/etc/hostname", "--output", "/tmp/x.deb"], "enrolment revoke": ["deadbeef"],
     "keys destroy": ["lt-1", "--reason", "r", "--yes", "--confirm", "lt-1"], "keys rotate": ["lt-1"],
     "keys show": ["lt-1", "--escrow-key", "{KEY}", "--passphrase-file", "{PASS}"], "keys verify": [], "netcheck": ["lt-1"],
     "onboard": ["lt-1", "--address", "127.0.0.1", "--os", "debian", "--user", "tanaka", "--yes"],

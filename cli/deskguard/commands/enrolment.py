@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .common import open_store, parse_duration, site_option
+from .common import open_store, output_option, parse_duration, site_option
 
 
 @click.group()
@@ -79,3 +79,62 @@ def revoke(site, token_id, reason):
         click.echo(f"enrolment: token {row.id} revoked after {row.uses} of {row.uses_allowed} use(s)")
     else:
         click.echo(f"enrolment: token {row.id} was already revoked")
+
+
+@enrolment.command()
+@site_option
+@click.option("--token", required=True, help="The token from `enrolment create` (it goes into the package).")
+@output_option("The .deb to write (atomically).")
+@click.option("--ssh-public-key", "ssh_key", required=True,
+              type=click.Path(dir_okay=False, exists=True, readable=True),
+              help="IT's SSH public key for the management account (key-only login).")
+@click.option("--server-url", default=None, help="`deskguard serve`'s URL (default: endpoint_agent_server_url).")
+@click.option("--ca-file", default=None, type=click.Path(dir_okay=False, exists=True, readable=True),
+              help="The CA certificate of the server's TLS certificate, pinned on the laptop.")
+@click.option("--hostname", default=None, help="The laptop's hostname (default: the one it is installed with).")
+@click.option("--allow-http", is_flag=True, help="LAB ONLY: a plain http:// server URL.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def package(site, token, output, ssh_key, server_url, ca_file, hostname, allow_http, as_json):
+    """Build the enrolment .deb: management account, agent, server URL and CA, the token, the first-boot unit."""
+    from pathlib import Path
+
+    from ..enrolment import package as pkg
+    from ..enrolment.settings import load as load_settings
+    from ..errors import UsageError
+    from ..orders.agent import order_public_pem
+    from ..site import policyfile
+    from ..store.enrolments import TOKEN_RE
+
+    if output is None:
+        raise UsageError("--output FILE.deb is required")
+    if not TOKEN_RE.fullmatch(token.strip()):
+        raise UsageError("--token: not an enrolment token (dgenrol-…, from `deskguard enrolment create`)")
+    root, store = open_store(site)
+    with store:
+        row = store.find_enrolment_token(token.strip())
+    if row is None:
+        raise UsageError("--token: this site has no such enrolment token")
+    if row.state() != "active":
+        raise UsageError(f"--token: enrolment token {row.id} is {row.state()}; make a new one "
+                         "(`deskguard enrolment create`)")
+    agent = policyfile.load(root, "endpoint_agent_")
+    url = server_url or agent.get("endpoint_agent_server_url") or ""
+    allow = allow_http or bool(agent.get("endpoint_agent_allow_http"))
+    if not url.startswith(("https://", "http://")):
+        raise UsageError("no server URL: give --server-url or set endpoint_agent_server_url in the policy")
+    if url.startswith("http://") and not allow:
+        raise UsageError(f"server URL {url} is plain HTTP: give an https:// URL (--allow-http is for a lab only)")
+    ca_pem = Path(ca_file).read_text() if ca_file else None
+    if ca_pem is not None and "BEGIN CERTIFICATE" not in ca_pem:
+        raise UsageError(f"--ca-file {ca_file}: not a PEM certificate")
+    inp = pkg.PackageInput(token=token.strip(), ssh_public_key=pkg.check_ssh_key(Path(ssh_key).read_text()),
+                           server_url=url, ca_pem=ca_pem, order_public_key=order_public_pem(root),
+                           management_user=load_settings(root).management_user, operator=row.operator,
+                           hostname=hostname, allow_http=allow, version=f"1.0+{row.id.split('-')[0]}")
+    files = pkg.build(inp, Path(output))
+    if as_json:
+        click.echo(json.dumps({"output": str(output), "token_id": row.id, "server_url": url, "files": files},
+                              indent=2))
+        return
+    click.echo(f"enrolment: wrote {output} ({len(files)} files) for token {row.id}; server {url}"
+               + (", CA pinned" if ca_pem else ", the system's CA store"))

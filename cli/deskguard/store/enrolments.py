@@ -119,6 +119,11 @@ class EnrolmentsMixin:
                 raise UsageError(f"no enrolment token {str(token_id)[:40]!r} (see `deskguard enrolment list --all`)")
             return row
 
+    def find_enrolment_token(self, token: str) -> EnrolmentToken | None:
+        """The stored token whose hash is this token text's, if any."""
+        with self._session(write=False) as s:
+            return s.scalars(select(EnrolmentToken).where(EnrolmentToken.token_hash == token_hash(token))).first()
+
     def revoke_enrolment_token(self, token_id: str, *, reason: str | None = None,
                                actor: str | None = None) -> tuple[EnrolmentToken, bool]:
         """(the token, whether this call revoked it). Laptops already enrolled with it stay enrolled."""
