@@ -102,7 +102,7 @@ def test_every_command_refuses_an_unknown_option(capsys, path):
 SITE_COMMANDS = {
     "audit checkpoint": [], "audit list": [], "audit log": [], "audit verify": [], "comply": [], "devices list": [],
     "devices remove": ["lt-1", "--yes"], "devices show": ["lt-1"], "devices approve": ["lt-1"],
-    "enrolment create": [], "enrolment list": [],
+    "enrolment create": [], "enrolment list": [], "enrolment process": [],
     "enrolment package": ["--token", "dgenrol-" + "A" * 43, "--ssh-public-key", "/etc/hostname", "--output", "/tmp/x.deb"], "enrolment revoke": ["deadbeef"],
     "keys destroy": ["lt-1", "--reason", "r", "--yes", "--confirm", "lt-1"], "keys rotate": ["lt-1"],
     "keys show": ["lt-1", "--escrow-key", "{KEY}", "--passphrase-file", "{PASS}"], "keys verify": [], "netcheck": ["lt-1"],

@@ -138,3 +138,37 @@ def package(site, token, output, ssh_key, server_url, ca_file, hostname, allow_h
         return
     click.echo(f"enrolment: wrote {output} ({len(files)} files) for token {row.id}; server {url}"
                + (", CA pinned" if ca_pem else ", the system's CA store"))
+
+
+@enrolment.command()
+@site_option
+@click.option("--ssh-key", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="The management account's private key on this controller (default: ssh's own).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def process(site, ssh_key, as_json):
+    """Push the VPN gateways, then onboard every enrolled laptop over its VPN address (timer-safe)."""
+    import sys
+    from pathlib import Path
+
+    from ..enrolment.process import process as run_process
+    from ..progress import progress_factory
+    from ..site import site_dir
+
+    outcome = run_process(site_dir(site), ssh_key=Path(ssh_key) if ssh_key else None,
+                          progress_factory=None if as_json else progress_factory)
+    if as_json:
+        click.echo(json.dumps({"exit_code": outcome.exit_code, "gateways": outcome.gateways,
+                               "pending_approval": outcome.pending,
+                               "laptops": [vars(p) for p in outcome.laptops]}, indent=2))
+        sys.exit(outcome.exit_code)
+    if not outcome.laptops:
+        click.echo("enrolment: no enrolled laptop waits for onboarding"
+                   + (f"; {len(outcome.pending)} wait for `deskguard devices approve`: {', '.join(outcome.pending)}"
+                      if outcome.pending else ""))
+        sys.exit(outcome.exit_code)
+    click.echo(f"enrolment: gateways {outcome.gateways}")
+    for p in outcome.laptops:
+        click.echo(f"{p.hostname:24} {p.state:12} {p.address:16} {'; '.join(p.messages) or '-'}")
+    if outcome.pending:
+        click.echo(f"enrolment: waiting for approval: {', '.join(outcome.pending)}")
+    sys.exit(outcome.exit_code)
