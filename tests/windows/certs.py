@@ -58,18 +58,26 @@ def make_ca(folder: Path, cn: str = "deskguard test site CA", use_rsa: bool = Fa
     key = _key(use_rsa)
     cert = (_builder(cn, cn, key.public_key(), -1, 365)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
             .sign(key, hashes.SHA256()))
     return _write(folder, "ca", cert, key), key
 
 
 def issue(folder: Path, ca: Issued, ca_key, stem: str = "server", expired: bool = False,
-          use_rsa: bool = False) -> Issued:
-    """A WinRM listener certificate for 127.0.0.1 signed by `ca`; `expired` ended yesterday."""
+          use_rsa: bool = False, addresses: tuple[str, ...] = ()) -> Issued:
+    """A WinRM listener certificate for 127.0.0.1 (and `addresses`) signed by `ca`; `expired` ended yesterday."""
     key = _key(use_rsa)
     issuer = x509.load_pem_x509_certificate(ca.cert.read_bytes()).subject.rfc4514_string().split("=", 1)[1]
     days = (-30, -1) if expired else (-1, 30)
+    # The Authority Key Identifier: Python 3.13 (Debian 13's) verifies strictly (VERIFY_X509_STRICT) and refuses
+    # a certificate without it ("Missing Authority Key Identifier", found by the enrolment lab test).
     cert = (_builder("win-loopback", issuer, key.public_key(), *days)
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(LOOPBACK)]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(LOOPBACK)] + [
+                x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]), critical=False)
             .sign(ca_key, hashes.SHA256()))
     return _write(folder, stem, cert, key)
 
