@@ -18,6 +18,7 @@ COMMANDS = {
     "init": "deskguard.commands.init:init",
     "devices": "deskguard.commands.devices:devices",
     "enrolment": "deskguard.commands.enrolment:enrolment",
+    "installer": "deskguard.commands.installer:installer",
     "audit": "deskguard.commands.audit:audit",
     "onboard": "deskguard.commands.onboard:onboard",
     "keys": "deskguard.commands.keys:keys",

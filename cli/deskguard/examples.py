@@ -29,6 +29,10 @@ EXAMPLES: dict[str, list[str]] = {
     "enrolment package": ["deskguard enrolment package --token dgenrol-… --ssh-public-key it.pub --ca-file ca.pem "
                           "--output tokyo.deb"],
     "enrolment process": ["deskguard enrolment process", "deskguard enrolment process --json"],
+    "installer": ["deskguard installer preseed --package-url https://it.example.com/tokyo.deb --hostname tokyo-001 "
+                  "--output tokyo-001.cfg"],
+    "installer preseed": ["deskguard installer preseed --package-url https://it.example.com/tokyo.deb --hostname "
+                          "tokyo-001 --disk /dev/nvme0n1 --luks-passphrase-file install.pass --output tokyo-001.cfg"],
     "enrolment revoke": ["deskguard enrolment revoke 3f0c2a8e-5d1b-4c7e-9a4f-2b6d8e1c0a57 --reason 'laptop lost'"],
     "audit": ["deskguard audit verify"],
     "audit list": ["deskguard audit list --target lap-0042", "deskguard audit list --limit 200 --json"],

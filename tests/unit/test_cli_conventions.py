@@ -24,6 +24,7 @@ BIN = Path(sys.executable).parent
 # Commands that act and print a one-line outcome (or hand over a terminal), with no data to parse.
 NO_DATA = {"completion": "prints a shell script", "demo": "a guided run of the lab",
            "devices remove": "one confirmation line", "devices approve": "one confirmation line",
+           "installer preseed": "writes the preseed file (--output)",
            "enrolment revoke": "one confirmation line (`enrolment list --all --json` has the data)",
            "keys destroy": "one confirmation line",
            "lab down": "one line", "lab up": "one line (`lab status --json` has the data)",

@@ -115,7 +115,9 @@ SITE_COMMANDS = {
 
 
 def test_the_site_command_list_is_complete():
-    assert set(SITE_COMMANDS) | {"completion", "init"} == {p for p in leaves() if p.split()[0] not in LAB}
+    # installer preseed writes a file for the Debian installer and reads no site.
+    assert set(SITE_COMMANDS) | {"completion", "init", "installer preseed"} == \
+        {p for p in leaves() if p.split()[0] not in LAB}
 
 
 @pytest.mark.parametrize("path", sorted(SITE_COMMANDS))
