@@ -35,6 +35,7 @@ class Fakes:
 
     def onboard(self, site, req, progress=None):
         self.onboarded.append((req.hostname, req.address, req.ssh_user, req.operator, req.os))
+        self.passphrase_files = getattr(self, "passphrase_files", []) + [req.luks_passphrase_file]
         what = self.outcomes.get(req.hostname, EXIT_OK)
         if isinstance(what, Exception):
             raise what
@@ -79,8 +80,10 @@ def test_only_enrolled_laptops_are_onboarded_over_their_vpn_address_and_a_rerun_
         assert store.require_device("home-2").state == "onboarded"
         store.approve_device("home-3")
     fakes.onboarded.clear()
-    process(site, onboard=fakes.onboard, push_gateways=fakes.push)
+    (tmp_path / "install.pass").write_text("the installer passphrase\n")
+    process(site, onboard=fakes.onboard, push_gateways=fakes.push, luks_passphrase_file=tmp_path / "install.pass")
     assert [h for h, *_ in fakes.onboarded] == ["home-3"]
+    assert fakes.passphrase_files[-1] == tmp_path / "install.pass"   # escrow gets it, as onboard's option does
 
 
 def test_nothing_to_do_pushes_nothing_and_exits_0(tmp_path):

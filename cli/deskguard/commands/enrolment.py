@@ -144,8 +144,10 @@ def package(site, token, output, ssh_key, server_url, ca_file, hostname, allow_h
 @site_option
 @click.option("--ssh-key", type=click.Path(dir_okay=False, exists=True), default=None,
               help="The management account's private key on this controller (default: ssh's own).")
+@click.option("--luks-passphrase-file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="The disk passphrase the laptops were installed with (installer preseed): escrow needs it once.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def process(site, ssh_key, as_json):
+def process(site, ssh_key, luks_passphrase_file, as_json):
     """Push the VPN gateways, then onboard every enrolled laptop over its VPN address (timer-safe)."""
     import sys
     from pathlib import Path
@@ -155,6 +157,7 @@ def process(site, ssh_key, as_json):
     from ..site import site_dir
 
     outcome = run_process(site_dir(site), ssh_key=Path(ssh_key) if ssh_key else None,
+                          luks_passphrase_file=Path(luks_passphrase_file) if luks_passphrase_file else None,
                           progress_factory=None if as_json else progress_factory)
     if as_json:
         click.echo(json.dumps({"exit_code": outcome.exit_code, "gateways": outcome.gateways,

@@ -36,9 +36,11 @@ class Outcome:
         return EXIT_UNREACHABLE if EXIT_UNREACHABLE in codes else max(codes, default=EXIT_OK)
 
 
-def process(site: Path, *, ssh_key: Path | None = None, progress_factory=None, onboard=None,
-            push_gateways=None) -> Outcome:
-    """``onboard`` / ``push_gateways``: the onboarding and gateway push to use (tests give their own)."""
+def process(site: Path, *, ssh_key: Path | None = None, luks_passphrase_file: Path | None = None,
+            progress_factory=None, onboard=None, push_gateways=None) -> Outcome:
+    """``luks_passphrase_file``: the installer passphrase the laptops were installed with (`installer preseed`),
+    which escrow needs once to add the recovery key, as `onboard --luks-passphrase-file`.
+    ``onboard`` / ``push_gateways``: the onboarding and gateway push to use (tests give their own)."""
     from ..fsutil import file_lock
     from ..onboarding.onboard import onboard as real_onboard
     from ..site import policyfile
@@ -66,10 +68,11 @@ def process(site: Path, *, ssh_key: Path | None = None, progress_factory=None, o
                 # A laptop the gateway does not know cannot be reached through the tunnel: try again next run.
                 return Outcome(gateways, [Processed(d.hostname, d.address, "skipped", EXIT_OK,
                                                     ["the gateway push failed"]) for d in ready], pending)
-        return Outcome(gateways, [_one(site, d, ssh_key, onboard, progress_factory) for d in ready], pending)
+        return Outcome(gateways, [_one(site, d, ssh_key, luks_passphrase_file, onboard, progress_factory)
+                                  for d in ready], pending)
 
 
-def _one(site: Path, device, ssh_key, onboard, progress_factory) -> Processed:
+def _one(site: Path, device, ssh_key, luks_passphrase_file, onboard, progress_factory) -> Processed:
     from ..onboarding.onboard import OPERATOR_NAME, OnboardRequest
 
     if not OPERATOR_NAME.match(device.operator or ""):
@@ -77,7 +80,7 @@ def _one(site: Path, device, ssh_key, onboard, progress_factory) -> Processed:
                          [f"no operator account name recorded ({device.operator or 'none'}): give the token "
                           "an --operator, or onboard it by hand with --user"])
     req = OnboardRequest(device.hostname, device.os, device.address, device.operator, ssh_user=device.ssh_user,
-                         port=device.port, ssh_key=ssh_key)
+                         port=device.port, ssh_key=ssh_key, luks_passphrase_file=luks_passphrase_file)
     try:
         result, _facts = onboard(site, req, progress=progress_factory(f"onboard {device.hostname}", 1)
                                  if progress_factory else None)
