@@ -72,6 +72,14 @@ class CallbackModule(CallbackBase):
                                                              message=str(result._result.get("msg"))[:2000])
 
     def v2_playbook_on_stats(self, stats):
+        try:
+            # Hosts `deskguard comply` judged from fresh check-ins before the play (check-in first): same run.
+            from deskguard.compliance.checkin_first import PREJUDGED_ENV, read_prejudged
+
+            self.hosts = {**read_prejudged(os.environ.get(PREJUDGED_ENV)), **self.hosts}
+        except Exception as exc:  # noqa: BLE001  recorded without them would be a run that lies by omission
+            self._display.error(f"deskguard: the compliance run was NOT recorded: {exc}")
+            return
         if not self.hosts:
             return
         try:

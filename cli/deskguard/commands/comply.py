@@ -87,9 +87,9 @@ def comply(limit, fix, fmt, as_json, output, since, site):
     with Store.open(root) as store:  # a folder that is no site yet is told to run `deskguard init`
         if since and runs.load(store, since) is None:
             raise UsageError(f"--since {since}: no such run (see the JSON report's history)")
-    hosts = inventory.play_hosts(root, limit)
+    inventory.play_hosts(root, limit)   # a limit that matches no laptop: one line, exit 2, before anything runs
     quiet = fmt != "table" and not output
-    progress = None if quiet else progress_factory("comply", len(hosts))
+    progress = None if quiet else (lambda n: progress_factory("comply", n))
     _result, run, prev = command.run_once(root, limit, progress)
     outcome = None
     if fix:
@@ -105,7 +105,8 @@ def comply(limit, fix, fmt, as_json, output, since, site):
         if targets:
             plays = command.fix(root, targets, None if quiet else (lambda n: progress_factory("comply --fix", n)))
             prev = run
-            _result, run, _ = command.run_once(root, limit, progress)
+            # The repaired hosts are seen live: their check-ins predate the repair.
+            _result, run, _ = command.run_once(root, limit, progress, force_live=targets)
         outcome = command.fix_outcome(before, run, targets, plays, skipped)
     with Store.open(root) as store:
         history = runs.history(store)
