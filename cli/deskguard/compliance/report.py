@@ -102,6 +102,19 @@ def table_rows(run) -> list[dict]:
     return rows
 
 
+def host_counts(run) -> str:
+    """One line of counts over every host of the run (what a table cut to the worst hosts leaves out)."""
+    hosts = run.hosts.values()
+    counts = {"compliant": sum(1 for h in hosts if h["state"] == "ok" and h["compliant"]),
+              "NOT compliant": sum(1 for h in hosts if h["state"] == "ok" and not h["compliant"])}
+    for h in hosts:
+        if h["state"] != "ok":
+            counts[h["state"]] = counts.get(h["state"], 0) + 1
+    said = ", ".join(f"{n:,} {what}" for what, n in counts.items() if n)
+    checkins = sum(1 for h in hosts if h.get("source") == "checkin" and h["state"] == "ok")
+    return f"{len(run.hosts):,} host(s): {said}" + (f"; {checkins:,} judged from check-ins" if checkins else "")
+
+
 def exit_code(run) -> int:
     """0 all compliant, 3 a host unreachable (and no fresh check-in), 1 a host not compliant or not collected
     (docs/compliance.md)."""
