@@ -20,9 +20,10 @@ from ansible.plugins.action import ActionBase
 # a worker per laptop, so the workers inherit the compliance code and the roles' defaults instead of each
 # loading them again (deskguard/compliance/preload.py; docs/compliance.md, "Performance").
 try:
-    from deskguard.compliance import disk, evidence, windows
+    from deskguard.compliance import evidence
     from deskguard.compliance import policy as dgpolicy
-    from deskguard.compliance.evaluate import PolicyError, evaluate, host_summary
+    from deskguard.compliance.evaluate import PolicyError, host_summary
+    from deskguard.compliance.judge import judge
     from deskguard.compliance.preload import preload
     from deskguard.errors import DeskguardError
     from deskguard.site import site_dir
@@ -62,38 +63,38 @@ class ActionModule(ActionBase):
         # check-in, its enrolled VPN key and its escrow records are what the laptop is compared with.
         try:
             with Store.open(site_dir(os.environ.get("DESKGUARD_SITE"))) if uuid else contextlib.nullcontext() as store:
-                try:
-                    collected = self._execute_module(module_name="deskguard_posture", module_args={"params": params},
-                                                     task_vars=task_vars)
-                except AnsibleConnectionFailure as exc:
-                    collected = {"unreachable": True, "msg": str(exc)}
                 checkin = None
+                if store is not None and self._checkin_first(policy):
+                    # The policy says a fresh check-in is enough: the laptop is not contacted at all.
+                    checkin = evidence.latest_checkin(store, uuid, policy)
+                    if checkin is not None and checkin.stale:
+                        checkin = None
+                if checkin is None:
+                    try:
+                        collected = self._execute_module(module_name="deskguard_posture",
+                                                         module_args={"params": params}, task_vars=task_vars)
+                    except AnsibleConnectionFailure as exc:
+                        collected = {"unreachable": True, "msg": str(exc)}
+                    contacted = True
+                else:
+                    collected, contacted = {"posture": checkin.posture, "errors": checkin.errors}, False
                 if collected.get("unreachable"):
                     # A laptop that is off tonight is judged from its agent's latest check-in, marked as such.
                     checkin = evidence.latest_checkin(store, uuid, policy) if store is not None else None
                     if checkin is None:
                         result.update(unreachable=True, msg=collected.get("msg", "unreachable"))
                         return result
-                    origin = {"source": "checkin", "evidence_at": checkin.collected_at.isoformat() + "Z",
-                              "message": checkin.describe()}
                     if checkin.stale:
                         result.update(changed=False, module_calls=0, deskguard_compliance={
-                            "hostname": hostname, "device_uuid": uuid, "stale": True, **origin,
+                            "hostname": hostname, "device_uuid": uuid, "stale": True, **self._origin(checkin, True),
                             "summary": {"score": None, "compliant": False}, "results": []})
                         return result
                     collected = {"posture": checkin.posture, "errors": checkin.errors}
                 elif collected.get("failed"):
                     raise AnsibleActionFail(f"collecting the posture failed: {collected.get('msg', 'no message')}")
-                else:
-                    origin = {"source": "live", "evidence_at": None, "message": None}
-                posture, errors = collected.get("posture") or {}, collected.get("errors") or {}
-                posture = windows.known_family(posture, ".ps1" in self._connection.module_implementation_preferences)
-                if store is not None and policy.get("vpn_enabled"):
-                    peer = store.vpn_peer(uuid)
-                    policy["vpn_enrolled_public_key"] = peer.public_key if peer else None
-                # The disk inventory was collected with the posture: the verification needs no second call.
-                outcome = disk.verify(store, uuid, hostname, posture, policy) if "disk" in posture else None
-                results = evaluate(hostname, posture, errors, policy, outcome)
+                origin = self._origin(checkin, contacted)
+                results = judge(store, hostname, uuid, policy, collected,
+                                ".ps1" in self._connection.module_implementation_preferences)
         except PolicyError as exc:
             raise AnsibleActionFail(f"the policy's compliance settings are unusable: {exc}") from None
         except DeskguardError as exc:   # the store could not be opened or read, an escrow record is unusable
@@ -106,3 +107,15 @@ class ActionModule(ActionBase):
                                   "results": [r.to_dict() for r in results], **origin},
             deskguard_controls={r.id: {"state": STATE_FOR_RUNNER[r.status], "findings": r.evidence} for r in results})
         return result
+
+    @staticmethod
+    def _checkin_first(policy: dict) -> bool:
+        # `deskguard comply` judges the check-in-first hosts itself and runs this play live for the rest only.
+        return os.environ.get("DESKGUARD_COMPLY_EVIDENCE") != "live" and evidence.checkin_first(policy)
+
+    @staticmethod
+    def _origin(checkin, contacted: bool) -> dict:
+        if checkin is None:
+            return {"source": "live", "evidence_at": None, "message": None}
+        return {"source": "checkin", "evidence_at": checkin.collected_at.isoformat() + "Z",
+                "message": checkin.describe(contacted)}

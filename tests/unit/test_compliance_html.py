@@ -31,7 +31,7 @@ def recorded(store):
                                             {"score": 50.0 if n < failing else 100.0, "compliant": n >= failing},
                                             device_uuid=f"u{n}")
                  for n in range(3)}
-        hosts["lt-9"] = runs.HostRecord("unreachable", message="ssh: timed out")
+        hosts["lt-9"] = runs.HostRecord("unreachable", message="ssh: timed out " + EVIL)
         runs.record(store, f"r{i}", utcnow(), "test", hosts)
     run = runs.load(store, "r0")
     return html.render(run, runs.drift(None, run), runs.history(store))
@@ -39,8 +39,12 @@ def recorded(store):
 
 def test_the_report_is_self_contained_and_escaped(recorded):
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", recorded)
-    assert "<script" not in recorded and "<link" not in recorded
-    assert "&lt;script&gt;alert(" in recorded
+    # Its only scripts are its own: the host list's data (escaped JSON) and the code drawing it; the data can
+    # neither end its element nor carry markup.
+    assert re.findall(r"<script[^>]*>", recorded) == ['<script type="application/json" id="hosts-data">', "<script>"]
+    assert recorded.count("</script>") == 2 and "<link" not in recorded and "src=" not in recorded
+    assert "<script>alert(" not in recorded and "\\u003cscript\\u003ealert(" in recorded
+    assert "&lt;script&gt;alert(" in recorded                # the unreachable table, server-rendered
     polyline = re.search(r'<polyline[^>]*points="([^"]+)"', recorded).group(1)
     assert len(polyline.split()) == 3                       # one point per scored run
     assert "FW-001" in recorded and "lt-9" in recorded and "unreachable" in recorded
@@ -50,6 +54,10 @@ def test_headless_chromium_renders_it(recorded, tmp_path):
     png, dom = screenshot(recorded, tmp_path, "report.png")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000   # not a blank page
     assert 'id="trend"' in dom and "<polyline" in dom and "Worst controls" in dom
+    # The host list was drawn by its script, the message as text (escaped in the DOM), never as markup.
+    listed = section(dom, "hosts")
+    assert all(f"<td>lt-{n}</td>" in listed for n in (0, 1, 2, 9)) and "FW-001 fail" in listed
+    assert "ssh: timed out &lt;script&gt;alert(" in listed and "<script>alert(" not in listed
 
 
 # A first run of a site like the demo's: two onboarded laptops and many hosts that were never onboarded (no
@@ -97,10 +105,23 @@ def screenshot(page_html: str, tmp_path, name: str) -> tuple[bytes, str]:
 
 
 def section(dom: str, heading_id: str) -> str:
-    """The DOM from the element with this id up to the next h2."""
+    """The DOM from the element with this id up to the next h2 (or the page's scripts)."""
     start = dom.index(f'id="{heading_id}"')
-    end = dom.find("<h2", start + 1)
-    return dom[start:end if end > 0 else None]
+    ends = [i for i in (dom.find("<h2", start + 1), dom.find("<script", start + 1)) if i > 0]
+    return dom[start:min(ends) if ends else None]
+
+
+def dom_at(page_html: str, tmp_path, fragment: str) -> str:
+    """The DOM headless Chromium built for the page opened at #FRAGMENT (the host list's filters and page)."""
+    browser = shutil.which("chromium")
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: .ci/setup installs it")
+        pytest.skip("chromium not installed (bash .ci/setup installs it)")
+    page = tmp_path / "list.html"
+    page.write_text(page_html)
+    return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                           f"{page.as_uri()}#{fragment}"], capture_output=True, text=True, timeout=120).stdout
 
 
 def test_a_first_run_is_not_buried_under_drift_and_names_the_never_onboarded(first_run, tmp_path):
@@ -132,3 +153,52 @@ def test_drift_against_a_real_previous_run_is_shown_and_summarised(store):
     drift = section(page, "drift")
     assert "80 new failure" in drift
     assert drift.count("<tr>") <= html.DRIFT_ROWS + 1 and "30 more" in drift
+
+
+# -- at fleet size (issue 24): the host list is data, filtered and paged in the page ------------------------
+
+def fleet_run(hosts: int, failing_every: int = 10):
+    """An in-memory run of HOSTS managed laptops with 26 controls each (observed values of a real size); every
+    FAILING_EVERY-th laptop fails FW-001 with a long observed value."""
+    from deskguard.compliance.catalog import CONTROLS
+
+    ids = sorted(CONTROLS)[:26]
+    run = {"id": "f" * 36, "finished_at": "2026-12-06T23:00:00Z", "hosts": hosts, "source": "cli", "score": 99.0}
+    table = {}
+    for n in range(hosts):
+        bad = n % failing_every == 0
+        results = {cid: {"status": "fail" if bad and cid == "FW-001" else "pass", "severity": "high",
+                         "observed": {"rules": [f"ALLOW IN 10.{n % 250}.0.0/16 port {p}" for p in range(40)]}
+                         if cid == "FW-001" else {"volumes": [{"device": "/dev/nvme0n1p3", "slots": [0, 1]}]},
+                         "expected": {"active": True}, "evidence": ["ufw is inactive"] if bad and cid == "FW-001"
+                         else []} for cid in ids}
+        table[f"lap-{n:05d}"] = {"state": "ok", "compliant": not bad, "score": 96.0 if bad else 100.0,
+                                 "message": None, "device_uuid": f"u{n}", "source": "live", "evidence_at": None,
+                                 "results": results}
+    return runs.Run(run=run, hosts=table)
+
+
+def test_ten_thousand_laptops_make_one_page_under_5_mb():
+    page = html.render(fleet_run(10_000), [], [])
+    assert len(page.encode()) < 5_000_000, len(page.encode())
+    assert "lap-09999" in page and "cut: the JSON report has it whole" in page   # every host; long values cut
+
+
+def test_the_host_list_filters_and_pages_in_the_page(tmp_path):
+    page = html.render(fleet_run(120), [], [])
+
+    def shown(fragment):
+        listed = section(dom_at(page, tmp_path, fragment), "hosts")
+        pager = re.search(r'id="host-pager"><span>([^<]*)', listed).group(1)
+        return re.findall(r'<tr class="host"><td>([^<]*)</td>', listed), pager
+
+    rows, pager = shown("")
+    assert len(rows) == 50 and rows[0] == "lap-00000" and "of 120 shown by the filters (120 in the run); page 1 of 3" in pager
+    rows, pager = shown("page=3")
+    assert len(rows) == 20 and "hosts 101–120 of 120" in pager
+    rows, _ = shown("state=not-compliant")
+    assert rows == [f"lap-{n:05d}" for n in range(0, 120, 10)]
+    rows, _ = shown("control=FW-001&q=lap-0011")
+    assert rows == ["lap-00110"]
+    rows, pager = shown("state=unreachable")
+    assert rows == [] and "hosts 0–0 of 0" in pager

@@ -48,7 +48,7 @@ def fake(monkeypatch, tmp_path):
 
     def install(after, play_hosts):
         runs = [before, after]
-        monkeypatch.setattr(command, "run_once", lambda root, limit, progress=None: (None, runs.pop(0), None))
+        monkeypatch.setattr(command, "run_once", lambda root, limit, progress=None, **kw: (None, runs.pop(0), None))
         monkeypatch.setattr(command, "fix", lambda root, targets, progress=None: calls.append(targets)
                             or [FakePlay(play_hosts)])
         monkeypatch.setattr(site_mod, "site_dir", lambda site: tmp_path)
@@ -114,7 +114,7 @@ def test_hundreds_of_never_onboarded_hosts_are_one_short_line_after_the_laptops(
     after = run("r2", **{"lap-1": host("u1", **{"ACC-001": "pass"}), **many})
     fake(after, {"lap-1": HostOutcome()})
     runs = [before, after]
-    monkeypatch.setattr(command, "run_once", lambda root, limit, progress=None: (None, runs.pop(0), None))
+    monkeypatch.setattr(command, "run_once", lambda root, limit, progress=None, **kw: (None, runs.pop(0), None))
     out = CliRunner().invoke(comply, ["--fix"], terminal_width=200).output
     line = next(x for x in out.splitlines() if x.startswith("not fixed (never onboarded"))
     assert "200 hosts: fleet-000" in line and "190 more" in line and "fleet-199" not in line, line
@@ -127,7 +127,7 @@ def test_a_failure_fix_cannot_repair_on_a_managed_laptop_is_listed_too(fake, mon
     after = run("r2", **{"lap-1": host("u1", **{"ACC-001": "pass"}), "lap-3": host("u3", **{"NET-001": "fail"})})
     calls = fake(after, {"lap-1": HostOutcome()})
     runs = [before, after]
-    monkeypatch.setattr(command, "run_once", lambda root, limit, progress=None: (None, runs.pop(0), None))
+    monkeypatch.setattr(command, "run_once", lambda root, limit, progress=None, **kw: (None, runs.pop(0), None))
     res = CliRunner().invoke(comply, ["--fix", "--json"])
     assert calls == [{"lap-1": ["accounts"]}] and res.exit_code == 1, res.output
     fix = json.loads(res.output)["fix"]

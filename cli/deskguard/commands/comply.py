@@ -19,7 +19,10 @@ def _write(text: str, output) -> None:
         click.echo(text)
 
 
-def _report(run, drift, history, fmt, output, fix=None):
+TABLE_HOSTS = 50   # the terminal table's hosts without --all: the worst ones (10,000 rows help nobody)
+
+
+def _report(run, drift, history, fmt, output, fix=None, show_all=False):
     from ..compliance import report
 
     if fmt == "json":
@@ -40,6 +43,8 @@ def _report(run, drift, history, fmt, output, fix=None):
         table = Table(title=f"compliance run {run.run['id'][:8]}: {len(run.hosts)} host(s), fleet score "
                             f"{'-' if score is None else f'{score:.0f}%'}")
         rows = report.table_rows(run)
+        hidden = 0 if show_all else max(len(rows) - TABLE_HOSTS, 0)
+        rows = rows[:len(rows) - hidden]
         warned = any(r["warnings"] != "-" for r in rows)   # the column only when a control passed with a warning
         for col in ("host", "state", "score", "failing controls") + (("passed with a warning",) if warned else ()):
             table.add_column(col)
@@ -48,6 +53,9 @@ def _report(run, drift, history, fmt, output, fix=None):
         buffer = io.StringIO() if output else None
         console = Console(file=buffer, width=120 if output else None)
         console.print(table)
+        if hidden:
+            console.print(f"{report.host_counts(run)}. The table shows the worst {len(rows)}; {hidden:,} more "
+                          "host(s) not shown (`--all` lists every host).", markup=False, highlight=False)
         if drift:
             console.print("drift since the previous run:")
             for d in drift:
@@ -66,8 +74,10 @@ def _report(run, drift, history, fmt, output, fix=None):
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @output_option("Write the report to this file (atomically; says where; a missing folder is made).")
 @click.option("--since", "since", default=None, help="Drift against this earlier run id (default: the previous run).")
+@click.option("--all", "show_all", is_flag=True,
+              help=f"The terminal table lists every host (default: the worst {TABLE_HOSTS} and the counts).")
 @click.option("--site", default=None, help="Site folder (default: DESKGUARD_SITE or the checkout).")
-def comply(limit, fix, fmt, as_json, output, since, site):
+def comply(limit, fix, fmt, as_json, output, since, show_all, site):
     """Score every control on every laptop, record the run, report drift.
 
     Exit codes: 0 every host compliant (a pass with a warning is compliant); 1 a host not compliant or not
@@ -87,9 +97,9 @@ def comply(limit, fix, fmt, as_json, output, since, site):
     with Store.open(root) as store:  # a folder that is no site yet is told to run `deskguard init`
         if since and runs.load(store, since) is None:
             raise UsageError(f"--since {since}: no such run (see the JSON report's history)")
-    hosts = inventory.play_hosts(root, limit)
+    inventory.play_hosts(root, limit)   # a limit that matches no laptop: one line, exit 2, before anything runs
     quiet = fmt != "table" and not output
-    progress = None if quiet else progress_factory("comply", len(hosts))
+    progress = None if quiet else (lambda n: progress_factory("comply", n))
     _result, run, prev = command.run_once(root, limit, progress)
     outcome = None
     if fix:
@@ -105,13 +115,14 @@ def comply(limit, fix, fmt, as_json, output, since, site):
         if targets:
             plays = command.fix(root, targets, None if quiet else (lambda n: progress_factory("comply --fix", n)))
             prev = run
-            _result, run, _ = command.run_once(root, limit, progress)
+            # The repaired hosts are seen live: their check-ins predate the repair.
+            _result, run, _ = command.run_once(root, limit, progress, force_live=targets)
         outcome = command.fix_outcome(before, run, targets, plays, skipped)
     with Store.open(root) as store:
         history = runs.history(store)
         if since:
             prev = runs.load(store, since)
-    _report(run, runs.drift(prev, run), history, fmt, output, outcome)
+    _report(run, runs.drift(prev, run), history, fmt, output, outcome, show_all)
     problem = command.checkpoint_audit(root)
     if problem:
         click.echo(f"deskguard: {problem}", err=True)

@@ -17,14 +17,27 @@ from .results import PolicyError
 # Host variables that are policy (templated per host, like the roles see them).
 POLICY_PREFIXES = ("screen_lock_", "firewall_", "auto_update_", "disk_encryption_", "usb_control_", "vpn_",
                    "network_posture_", "endpoint_agent_", "software_policy_", "accounts_", "deskguard_waivers",
-                   "deskguard_checkin_",
+                   "deskguard_checkin_", "deskguard_comply_evidence",
                    # Whose accounts ACC-* judge: the operator onboarding recorded, the account Ansible uses.
                    "deskguard_operator", "ansible_user")
 
 
 def host_policy(task_vars: dict, template) -> dict:
-    """The effective policy of the host whose task_vars these are (template: the action's templar.template)."""
-    return effective({k: template(v) for k, v in task_vars.items() if k.startswith(POLICY_PREFIXES)})
+    """The effective policy of the host whose task_vars these are (template: the action's templar.template).
+    Only values holding a template are templated: templating 80 plain values was a fifth of judging a laptop
+    from its check-in (tests/bench/comply_checkins.py)."""
+    return effective({k: template(v) if _has_template(v) else v
+                      for k, v in task_vars.items() if k.startswith(POLICY_PREFIXES)})
+
+
+def _has_template(value) -> bool:
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value or "{#" in value
+    if isinstance(value, dict):
+        return any(_has_template(k) or _has_template(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_template(v) for v in value)
+    return False
 
 
 def effective(host_policy: dict) -> dict:

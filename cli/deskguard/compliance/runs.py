@@ -7,7 +7,8 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from ..store.auditchain import canonical_json
 from ..store.models import ComplianceHost, ComplianceResult, ComplianceRun, iso, utcnow
@@ -33,20 +34,56 @@ def fleet_score(hosts: dict[str, HostRecord]) -> float | None:
 
 
 def record(store, run_id: str, started: dt.datetime, source: str, hosts: dict[str, HostRecord]) -> None:
-    """The run, its hosts and every result, in one transaction: a run is in the store whole or not at all."""
+    """The run, its hosts and every result, in one transaction: a run is in the store whole or not at all.
+    A run id already recorded is one slice of a run split over several processes (AWX job slicing: every
+    slice of one workflow records under one id): this slice's hosts join it, and its host count and score
+    become those of every slice recorded so far. A host already in the run is refused (the transaction rolls
+    back: nothing of this slice is kept)."""
+    try:
+        _record(store, run_id, started, source, hosts)
+    except _Raced:
+        _record(store, run_id, started, source, hosts)   # another slice created the run a moment ago: join it
+
+
+class _Raced(Exception):
+    """Two slices created the same run at once; the one that lost rolls back and joins the other's."""
+
+
+def _record(store, run_id: str, started: dt.datetime, source: str, hosts: dict[str, HostRecord]) -> None:
+    from ..store.common import StoreError
+
     with store.transaction() as s:
-        s.add(ComplianceRun(id=run_id, started_at=started, finished_at=utcnow(), source=source, hosts=len(hosts),
-                            score=fleet_score(hosts)))
+        run = s.get(ComplianceRun, run_id, with_for_update=True)
+        if run is None:
+            run = ComplianceRun(id=run_id, started_at=started, finished_at=utcnow(), source=source, hosts=0)
+            try:
+                with s.begin_nested():
+                    s.add(run)
+                    s.flush()
+            except IntegrityError:
+                raise _Raced() from None
+        else:
+            taken = sorted(set(s.scalars(select(ComplianceHost.hostname).where(ComplianceHost.run_id == run_id)))
+                           & set(hosts))
+            if taken:
+                raise StoreError(f"run {run_id}: {', '.join(taken[:5])}{' …' if len(taken) > 5 else ''} already "
+                                 "recorded in it (a slice run twice?); nothing of this slice was recorded")
         s.flush()
-        for name, h in sorted(hosts.items()):
-            s.add(ComplianceHost(run_id=run_id, hostname=name, device_uuid=h.device_uuid, state=h.state,
-                                 score=h.summary.get("score"), compliant=bool(h.summary.get("compliant")),
-                                 message=h.message, source=h.source, evidence_at=h.evidence_at))
-            for r in h.results:
-                s.add(ComplianceResult(run_id=run_id, hostname=name, control=r["id"], status=r["status"],
-                                       severity=r.get("severity") or "", observed=canonical_json(r.get("observed")),
-                                       expected=canonical_json(r.get("expected")),
-                                       evidence=canonical_json(r.get("evidence") or [])))
+        # Bulk inserts (executemany), not an ORM object per row: 26 results a laptop at 10,000 laptops.
+        s.execute(insert(ComplianceHost), [  # never empty: a run without hosts is not recorded
+            {"run_id": run_id, "hostname": name, "device_uuid": h.device_uuid, "state": h.state,
+             "score": h.summary.get("score"), "compliant": bool(h.summary.get("compliant")), "message": h.message,
+             "source": h.source, "evidence_at": h.evidence_at} for name, h in sorted(hosts.items())])
+        rows = [{"run_id": run_id, "hostname": name, "control": r["id"], "status": r["status"],
+                 "severity": r.get("severity") or "", "observed": canonical_json(r.get("observed")),
+                 "expected": canonical_json(r.get("expected")), "evidence": canonical_json(r.get("evidence") or [])}
+                for name, h in sorted(hosts.items()) for r in h.results]
+        if rows:
+            s.execute(insert(ComplianceResult), rows)
+        counted, scores = s.execute(select(func.count(), func.avg(ComplianceHost.score)).where(
+            ComplianceHost.run_id == run_id)).one()
+        run.hosts, run.finished_at = counted, utcnow()
+        run.score = round(scores, 1) if scores is not None else None   # the mean over hosts with a score
         store.audit(None, "compliance.run", "fleet", {"run_id": run_id, "hosts": len(hosts), "source": source,
                                                       "score": fleet_score(hosts)})
     seen = [h.device_uuid for h in hosts.values() if h.device_uuid and h.state == "ok" and h.source == "live"]

@@ -247,7 +247,7 @@ def _comply(site: Path, folder: Path, hosts: int, show):
     from ..store import Store
 
     show.step(f"the nightly compliance run over {hosts} host(s), as `deskguard comply --site {site}` does")
-    _result, run, prev = command.run_once(site, None, show.progress("comply (the nightly run)", hosts))
+    _result, run, prev = command.run_once(site, None, lambda n: show.progress("comply (the nightly run)", n))
     with Store.open(site) as store:
         history = runs.history(store)
     drift = runs.drift(prev, run)

@@ -17,6 +17,8 @@ from .models import Device, KeyslotBaseline
 class KeyslotBaselinesMixin:
     def keyslot_baselines(self, device_uuid: str) -> dict[str, set[str]]:
         """{luks uuid: fingerprints} of the device's volumes."""
+        if ahead := self._ahead_for(device_uuid):
+            return {luks: set(prints) for luks, prints in ahead.baselines.get(device_uuid, {}).items()}
         with self._session(write=False) as s:
             rows = s.scalars(select(KeyslotBaseline).where(KeyslotBaseline.device_uuid == device_uuid))
             return {r.luks_uuid: r.prints() for r in rows}

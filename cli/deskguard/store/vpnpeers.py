@@ -79,6 +79,8 @@ class VpnPeersMixin:
 
     def vpn_peer(self, device_uuid: str) -> VpnPeer | None:
         """The device's active peer, if any."""
+        if ahead := self._ahead_for(device_uuid):
+            return ahead.peers.get(device_uuid)
         with self._session(write=False) as s:
             return _active(s, device_uuid)
 
