@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 
 from ..errors import DeskguardError
-
 from .catalog import CONTROLS
 
 # A policy line that sets check-in first (in YAML or JSON); a commented-out one does not.
@@ -96,6 +95,8 @@ def checkpoint_audit(site: Path) -> str | None:
 
 def _why_not(result) -> str:
     """What the run itself said (no message may have been shown: -q, or no host answered at all)."""
+    if result is None:
+        return "no play ran: every host was judged from its check-in"
     said = [f"{host}: {m}" for host, h in sorted(result.hosts.items()) for m in h.messages[:1]] + result.notices
     return said[0][:300] if said else f"ansible-playbook ended {result.status}, exit {result.rc}, with no host result"
 
