@@ -31,7 +31,7 @@ def _apt(state: Path, *args: str) -> subprocess.CompletedProcess:
             "-o", f"Dir::Etc::PreferencesParts={state}/none", "-o", f"Dir::Etc::Trusted={state}/keyring.gpg",
             "-o", f"Dir::Etc::TrustedParts={state}/none", "-o", "Debug::NoLocking=1",
             "-o", "APT::Install-Recommends=0", "-o", "APT::Architecture=amd64", "-o", "Acquire::Languages=none"]
-    return subprocess.run(["apt-get", "-q", *opts, *args], capture_output=True, text=True, timeout=900)
+    return subprocess.run(["apt-get", "-q", *opts, *args], check=False, capture_output=True, text=True, timeout=900)
 
 
 def fetch(host, packages: list[str]) -> list[Path]:
@@ -77,7 +77,8 @@ def install(host, packages: list[str]) -> float:
               f"-o Dir::Etc::SourceParts=/nonexistent -o Acquire::Languages=none "
               f"install {' '.join(f'{repo}/{d.name}' for d in debs)} >/tmp/test-debs.log 2>&1 "
               f"|| {{ tail -20 /tmp/test-debs.log; exit 1; }}; echo installed")
-    proc = subprocess.run(host_argv(host, [script]), input=buf.getvalue(), capture_output=True, timeout=900)
+    proc = subprocess.run(host_argv(host, [script]), input=buf.getvalue(), check=False,
+                          capture_output=True, timeout=900)
     out = proc.stdout.decode(errors="replace")
     assert out.strip().endswith("installed"), (out + proc.stderr.decode(errors="replace"))[-3000:]
     missing = ssh(host, "dpkg-query -W -f '${Package} ${Status}\\n' " + " ".join(packages)).stdout

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .catalog import CONTROLS
 from .report import worst_first
+from .results import STATUS_WORDS
 
 WIDTH, HEIGHT, PAD = 640, 160, 24
 DRIFT_ROWS = 50          # drift rows shown; the rest are counted (all of them are in the JSON report)
@@ -68,7 +69,7 @@ def render(run, drift: list[dict], history: list[dict]) -> str:
     ours = managed(run)
     never = [(n, h) for n, h in worst_first(run) if n not in ours]
     return env.get_template("report.html.j2").render(
-        run=run.run, hosts=[(n, h) for n, h in worst_first(run) if n in ours], never=never,
+        words=STATUS_WORDS, run=run.run, hosts=[(n, h) for n, h in worst_first(run) if n in ours], never=never,
         managed_count=len(ours), managed_score=managed_score(run), first_run=is_first_run(run, history),
         drift=drift[:DRIFT_ROWS], drift_more=max(len(drift) - DRIFT_ROWS, 0), drift_summary=drift_summary(drift),
         points=trend_points(history), width=WIDTH, height=HEIGHT, pad=PAD, worst=worst_controls(run),
