@@ -39,7 +39,7 @@ GNOME_PACKAGES = ["libglib2.0-bin", "dconf-gsettings-backend", "gsettings-deskto
 BROWSER_PACKAGES = ["chromium", "firefox-esr"]
 # The operator's passwords: each passes the policy's quality rules (12+ characters, 3 classes, not the user name).
 FIRST, SECOND = "Kasumi-first-2026", "Kasumi-second-2026"
-DENY, UNLOCK = 3, 20
+DENY, UNLOCK = 3, 10
 RESOLVER = "https://dns.corp.example/dns-query"
 # The page the test serves on the laptop's loopback; the blocklist names one path of it (Chromium's syntax).
 SERVED = "http://127.0.0.1:8088"
