@@ -189,8 +189,8 @@ def test_the_operators_gnome_session_gets_the_policys_idle_lock_and_cannot_chang
     assert gnome_settings(laptop)[0] == "uint32 300"
     r = lck001(site)
     assert r["status"] == "pass", r
-    assert r["observed"]["desktop"] == "GNOME" and r["observed"]["session"]["idle_delay"] == 300
-    assert r["observed"]["session"]["read_by"] == "gsettings as tanaka in a D-Bus session (dbus-run-session)"
+    assert r["observed"]["desktop"] == "GNOME" and r["observed"]["session_idle_delay"] == 300
+    assert r["observed"]["session_read_by"] == "gsettings as tanaka in a D-Bus session (dbus-run-session)"
 
 
 def test_a_session_that_ignores_the_files_fails_lck001_although_the_files_are_right(site, laptop):

@@ -44,11 +44,13 @@ def _session_checked(session: dict | None, limit: int, observed: dict, expected:
     within the policy, not writable by the operator); wrong files fail either way; otherwise "not checked"."""
     session = session or {}
     observed["desktop"] = session.get("desktop")
-    expected["session"] = {"idle_delay": f"1..{limit} s", "lock_enabled": True, "writable": False}
+    # Flat keys (no nested mapping): every report format shows them as they are.
+    expected.update({"session_idle_delay": f"1..{limit} s", "session_lock_enabled": True, "session_writable": []})
     if session.get("checked"):
         values, writable = session.get("values") or {}, session.get("writable") or {}
-        observed["session"] = {"read_by": session.get("reader"), **values,
-                               "writable": sorted(k for k, v in writable.items() if v)}
+        observed.update({"session_read_by": session.get("reader"), "session_idle_delay": values.get("idle_delay"),
+                         "session_lock_enabled": values.get("lock_enabled"),
+                         "session_writable": sorted(k for k, v in writable.items() if v)})
         delay = values.get("idle_delay")
         if not isinstance(delay, int) or not 0 < delay <= limit:
             problems.append(f"the operator's session gets idle-delay {shown(delay, 's')} (GNOME), policy wants 1..{limit} s")
