@@ -39,7 +39,8 @@ else:
         pass
 
 STATE_FOR_RUNNER = {"pass": "compliant", "warn": "warning", "fail": "noncompliant", "error": "failed", "waived": "compliant",
-                    "not_applicable": "not_applicable"}
+                    "not_applicable": "not_applicable",
+                    "not_checked": "warning"}   # shown with its evidence, which says what was not checked
 
 
 class ActionModule(ActionBase):

@@ -9,7 +9,8 @@ from __future__ import annotations
 from ansible.plugins.action import ActionBase
 
 STATE_FOR_RUNNER = {"pass": "compliant", "warn": "warning", "fail": "noncompliant", "error": "failed", "waived": "compliant",
-                    "not_applicable": "not_applicable"}
+                    "not_applicable": "not_applicable",
+                    "not_checked": "warning"}   # shown with its evidence, which says what was not checked
 
 
 class ActionModule(ActionBase):

@@ -12,6 +12,14 @@ def browser_windows_registry(settings):
     return module_utils("deskguard_browser_policy").windows_registry(settings)
 
 
+def url_filter_problems(entries):
+    """The blocklist entries the browsers refuse, each with why (Chromium's URL filter format)."""
+    from deskguard.site import module_utils
+
+    return module_utils("deskguard_browser_policy").url_filter_problems(list(entries or []))
+
+
 class FilterModule:
     def filters(self):
-        return {"deskguard_browser_windows_registry": browser_windows_registry}
+        return {"deskguard_browser_windows_registry": browser_windows_registry,
+                "deskguard_url_filter_problems": url_filter_problems}

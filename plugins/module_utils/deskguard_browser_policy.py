@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 # browser -> (files or directories whose presence means it is installed, the policy files it reads)
 BROWSERS = {
@@ -28,6 +29,72 @@ BROWSERS = {
     "firefox-esr": (("usr/lib/firefox-esr/firefox-esr",),
                     ("etc/firefox/policies/policies.json", "usr/lib/firefox-esr/distribution/policies.json")),
 }
+
+
+# Chromium's URL filter format (the policy's url_blocklist is written in it): [scheme://][.]host[:port][/path],
+# the host a name, an IP address or "*" alone. Chromium 14x refuses a wildcard inside a host ("*.games.example":
+# "Policy parsing error" in chrome://policy, proven by tests/container/test_desktop_controls.py) and then blocks
+# nothing for that entry. "games.example" already blocks its subdomains; ".games.example" only the host itself.
+_FILTER = re.compile(r"^(?:(?P<scheme>[a-z][a-z0-9+.-]*|\*)://)?(?P<host>\.?[^/:?@*\s]+|\*)?(?::(?P<port>\d+|\*))?"
+                     r"(?P<rest>[/?@]\S*)?$", re.I)
+
+
+def url_filter_problem(entry):
+    """Why Chromium would refuse this URL filter, or None when it takes it."""
+    if not isinstance(entry, str) or not entry.strip():
+        return "not a text entry"
+    m = _FILTER.match(entry)
+    if m and m.group("scheme") and m.group("scheme").lower() == "file":
+        return None   # file:// filters have no host
+    if not m or not m.group("host"):
+        if "*" in entry.split("/", 3)[2 if "://" in entry else 0]:
+            return "a wildcard inside a host name (write the domain itself: it blocks its subdomains too)"
+        return "not of the form [scheme://][.]host[:port][/path]"
+    return None
+
+
+def url_filter_problems(entries):
+    """["'entry': why", ...] for the entries Chromium refuses (a list that is not a list of text: one line)."""
+    if not isinstance(entries, list):
+        return ["URLBlocklist is not a list"]
+    return ["%r: %s" % (e, why) for e in entries for why in [url_filter_problem(e)] if why]
+
+
+def firefox_match_pattern(entry):
+    """The Chromium URL filter as a Firefox WebsiteFilter match pattern (<scheme>://<host>/<path>, which
+    Firefox requires): no scheme -> any scheme, a name -> the name and its subdomains unless it starts with
+    ".", an address as it is, no port (match patterns have none), the path with "*" after it."""
+    m = _FILTER.match(entry)
+    scheme = (m.group("scheme") or "*").lower()
+    if scheme == "file":
+        return "file:///*" if entry.rstrip("/*") in ("file:", "file:/") else entry if entry.endswith("*") else entry + "*"
+    host = m.group("host")
+    ip = re.match(r"^(\d+\.){3}\d+$|^\[", host)   # an address has no subdomains (nor does Chromium match any)
+    host = "*" if host == "*" else host[1:] if host.startswith(".") else host if ip else "*." + host
+    if scheme not in ("http", "https", "*"):
+        scheme = "*"
+    path = (m.group("rest") or "").split("?")[0].split("@")[0]
+    return "%s://%s%s*" % (scheme, host, path if path.startswith("/") else "/")
+
+
+# Firefox's WebsiteFilter takes WebExtension match patterns only; it skips anything else.
+_MATCH_PATTERN = re.compile(r"^(?:(?:\*|https?|wss?|ftp)://(?:\*|\*\.[^/*]+|[^/*]+)|file://)/\S*$")
+
+
+def rejected_entries(browser, found):
+    """Entries of a policy file as found on disk that the browser refuses ([] when it takes them all)."""
+    if not isinstance(found, dict):
+        return ["the file is not a JSON object"]
+    if browser.startswith("firefox"):
+        block = ((found.get("policies") or {}).get("WebsiteFilter") or {}).get("Block", [])
+        if not isinstance(block, list):
+            return ["WebsiteFilter.Block is not a list"]
+        return ["WebsiteFilter %r: not a match pattern (<scheme>://<host>/<path>)" % e for e in block
+                if not isinstance(e, str) or not _MATCH_PATTERN.match(e)]
+    out = ["URLBlocklist " + why for why in url_filter_problems(found.get("URLBlocklist", []))]
+    if found.get("DnsOverHttpsMode", "off") not in ("off", "automatic", "secure"):
+        out.append("DnsOverHttpsMode %r: not off, automatic or secure" % found["DnsOverHttpsMode"])
+    return out
 
 
 def chromium_policy(settings):
@@ -57,7 +124,8 @@ def firefox_policy(settings):
     locked = {"Value": True, "Status": "locked"}
     return {"policies": {
         "ExtensionSettings": extensions,
-        "WebsiteFilter": {"Block": list(settings.get("url_blocklist") or [])},
+        "WebsiteFilter": {"Block": [firefox_match_pattern(e) for e in settings.get("url_blocklist") or []
+                                    if not url_filter_problem(e)]},
         "DNSOverHTTPS": dns,
         "Preferences": {"browser.safebrowsing.malware.enabled": locked,
                         "browser.safebrowsing.phishing.enabled": locked},
@@ -123,7 +191,8 @@ def targets(settings, root="/"):
 
 
 def observe(settings, root="/"):
-    """Posture: per installed browser and policy file, present / valid JSON / equal to the expected policy."""
+    """Posture: per installed browser and policy file, present / valid JSON / equal to the expected policy /
+    the entries the browser itself would refuse (a file can equal the policy and still be refused in part)."""
     seen = {}
     for browser in installed(root):
         expected = policy_for(browser, settings)
@@ -140,6 +209,7 @@ def observe(settings, root="/"):
                         found = json.load(fh)
                     entry["valid_json"] = True
                     entry["matches"] = found == expected
+                    entry["rejected"] = rejected_entries(browser, found)
                     if not entry["matches"] and isinstance(found, dict):
                         top = found.get("policies", found) if browser.startswith("firefox") else found
                         want = expected.get("policies", expected) if browser.startswith("firefox") else expected

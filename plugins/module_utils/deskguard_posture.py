@@ -18,7 +18,7 @@ import time
 
 try:  # inside a module (Ansiballz) the kit's module_utils live under ansible.module_utils
     from ansible.module_utils import (deskguard_accounts, deskguard_agent_health, deskguard_av,
-                                      deskguard_browser_policy, deskguard_luks, deskguard_network, deskguard_reboot,
+                                      deskguard_browser_policy, deskguard_desktop_session, deskguard_luks, deskguard_network, deskguard_reboot,
                                       deskguard_software, deskguard_ufw, deskguard_usb_report, deskguard_vpn_facts,
                                       deskguard_wireguard)
 except ImportError:  # unit tests and the agent import them as plain modules
@@ -26,6 +26,7 @@ except ImportError:  # unit tests and the agent import them as plain modules
     import deskguard_agent_health
     import deskguard_av
     import deskguard_browser_policy
+    import deskguard_desktop_session
     import deskguard_luks
     import deskguard_network
     import deskguard_reboot
@@ -76,6 +77,8 @@ def _dconf_value(text):
 
 
 def _screen_lock(root, params):
+    """LCK-001: the dconf files the role writes, and the values the operator's session gets from them (params:
+    operator)."""
     base = os.path.join(root, "etc/dconf")
     settings, files = {}, sorted(glob.glob(os.path.join(base, "db/local.d/*")))
     for path in files:
@@ -102,7 +105,9 @@ def _screen_lock(root, params):
             "lock_enabled": settings.get("/org/gnome/desktop/screensaver/lock-enabled"),
             "lock_delay": settings.get("/org/gnome/desktop/screensaver/lock-delay"),
             "locked": sorted(locks), "profile_uses_local_db": "system-db:local" in profile,
-            "db_compiled": os.path.exists(db) and os.path.getmtime(db) >= newest}
+            "db_compiled": os.path.exists(db) and os.path.getmtime(db) >= newest,
+            # What the operator's session really gets (GNOME's own reader), or why it was not read.
+            "session": deskguard_desktop_session.read(params.get("operator"), root)}
 
 
 def _firewall(root, params):

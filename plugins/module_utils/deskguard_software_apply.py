@@ -107,6 +107,10 @@ def apply(params, check_mode=False, root="/"):
                          % (", ".join(present), ", ".join(collateral)))
 
     browser_settings = params.get("browser") or {}
+    refused = deskguard_browser_policy.url_filter_problems(list(browser_settings.get("url_blocklist") or []))
+    if refused and params.get("browsers_enabled", True):
+        raise ApplyError("software_policy_url_blocklist has entries the browsers refuse (%s); nothing was changed"
+                         % "; ".join(refused))
     browsers = deskguard_browser_policy.targets(browser_settings, root) if params.get("browsers_enabled", True) else {}
     specs = _file_specs(deskguard_software.pin_files(denied, fam, root), browsers)
     file_todo = deskguard_files.plan(specs)

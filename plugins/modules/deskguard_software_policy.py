@@ -38,7 +38,7 @@ EXAMPLES = r"""
 - name: SW-001 | PATCH | Software policy
   deskguard_software_policy:
     denied_packages: [anydesk, teamviewer]
-    browser: {url_blocklist: ["*.example-games.com"]}
+    browser: {url_blocklist: ["example-games.com"]}
 """
 
 RETURN = r"""

@@ -55,7 +55,9 @@ def test_a_freshly_onboarded_laptop_passes_everything(site):
     # NET-001/002: the container's default route is its veth (a virtual link: not a phone, not Wi-Fi);
     # NET-003: the example policy names no call system.
     assert {cid: st for cid, st in statuses(report).items() if st != "not_applicable"} == {
-        "FW-001": "pass", "LCK-001": "pass", "UPD-001": "pass", "UPD-002": "pass", "NET-001": "pass", "NET-002": "pass",
+        # LCK-001: the dconf files are right, but the lab has no GNOME settings reader (gsettings) to read what a
+        # session gets: not checked, never a pass (tests/container/test_desktop_controls.py reads it).
+        "FW-001": "pass", "LCK-001": "not_checked", "UPD-001": "pass", "UPD-002": "pass", "NET-001": "pass", "NET-002": "pass",
         "ACC-001": "pass", "ACC-002": "pass", "ACC-003": "pass", "ACC-004": "pass", "ACC-005": "pass",
         "SW-001": "pass"}   # nothing denied is installed; SW-002/003, AV-001 not applicable (example policy, no browser)
     assert {"ENC-001", "ENC-002", "ENC-003", "USB-001", "USB-003", "VPN-001", "NET-003"} <= {
@@ -82,9 +84,9 @@ def test_broken_by_hand_fails_exactly_those_then_fix_repairs_them(site, laptop):
 
     rc, fixed = comply(site, "--fix")
     assert rc == 0, fixed
-    assert set(statuses(fixed).values()) <= {"pass", "not_applicable"}
+    assert set(statuses(fixed).values()) <= {"pass", "not_applicable", "not_checked"}
     assert {(d["control"], d["change"]) for d in fixed["drift"]} == {
-        ("FW-001", "fixed"), ("LCK-001", "fixed"), ("UPD-001", "fixed")}
+        ("FW-001", "fixed"), ("LCK-001", "no longer failing (not checked)"), ("UPD-001", "fixed")}
     assert ssh(laptop, "sudo ufw status").stdout.startswith("Status: active")
 
 

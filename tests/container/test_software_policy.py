@@ -27,7 +27,7 @@ STANDINS = ("/usr/lib/chromium/chromium", "/usr/lib/firefox-esr/firefox-esr")
 POLICY_FILES = ("/etc/chromium/policies/managed/deskguard.json", "/etc/firefox/policies/policies.json",
                 "/usr/lib/firefox-esr/distribution/policies.json")
 POLICY = {"software_policy_denied_packages": f"[{DENIED}, anydesk]",
-          "software_policy_url_blocklist": '["*.games.example", "file://*"]',
+          "software_policy_url_blocklist": '["games.example", "file://*"]',
           "software_policy_browser_extension_allowlist": "[aaaabbbbccccddddeeeeffffgggghhhh]",
           "software_policy_doh_resolver": "https://dns.corp.example/dns-query"}
 
@@ -109,7 +109,7 @@ def test_converge_writes_the_policy_files_as_valid_json(site, laptop):
     assert head == "644 root"
     chrome = json.loads(body)
     assert chrome["ExtensionInstallBlocklist"] == ["*"] and chrome["DnsOverHttpsMode"] == "secure"
-    assert chrome["URLBlocklist"] == ["*.games.example", "file://*"]
+    assert chrome["URLBlocklist"] == ["games.example", "file://*"]
     for text in (firefox, firefox_dist):
         head, _, body = text.partition("\n")
         assert head == "644 root"
@@ -150,7 +150,7 @@ def test_a_denylist_naming_a_package_the_kit_needs_is_refused_before_any_change(
     before = policy_files(laptop)
     try:
         policy.write_text(with_values(good, {"software_policy_denied_packages": f"[{DENIED}, openssh-server]",
-                                             "software_policy_url_blocklist": '["*.new.example"]'}))
+                                             "software_policy_url_blocklist": '["new.example"]'}))
         proc, out = onboard(site, laptop)
         assert proc.returncode != 0
         assert "openssh-server, which deskguard needs" in proc.stdout + proc.stderr

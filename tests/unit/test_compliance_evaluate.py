@@ -21,7 +21,12 @@ LOCKS = ["/org/gnome/desktop/session/idle-delay", "/org/gnome/desktop/screensave
 GOOD = {
     "os": {"id": "debian", "uptime_seconds": 3600},
     "screen_lock": {"idle_delay": 300, "lock_enabled": True, "locked": LOCKS, "profile_uses_local_db": True,
-                    "db_compiled": True},
+                    "db_compiled": True,
+                    # Shape from plugins/module_utils/deskguard_desktop_session.read: GNOME's reader answered.
+                    "session": {"desktop": "GNOME", "desktops_found": ["GNOME"], "checked": True,
+                                "reader": "gsettings as tanaka in a D-Bus session (dbus-run-session)",
+                                "values": {"idle_delay": 300, "lock_enabled": True, "lock_delay": 0},
+                                "writable": {"idle_delay": False, "lock_enabled": False, "lock_delay": False}}},
     "firewall": {"tool": "ufw", "active": True, "defaults": {"input": "DROP", "output": "ACCEPT"},
                  "rules": ["allow from 10.8.0.0/16 to any port 22 proto tcp comment 'deskguard management'"]},
     "updates": {"installed": True, "periodic_unattended_upgrade": "1", "periodic_update_lists": "1",
@@ -83,7 +88,8 @@ def test_a_good_laptop_passes_everything():
         **dict.fromkeys(PASSING, "pass"), **dict.fromkeys(NOT_APPLICABLE, "not_applicable")}
     assert host_summary(list(results.values())) == {
         "score": 100.0, "compliant": True,
-        "counts": {"pass": 17, "warn": 0, "fail": 0, "error": 0, "waived": 0, "not_applicable": 9}}
+        "counts": {"pass": 17, "warn": 0, "fail": 0, "error": 0, "waived": 0, "not_applicable": 9,
+                   "not_checked": 0}}
 
 
 @pytest.mark.parametrize("section, changes, cid, reason", [
@@ -223,3 +229,38 @@ def test_agt_001_when_the_policy_turns_the_agent_on(changes, reason):
     assert r.status == ("pass" if reason is None else "fail"), r
     if reason:
         assert any(reason in e for e in r.evidence), r.evidence
+
+
+GNOME_SESSION = GOOD["screen_lock"]["session"]
+
+
+@pytest.mark.parametrize("session, reason", [
+    ({"values": {"idle_delay": 3600, "lock_enabled": True}}, "the operator's session gets idle-delay 3600 s (GNOME)"),
+    ({"values": {"idle_delay": 300, "lock_enabled": False}}, "the operator's session has the screen lock off"),
+    # GSettings without the dconf backend answers its defaults (300 s, lock on) and calls them writable.
+    ({"writable": {"idle_delay": True, "lock_enabled": True}}, "the operator can change idle-delay in their session"),
+])
+def test_lck001_fails_on_what_the_operators_session_gets_even_with_right_files(session, reason):
+    posture = broken("screen_lock", session={**GNOME_SESSION, **session})
+    r = run(posture)["LCK-001"]
+    assert r.status == "fail" and any(reason in e for e in r.evidence), r.evidence
+    assert r.observed["desktop"] == "GNOME"
+
+
+@pytest.mark.parametrize("session, why", [
+    ({"desktop": "KDE Plasma", "desktops_found": ["KDE Plasma"], "checked": False, "values": {}, "writable": {},
+      "why": "KDE Plasma found: the kit sets GNOME's idle lock only"}, "KDE Plasma found"),
+    ({"desktop": "GNOME", "desktops_found": [], "checked": False, "values": {}, "writable": {},
+      "why": "GNOME's settings reader is not installed (no /usr/bin/gsettings)"}, "no /usr/bin/gsettings"),
+    (None, "an older agent"),
+])
+def test_lck001_without_a_reading_of_the_session_is_not_checked_never_a_pass(session, why):
+    posture = broken("screen_lock", session=session)
+    results = run(posture)
+    r = results["LCK-001"]
+    assert r.status == "not_checked" and why in r.evidence[0], r.evidence
+    summary = host_summary(list(results.values()))
+    assert summary["counts"]["not_checked"] == 1 and summary["counts"]["pass"] == 16
+    assert summary["score"] == 100.0 and summary["compliant"]   # left out of the score, like not applicable
+    # Wrong files still fail without a reader.
+    assert run(broken("screen_lock", session=session, idle_delay=3600))["LCK-001"].status == "fail"

@@ -49,6 +49,10 @@ BAD_POLICIES = {
     "bad YAML": (lambda t: t + "usb_control_mode: [block\n",
                  r"cannot read the policy file .*policy\.yml:\d+: "),
     "list, not mapping": (lambda t: "- screen_lock_idle_minutes: 5\n", r"policy\.yml:1: a policy file is a mapping"),
+    # Chromium refuses a wildcard inside a host (issue 26): refused for every OS before anything runs.
+    "url blocklist a browser refuses": (lambda t: set_key(t, "software_policy_url_blocklist", '["*.games.example"]'),
+                                        r"policy\.yml:\d+: software_policy_url_blocklist has entries the browsers "
+                                        r"refuse \('\*\.games\.example': a wildcard inside a host name"),
     "duplicate key": (lambda t: t + "screen_lock_idle_minutes: 10\n",
                       r"policy\.yml:\d+: screen_lock_idle_minutes: set twice in this file \(also on line \d+\)"),
 }

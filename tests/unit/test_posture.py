@@ -36,7 +36,20 @@ def test_screen_lock_settings_are_read_as_values(tmp_path):
     got = dp._screen_lock(str(make_root(tmp_path)), {})
     assert got == {"idle_delay": 300, "lock_enabled": True, "lock_delay": 0, "profile_uses_local_db": True,
                    "db_compiled": True, "locked": ["/org/gnome/desktop/screensaver/lock-enabled",
-                                                   "/org/gnome/desktop/session/idle-delay"]}
+                                                   "/org/gnome/desktop/session/idle-delay"],
+                   # No desktop and no GNOME reader under this root: the session was not read, and it says why.
+                   "session": {"desktop": None, "desktops_found": [], "checked": False, "values": {},
+                               "writable": {}, "why": "no desktop found and GNOME's settings reader is not installed (no "
+                               "/usr/share/glib-2.0/schemas/org.gnome.desktop.session.gschema.xml, /usr/bin/gsettings, "
+                               "/usr/bin/dbus-run-session, /usr/sbin/runuser)"}}
+
+
+def test_another_desktop_is_named_and_its_lock_not_read(tmp_path):
+    root = make_root(tmp_path)
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/startplasma-x11").write_text("")
+    session = dp._screen_lock(str(root), {"operator": "tanaka"})["session"]
+    assert session["desktop"] == "KDE Plasma" and not session["checked"] and "KDE Plasma found" in session["why"]
 
 
 def test_a_settings_file_newer_than_the_database_is_seen(tmp_path):

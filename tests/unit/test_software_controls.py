@@ -25,7 +25,7 @@ pytestmark = pytest.mark.unit
 ROLE_VARS = yaml.safe_load((REPO / "roles/software_policy/vars/main.yml").read_text())
 PROTECTED = ROLE_VARS["__software_policy_protected_builtin"]
 SETTINGS = {"extension_allowlist": ["aaaabbbbccccddddeeeeffffgggghhhh"], "firefox_extension_allowlist": ["sip@corp"],
-            "url_blocklist": ["*.games.example"], "doh_resolver": "https://dns.corp.example/dns-query"}
+            "url_blocklist": ["games.example"], "doh_resolver": "https://dns.corp.example/dns-query"}
 
 
 def status_entry(name, status="install ok installed"):
@@ -194,11 +194,12 @@ def test_policies_are_written_only_for_installed_browsers_as_valid_json(tmp_path
     assert chromium["ExtensionInstallBlocklist"] == ["*"]
     assert chromium["ExtensionInstallAllowlist"] == ["aaaabbbbccccddddeeeeffffgggghhhh"]
     assert chromium["DnsOverHttpsMode"] == "secure" and chromium["DnsOverHttpsTemplates"] == SETTINGS["doh_resolver"]
-    assert chromium["SafeBrowsingProtectionLevel"] == 1 and chromium["URLBlocklist"] == ["*.games.example"]
+    assert chromium["SafeBrowsingProtectionLevel"] == 1 and chromium["URLBlocklist"] == ["games.example"]
     for rel in ("etc/firefox/policies/policies.json", "usr/lib/firefox-esr/distribution/policies.json"):
         firefox = json.loads((root / rel).read_text())["policies"]
         assert firefox["ExtensionSettings"]["*"] == {"installation_mode": "blocked"}
         assert firefox["ExtensionSettings"]["sip@corp"] == {"installation_mode": "allowed"}
+        assert firefox["WebsiteFilter"] == {"Block": ["*://*.games.example/*"]}   # Firefox's own pattern syntax
         assert firefox["DNSOverHTTPS"] == {"Enabled": True, "ProviderURL": SETTINGS["doh_resolver"],
                                            "Fallback": False, "Locked": True}
         assert oct((root / rel).stat().st_mode & 0o777) == "0o644" and (root / rel).stat().st_uid == 0
@@ -237,6 +238,47 @@ def test_an_edited_policy_file_is_seen_and_judged(tmp_path):
     assert "not valid JSON" in software.browsers({"browsers": bp.observe(SETTINGS, str(root))}, {}).evidence[0]
     path.unlink()
     assert "missing" in software.browsers({"browsers": bp.observe(SETTINGS, str(root))}, {}).evidence[0]
+
+
+def test_a_policy_file_the_browser_refuses_fails_sw003_even_when_it_equals_the_policy(tmp_path):
+    """Chromium refuses "*.games.example" in URLBlocklist (a wildcard inside a host: "Policy parsing error" in
+    its chrome://policy, tests/container/test_desktop_controls.py) and Firefox skips a WebsiteFilter entry
+    that is not a match pattern: a file equal to such a policy blocks nothing for that entry."""
+    from deskguard.compliance import software
+    root = browser_root(tmp_path, "usr/bin/chromium", "usr/lib/firefox-esr/firefox-esr")
+    swa.apply({"browser": SETTINGS, "protected_packages": PROTECTED}, root=str(root))
+    assert software.browsers({"browsers": bp.observe(SETTINGS, str(root))}, {}).status == "pass"
+    wildcard = dict(SETTINGS, url_blocklist=["*.games.example"])
+    (root / "etc/chromium/policies/managed/deskguard.json").write_text(bp.render(bp.chromium_policy(wildcard)))
+    firefox = bp.firefox_policy(SETTINGS)
+    firefox["policies"]["WebsiteFilter"]["Block"] = ["*.games.example"]
+    (root / "etc/firefox/policies/policies.json").write_text(bp.render(firefox))
+    seen = bp.observe(wildcard, str(root))
+    assert seen["chromium"][0]["matches"]    # what the kit would have written from that policy...
+    r = software.browsers({"browsers": seen}, {})
+    assert r.status == "fail"                # ...and still refused by the browsers
+    assert any("chromium" in e and "'*.games.example': a wildcard inside a host name" in e for e in r.evidence), r.evidence
+    assert any("firefox-esr: /etc/firefox/policies/policies.json" in e and "not a match pattern" in e
+               for e in r.evidence), r.evidence
+
+
+def test_a_blocklist_the_browsers_refuse_is_refused_before_any_change(tmp_path):
+    root = browser_root(tmp_path, "usr/bin/chromium")
+    before = snapshot(root)
+    with pytest.raises(swa.ApplyError, match=r"refuse \('\*\.games\.example': a wildcard inside a host name"):
+        swa.apply({"browser": dict(SETTINGS, url_blocklist=["games.example", "*.games.example"]),
+                   "protected_packages": PROTECTED}, root=str(root))
+    assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("entry, firefox", [
+    ("games.example", "*://*.games.example/*"), (".games.example", "*://games.example/*"),
+    ("https://games.example/play", "https://*.games.example/play*"), ("127.0.0.1:8088/blocked", "*://127.0.0.1/blocked*"),
+    ("file://*", "file:///*"), ("*", "*://*/*")])
+def test_chromium_url_filters_become_firefox_match_patterns(entry, firefox):
+    assert bp.url_filter_problem(entry) is None
+    assert bp.firefox_match_pattern(entry) == firefox
+    assert bp.rejected_entries("firefox", {"policies": {"WebsiteFilter": {"Block": [firefox]}}}) == []
 
 
 # -------------------------------------------------------------------------------------------- AV-001

@@ -131,7 +131,10 @@ def test_comply_fails_exactly_what_was_broken_and_fix_repairs_it(site, laptop):
 
     rc, report, host = comply(site, "--fix")
     assert rc == 0 and failing(host) == set(), host
-    assert {(d["control"], d["change"]) for d in report["drift"]} == {(c, "fixed") for c in broken}
+    # LCK-001: the dconf files are repaired, but the lab VM has no GNOME settings reader to read what a session
+    # gets, so it is not checked rather than fixed (issue 26; docs/compliance.md).
+    assert {(d["control"], d["change"]) for d in report["drift"]} == {
+        *((c, "fixed") for c in broken - {"LCK-001"}), ("LCK-001", "no longer failing (not checked)")}
     r = vm.ssh(laptop, "systemctl is-active usbguard; sudo ufw status | head -n1; "
                        "sudo cryptsetup luksDump $(sudo blkid -t TYPE=crypto_LUKS -o device | head -n1) "
                        "| grep -c 'luks2$'", timeout=180)

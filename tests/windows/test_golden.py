@@ -133,7 +133,7 @@ def test_disk_encryption_check_mode_probes_for_real_and_changes_nothing(responde
 
 SW_POLICY = {"software_policy_denied_windows_software": [{"name": "AnyDesk*"},
                                                           {"name": "TeamViewer*", "product_code": "{0F0E0D0C-1111-2222-3333-444455556666}"}],
-             "software_policy_url_blocklist": ["*.games.example"],
+             "software_policy_url_blocklist": ["games.example"],
              "software_policy_browser_extension_allowlist": ["aaaabbbbccccddddeeeeffffgggghhhh"],
              "software_policy_firefox_extension_allowlist": ["sip@corp.example"],
              "software_policy_doh_resolver": "https://dns.corp.example/dns-query"}
@@ -150,7 +150,7 @@ def test_software_policy_with_a_denylist_and_a_resolver_matches_golden(responder
         "*": {"installation_mode": "blocked"}, "sip@corp.example": {"installation_mode": "allowed"}}
     lists = {v["key"]: v["items"] for v in json.loads(browser.args["parameters"]["Lists"])}
     assert lists["HKLM:\\SOFTWARE\\Policies\\Google\\Chrome\\ExtensionInstallBlocklist"] == ["*"]
-    assert lists["HKLM:\\SOFTWARE\\Policies\\Mozilla\\Firefox\\WebsiteFilter\\Block"] == ["*.games.example"]
+    assert lists["HKLM:\\SOFTWARE\\Policies\\Mozilla\\Firefox\\WebsiteFilter\\Block"] == ["*://*.games.example/*"]
     defender = next(c for c in responder.calls if c.short == "win_regedit")
     assert defender.args["name"] == "DisableRealtimeMonitoring" and defender.args["data"] == 0
 

@@ -57,8 +57,9 @@ def _print_outcome(out) -> None:
             na = sorted(c for c, r in h["results"].items() if r["status"] == "not_applicable")
             state = "compliant" if h["compliant"] else f"NOT compliant ({h['state']})"
             score = "-" if h["score"] is None else f"{h['score']:.0f}%"
+            unchecked = sorted(c for c, r in h["results"].items() if r["status"] == "not_checked")
             click.echo(f"  {lap.name} ({lap.kind}, onboarded): {state}, score {score}; not applicable here: "
-                       f"{', '.join(na) or 'none'}")
+                       f"{', '.join(na) or 'none'}" + (f"; not checked here: {', '.join(unchecked)}" if unchecked else ""))
     if out.fleet:
         counts = fleet_summary(out)
         click.echo(f"  the rest of the fleet ({len(out.fleet)} hosts, never onboarded): "

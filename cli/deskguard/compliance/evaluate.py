@@ -36,7 +36,35 @@ def screen_lock(p: dict, policy: dict, _posture: dict | None = None) -> Result:
         problems.append("the dconf user profile does not read the system database")
     if not p.get("db_compiled"):
         problems.append("the dconf database is older than its settings (dconf update not run)")
-    return _check("LCK-001", observed, expected, problems)
+    return _session_checked(p.get("session"), minutes * 60, observed, expected, problems)
+
+
+def _session_checked(session: dict | None, limit: int, observed: dict, expected: dict, problems: list[str]) -> Result:
+    """LCK-001 by what the operator's session gets: a pass needs GNOME's own reader to have answered (values
+    within the policy, not writable by the operator); wrong files fail either way; otherwise "not checked"."""
+    session = session or {}
+    observed["desktop"] = session.get("desktop")
+    # Flat keys (no nested mapping): every report format shows them as they are.
+    expected.update({"session_idle_delay": f"1..{limit} s", "session_lock_enabled": True, "session_writable": []})
+    if session.get("checked"):
+        values, writable = session.get("values") or {}, session.get("writable") or {}
+        observed.update({"session_read_by": session.get("reader"), "session_idle_delay": values.get("idle_delay"),
+                         "session_lock_enabled": values.get("lock_enabled"),
+                         "session_writable": sorted(k for k, v in writable.items() if v)})
+        delay = values.get("idle_delay")
+        if not isinstance(delay, int) or not 0 < delay <= limit:
+            problems.append(f"the operator's session gets idle-delay {shown(delay, 's')} (GNOME), policy wants 1..{limit} s")
+        if values.get("lock_enabled") is not True:
+            problems.append("the operator's session has the screen lock off (GNOME)")
+        for key in ("idle_delay", "lock_enabled"):
+            if writable.get(key) is not False:
+                problems.append(f"the operator can change {key.replace('_', '-')} in their session (gsettings writable)")
+        return _check("LCK-001", observed, expected, problems)
+    if problems:
+        return _check("LCK-001", observed, expected, problems)
+    why = session.get("why") or "this laptop's posture has no reading of the session (an older agent)"
+    return Result("LCK-001", "not_checked", observed, expected,
+                  [f"the idle lock the operator's session gets was not read: {why}; the dconf files are as the policy says"])
 
 
 def firewall(p: dict, policy: dict, _posture: dict | None = None) -> Result:
@@ -236,8 +264,8 @@ def evaluate(hostname: str, posture: dict, errors: dict, policy: dict, escrow_ou
 
 
 def host_summary(results: list[Result]) -> dict:
-    """score = passed / (passed + failed + errors) in %, a pass with a warning counting as passed, waived and
-    n/a left out; compliant only if nothing failed and every mandatory control passed."""
+    """score = passed / (passed + failed + errors) in %, a pass with a warning counting as passed, waived, n/a
+    and not checked left out; compliant only if nothing failed and every mandatory control passed."""
     counts = {s: sum(r.status == s for r in results) for s in STATUSES}
     passed = counts["pass"] + counts["warn"]
     judged = passed + counts["fail"] + counts["error"]

@@ -20,7 +20,8 @@ WIDTH, HEIGHT, PAD = 640, 160, 24
 DRIFT_ROWS = 50          # drift rows shown; the rest are counted (all of them are in the JSON report)
 LIST_ROWS = 50           # rows of the unreachable and never-onboarded tables; the rest are in the host list
 VALUE_CHARS = 400        # an observed or expected value longer than this is cut (the JSON report has it whole)
-LETTERS = {"pass": "p", "warn": "w", "fail": "f", "error": "e", "waived": "v", "not_applicable": "n"}
+LETTERS = {"pass": "p", "warn": "w", "fail": "f", "error": "e", "waived": "v", "not_applicable": "n",
+           "not_checked": "c"}
 
 
 def trend_points(history: list[dict]) -> list[tuple[float, float, dict]]:

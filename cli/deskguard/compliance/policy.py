@@ -65,6 +65,7 @@ def posture_params(policy: dict) -> dict:
             "vpn": {"interface": policy.get("vpn_interface") or "wg0",
                     "client": policy.get("vpn_windows_client") or "wireguard"},
             "accounts": {"operator": operator_name(policy), "management_user": management_name(policy)},
+            "screen_lock": {"operator": operator_name(policy)},
             "software": software_params(policy)}
 
 

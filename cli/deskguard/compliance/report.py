@@ -10,6 +10,8 @@ import io
 import json
 from xml.etree import ElementTree as ET
 
+from .results import STATUS_WORDS
+
 SCHEMA_VERSION = 1
 RANK = {"unreachable": 0, "stale": 0, "failed": 1}
 
@@ -57,9 +59,10 @@ def to_junit(run) -> str:
             elif r["status"] == "error":
                 counts["errors"] += 1
                 ET.SubElement(case, "error", message="; ".join(r["evidence"])[:500]).text = detail
-            elif r["status"] in ("waived", "not_applicable"):
+            elif r["status"] in ("waived", "not_applicable", "not_checked"):
                 counts["skipped"] += 1
-                ET.SubElement(case, "skipped", message=f"{r['status']}: " + "; ".join(r["evidence"])[:500])
+                word = STATUS_WORDS[r["status"]]
+                ET.SubElement(case, "skipped", message=f"{word}: " + "; ".join(r["evidence"])[:500])
         for k, v in counts.items():
             suite.set(k, str(v))
     return ET.tostring(suites, encoding="unicode", xml_declaration=True)
@@ -86,10 +89,13 @@ def table_rows(run) -> list[dict]:
     rows = []
     for host, h in sorted(worst_first(run), key=lambda kv: not kv[1].get("device_uuid")):
         bad = [(cid, r) for cid, r in sorted(h["results"].items()) if r["status"] in ("fail", "error")]
-        warned = [(cid, r) for cid, r in sorted(h["results"].items()) if r["status"] == "warn"]
+        warned = [(cid, r) for cid, r in sorted(h["results"].items()) if r["status"] in ("warn", "not_checked")]
+        unchecked = sum(r["status"] == "not_checked" for _, r in warned)
         state = h["state"] if h["state"] != "ok" else ("compliant" if h["compliant"] else "NOT compliant")
-        if h["state"] == "ok" and warned:
-            state += f", {len(warned)} warning" + ("s" if len(warned) > 1 else "")
+        if h["state"] == "ok" and len(warned) > unchecked:
+            state += f", {len(warned) - unchecked} warning" + ("s" if len(warned) - unchecked > 1 else "")
+        if h["state"] == "ok" and unchecked:
+            state += f", {unchecked} not checked"
         if h.get("source") == "checkin" and h["state"] == "ok":
             state += f" (check-in {h['evidence_at']})"
         if not h.get("device_uuid"):
@@ -98,7 +104,8 @@ def table_rows(run) -> list[dict]:
                      "score": "-" if h["score"] is None else f"{h['score']:.0f}%",
                      "failing": "; ".join(f"{cid}: {short((r['evidence'] or [r['status']])[0])}" for cid, r in bad)
                      or short(h.get("message") or "-", 120),
-                     "warnings": "; ".join(f"{cid}: {short(r['evidence'][0])}" for cid, r in warned) or "-"})
+                     "warnings": "; ".join(f"{cid}: " + ("not checked: " if r["status"] == "not_checked" else "")
+                                           + short(r["evidence"][0]) for cid, r in warned) or "-"})
     return rows
 
 

@@ -8,11 +8,14 @@ from dataclasses import dataclass, field
 
 # warn: "pass with a warning": the control is met, but the evidence names something to look at (a keyslot
 # with a weak PBKDF). Compliant and scored as passed, but never shown as a bare pass beside a finding.
-STATUSES = ("pass", "warn", "fail", "error", "waived", "not_applicable")
+# not_checked: the control applies but the kit could not read what enforces it here (LCK-001 on a desktop other
+# than GNOME, or none found): never a pass; left out of the score like not_applicable, and a mandatory
+# control not checked keeps the host from being compliant.
+STATUSES = ("pass", "warn", "fail", "error", "waived", "not_applicable", "not_checked")
 PASSING = ("pass", "warn")
 # How a status reads to a person (terminal tables); JSON, CSV and JUnit keep the tokens above.
 STATUS_WORDS = {"pass": "pass", "warn": "pass with a warning", "fail": "fail", "error": "error",
-                "waived": "waived", "not_applicable": "not applicable"}
+                "waived": "waived", "not_applicable": "not applicable", "not_checked": "not checked"}
 
 
 @dataclass

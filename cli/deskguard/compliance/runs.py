@@ -149,7 +149,9 @@ def drift(before: Run | None, after: Run) -> list[dict]:
                     "fixed, with a warning" if was in ("fail", "error") and r["status"] == "warn" else
                     "new warning" if r["status"] == "warn" else
                     "warning cleared" if was == "warn" and r["status"] == "pass" else
-                    "new waiver" if r["status"] == "waived" else "changed")
+                    "new waiver" if r["status"] == "waived" else
+                    "no longer failing (not checked)" if was in ("fail", "error") and r["status"] == "not_checked" else
+                    "no longer checked" if r["status"] == "not_checked" else "changed")
             if was is None and r["status"] == "pass":
                 continue   # a new host or control that passes is not drift
             changes.append({"host": host, "control": cid, "before": was, "after": r["status"], "change": kind})

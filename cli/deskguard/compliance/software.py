@@ -56,6 +56,8 @@ def browsers(p: dict, policy: dict, _posture: dict | None = None):
                     problems.append(f"{browser}: {f['path']} missing")
                 elif not f.get("valid_json"):
                     problems.append(f"{browser}: {f['path']} is not valid JSON")
+                elif f.get("rejected"):
+                    problems.append(f"{browser}: {f['path']}: the browser refuses " + "; ".join(f["rejected"]))
                 elif not f.get("matches"):
                     problems.append(f"{browser}: {f['path']} differs from the policy ({', '.join(f.get('differs') or [])})")
                 elif f.get("mode") != "0644" or f.get("owner_uid") != 0:

@@ -3,7 +3,8 @@
 "use strict";
 (function () {
   var PAGE = 50;
-  var WORDS = {p: "pass", w: "pass with a warning", f: "fail", e: "error", v: "waived", n: "not applicable"};
+  var WORDS = {p: "pass", w: "pass with a warning", f: "fail", e: "error", v: "waived", n: "not applicable",
+               c: "not checked"};
   var data = JSON.parse(document.getElementById("hosts-data").textContent);
   var controls = data.controls;
   var query = document.getElementById("host-query");
@@ -31,7 +32,7 @@
     var out = [];
     for (var i = 0; i < controls.length; i++) {
       var c = h[5].charAt(i);
-      if (c === "f" || c === "e" || c === "w") out.push(controls[i] + " " + WORDS[c]);
+      if (c === "f" || c === "e" || c === "w" || c === "c") out.push(controls[i] + " " + WORDS[c]);
     }
     return out.length ? out.join("; ") : (h[8] || "-");
   }
