@@ -102,11 +102,15 @@ def test_report_cells_are_never_empty_nor_none():
         for col, cell in row.items():
             assert_plain([cell], f"table {col}")
     page = html.render(run, runs.drift(None, run), [])
-    text = re.sub(r"<pre>.*?</pre>", "", page, flags=re.S)   # observed/expected JSON keeps its null
+    text = re.sub(r"<script[^>]*>.*?</script>", "", page, flags=re.S)   # the host list's code and data: below
     text = re.sub(r"<[^>]+>", " ", text)
     assert_plain([text], "HTML report")
     cells = re.findall(r"<td[^>]*>(.*?)</td>", page, flags=re.S)
     assert cells and all(c.strip() for c in cells), "an empty cell in the HTML report"
+    # The host list's words: every evidence line and message (observed/expected JSON keeps its null).
+    for host in html.hosts_data(run)["hosts"]:
+        words = [line for d in host[9].values() for line in d[1]] + ([host[8]] if host[8] else [])
+        assert words and not [w for w in words if problems_in(w)], [w for w in words if problems_in(w)][:5]
     assert "minimum length is not set" in page and "idle-delay is not set" in page, "a missing value reads 'not set'"
 
 

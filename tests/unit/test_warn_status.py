@@ -70,8 +70,11 @@ def test_every_report_format_shows_the_warning():
     rows = {r["control"]: r for r in csv.DictReader(io.StringIO(report.to_csv(rec)))}
     assert rows["ENC-001"]["status"] == "warn" and WEAK in rows["ENC-001"]["evidence"]
 
-    page = html.render(rec, [], [])
-    assert 'class="warn">pass with a warning<' in page and WEAK in page
+    # The HTML host list: ENC-001's letter is a warning, its details carry the finding, and the list's word for it.
+    page, data = html.render(rec, [], []), html.hosts_data(rec)
+    host = data["hosts"][0]
+    assert host[5][data["controls"].index("ENC-001")] == "w" and host[9]["ENC-001"][:2] == ["warn", [WEAK]]
+    assert 'w: "pass with a warning"' in page and html.script_json(WEAK)[1:-1] in page
 
 
 def test_drift_names_a_new_warning_and_a_cleared_one():
