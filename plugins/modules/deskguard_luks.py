@@ -21,7 +21,8 @@ description:
     LUKS already is left alone. Only for volumes the policy lists in C(disk_encryption_format_devices).
   - C(state=bind) binds O(device) to this machine's TPM 2.0 on O(pcr_ids) (clevis TPM2 pin, proven by
     unsealing), removes stale TPM bindings, then (O(drop_keyfile)) takes the crypttab key file out of the
-    initramfs: key field none, KEYFILE_PATTERN off, initramfs rebuilt, its keyslot and the file removed (ENC-004).
+    initramfs (the crypttab key field becomes none, KEYFILE_PATTERN is turned off, the initramfs is rebuilt,
+    then the key file's keyslot and the file are removed) (ENC-004).
   - Keys travel to cryptsetup on stdin only; token unlocking (TPM2, keyring) is disabled for every test.
   - Used through the C(deskguard_escrow) action plugin; see docs/luks.md.
 options:

@@ -126,3 +126,52 @@ def test_no_key_file_laptop_has_no_key_file_facts(tmp_path, host_tpm):
     bare = Laptop(tmp_path, keyfile=False)
     dev = tpm_facts(bare)
     assert dev["tpm"] == {"tpm_present": True, "bindings": [], "crypttab_keyfiles": [], "keyfile_pattern": ""}
+
+
+# ------------------------------------------------------------------- the escrow run (controller side, ENC-004)
+
+def test_escrow_binds_only_after_the_recovery_key_then_verify_judges_enc004(store, laptop, device, host_tpm,
+                                                                              rebuilds):
+    from luks_laptop import OFFICER, keys_of, run
+
+    out = run(store, laptop, device, linux_unlock="tpm2")
+    controls = out.controls(escrow_applied=out.changed)
+    assert controls["ENC-002"]["state"] == "applied" and controls["ENC-004"]["state"] == "applied"
+    assert laptop.calls == ["inventory", "enroll", "bind"]       # escrowed and proven, then bound
+    (key,) = keys_of(store, device, states=("active",)).values()
+    assert laptop.opens(key) and not laptop.keyfile.exists()
+    # The clevis keyslot is the kit's own: ENC-003 neither reports nor removes it; nothing left to do.
+    seen = len(laptop.calls)
+    again = run(store, laptop, device, linux_unlock="tpm2")
+    assert not again.changed and again.enc003 == [] and laptop.calls[seen:] == ["inventory"]
+    verify = run(store, laptop, device, mode="verify", linux_unlock="tpm2")
+    assert verify.controls(escrow_applied=False)["ENC-004"] == {"state": "compliant", "findings": []}
+    assert verify.enc003 == []
+    # A changed boot measurement: ENC-004 fails with the reason; --fix re-binds with the escrowed key.
+    host_tpm.extend(2)
+    failing = run(store, laptop, device, mode="verify", linux_unlock="tpm2")
+    assert failing.controls(escrow_applied=False)["ENC-004"]["state"] == "noncompliant"
+    assert "the TPM no longer releases the disk's key" in failing.enc004[0]
+    fixed = run(store, laptop, device, linux_unlock="tpm2", officer_key=OFFICER)
+    assert fixed.controls(escrow_applied=fixed.changed)["ENC-004"]["state"] == "applied", fixed.enc004
+    assert run(store, laptop, device, mode="verify", linux_unlock="tpm2").enc004 == []
+    assert laptop.opens(key)
+
+
+def test_without_the_officer_key_a_refused_binding_is_a_finding_not_a_failure(store, laptop, device, host_tpm,
+                                                                               rebuilds):
+    from luks_laptop import run
+
+    run(store, laptop, device, linux_unlock="tpm2")
+    host_tpm.extend(7)
+    out = run(store, laptop, device, linux_unlock="tpm2")
+    assert out.failed is None and out.controls(escrow_applied=out.changed)["ENC-004"]["state"] == "noncompliant"
+    assert any("binding failed" in f and "officer" in f for f in out.enc004)
+
+
+def test_passphrase_policy_makes_enc004_not_applicable(store, laptop, device):
+    from luks_laptop import run
+
+    out = run(store, laptop, device, mode="verify")
+    assert out.controls(escrow_applied=False)["ENC-004"]["state"] == "not_applicable"
+    assert "bind" not in laptop.calls
