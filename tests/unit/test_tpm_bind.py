@@ -175,3 +175,16 @@ def test_passphrase_policy_makes_enc004_not_applicable(store, laptop, device):
     out = run(store, laptop, device, mode="verify")
     assert out.controls(escrow_applied=False)["ENC-004"]["state"] == "not_applicable"
     assert "bind" not in laptop.calls
+
+
+def test_rotate_keeps_the_tpm_binding_and_unlocks_with_the_tpm_s_key(store, laptop, device, host_tpm, rebuilds):
+    from luks_laptop import keys_of, run
+
+    first = run(store, laptop, device, linux_unlock="tpm2")
+    bound = tpm_facts(laptop)["tpm"]["bindings"][0]["slot"]
+    out = run(store, laptop, device, mode="rotate", linux_unlock="tpm2")   # no officer key, no key file left
+    assert out.failed is None and out.changed and out.enc003_done == [], out
+    (key,) = keys_of(store, device, states=("active",)).values()
+    assert laptop.opens(key) and bound in laptop.slots()
+    assert run(store, laptop, device, mode="verify", linux_unlock="tpm2").enc004 == []
+    assert first.volumes[0]["escrowed"] != out.volumes[0]["escrowed"]
