@@ -106,7 +106,10 @@ class ActionModule(ActionBase):
             officer = None
             officer_file = os.environ.get("DESKGUARD_OFFICER_KEY_FILE")
             if officer_file:
-                officer = load_officer_key(Path(officer_file), _read_file("DESKGUARD_OFFICER_PASSPHRASE_FILE"))
+                # Read as `--passphrase-file` reads it: a trailing line break is not part of the passphrase.
+                passphrase = _read_file("DESKGUARD_OFFICER_PASSPHRASE_FILE")
+                officer = load_officer_key(Path(officer_file),
+                                           passphrase.rstrip(b"\r\n") if passphrase is not None else None)
             req = escrow.Request(
                 device_uuid=device_uuid or "unregistered", hostname=task_vars.get("inventory_hostname", "?"), mode=mode,
                 unlock_key=unlock.decode("utf-8") if unlock else None, officer_key=officer,
