@@ -188,3 +188,29 @@ def test_rotate_keeps_the_tpm_binding_and_unlocks_with_the_tpm_s_key(store, lapt
     assert laptop.opens(key) and bound in laptop.slots()
     assert run(store, laptop, device, mode="verify", linux_unlock="tpm2").enc004 == []
     assert first.volumes[0]["escrowed"] != out.volumes[0]["escrowed"]
+
+
+def test_after_a_lock_re_onboarding_binds_again_with_the_escrowed_key(store, laptop, device, host_tpm, rebuilds):
+    import deskguard_agent_linux as linux
+    from luks_laptop import OFFICER, keys_of, run
+
+    run(store, laptop, device, linux_unlock="tpm2")
+    (key,) = keys_of(store, device, states=("active",)).values()
+    keep = [dl.slot_fingerprint(dl.luks_dump(str(laptop.image)), s) for s in laptop.slots() if laptop_opens_slot(
+        laptop, key, s)]
+    volumes = {laptop.uuid: str(laptop.image)}
+    linux.lock(linux.plan_lock(volumes, {laptop.uuid: keep}), etc=str(laptop.etc))   # what a lock order does
+    assert tpm_facts(laptop)["tpm"]["bindings"] == [] and laptop.opens(key) and not laptop.opens(INSTALLER)
+    locked = run(store, laptop, device, mode="verify", linux_unlock="tpm2")
+    assert "not bound to this machine's TPM" in locked.enc004[0]
+    # Re-onboarding without a key it can unlock with: a finding, nothing changed; with the officer's key: bound.
+    assert run(store, laptop, device, linux_unlock="tpm2").controls(escrow_applied=False)["ENC-004"]["state"] \
+        == "noncompliant"
+    again = run(store, laptop, device, linux_unlock="tpm2", officer_key=OFFICER)
+    assert again.controls(escrow_applied=again.changed)["ENC-004"]["state"] == "applied", again.enc004
+    (binding,) = tpm_facts(laptop)["tpm"]["bindings"]
+    assert binding["unseals"] and laptop.opens(key)
+
+
+def laptop_opens_slot(laptop, key, slot) -> bool:
+    return dl.test_key(str(laptop.image), key.encode(), slot)
