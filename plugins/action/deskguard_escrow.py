@@ -32,6 +32,8 @@ options:
   approved_ciphers: {description: Ciphers ENC-001 accepts., type: list, elements: str}
   min_key_bits: {description: Smallest volume key ENC-001 accepts., type: int}
   format_devices: {description: Unencrypted data volumes the policy allows to encrypt (erasing them)., type: list, elements: str}
+  linux_unlock: {description: "ENC-004 - passphrase (bind nothing) or tpm2 (bind the root to the TPM)", type: str, default: passphrase}
+  tpm_pcr_ids: {description: ENC-004 - the PCRs the TPM binding is sealed to., type: list, elements: int, default: [0, 2, 7]}
   remove_unknown_keyslots: {description: ENC-003 - remove keyslots outside the escrow record (false only reports them)., type: bool, default: true}
 """
 
@@ -49,7 +51,7 @@ def _read_file(var: str) -> bytes | None:
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("backend", "mode", "approved_ciphers", "min_key_bits", "inventory", "format_devices",
-                              "remove_unknown_keyslots"))
+                              "remove_unknown_keyslots", "linux_unlock", "tpm_pcr_ids"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -61,6 +63,21 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(f"backend must be luks or bitlocker, not {backend!r}")
         if mode not in ("apply", "rotate", "verify"):
             raise AnsibleActionFail(f"mode must be apply, rotate or verify, not {mode!r}")
+        try:
+            from deskguard.recovery import tpm_binding
+        except ImportError as exc:
+            raise AnsibleActionFail(f"the deskguard library is not importable here ({exc})") from None
+        linux_unlock = args.get("linux_unlock") or "passphrase"
+        if linux_unlock == "tpm2_pin":
+            raise AnsibleActionFail(tpm_binding.TPM2_PIN_REFUSED)
+        if linux_unlock not in tpm_binding.UNLOCK_CHOICES:
+            raise AnsibleActionFail(f"linux_unlock must be passphrase or tpm2, not {linux_unlock!r}")
+        try:
+            pcr_ids = [int(p) for p in args.get("tpm_pcr_ids") or (0, 2, 7)]
+        except (TypeError, ValueError):
+            raise AnsibleActionFail(f"tpm_pcr_ids must be PCR numbers, not {args.get('tpm_pcr_ids')!r}") from None
+        if tpm_binding.pcr_problem(pcr_ids):
+            raise AnsibleActionFail(tpm_binding.pcr_problem(pcr_ids))
         if self._task.check_mode and mode != "verify":
             mode = "check"
         device_uuid = task_vars.get("deskguard_device_uuid")
@@ -89,14 +106,18 @@ class ActionModule(ActionBase):
             officer = None
             officer_file = os.environ.get("DESKGUARD_OFFICER_KEY_FILE")
             if officer_file:
-                officer = load_officer_key(Path(officer_file), _read_file("DESKGUARD_OFFICER_PASSPHRASE_FILE"))
+                # Read as `--passphrase-file` reads it: a trailing line break is not part of the passphrase.
+                passphrase = _read_file("DESKGUARD_OFFICER_PASSPHRASE_FILE")
+                officer = load_officer_key(Path(officer_file),
+                                           passphrase.rstrip(b"\r\n") if passphrase is not None else None)
             req = escrow.Request(
                 device_uuid=device_uuid or "unregistered", hostname=task_vars.get("inventory_hostname", "?"), mode=mode,
                 unlock_key=unlock.decode("utf-8") if unlock else None, officer_key=officer,
                 approved_ciphers=tuple(args.get("approved_ciphers") or ("aes-xts-plain64",)),
                 min_key_bits=int(args.get("min_key_bits") or 512),
                 format_devices=tuple(args.get("format_devices") or ()),
-                remove_unknown_slots=boolean(args.get("remove_unknown_keyslots", True), strict=False))
+                remove_unknown_slots=boolean(args.get("remove_unknown_keyslots", True), strict=False),
+                linux_unlock=linux_unlock, tpm_pcr_ids=tuple(pcr_ids))
             def run(store):
                 if backend == "bitlocker":
                     done = escrow.run_bitlocker(store, load_escrow_public_key(site), remote, req,

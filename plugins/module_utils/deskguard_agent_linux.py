@@ -4,10 +4,13 @@
 Planning (which volume, which keyslots) is separate from acting, so the plan can be checked in full before
 anything changes, and unit-tested on real cryptsetup image files (header operations need no device-mapper).
 
-wipe: lock interactive accounts, erase every LUKS device's keyslots (`cryptsetup erase`), prove from the JSON
-      metadata that no keyslot remains, discard the header area where the device supports it, power off (which
+wipe: lock interactive accounts, erase every LUKS device's keyslots (`cryptsetup erase`) and remove every
+      LUKS2 token (`erase` leaves them: a clevis TPM token's JWE would stay), prove from the JSON
+      metadata that no keyslot and no token remains, discard the header area where the device supports it, power off (which
       ends every session).
-lock: keep only the escrowed keyslots the order names (by fingerprint), remove every other one, reboot. If a
+lock: keep only the escrowed keyslots the order names (by fingerprint), remove every other one (the TPM
+      binding's included) and every token, delete the volume's crypttab key files, reboot: the laptop boots
+      only with the recovery key IT holds; re-onboarding (`unlock`) binds the TPM again. If a
       kept fingerprint is missing, nothing is removed at all (a lock must never leave a disk without the
       escrowed key).
 """
@@ -19,9 +22,10 @@ import pwd
 import subprocess
 
 try:  # deployed to the laptop and unit tests: plain modules; inside Ansible: ansible.module_utils
-    from ansible.module_utils import deskguard_luks
+    from ansible.module_utils import deskguard_luks, deskguard_tpm_bind
 except ImportError:
     import deskguard_luks
+    import deskguard_tpm_bind
 
 _C_ENV = dict(os.environ, LC_ALL="C", LANG="C")
 NOLOGIN_SHELLS = ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false", "/usr/bin/false", "")
@@ -140,6 +144,31 @@ def kill_slots(device, slots, run=_run):
             raise deskguard_luks.LuksError("%s: luksKillSlot %d failed (rc %d): %s" % (device, slot, rc, out[-300:]))
 
 
+def remove_tokens(device, run=_run, dump=None):
+    """Remove every LUKS2 token (clevis TPM bindings, keyring tokens) and prove none is left; returns the ids."""
+    dump = dump or deskguard_luks.luks_dump
+    ids = sorted(dump(device).get("tokens", {}), key=int)
+    for tid in ids:
+        rc, out = run(["cryptsetup", "token", "remove", "--token-id", str(tid), device])
+        if rc != 0:
+            raise deskguard_luks.LuksError("%s: removing token %s failed (rc %d): %s" % (device, tid, rc, out[-300:]))
+    left = dump(device).get("tokens", {})
+    if left:
+        raise deskguard_luks.LuksError("%s: tokens left after removing them: %s" % (device, sorted(left)))
+    return [int(t) for t in ids]
+
+
+def remove_keyfiles(device, uuid, etc="/etc"):
+    """Delete the key files /etc/crypttab names for this volume (their keyslots are already gone); returns them."""
+    crypttab = deskguard_tpm_bind._read_text(os.path.join(etc, "crypttab")) or ""
+    gone = []
+    for path in deskguard_tpm_bind.crypttab_keyfiles_of(device, uuid, crypttab):
+        if os.path.isfile(path):
+            deskguard_tpm_bind._shred(path)
+            gone.append(path)
+    return gone
+
+
 def wipe(plan, run=_run, dump=None, users=None):
     """Carry out plan_wipe(); returns a report. Every device is attempted even if one fails."""
     dump = dump or deskguard_luks.luks_dump
@@ -149,6 +178,7 @@ def wipe(plan, run=_run, dump=None, users=None):
         try:
             before = dump(device)
             entry["keyslots_left"] = erase(device, run=run, dump=dump)
+            entry["tokens_removed"] = remove_tokens(device, run=run, dump=dump)
             entry["discarded"] = discard_header(device, before, run=run)
         except (deskguard_luks.LuksError, OSError, subprocess.SubprocessError) as exc:
             entry["error"] = str(exc)
@@ -157,8 +187,8 @@ def wipe(plan, run=_run, dump=None, users=None):
     return report
 
 
-def lock(plan, run=_run, dump=None):
-    """Carry out plan_lock(); re-checks each volume afterwards: only the kept slots remain."""
+def lock(plan, run=_run, dump=None, etc="/etc"):
+    """Carry out plan_lock(); re-checks each volume afterwards: only the kept slots remain, no token."""
     dump = dump or deskguard_luks.luks_dump
     report = {"volumes": []}
     for uuid, device, remove, kept in plan:
@@ -166,7 +196,9 @@ def lock(plan, run=_run, dump=None):
         left = sorted(int(s) for s in dump(device).get("keyslots", {}))
         if left != kept:
             raise deskguard_luks.LuksError("%s: after the lock the keyslots are %s, expected %s" % (device, left, kept))
-        report["volumes"].append({"uuid": uuid, "device": device, "removed": remove, "kept": kept})
+        tokens = remove_tokens(device, run=run, dump=dump)
+        report["volumes"].append({"uuid": uuid, "device": device, "removed": remove, "kept": kept,
+                                  "tokens_removed": tokens, "keyfiles_removed": remove_keyfiles(device, uuid, etc)})
     return report
 
 

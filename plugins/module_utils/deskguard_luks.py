@@ -16,6 +16,7 @@ Fail-safe rules, enforced here and not left to callers:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -132,10 +133,12 @@ def device_info(dump):
         cipher = crypt[0].get("encryption") if crypt else None
         sizes = [ks.get("key_size") for ks in dump.get("keyslots", {}).values() if ks.get("key_size")]
         key_bits = sizes[0] * 8 if sizes else None
-    token_of = {}
+    token_of, clevis_of = {}, {}
     for token in dump.get("tokens", {}).values():
         for slot in token.get("keyslots", []):
             token_of.setdefault(int(slot), []).append(token.get("type"))
+            if token.get("type") == "clevis":
+                clevis_of[int(slot)] = clevis_pin(token)
     slots = []
     for sid, ks in sorted(dump.get("keyslots", {}).items(), key=lambda kv: int(kv[0])):
         kdf = ks.get("kdf", {})
@@ -146,9 +149,32 @@ def device_info(dump):
                 entry[name] = kdf[name]
         if "priority" in ks:
             entry["priority"] = ks["priority"]
+        if int(sid) in clevis_of:
+            entry["clevis"] = clevis_of[int(sid)]
         slots.append(entry)
     return {"device": dump.get("device"), "luks_uuid": dump.get("uuid"), "version": dump.get("version"),
             "cipher": cipher, "key_size": key_bits, "keyslots": slots}
+
+
+def clevis_pin(token):
+    """What a clevis LUKS2 token binds its keyslot to, read from the JWE's protected header (no TPM needed):
+    {"pin": "tpm2", "pcr_bank": "sha256", "pcr_ids": [0, 2, 7]} (a tang or sss pin: {"pin": "tang"}), or
+    {"pin": None} when the header cannot be read."""
+    jwe = token.get("jwe")
+    protected = jwe.get("protected") if isinstance(jwe, dict) else (jwe or "").split(".")[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(protected + "=" * (-len(protected) % 4)))
+        clevis = header["clevis"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {"pin": None}
+    pin = clevis.get("pin")
+    out = {"pin": pin}
+    if pin == "tpm2":
+        conf = clevis.get("tpm2") or {}
+        ids = str(conf.get("pcr_ids") or "")
+        out["pcr_bank"] = conf.get("pcr_bank")
+        out["pcr_ids"] = sorted(int(x) for x in ids.split(",") if x.strip().isdigit())
+    return out
 
 
 def free_slot(dump):

@@ -18,9 +18,9 @@ import time
 
 try:  # inside a module (Ansiballz) the kit's module_utils live under ansible.module_utils
     from ansible.module_utils import (deskguard_accounts, deskguard_agent_health, deskguard_av,
-                                      deskguard_browser_policy, deskguard_desktop_session, deskguard_luks, deskguard_network, deskguard_reboot,
-                                      deskguard_software, deskguard_ufw, deskguard_usb_report, deskguard_vpn_facts,
-                                      deskguard_wireguard)
+                                      deskguard_browser_policy, deskguard_desktop_session, deskguard_luks,
+                                      deskguard_network, deskguard_reboot, deskguard_software, deskguard_tpm_bind,
+                                      deskguard_ufw, deskguard_usb_report, deskguard_vpn_facts, deskguard_wireguard)
 except ImportError:  # unit tests and the agent import them as plain modules
     import deskguard_accounts
     import deskguard_agent_health
@@ -31,6 +31,7 @@ except ImportError:  # unit tests and the agent import them as plain modules
     import deskguard_network
     import deskguard_reboot
     import deskguard_software
+    import deskguard_tpm_bind
     import deskguard_ufw
     import deskguard_usb_report
     import deskguard_vpn_facts
@@ -61,7 +62,8 @@ def _os(root, params):
 
 
 def _disk(root, params):
-    return deskguard_luks.inventory()
+    # ENC-004's facts (TPM bindings, whether the TPM unseals them now, key files) in the same collection.
+    return deskguard_tpm_bind.add_facts(deskguard_luks.inventory())
 
 
 def _dconf_value(text):

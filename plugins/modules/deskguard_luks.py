@@ -19,10 +19,17 @@ description:
   - C(state=format) encrypts an unmounted data volume (erasing it) with O(new_key) in slot 0 and O(luks_uuid),
     adds a random key file in slot 1 and a crypttab line; refused when the volume is mounted; a volume that is
     LUKS already is left alone. Only for volumes the policy lists in C(disk_encryption_format_devices).
+  - C(state=bind) binds O(device) to this machine's TPM 2.0 on O(pcr_ids) (clevis TPM2 pin, proven by
+    unsealing), removes stale TPM bindings, then (O(drop_keyfile)) takes the crypttab key file out of the
+    initramfs (the crypttab key field becomes none, KEYFILE_PATTERN is turned off, the initramfs is rebuilt,
+    then the key file's keyslot and the file are removed) (ENC-004).
   - Keys travel to cryptsetup on stdin only; token unlocking (TPM2, keyring) is disabled for every test.
   - Used through the C(deskguard_escrow) action plugin; see docs/luks.md.
 options:
-  state: {description: What to do., type: str, choices: [inventory, enroll, remove, test, format], default: inventory}
+  state: {description: What to do., type: str, choices: [inventory, enroll, remove, test, format, bind], default: inventory}
+  pcr_ids: {description: "The PCRs the TPM binding is sealed to (bind).", type: list, elements: int, default: [0, 2, 7]}
+  pcr_bank: {description: "The PCR bank (bind).", type: str, default: sha256}
+  drop_keyfile: {description: "After binding, take the crypttab key file out of the initramfs (bind).", type: bool, default: true}
   name: {description: The crypttab mapping name of a volume to encrypt (format)., type: str}
   device: {description: "The LUKS device (enroll, remove, test).", type: str}
   luks_uuid: {description: The LUKS UUID the caller expects at O(device); a mismatch stops the step., type: str}
@@ -57,6 +64,7 @@ unencrypted: {description: Mounts not on LUKS (boot partitions apart)., type: li
 violations: {description: "Reasons the laptop is not compliant (root or swap unencrypted, LUKS1, cipher).", type: list, returned: inventory}
 advisories: {description: "Weaker points that do not make it non-compliant (PBKDF, unencrypted data volumes).", type: list, returned: inventory}
 slot: {description: The keyslot the new key is in (enroll)., type: int, returned: enroll}
+done: {description: "What the TPM binding step did (bind).", type: list, returned: bind}
 fingerprint: {description: "The slot's fingerprint after the step (enroll, test).", type: str, returned: "enroll, test"}
 opens: {description: Whether the key opens the slot (test)., type: bool, returned: test}
 """
@@ -64,16 +72,20 @@ opens: {description: Whether the key opens the slot (test)., type: bool, returne
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible.module_utils import deskguard_luks as dl
+from ansible.module_utils import deskguard_tpm_bind as tpm_bind
 
 
 REQUIRED = {"enroll": ("device", "slot", "new_key"), "remove": ("device", "slot", "fingerprint"),
-            "test": ("device", "slot", "key"), "format": ("device", "luks_uuid", "new_key", "name")}
+            "test": ("device", "slot", "key"), "format": ("device", "luks_uuid", "new_key", "name"), "bind": ("device",)}
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            state=dict(type="str", choices=["inventory", "enroll", "remove", "test", "format"], default="inventory"),
+            state=dict(type="str", choices=["inventory", "enroll", "remove", "test", "format", "bind"],
+                       default="inventory"),
+            pcr_ids=dict(type="list", elements="int", default=[0, 2, 7]), pcr_bank=dict(type="str", default="sha256"),
+            drop_keyfile=dict(type="bool", default=True),
             device=dict(type="str"), luks_uuid=dict(type="str"), slot=dict(type="int"),
             new_key=dict(type="str", no_log=True), unlock_key=dict(type="str", no_log=True),
             remaining_key=dict(type="str", no_log=True), key=dict(type="str", no_log=True),
@@ -88,7 +100,7 @@ def main():
     if missing:
         module.fail_json(msg="state=%s needs %s" % (p["state"], ", ".join(missing)))
     try:
-        result = dl.act(p, module.check_mode)
+        result = tpm_bind.act(p, module.check_mode)
     except dl.LuksError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)

@@ -63,7 +63,7 @@ def test_check_mode_changes_and_records_nothing(site, laptop):
     # device: ENC not applicable.
     assert states == {"FW-001": "would change", "LCK-001": "would change", "UPD-001": "would change",
                       "USB-001": "not applicable", "ENC-001": "not applicable",
-                      "ENC-002": "not applicable", "ENC-003": "not applicable",
+                      "ENC-002": "not applicable", "ENC-003": "not applicable", "ENC-004": "not applicable",
                       "ACC-001": "already compliant", "ACC-002": "would change", "ACC-003": "would change",
                       "ACC-004": "already compliant", "ACC-005": "would change",  # tanaka is no admin here
                       "NET-003": "not applicable", "AGT-001": "disabled", **SW_DEFAULT}, out
@@ -78,6 +78,7 @@ def test_onboard_applies_every_control(site, laptop):
     assert {c["control"]: c["state"] for c in out["controls"]} == {
         "FW-001": "applied", "LCK-001": "applied", "UPD-001": "applied", "USB-001": "not applicable",
         "ENC-001": "not applicable", "ENC-002": "not applicable", "ENC-003": "not applicable",  # root on no disk
+        "ENC-004": "not applicable",
         "ACC-001": "already compliant", "ACC-002": "applied", "ACC-003": "applied",
         "ACC-004": "already compliant", "ACC-005": "applied",  # no display manager in the lab: ACC-004 has nothing to do
         "NET-003": "not applicable",  # no call system in the policy: nothing to deploy (as the nightly run says)

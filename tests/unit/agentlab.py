@@ -49,6 +49,19 @@ def make_disk(path: Path) -> tuple[str, str]:
     return cryptsetup("luksUUID", str(path)).stdout.decode().strip(), str(path)
 
 
+def add_tpm_token(path: str, slot: int = 1) -> None:
+    """A clevis token on slot (as `clevis luks bind` leaves it; the JWE is never decrypted here)."""
+    token = {"type": "clevis", "keyslots": [str(slot)],
+             "jwe": {"protected": "eyJjbGV2aXMiOnsicGluIjoidHBtMiJ9fQ", "ciphertext": "x", "encrypted_key": "",
+                     "iv": "y", "tag": "z"}}
+    r = cryptsetup("token", "import", path, "--json-file", "-", key=json.dumps(token).encode())
+    assert r.returncode == 0, r.stderr
+
+
+def tokens(path: str) -> list[int]:
+    return sorted(int(t) for t in dl.luks_dump(path).get("tokens", {}))
+
+
 def slots(path: str) -> list[int]:
     return sorted(int(s) for s in dl.luks_dump(path).get("keyslots", {}))
 
@@ -65,16 +78,17 @@ def fingerprint(path: str, slot: int) -> str:
 class Actions:
     """The real Linux actions on image files; users are not touched and power is only recorded."""
 
-    def __init__(self):
+    def __init__(self, etc="/nonexistent-etc"):
         self.powered = []
         self.wiped = 0
+        self.etc = etc      # the laptop's /etc (its crypttab names the boot key file); never the host's
 
     def wipe(self, plan):
         self.wiped += 1
         return linux.wipe(plan, users=[])
 
     def lock(self, plan):
-        return linux.lock(plan)
+        return linux.lock(plan, etc=self.etc)
 
     def power(self, action):
         self.powered.append(action)

@@ -9,6 +9,7 @@ secrets; `laptop` is a LUKS2 image standing for its root disk (tests/unit/luks_l
 from __future__ import annotations
 
 import pytest
+from host_tpm import host_tpm  # noqa: F401  (the fixture: swtpm on the controller for the TPM binding tests)
 
 BACKENDS = ("sqlite", "postgresql")
 

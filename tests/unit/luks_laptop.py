@@ -1,6 +1,6 @@
 """A LUKS2 image file standing for a laptop's root disk, for the escrow tests (test_escrow, test_escrow_keyslots).
 
-The device side is module_utils/deskguard_luks.act, called in-process instead of over SSH; lsblk and
+The device side is module_utils/deskguard_tpm_bind.act (deskguard_luks's states plus the TPM binding), called in-process instead of over SSH; lsblk and
 /etc/crypttab are replaced by text that says "this image backs /" and "this key file unlocks it"."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from deskguard.recovery import escrow
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "module_utils"))
 import deskguard_luks as dl  # noqa: E402
+import deskguard_tpm_bind as tpm_bind  # noqa: E402
 
 LIGHT = ("--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000")
 INSTALLER = "installer passphrase 7Qx"
@@ -38,15 +39,25 @@ class Laptop:
         self._cs(*args, str(self.image), key=INSTALLER.encode())
         self.uuid = self._cs("luksUUID", str(self.image)).stdout.decode().strip()
         self.keyfile = tmp / "root.key"
+        self.etc = tmp / "etc"
+        (self.etc / "cryptsetup-initramfs").mkdir(parents=True)
         self.crypttab = ""
         if keyfile:
             self.keyfile.write_bytes(os.urandom(64))
             self._cs("luksAddKey", "-q", *LIGHT, "--key-slot", "1", "--key-file", "-", str(self.image),
                      str(self.keyfile), key=INSTALLER.encode())
             self.crypttab = f"root UUID={self.uuid} {self.keyfile} luks,discard\n"
+            (self.etc / "cryptsetup-initramfs" / "conf-hook").write_text('KEYFILE_PATTERN="/etc/keys/*.key"\n')
         self.calls: list[str] = []
-        self.etc = tmp / "etc"
-        self.etc.mkdir()
+
+    @property
+    def crypttab(self) -> str:
+        """etc/crypttab of the image's laptop (the TPM binding rewrites it)."""
+        return (self.etc / "crypttab").read_text()
+
+    @crypttab.setter
+    def crypttab(self, text: str) -> None:
+        (self.etc / "crypttab").write_text(text)
 
     @staticmethod
     def _cs(*args, key=b""):
@@ -65,7 +76,7 @@ class Laptop:
         assert module == "deskguard_luks"
         self.calls.append(args.get("state", "inventory"))
         try:
-            return dl.act(args, crypttab_text=self.crypttab, lsblk_json=self.lsblk(), etc=str(self.etc))
+            return tpm_bind.act(args, crypttab_text=None, lsblk_json=self.lsblk(), etc=str(self.etc))
         except dl.LuksError as exc:
             raise escrow.RemoteFailed(str(exc)) from None
 

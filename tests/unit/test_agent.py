@@ -182,6 +182,33 @@ def test_lock_keeps_only_the_escrowed_slot_and_reboots(bench):
     assert bench.actions.powered == ["reboot"]
 
 
+def test_lock_removes_the_tpm_binding_and_the_key_file(bench, tmp_path):
+    lab.add_tpm_token(bench.path, slot=1)
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    keyfile = tmp_path / "root.key"
+    keyfile.write_bytes(lab.KEYFILE)
+    (etc / "crypttab").write_text(f"root UUID={bench.uuid} {keyfile} luks,discard\n")
+    bench.actions.etc = str(etc)
+    keep = lab.fingerprint(bench.path, 2)
+    _, body = lab.order(bench.order_key, [bench.uuid], action="lock", keep_keyslots={bench.uuid: [keep]})
+    bench.publish(body)
+    out = bench.agent().run()
+    (vol,) = out["acted"]["volumes"]
+    assert vol["tokens_removed"] == [0] and vol["keyfiles_removed"] == [str(keyfile)], out
+    assert lab.tokens(bench.path) == [] and lab.slots(bench.path) == [2] and not keyfile.exists()
+    assert lab.opens(bench.path, lab.RECOVERY)
+
+
+def test_wipe_removes_every_token_too(bench):
+    lab.add_tpm_token(bench.path, slot=1)
+    _, body = lab.order(bench.order_key, [bench.uuid])
+    bench.publish(body)
+    out = bench.agent().run()
+    assert out["acted"]["volumes"][0]["tokens_removed"] == [0], out
+    assert lab.slots(bench.path) == [] and lab.tokens(bench.path) == []
+
+
 def test_lock_refused_when_the_escrowed_slot_is_gone(bench):
     keep = lab.fingerprint(bench.path, 2)
     r = lab.cryptsetup("luksKillSlot", "--batch-mode", bench.path, "2")

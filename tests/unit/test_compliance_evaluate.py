@@ -63,7 +63,9 @@ PASSING = ["ENC-001", "ENC-002", "ENC-003", "LCK-001", "FW-001", "UPD-001", "UPD
            "NET-001", "NET-002", "SW-001", "ACC-001", "ACC-002", "ACC-003", "ACC-004", "ACC-005"]
 # USB mode block; VPN off by default; the policy names no call system.
 # The agent is off by default; no approved sources listed, no browser installed, no antivirus required on Linux.
-NOT_APPLICABLE = ["USB-002", "VPN-001", "VPN-002", "VPN-003", "NET-003", "AGT-001", "SW-002", "SW-003", "AV-001"]
+# ENC-004: the default policy unlocks with a passphrase (nothing bound to the TPM).
+NOT_APPLICABLE = ["ENC-004", "USB-002", "VPN-001", "VPN-002", "VPN-003", "NET-003", "AGT-001", "SW-002", "SW-003",
+                  "AV-001"]
 
 
 def disk_ok():
@@ -88,7 +90,7 @@ def test_a_good_laptop_passes_everything():
         **dict.fromkeys(PASSING, "pass"), **dict.fromkeys(NOT_APPLICABLE, "not_applicable")}
     assert host_summary(list(results.values())) == {
         "score": 100.0, "compliant": True,
-        "counts": {"pass": 17, "warn": 0, "fail": 0, "error": 0, "waived": 0, "not_applicable": 9,
+        "counts": {"pass": 17, "warn": 0, "fail": 0, "error": 0, "waived": 0, "not_applicable": 10,
                    "not_checked": 0}}
 
 

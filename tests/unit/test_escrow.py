@@ -109,8 +109,8 @@ def test_check_mode_writes_nothing(store, laptop, device):
 
 def _rotate_and_die(url: str, device_uuid: str, image: str, crypttab: str, lsblk: str, step: str) -> None:
     laptop = Laptop.__new__(Laptop)
-    laptop.image, laptop.crypttab, laptop.calls = Path(image), crypttab, []
-    laptop.etc = Path(image).parent / "etc"
+    laptop.etc = Path(image).parent / "etc"          # its crypttab is the parent's file
+    laptop.image, laptop.calls = Path(image), []
     laptop.lsblk = lambda: lsblk
 
     def hook(name):

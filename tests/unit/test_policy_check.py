@@ -55,6 +55,15 @@ BAD_POLICIES = {
                                         r"refuse \('\*\.games\.example': a wildcard inside a host name"),
     "duplicate key": (lambda t: t + "screen_lock_idle_minutes: 10\n",
                       r"policy\.yml:\d+: screen_lock_idle_minutes: set twice in this file \(also on line \d+\)"),
+    # ENC-004: clevis has no TPM PIN; an unlock method the kit does not know; a PCR that does not exist.
+    "TPM and PIN on Debian": (lambda t: t + "disk_encryption_linux_unlock: tpm2_pin\n",
+                              r"policy\.yml:\d+: disk_encryption_linux_unlock: tpm2_pin is not offered on Debian: "
+                              r"clevis's TPM2 pin has no PIN"),
+    "unknown unlock": (lambda t: t + "disk_encryption_linux_unlock: fido2\n",
+                       r"policy\.yml:\d+: disk_encryption_linux_unlock: .*must be one of: passphrase, tpm2, tpm2_pin"),
+    "PCR 24": (lambda t: t + "disk_encryption_tpm2_pcr_ids: [0, 2, 24]\n",
+               r"policy\.yml:\d+: disk_encryption_tpm2_pcr_ids must list PCR numbers 0-23, each once "
+               r"\(got \[0, 2, 24\]\)"),
 }
 
 

@@ -30,7 +30,8 @@ pytestmark = pytest.mark.unit
 HOST = "win-away"
 # As for a live Windows posture (tests/windows/test_posture_windows.py): USB-002 is for allow_listed mode,
 # VPN-003 for a kill switch, SW-002 for listed sources.
-NOT_APPLICABLE = {"USB-002", "VPN-003", "SW-002"}
+# ENC-004 (the LUKS root bound to the TPM) is Linux's: on Windows BitLocker's TPM protector is ENC-001's.
+NOT_APPLICABLE = {"USB-002", "VPN-003", "SW-002", "ENC-004"}
 
 
 @pytest.fixture(scope="module")

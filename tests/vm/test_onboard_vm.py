@@ -52,6 +52,7 @@ def test_check_apply_verify_converge(site, laptop, shared_onboarding):
     assert proc.returncode == 0, (proc.stderr, out)
     assert {c["control"]: c["state"] for c in out["controls"]} == {
         "ENC-001": "passes with a warning", "ENC-002": "would change", "ENC-003": "already compliant",
+        "ENC-004": "not applicable",    # the example policy unlocks with a passphrase (the lab's key file)
         "FW-001": "would change", "LCK-001": "would change", "UPD-001": "would change", "USB-001": "would change",
         "ACC-001": "already compliant", "ACC-002": "would change", "ACC-003": "would change",
         "ACC-004": "already compliant", "ACC-005": "would change",  # tanaka was never an admin here
@@ -64,6 +65,7 @@ def test_check_apply_verify_converge(site, laptop, shared_onboarding):
     states = {c["control"]: c for c in out["controls"]}
     assert {k: v["state"] for k, v in states.items()} == {
         "ENC-001": "passes with a warning", "ENC-002": "applied", "ENC-003": "already compliant",
+        "ENC-004": "not applicable",
         "FW-001": "applied", "LCK-001": "applied", "UPD-001": "applied", "USB-001": "applied",
         "ACC-001": "already compliant", "ACC-002": "applied", "ACC-003": "applied",
         "ACC-004": "already compliant", "ACC-005": "applied",

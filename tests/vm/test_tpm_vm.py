@@ -1,20 +1,23 @@
-"""The lab laptop's TPM 2.0 (swtpm) and root unlock bound to it with clevis's TPM2 pin (issue 21).
+"""The lab laptop's TPM 2.0 (swtpm) and its root bound to it by the disk_encryption role (issue 21, ENC-004).
 
-One laptop for the whole file, three cold boots after the restore (489 s in all; docs/lab-vm.md "TPM"):
+One laptop for the whole file, three cold boots after the restore (docs/lab-vm.md "TPM"; phase times printed):
   1. restored from the booted snapshot: the TPM is there (/dev/tpmrm0) and SeaBIOS measured the boot;
-     the root is bound to the TPM (PCRs 0, 2, 7), the initramfs key file removed, the initramfs rebuilt;
+     `deskguard onboard` with `disk_encryption_linux_unlock: tpm2` (the other roles off) escrows the recovery
+     key, then binds the root to the TPM (clevis TPM2 pin, PCRs 0, 2, 7), removes the initramfs key file and
+     rebuilds the initramfs; the nightly run passes ENC-004;
   2. cold boot: unattended through the TPM (no key file anywhere);
   3. cold boot with a changed option ROM (a tampered boot: SeaBIOS measures it into PCR 2): the boot stops
-     at the passphrase prompt on the serial console, and the typed passphrase unlocks it; PCR 2 differs;
+     at the passphrase prompt on the serial console; the escrowed recovery key read with `keys show` unlocks
+     it; PCR 2 differs; the nightly run fails ENC-004 (the TPM no longer releases the key) and `comply --fix`
+     with the officer's key re-binds it;
   4. cold boot of the same disk with another TPM (the disk moved into another machine): the prompt again.
-
-What this proves is the *mechanism* (clevis-initramfs with Debian's own initramfs-tools, on this release);
-the disk_encryption role does not make the binding yet, so the passphrase typed is the installer's (slot 0),
-not an escrowed recovery key read with `keys show`.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,13 +25,13 @@ from pathlib import Path
 import pytest
 from deskguard.errors import LabError
 from deskguard.lab import vm
-from deskguard.lab.image import LaptopImage
 from deskguard.lab.state import LabState, is_alive
 from keyvalues import key_values
+from sitetools import comply_json, onboard_lab, run_deskguard
 
 pytestmark = pytest.mark.vm
 
-NAME = "lab-vm1"
+NAME, HOST = "lab-vm1", "lap-vm1"
 PCRS = "0,2,7"  # the lab policy's PCRs (docs/disk-encryption.md: what SeaBIOS measures where)
 PROMPT = "Please unlock disk root"
 UNLOCKED = "cryptsetup: root: set up successfully"
@@ -112,43 +115,85 @@ sudo -n tpm2_eventlog /sys/kernel/security/tpm0/binary_bios_measurements 2>/dev/
     assert int(r.get("EVENTS2", "0")) >= 2, r
 
 
-def test_root_bound_to_the_tpm_boots_unattended_with_no_key_file(laptop):
+@pytest.fixture(scope="module")
+def site(make_site):
+    """A site whose policy binds the root to the TPM; the roles this file is not about are off (few module calls
+    under TCG)."""
+    site = make_site(management="10.0.2.0/24")
+    policy = site / "inventory" / "group_vars" / "all" / "policy.yml"
+    text = policy.read_text()
+    for name in ("screen_lock", "firewall", "auto_update", "usb_control", "accounts", "software_policy",
+                 "network_posture"):
+        text = text.replace(f"{name}_enabled: true", f"{name}_enabled: false")
+    policy.write_text(text + "disk_encryption_linux_unlock: tpm2\ndisk_encryption_tpm2_pcr_ids: [0, 2, 7]\n")
+    return site
+
+
+def officer_env(site) -> dict:
+    return {"DESKGUARD_OFFICER_KEY_FILE": str(site / ".deskguard" / "escrow-officer.key.pem"),
+            "DESKGUARD_OFFICER_PASSPHRASE_FILE": str(site.parent / f"{site.name}.pass")}
+
+
+def recovery_key(site) -> str:
+    """The escrowed recovery key, read as IT would read it (audited)."""
+    env = officer_env(site)
+    proc = run_deskguard(site, "keys", "show", HOST, "--escrow-key", env["DESKGUARD_OFFICER_KEY_FILE"],
+                         "--passphrase-file", env["DESKGUARD_OFFICER_PASSPHRASE_FILE"], "--reason", "vm test",
+                         "--json")
+    assert proc.returncode == 0, proc.stderr
+    (key,) = json.loads(proc.stdout)
+    return key["key"]
+
+
+def enc004(site, *extra, env=None) -> tuple[int, dict]:
+    if env:
+        proc = subprocess.run([sys.executable, "-m", "deskguard", "comply", "--format", "json", "--limit", HOST,
+                               *extra, "--site", str(site)], capture_output=True, text=True, timeout=1800,
+                              env={**os.environ, **env})
+        assert proc.stdout.strip().startswith("{"), proc.stdout[-2000:] + proc.stderr[-2000:]
+        rc, report = proc.returncode, json.loads(proc.stdout)
+    else:
+        rc, report = comply_json(site, "--limit", HOST, *extra)
+    return rc, report["hosts"][HOST]["results"]["ENC-004"]
+
+
+def test_onboarding_binds_the_root_to_the_tpm_and_it_boots_unattended(laptop, site):
     t0 = time.monotonic()
-    r = _run(laptop, rf"""
-set -e
-dev=$(sudo -n cryptsetup status root | awk '$1 == "device:" {{print $2}}')
-sudo -n clevis luks bind -y -d "$dev" -k /etc/keys/root.key tpm2 '{{"pcr_bank":"sha256","pcr_ids":"{PCRS}"}}'
-uuid=$(sudo -n cryptsetup luksUUID "$dev")
-# The key file goes: out of crypttab, out of the initramfs, its keyslot killed, the file shredded.
-printf 'root UUID=%s none luks,discard\n' "$uuid" | sudo -n tee /etc/crypttab >/dev/null
-sudo -n sed -i 's|^KEYFILE_PATTERN=.*|#KEYFILE_PATTERN=|' /etc/cryptsetup-initramfs/conf-hook
-sudo -n cryptsetup luksKillSlot -q "$dev" 1
-sudo -n shred -u /etc/keys/root.key
-sudo -n update-initramfs -u >/dev/null 2>&1
+    proc, out = onboard_lab(site, HOST, laptop, "--yes")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    states = {c["control"]: c["state"] for c in out["controls"]}
+    assert states.get("ENC-002") == "applied" and states.get("ENC-004") == "applied", out["controls"]
+    t0 = phase("onboarding: escrow, TPM binding, initramfs rebuilt in the guest", t0)
+    r = _run(laptop, r"""
+dev=$(sudo -n cryptsetup status root | awk '$1 == "device:" {print $2}')
 listing=$(sudo -n lsinitramfs /boot/initrd.img-$(uname -r))
 echo "KEYFILES=$(printf '%s\n' "$listing" | grep -c 'cryptroot/keyfiles/' || true)"
 echo "CLEVIS=$(printf '%s\n' "$listing" | grep -c 'bin/clevis-decrypt-tpm2$' || true)"
 echo "TOKENS=$(sudo -n cryptsetup luksDump "$dev" | grep -c ': clevis$' || true)"
-echo "DEV=$dev"
-""", timeout=900)
-    t0 = phase("bind + initramfs rebuilt in the guest", t0)
+echo "CRYPTTAB_KEY=$(awk '$1 == "root" {print $3}' /etc/crypttab)"
+test -e /etc/keys/root.key; echo "KEYFILE=$?"
+""", timeout=300)
     assert r["KEYFILES"] == "0", "the initramfs still carries a key file"
     assert int(r["CLEVIS"]) >= 1, "the initramfs has no clevis TPM2 pin"
-    assert r["TOKENS"] == "1"
+    assert r["TOKENS"] == "1" and r["CRYPTTAB_KEY"] == "none" and r["KEYFILE"] != "0", r
     # qemu boots the kernel and initrd on its command line: from now on, the laptop's own rebuilt initrd.
     vm.take_guest_initrd(laptop)
     _power_off(laptop)
+    t0 = time.monotonic()
     host = vm.boot_again(NAME, log=lambda m: None)
     t0 = phase("cold boot, unattended TPM unlock, to SSH", t0)
-    text = _console(host)
-    assert UNLOCKED in text
-    r = _run(host, "echo SOURCE=$(findmnt -no SOURCE /); test -e /etc/keys/root.key; echo KEYFILE=$?")
-    assert r["SOURCE"] == "/dev/mapper/root" and r["KEYFILE"] != "0"
+    assert UNLOCKED in _console(host)
+    r = _run(host, "echo SOURCE=$(findmnt -no SOURCE /)")
+    assert r["SOURCE"] == "/dev/mapper/root"
+    rc, result = enc004(site)
+    assert result["status"] == "pass", result
+    phase("nightly run: ENC-004 passes", t0)
 
 
-def test_a_tampered_boot_stops_at_the_passphrase_prompt_and_the_passphrase_opens_it(laptop):
+def test_a_tampered_boot_stops_at_the_prompt_the_recovery_key_opens_it_and_fix_rebinds(laptop, site):
     host = LabState.load().hosts[NAME]
     before = _run(host, PCR_SCRIPT)
+    key = recovery_key(site)
     _power_off(host)
     t0 = time.monotonic()
     host = vm.boot_again(NAME, wait_ssh=False, extra_args=TAMPER, console_input=True, log=lambda m: None)
@@ -156,16 +201,28 @@ def test_a_tampered_boot_stops_at_the_passphrase_prompt_and_the_passphrase_opens
     t0 = phase("tampered cold boot to the prompt", t0)
     time.sleep(NO_UNLOCK_WAIT)
     assert UNLOCKED not in _console(host), "a tampered boot unlocked by itself"
-    passphrase = LaptopImage(Path(host.extra["image"])).passphrase_file.read_text()
-    vm.console_type(host, passphrase + "\r")
+    vm.console_type(host, key + "\r")       # the escrowed recovery key, as IT reads it out to the operator
     _wait_console(host, UNLOCKED, 120)
     from deskguard.lab.access import wait_for_ssh
 
     wait_for_ssh(host, vm.COLD_BOOT_TIMEOUT)
-    phase("passphrase typed to SSH", t0)
+    t0 = phase("recovery key typed to SSH", t0)
     after = _run(host, PCR_SCRIPT)
     assert after["PCR2"] != before["PCR2"], "the changed option ROM was not measured into PCR 2"
     assert after["PCR0"] == before["PCR0"] and after["PCR7"] == before["PCR7"]
+    # The nightly run sees it: the TPM no longer releases the key on this boot's measurements.
+    rc, result = enc004(site)
+    assert rc == 1 and result["status"] == "fail", result
+    assert any("no longer releases" in e for e in result["evidence"]), result
+    # --fix re-binds on today's PCRs, unlocking with the escrowed recovery key (the officer's key opens it).
+    rc, result = enc004(site, "--fix", env=officer_env(site))
+    assert result["status"] == "pass", result
+    r = _run(host, r"""
+dev=$(sudo -n cryptsetup status root | awk '$1 == "device:" {print $2}')
+echo "TOKENS=$(sudo -n cryptsetup luksDump "$dev" | grep -c ': clevis$' || true)"
+""")
+    assert r["TOKENS"] == "1", r
+    phase("ENC-004 fails, --fix re-binds", t0)
 
 
 def test_the_disk_in_another_machine_does_not_unlock_by_itself(laptop):

@@ -32,7 +32,7 @@ MODULE = REPO / "plugins" / "modules_windows" / "deskguard_posture.ps1"
 COLLECT = REPO / "plugins" / "module_utils" / "Ansible.ModuleUtils.DeskguardCollectPosture.psm1"
 SECTION_UTILS = sorted(p.name for p in (REPO / "plugins" / "module_utils").glob("Ansible.ModuleUtils.DeskguardPosture*.psm1"))
 # Not applicable with POLICY: USB-002 is for allow_listed mode only, VPN-003 when the policy wants a kill switch.
-NOT_APPLICABLE = {"USB-002", "VPN-003", "SW-002"}   # SW-002: no approved sources listed
+NOT_APPLICABLE = {"USB-002", "VPN-003", "SW-002", "ENC-004"}   # SW-002: no approved sources listed; ENC-004 is Linux
 
 
 def comply(play, site, uuid, **extra):

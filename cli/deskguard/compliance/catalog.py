@@ -25,6 +25,10 @@ CONTROLS = {c.id: c for c in (
     Control("ENC-003", "No keyslot outside the escrow record (no unescrowed key added behind the kit's back)",
             "high", "disk_encryption",
             remediation="deskguard comply --fix removes it (needs the laptop's key file, or DESKGUARD_OFFICER_KEY_FILE)"),
+    Control("ENC-004", "Disk bound to this machine's TPM with the policy's PCRs, no key file in the initramfs",
+            "high", "disk_encryption",
+            remediation="deskguard comply --fix re-binds (once the TPM refuses the old binding it needs "
+            "DESKGUARD_OFFICER_KEY_FILE: the escrowed recovery key unlocks)"),
     Control("LCK-001", "Idle screen lock within the policy's minutes, locked for the user", "medium", "screen_lock",
             remediation="deskguard comply --fix (screen_lock role)"),
     Control("FW-001", "Firewall on: inbound default-deny, management allowed", "high", "firewall",

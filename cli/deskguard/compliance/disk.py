@@ -1,4 +1,4 @@
-"""ENC-001..003 from the posture's `disk` section, with no second call to the laptop: LUKS (Linux) through
+"""ENC-001..004 from the posture's `disk` section, with no second call to the laptop: LUKS (Linux) through
 deskguard.recovery.escrow's read-only verification, BitLocker (Windows) through the BitLocker escrow's verification
 (the escrow records name each recovery-password protector by its id) plus the OS volume's own state."""
 
@@ -16,7 +16,9 @@ def verify(store, uuid: str | None, hostname: str, posture: dict, policy: dict) 
         return bitlocker(store, uuid, hostname, posture["disk"], policy)
     req = escrow.Request(device_uuid=uuid or "unregistered", hostname=hostname, mode="verify",
                          approved_ciphers=tuple(policy.get("disk_encryption_approved_ciphers") or ("aes-xts-plain64",)),
-                         min_key_bits=int(policy.get("disk_encryption_min_key_bits") or 512))
+                         min_key_bits=int(policy.get("disk_encryption_min_key_bits") or 512),
+                         linux_unlock=str(policy.get("disk_encryption_linux_unlock") or "passphrase"),
+                         tpm_pcr_ids=tuple(policy.get("disk_encryption_tpm2_pcr_ids") or (0, 2, 7)))
     outcome = escrow.run_luks(store, None, lambda module, args: posture["disk"], req)
     outcome.module_calls = 0
     return outcome
@@ -29,6 +31,7 @@ def _no_call(module, args):
 def bitlocker(store, uuid: str | None, hostname: str, inventory: dict, policy: dict) -> escrow.Outcome:
     req = escrow.Request(device_uuid=uuid or "unregistered", hostname=hostname, mode="verify")
     out = escrow.run_bitlocker(store if uuid else None, None, _no_call, req, inventory).out
+    out.enc004_na = "Windows: BitLocker's TPM protector is judged with the OS volume (ENC-001)"
     edition = inventory.get("edition") or {}
     method = policy.get("disk_encryption_windows_method") or "XtsAes256"
     volumes = inventory.get("volumes") or []

@@ -131,15 +131,18 @@ def updates_applied(p: dict, policy: dict, posture: dict) -> Result:
 DISK_EXPECTED = {
     "Linux": {"ENC-001": "root and swap on LUKS2, approved cipher",
               "ENC-002": "an active escrowed key matching a keyslot on every volume",
-              "ENC-003": "every keyslot escrowed or in the enrolment baseline"},
+              "ENC-003": "every keyslot escrowed or in the enrolment baseline",
+              "ENC-004": "the root bound to this machine's TPM on the policy's PCRs, the TPM releases its key, "
+                         "no key file in the initramfs (disk_encryption_linux_unlock: tpm2)"},
     "Windows": {"ENC-001": "OS volume fully encrypted with the policy's method, BitLocker protection on",
                 "ENC-002": "an escrowed recovery password whose protector id is on the OS volume",
-                "ENC-003": "every recovery-password protector escrowed; no startup key, password or key file"},
+                "ENC-003": "every recovery-password protector escrowed; no startup key, password or key file",
+                "ENC-004": "not applicable on Windows (BitLocker's TPM protector is ENC-001's)"},
 }
 
 
 def disk(escrow_outcome, family: str = "Linux") -> list[Result]:
-    """ENC-001..003 from the escrow verification's outcome (deskguard.compliance.disk: LUKS keyslots or
+    """ENC-001..004 from the escrow verification's outcome (deskguard.compliance.disk: LUKS keyslots or
     BitLocker protectors compared with the escrow records)."""
     controls = escrow_outcome.controls(escrow_applied=False)
     status = {"compliant": "pass", "noncompliant": "fail", "not_applicable": "not_applicable", "failed": "error"}
@@ -148,6 +151,7 @@ def disk(escrow_outcome, family: str = "Linux") -> list[Result]:
         rep = controls[cid]
         observed = ({"volumes": [v["device"] for v in escrow_outcome.volumes]} if cid == "ENC-002"
                     else {"unknown_keyslots": escrow_outcome.enc003} if cid == "ENC-003"
+                    else {"problems": escrow_outcome.enc004} if cid == "ENC-004"
                     else {"violations": escrow_outcome.enc001, "volumes": escrow_outcome.volumes}
                     if family == "Windows" else {"violations": escrow_outcome.enc001})
         out.append(Result(cid, status.get(rep["state"], "error"), observed, expected, list(rep["findings"])))
@@ -244,7 +248,7 @@ def evaluate(hostname: str, posture: dict, errors: dict, policy: dict, escrow_ou
         else:
             results[cid] = judge(posture[section], policy, posture)
     if "ENC-001" not in results:
-        for cid in ("ENC-001", "ENC-002", "ENC-003"):
+        for cid in ("ENC-001", "ENC-002", "ENC-003", "ENC-004"):
             results[cid] = Result(cid, "error", evidence=["disk not evaluated (no escrow verification)"])
     out = []
     for cid, control in CONTROLS.items():

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import DeskguardError
+from . import tpm_binding
 from .keys import escrow_key_id, seal, unseal
 
 KIND_LUKS = "luks-recovery"
@@ -63,11 +64,14 @@ class Outcome:
     volumes: list[dict] = field(default_factory=list)
     failed: str | None = None
     not_applicable: str | None = None
+    enc004: list[str] = field(default_factory=list)       # why the root is not bound to this machine's TPM
+    enc004_done: list[str] = field(default_factory=list)  # what this run did to bind it
+    enc004_na: str | None = "the policy unlocks the disk with a passphrase (disk_encryption_linux_unlock)"
 
     def controls(self, *, escrow_applied: bool) -> dict:
         if self.not_applicable:
             return {cid: {"state": "not_applicable", "findings": [self.not_applicable]}
-                    for cid in ("ENC-001", "ENC-002", "ENC-003")}
+                    for cid in ("ENC-001", "ENC-002", "ENC-003", "ENC-004")}
         enc1 = {"state": "noncompliant" if self.enc001 else "compliant", "findings": self.enc001 + self.enc001_warnings}
         if self.failed:
             enc2_state = "failed"
@@ -79,7 +83,12 @@ class Outcome:
         enc3_state = ("failed" if self.failed else "noncompliant" if self.enc003
                       else "applied" if self.enc003_done else "compliant")
         enc3 = {"state": enc3_state, "findings": self.enc003 + self.enc003_done}
-        return {"ENC-001": enc1, "ENC-002": enc2, "ENC-003": enc3}
+        if self.enc004_na:
+            enc4 = {"state": "not_applicable", "findings": [self.enc004_na]}
+        else:
+            enc4 = {"state": "noncompliant" if self.enc004 else "applied" if self.enc004_done else "compliant",
+                    "findings": self.enc004 + self.enc004_done}
+        return {"ENC-001": enc1, "ENC-002": enc2, "ENC-003": enc3, "ENC-004": enc4}
 
 
 @dataclass
@@ -95,6 +104,8 @@ class Request:
     min_key_bits: int = 512
     format_devices: tuple = ()               # unencrypted data volumes the policy allows to encrypt (erase)
     remove_unknown_slots: bool = True        # ENC-003: remove keyslots outside the baseline (else report them)
+    linux_unlock: str = "passphrase"         # ENC-004: tpm2 binds the root to this machine's TPM
+    tpm_pcr_ids: tuple = (0, 2, 7)           # the PCRs that binding is sealed to
     hook: Callable[[str], None] | None = None  # test hook: called with "pending", "added", "activated", "removed"
 
 
@@ -128,6 +139,9 @@ class LuksEscrow(_Escrow):
         # None: no store (check mode before registration), so no keyslot can be judged against a baseline.
         self.baselines = self.store.keyslot_baselines(self.req.device_uuid) if self.store else None
         self.changes: dict[str, dict] = {}
+        self.fresh: dict[str, str] = {}      # LUKS UUID -> the recovery key this run escrowed (known in clear now)
+        if self.req.linux_unlock == "tpm2":
+            self.out.enc004_na = None
         exempt = [s.key_id.split(":", 1)[1] for s in live]
         inv = self.call({"state": "inventory", "approved_ciphers": list(self.req.approved_ciphers),
                          "min_key_bits": self.req.min_key_bits, "exempt_slots": exempt,
@@ -148,6 +162,7 @@ class LuksEscrow(_Escrow):
             try:
                 self.volume(volume, mine)
                 self.keyslots(volume, mine)
+                tpm_binding.bind_root(self, volume, mine)
             except RemoteFailed as exc:
                 self.out.failed = str(exc)
                 return self.out
@@ -273,6 +288,7 @@ class LuksEscrow(_Escrow):
         sec = self.store.add_secret(self.req.device_uuid, KIND_LUKS, key_id, blob,
                                     escrow_key_id=escrow_key_id(self.public_key), state="pending")
         self.step("pending")
+        self.fresh[uuid] = key
         res = self.call({"state": "enroll", "device": dev, "luks_uuid": uuid, "slot": slot, "new_key": key,
                          "unlock_key": self.unlock_key(replaced, dev, uuid)})
         self.step("added")
@@ -318,6 +334,7 @@ class LuksEscrow(_Escrow):
             return
         pending_slots = {parse_luks_key_id(s.key_id)[1] for s in secrets if s.state == "pending"}
         known = base | change["added"] | {s.fingerprint for s in secrets if s.state == "active" and s.fingerprint}
+        known |= tpm_binding.own_slots(self.req, vol)   # the kit's own TPM binding (ENC-004) is never "unknown"
         unknown = {fp: slot for fp, slot in slots.items()
                    if fp in now and fp not in known and slot not in pending_slots}
         for fp, slot in sorted(unknown.items(), key=lambda kv: kv[1]):
