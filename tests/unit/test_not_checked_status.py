@@ -45,8 +45,11 @@ def test_every_report_format_says_not_checked():
     rows = {r["control"]: r for r in csv.DictReader(io.StringIO(report.to_csv(rec)))}
     assert rows["LCK-001"]["status"] == "not_checked" and WHY in rows["LCK-001"]["evidence"]
 
-    page = html.render(rec, [], [])
-    assert 'class="not_checked">not checked<' in page and "KDE Plasma found" in page
+    # The HTML host list: LCK-001's letter says not checked, its details carry why, and the list's word for it.
+    page, data = html.render(rec, [], []), html.hosts_data(rec)
+    host = data["hosts"][0]
+    assert host[5][data["controls"].index("LCK-001")] == "c" and host[9]["LCK-001"][0] == "not_checked"
+    assert 'c: "not checked"' in page and "KDE Plasma found" in page
     assert STATUS_WORDS["not_checked"] == "not checked"
 
 
