@@ -4,16 +4,38 @@ translation, per language; deskguard_operator_words.say reads it."""
 
 CATALOG = {
     'en': {
+        'A security update needs a restart. Please restart the laptop when you are not on a call.':
+            'A security update needs a restart. Please restart the laptop when you are not on a call.',
+        'Here is where this laptop stands.':
+            'Here is where this laptop stands.',
+        'IT has not heard from this laptop for %(days)d days. Please connect it to the internet.':
+            'IT has not heard from this laptop for %(days)d days. Please connect it to the internet.',
+        'IT has not heard from this laptop yet.':
+            'IT has not heard from this laptop yet.',
+        'IT last heard from this laptop on %(when)s.':
+            'IT last heard from this laptop on %(when)s.',
+        'Security updates are installed automatically. Nothing to do.':
+            'Security updates are installed automatically. Nothing to do.',
+        'The USB device "%(name)s" (%(code)s) is blocked. If you need it for work, ask the helpdesk to approve it and give them this code.':
+            'The USB device "%(name)s" (%(code)s) is blocked. If you need it for work, ask the helpdesk to approve it and give them this code.',
         'The Wi-Fi "%(ssid)s" is not protected by a password. Please switch to your home Wi-Fi or a cable.':
             'The Wi-Fi "%(ssid)s" is not protected by a password. Please switch to your home Wi-Fi or a cable.',
         'The Wi-Fi "%(ssid)s" uses outdated security. Please switch to your home Wi-Fi or a cable.':
             'The Wi-Fi "%(ssid)s" uses outdated security. Please switch to your home Wi-Fi or a cable.',
         'The call system cannot be reached. Please check that your internet works; if it does, call the helpdesk.':
             'The call system cannot be reached. Please check that your internet works; if it does, call the helpdesk.',
+        'The company VPN is connected.':
+            'The company VPN is connected.',
         'The company VPN is not connected. Please restart the laptop; if that does not help, call the helpdesk.':
             'The company VPN is not connected. Please restart the laptop; if that does not help, call the helpdesk.',
+        "The laptop's status is not known yet. It is updated every few minutes.":
+            "The laptop's status is not known yet. It is updated every few minutes.",
         'The network could not be fully checked. If calls do not work, please call the helpdesk.':
             'The network could not be fully checked. If calls do not work, please call the helpdesk.',
+        'The screen locks after %(minutes)d minutes without use.':
+            'The screen locks after %(minutes)d minutes without use.',
+        'USB sticks work only after IT has approved them.':
+            'USB sticks work only after IT has approved them.',
         "You are connected through your phone's tethering. Please use your home internet or the company mobile Wi-Fi for calls.":
             "You are connected through your phone's tethering. Please use your home internet or the company mobile Wi-Fi for calls.",
         "You are connected to a phone's hotspot. Please use your home internet or the company mobile Wi-Fi for calls.":
@@ -26,16 +48,38 @@ CATALOG = {
             'Your network is fine for calls.',
     },
     'ja': {
+        'A security update needs a restart. Please restart the laptop when you are not on a call.':
+            'セキュリティ更新のため再起動が必要です。通話していないときにパソコンを再起動してください。',
+        'Here is where this laptop stands.':
+            'このパソコンの状態をお知らせします。',
+        'IT has not heard from this laptop for %(days)d days. Please connect it to the internet.':
+            '%(days)d日間、このパソコンの情報がIT部門に届いていません。インターネットに接続してください。',
+        'IT has not heard from this laptop yet.':
+            'このパソコンはまだIT部門に確認されていません。',
+        'IT last heard from this laptop on %(when)s.':
+            'このパソコンの最終確認は%(when)sです。',
+        'Security updates are installed automatically. Nothing to do.':
+            'セキュリティ更新は自動でインストールされます。操作は不要です。',
+        'The USB device "%(name)s" (%(code)s) is blocked. If you need it for work, ask the helpdesk to approve it and give them this code.':
+            'USB機器「%(name)s」（%(code)s）は使えません。必要なら、このコードをヘルプデスクに伝えて承認を依頼してください。',
         'The Wi-Fi "%(ssid)s" is not protected by a password. Please switch to your home Wi-Fi or a cable.':
             'Wi-Fi「%(ssid)s」はパスワードで保護されていません。自宅のWi-Fiかケーブル接続に切り替えてください。',
         'The Wi-Fi "%(ssid)s" uses outdated security. Please switch to your home Wi-Fi or a cable.':
             'Wi-Fi「%(ssid)s」のセキュリティは古い方式です。自宅のWi-Fiかケーブル接続に切り替えてください。',
         'The call system cannot be reached. Please check that your internet works; if it does, call the helpdesk.':
             '通話システムにつながりません。インターネットが使えるか確認し、使える場合はヘルプデスクに連絡してください。',
+        'The company VPN is connected.':
+            '会社のVPNに接続しています。',
         'The company VPN is not connected. Please restart the laptop; if that does not help, call the helpdesk.':
             '会社のVPNに接続されていません。パソコンを再起動し、直らない場合はヘルプデスクに連絡してください。',
+        "The laptop's status is not known yet. It is updated every few minutes.":
+            'このパソコンの状態はまだわかりません。数分ごとに更新されます。',
         'The network could not be fully checked. If calls do not work, please call the helpdesk.':
             'ネットワークを十分に確認できませんでした。通話ができない場合はヘルプデスクに連絡してください。',
+        'The screen locks after %(minutes)d minutes without use.':
+            '操作しないまま%(minutes)d分たつと、画面がロックされます。',
+        'USB sticks work only after IT has approved them.':
+            'USBメモリは、IT部門が承認したものだけ使えます。',
         "You are connected through your phone's tethering. Please use your home internet or the company mobile Wi-Fi for calls.":
             'スマートフォンのテザリングで接続しています。通話には自宅のインターネットか会社のモバイルWi-Fiを使ってください。',
         "You are connected to a phone's hotspot. Please use your home internet or the company mobile Wi-Fi for calls.":
