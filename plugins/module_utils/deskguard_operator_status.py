@@ -59,11 +59,12 @@ def _blocked_storage(usb):
 
 
 def _vpn_up(posture):
-    vpn = (posture.get("network") or {}).get("vpn")
-    if vpn:
-        return bool(vpn.get("up"))
+    """None when this laptop has no VPN set up (the policy has none: nothing to tell the operator)."""
     facts = posture.get("vpn") or {}
-    return bool(facts.get("interface_up")) if facts.get("config_files") else None   # no VPN set up: say nothing
+    if not facts.get("config_files"):
+        return None
+    vpn = (posture.get("network") or {}).get("vpn")
+    return bool(vpn.get("up")) if vpn else bool(facts.get("interface_up"))
 
 
 def _idle_minutes(screen_lock):

@@ -114,6 +114,30 @@ def test_the_laptop_checks_in_to_the_demos_orders_server(first_run):
     assert run.hosts["lab-ct1"]["results"]["AGT-001"]["status"] == "pass", run.hosts["lab-ct1"]["results"]["AGT-001"]
 
 
+def test_the_operator_reads_deskguard_status_without_root(first_run):
+    """Issue 23 (docs/operators.md): the agent the demo deployed left an operator-readable status after its run,
+    and an ordinary user reads it with `deskguard-status`: Japanese from a ja_JP session, English when asked."""
+    from deskguard.lab.access import run_ssh
+    from deskguard.lab.state import LabState
+
+    host = LabState.load().hosts["lab-ct1"]
+    ja = run_ssh(host, "sudo runuser -u nobody -- env LANG=ja_JP.UTF-8 deskguard-status")
+    en = run_ssh(host, "sudo runuser -u nobody -- env LANG=C.UTF-8 deskguard-status --lang en; "
+                       "stat -c '%a %U' /var/lib/deskguard-status/status.json /usr/bin/deskguard-status; "
+                       "cat /etc/deskguard/operator.json")
+    print(ja.stdout + en.stdout)
+    assert ja.returncode == 0 and en.returncode == 0, ja.stderr + en.stderr
+    lines = ja.stdout.splitlines()
+    assert lines[0] == "このパソコンの状態をお知らせします。", ja.stdout
+    assert any(line.startswith("このパソコンの最終確認は") for line in lines), ja.stdout   # the agent checked in
+    assert en.stdout.splitlines()[0] == "Here is where this laptop stands."
+    assert "IT last heard from this laptop on " in en.stdout
+    assert "644 root\n755 root\n" in en.stdout and '{"language": ""}' in en.stdout
+    assert "VPN" not in en.stdout   # the demo's policy sets up no VPN: nothing to say about one
+    for text in (ja.stdout, en.stdout):
+        assert "%(" not in text and "None" not in text and "Traceback" not in text
+
+
 def test_the_passphrase_is_a_real_lab_secret_kept_out_of_the_output(first_run):
     from deskguard.recovery.keys import load_officer_key
 

@@ -31,7 +31,8 @@ POSTURE = {
     "network": {"vpn": {"interface": "wg0", "up": False, "handshake_age": None}},
     "screen_lock": {"idle_delay": "uint32 300", "lock_enabled": True},
     "disk": {"volumes": [{"luks_uuid": "secret-ish", "keyslots": [0, 1]}]},
-    "vpn": {"public_key": "abc=", "peers": [{"endpoint": "203.0.113.9:51820"}]},
+    "vpn": {"public_key": "abc=", "peers": [{"endpoint": "203.0.113.9:51820"}], "interface_up": True,
+            "config_files": ["/etc/wireguard/wg0.conf"]},
 }
 
 
@@ -61,6 +62,9 @@ def test_the_summary_keeps_only_what_an_operator_may_read():
     quiet = status.summary({}, {"mode": "allow"}, None, False, now=NOW)
     assert quiet["usb_storage_needs_approval"] is False and quiet["vpn_up"] is None
     assert quiet["idle_lock_minutes"] is None and quiet["reboot_pending"] is None
+    # No VPN set up on this laptop (vpn_enabled: false): the network check's "down" is not the operator's business.
+    no_vpn = dict(POSTURE, vpn={"interface_up": False, "config_files": []})
+    assert status.summary(no_vpn, {"mode": "block"}, None, True)["vpn_up"] is None
 
 
 def test_the_operator_reads_it_in_japanese_from_the_session_locale(tmp_path, monkeypatch):
