@@ -224,14 +224,35 @@ class Agent:
         out["checkin"] = self._checkin()
         self.state.save()
         if self.operator_status_dir:
+            out["announcements"] = self._fetch_announcements()
             out["operator_status"] = self._save_operator_status(out["checkin"])
         return out
 
-    def _save_operator_status(self, checkin):
+    @staticmethod
+    def _operator(name):
+        """deskguard_operator_<name>, imported when the operator side is on (docs/operators.md)."""
         try:
-            from ansible.module_utils import deskguard_operator_status as operator_status
+            from ansible.module_utils import deskguard_operator_announcements, deskguard_operator_status
         except ImportError:
-            import deskguard_operator_status as operator_status
+            import deskguard_operator_announcements
+            import deskguard_operator_status
+        return {"announcements": deskguard_operator_announcements, "status": deskguard_operator_status}[name]
+
+    def _fetch_announcements(self):
+        """IT's announcements for the operators, verified and kept; never fails the run."""
+        box = self._operator("announcements")
+        try:
+            got = box.fetch_and_keep(self, self.operator_status_dir)
+            box.prune_receipts(self.operator_status_dir)
+        except (OSError, ValueError) as exc:
+            return {"error": "%s: %s" % (type(exc).__name__, str(exc)[:200])}
+        if got.get("refused"):
+            self.log("deskguard-agent: announcements refused: %s" % ", ".join(
+                "%s x%d" % item for item in sorted(got["refused"].items())))
+        return got
+
+    def _save_operator_status(self, checkin):
+        operator_status = self._operator("status")
         last = self.state.last_checkin()
         return operator_status.save_after_run(self.last_posture, (self.cfg.get("posture_params") or {}).get("usb"),
                                               agent_state.utc(last) if last else None, checkin.get("ok"),
@@ -374,6 +395,10 @@ class Agent:
             self._posture = lambda: deskguard_posture.collect(params=params)
         posture, errors, timings = self._posture()
         self.last_posture = posture
+        if self.operator_status_dir:
+            # Which operators have seen which of IT's announcements (docs/operators.md); IT reads it from here.
+            posture = dict(posture, announcements={"seen": self._operator("announcements").receipts(
+                self.operator_status_dir)})
         refused = self.state.pending_refusals()
         # The same shape as the deskguard_posture module's result, so the controller judges both alike.
         payload = self.proto.build_checkin(self.cfg["device_uuid"],

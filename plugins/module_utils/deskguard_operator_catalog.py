@@ -4,6 +4,8 @@ translation, per language; deskguard_operator_words.say reads it."""
 
 CATALOG = {
     'en': {
+        'A message from IT.':
+            'A message from IT.',
         'A security update needs a restart. Please restart the laptop when you are not on a call.':
             'A security update needs a restart. Please restart the laptop when you are not on a call.',
         'Here is where this laptop stands.':
@@ -48,6 +50,8 @@ CATALOG = {
             'Your network is fine for calls.',
     },
     'ja': {
+        'A message from IT.':
+            'IT部門からのお知らせです。',
         'A security update needs a restart. Please restart the laptop when you are not on a call.':
             'セキュリティ更新のため再起動が必要です。通話していないときにパソコンを再起動してください。',
         'Here is where this laptop stands.':

@@ -20,9 +20,11 @@ import tempfile
 import time
 
 try:  # inside a module (Ansiballz) the kit's module_utils live under ansible.module_utils
+    from ansible.module_utils import deskguard_operator_announcements as announcements
     from ansible.module_utils.deskguard_operator_network import VPN_DOWN
     from ansible.module_utils.deskguard_operator_words import N_, say, session_language
 except ImportError:  # unit tests, the controller and the agent import them as plain modules
+    import deskguard_operator_announcements as announcements
     from deskguard_operator_network import VPN_DOWN
     from deskguard_operator_words import N_, say, session_language
 
@@ -33,6 +35,7 @@ VERSION = 1
 STALE_DAYS = 2              # IT expects a check-in every few minutes; two days without one is worth saying
 MAX_BLOCKED = 5             # a status is read by a person: the newest few blocked sticks are enough
 
+ANNOUNCEMENT = N_("A message from IT.")
 HEADER = N_("Here is where this laptop stands.")
 NOT_YET = N_("The laptop's status is not known yet. It is updated every few minutes.")
 LAST_HEARD = N_("IT last heard from this laptop on %(when)s.")
@@ -163,7 +166,8 @@ def messages(status, now=None):
     return out
 
 
-def main(argv=None, environ=None, status_dir=STATUS_DIR, settings_path=SETTINGS_PATH, now=None, out=None):
+def main(argv=None, environ=None, status_dir=STATUS_DIR, settings_path=SETTINGS_PATH, now=None, out=None,
+         uid=None):
     argv = sys.argv[1:] if argv is None else argv
     out = out or sys.stdout
     environ = os.environ if environ is None else environ
@@ -172,6 +176,13 @@ def main(argv=None, environ=None, status_dir=STATUS_DIR, settings_path=SETTINGS_
         return 2
     settings = _read_json(settings_path) or {}
     language = argv[1] if argv else session_language(environ, settings.get("language") or "")
+    # IT's announcements first, each shown once to each operator (their receipt is what IT sees as "seen").
+    uid = os.getuid() if uid is None else uid
+    for item in announcements.kept(status_dir, now):
+        if announcements.for_language(item, language) and not announcements.seen(status_dir, item["id"], uid):
+            out.write(say(language, ANNOUNCEMENT) + "\n" + "\n".join("  " + line for line in
+                                                                   item["text"].splitlines()) + "\n\n")
+            announcements.mark_seen(status_dir, item["id"], uid)
     status = _read_json(os.path.join(status_dir, STATUS_FILE))
     for message, params in messages(status, now):
         out.write(say(language, message, **params) + "\n")

@@ -17,10 +17,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "plugins" / "module_utils"))
+import deskguard_operator_announcements as announcements  # noqa: E402
 import deskguard_operator_status as status  # noqa: E402
 
 pytestmark = pytest.mark.unit
 NOW = 1796630400  # 2026-12-07T00:00:00Z
+NOBODY = 65534
 
 POSTURE = {
     "updates": {"reboot_pending": True, "reboot_packages": ["linux-image-amd64"]},
@@ -122,7 +124,7 @@ def test_deskguard_status_runs_as_an_ordinary_user():
         lib, state = top / "lib", top / "status"
         lib.mkdir()
         for name in ("deskguard_operator_status", "deskguard_operator_network", "deskguard_operator_words",
-                     "deskguard_operator_catalog", "deskguard_vpn_facts"):
+                     "deskguard_operator_catalog", "deskguard_vpn_facts", "deskguard_operator_announcements"):
             (lib / f"{name}.py").write_text((ROOT / "plugins" / "module_utils" / f"{name}.py").read_text())
         launcher = (ROOT / "roles/endpoint_agent/files/deskguard-status").read_text()
         (lib / "deskguard-status").write_text(launcher.replace("/usr/lib/deskguard-agent", str(lib)).replace(
@@ -132,12 +134,28 @@ def test_deskguard_status_runs_as_an_ordinary_user():
         old = os.umask(0o077)
         try:
             saved(state)
+            # An announcement the agent kept (deskguard_operator_announcements.keep writes the same file).
+            announcements.prepare(str(state))
+            kept = state / "announcements" / "0b5f8f66-1c0e-4a8e-9d59-0b2f5a1f7c11.json"
+            kept.write_text(json.dumps({"id": kept.stem, "text": "明日は全員出社です。", "languages": [],
+                                        "issued_at": "2026-12-06T00:00:00Z", "expires_at": "2099-01-01T00:00:00Z"}))
+            kept.chmod(0o644)
         finally:
             os.umask(old)
-        proc = subprocess.run([runuser, "-u", "nobody", "--", python3, str(lib / "deskguard-status")],
-                              capture_output=True, text=True, env={"LANG": "ja_JP.UTF-8", "PATH": "/usr/bin:/bin"},
-                              timeout=60)
+
+        def as_nobody():
+            return subprocess.run([runuser, "-u", "nobody", "--", python3, str(lib / "deskguard-status")],
+                                  capture_output=True, text=True, timeout=60,
+                                  env={"LANG": "ja_JP.UTF-8", "PATH": "/usr/bin:/bin"})
+
+        proc = as_nobody()
         assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.splitlines()[1].startswith("セキュリティ更新のため再起動が必要です。")
+        lines = proc.stdout.splitlines()
+        assert lines[:2] == ["IT部門からのお知らせです。", "  明日は全員出社です。"], lines
+        assert lines[4].startswith("セキュリティ更新のため再起動が必要です。"), lines
+        receipt = state / "seen" / f"{kept.stem}.{NOBODY}"
+        assert receipt.stat().st_uid == NOBODY       # the operator's own receipt, which IT will see
+        assert "明日は全員出社です。" not in as_nobody().stdout   # once per operator
+        assert announcements.receipts(str(state))[0]["user"] == "nobody"
     finally:
         shutil.rmtree(top)
