@@ -138,6 +138,37 @@ def test_the_operator_reads_deskguard_status_without_root(first_run):
         assert "%(" not in text and "None" not in text and "Traceback" not in text
 
 
+def test_an_announcement_reaches_the_operator_once_and_it_is_reported_seen(first_run):
+    """Issue 23 (docs/operators.md): `deskguard announce` on the demo's site, the laptop's agent fetches it from
+    the demo's `deskguard serve` at its next run, an ordinary user sees it once in `deskguard-status`, and after
+    the following run `deskguard announce status` names that user."""
+    from deskguard.lab.access import run_ssh
+    from deskguard.lab.state import LabState
+
+    _proc, folder = first_run
+    env = {k: v for k, v in os.environ.items() if k != "DESKGUARD_SITE"}
+    text = "明日9時から通話システムを更新します。"
+    sent = subprocess.run([sys.executable, "-m", "deskguard", "announce", text, "--to", "lab-ct1", "--json",
+                           "--site", str(folder / "site")], capture_output=True, text=True, timeout=120, env=env)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    announcement = json.loads(sent.stdout)["id"]
+    host = LabState.load().hosts["lab-ct1"]
+    as_operator = "sudo runuser -u nobody -- env LANG=ja_JP.UTF-8 deskguard-status"
+    out = run_ssh(host, f"sudo systemctl start deskguard-agent.service && {as_operator} && echo == && "
+                        f"{as_operator} && sleep 1 && sudo systemctl start deskguard-agent.service && "
+                        "stat -c '%a' /var/lib/deskguard-status/seen", timeout=300)
+    print(out.stdout)
+    assert out.returncode == 0, out.stdout + out.stderr
+    first, second = out.stdout.split("==\n")
+    assert first.startswith(f"IT部門からのお知らせです。\n  {text}\n"), first
+    assert text not in second and second.rstrip().endswith("1733"), second
+    seen = subprocess.run([sys.executable, "-m", "deskguard", "announce", "status", announcement[:8], "--json",
+                           "--site", str(folder / "site")], capture_output=True, text=True, timeout=120, env=env)
+    assert seen.returncode == 0, seen.stderr
+    (entry,) = json.loads(seen.stdout)
+    assert [r["user"] for r in entry["seen"]["lab-ct1"]] == ["nobody"], entry
+
+
 def test_the_passphrase_is_a_real_lab_secret_kept_out_of_the_output(first_run):
     from deskguard.recovery.keys import load_officer_key
 
