@@ -6,6 +6,10 @@ CATALOG = {
     'en': {
         'A message from IT.':
             'A message from IT.',
+        'A security update has been waiting for a restart since %(deadline)s. Please restart now if you are not on a call.':
+            'A security update has been waiting for a restart since %(deadline)s. Please restart now if you are not on a call.',
+        'A security update needs a restart. Please restart by %(deadline)s, when you are not on a call.':
+            'A security update needs a restart. Please restart by %(deadline)s, when you are not on a call.',
         'A security update needs a restart. Please restart the laptop when you are not on a call.':
             'A security update needs a restart. Please restart the laptop when you are not on a call.',
         'Here is where this laptop stands.':
@@ -16,6 +20,8 @@ CATALOG = {
             'IT has not heard from this laptop yet.',
         'IT last heard from this laptop on %(when)s.':
             'IT last heard from this laptop on %(when)s.',
+        'Please restart the laptop.':
+            'Please restart the laptop.',
         'Security updates are installed automatically. Nothing to do.':
             'Security updates are installed automatically. Nothing to do.',
         'The USB device "%(name)s" (%(code)s) is blocked. If you need it for work, ask the helpdesk to approve it and give them this code.':
@@ -52,6 +58,10 @@ CATALOG = {
     'ja': {
         'A message from IT.':
             'IT部門からのお知らせです。',
+        'A security update has been waiting for a restart since %(deadline)s. Please restart now if you are not on a call.':
+            'セキュリティ更新の再起動の期限（%(deadline)s）を過ぎています。通話中でなければ、今すぐ再起動してください。',
+        'A security update needs a restart. Please restart by %(deadline)s, when you are not on a call.':
+            'セキュリティ更新のため再起動が必要です。%(deadline)sまでに、通話していないときに再起動してください。',
         'A security update needs a restart. Please restart the laptop when you are not on a call.':
             'セキュリティ更新のため再起動が必要です。通話していないときにパソコンを再起動してください。',
         'Here is where this laptop stands.':
@@ -62,6 +72,8 @@ CATALOG = {
             'このパソコンはまだIT部門に確認されていません。',
         'IT last heard from this laptop on %(when)s.':
             'このパソコンの最終確認は%(when)sです。',
+        'Please restart the laptop.':
+            'パソコンを再起動してください。',
         'Security updates are installed automatically. Nothing to do.':
             'セキュリティ更新は自動でインストールされます。操作は不要です。',
         'The USB device "%(name)s" (%(code)s) is blocked. If you need it for work, ask the helpdesk to approve it and give them this code.':

@@ -83,7 +83,13 @@ def save_after_run(posture, usb_params, last_checkin, checkin_ok, directory):
     """The agent's call after each run. Never fails the run (a status an operator reads is not worth a missed
     check-in): returns True, or the reason it could not be written."""
     try:
-        save(summary(posture or {}, usb_params, last_checkin, checkin_ok), directory)
+        data = summary(posture or {}, usb_params, last_checkin, checkin_ok)
+        previous = _read_json(os.path.join(directory, STATUS_FILE)) or {}
+        # Since when a restart has been pending: the notifications' deadline counts from it (docs/operators.md).
+        if data["reboot_pending"]:
+            data["reboot_pending_since"] = (previous.get("reboot_pending_since") if previous.get("reboot_pending")
+                                            else None) or data["written"]
+        save(data, directory)
         return True
     except Exception as exc:  # noqa: BLE001 - anything: the check-in has happened and must be reported as such
         return "%s: %s" % (type(exc).__name__, str(exc)[:200])

@@ -124,7 +124,9 @@ def test_the_operator_reads_deskguard_status_without_root(first_run):
     ja = run_ssh(host, "sudo runuser -u nobody -- env LANG=ja_JP.UTF-8 deskguard-status")
     en = run_ssh(host, "sudo runuser -u nobody -- env LANG=C.UTF-8 deskguard-status --lang en; "
                        "stat -c '%a %U' /var/lib/deskguard-status/status.json /usr/bin/deskguard-status; "
-                       "cat /etc/deskguard/operator.json")
+                       "cat /etc/deskguard/operator.json; test -f /etc/xdg/autostart/deskguard-notify.desktop && "
+                       "sudo runuser -u nobody -- env HOME=/tmp DBUS_SESSION_BUS_ADDRESS=unix:path=/nonexistent "
+                       "deskguard-notify --once; echo notify-rc=$?")
     print(ja.stdout + en.stdout)
     assert ja.returncode == 0 and en.returncode == 0, ja.stderr + en.stderr
     lines = ja.stdout.splitlines()
@@ -132,8 +134,9 @@ def test_the_operator_reads_deskguard_status_without_root(first_run):
     assert any(line.startswith("このパソコンの最終確認は") for line in lines), ja.stdout   # the agent checked in
     assert en.stdout.splitlines()[0] == "Here is where this laptop stands."
     assert "IT last heard from this laptop on " in en.stdout
-    assert "644 root\n755 root\n" in en.stdout and '{"language": ""}' in en.stdout
+    assert "644 root\n755 root\n" in en.stdout and '"language": ""' in en.stdout
     assert "VPN" not in en.stdout   # the demo's policy sets up no VPN: nothing to say about one
+    assert "notify-rc=0" in en.stdout and '"quiet_hours": "20:00-08:00"' in en.stdout   # deployed, nothing due
     for text in (ja.stdout, en.stdout):
         assert "%(" not in text and "None" not in text and "Traceback" not in text
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 # A notification body shows about three lines: what an operator is told must fit in them (typical values filled in).
 MAX_CHARS = {"ja": 80, "en": 160}
-TYPICAL = {"ssid": "Buffalo-G-1234", "name": "Cruzer Blade", "code": "0781:5567 4C530001", "days": 3,
+TYPICAL = {"deadline": "2026-12-09 18:00", "ssid": "Buffalo-G-1234", "name": "Cruzer Blade", "code": "0781:5567 4C530001", "days": 3,
            "when": "2026-12-07 09:15", "minutes": 5}
 POLITE_ENDINGS = ("ます。", "です。", "ください。", "ません。", "ました。", "でした。")
 
@@ -44,11 +44,11 @@ def kit(tmp_path):
 
 def test_a_new_message_fails_until_it_is_translated(kit):
     source = kit / "plugins/module_utils/deskguard_operator_network.py"
-    source.write_text(source.read_text() + '\nEXTRA = N_("Please restart now.")\n')
-    assert "en: not in the catalog: 'Please restart now.'" in catalogs.problems(kit)
+    source.write_text(source.read_text() + '\nEXTRA = N_("Bring your badge on Friday.")\n')
+    assert "en: not in the catalog: 'Bring your badge on Friday.'" in catalogs.problems(kit)
     catalogs.update(kit)   # what a maintainer runs: now it is in the catalogs, empty
     found = catalogs.problems(kit)
-    assert "ja: untranslated: 'Please restart now.'" in found and "en: untranslated: 'Please restart now.'" in found
+    assert "ja: untranslated: 'Bring your badge on Friday.'" in found and "en: untranslated: 'Bring your badge on Friday.'" in found
 
 
 def test_a_fuzzy_or_broken_translation_fails(kit):
