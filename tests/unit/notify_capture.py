@@ -28,7 +28,7 @@ class Notifications(ServiceInterface):
         return self.count
 
     @method()
-    def GetCapabilities(self) -> "as":  # noqa: F821
+    def GetCapabilities(self) -> "as":  # noqa: F722
         return ["body"]
 
     @method()
