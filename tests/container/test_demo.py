@@ -172,6 +172,70 @@ def test_an_announcement_reaches_the_operator_once_and_it_is_reported_seen(first
     assert [r["user"] for r in entry["seen"]["lab-ct1"]] == ["nobody"], entry
 
 
+def test_notifications_reach_operator_session_buses_in_both_languages(first_run):
+    """Issue 23 (docs/operators.md): in the laptop container, a pending restart and a new announcement become the
+    exact freedesktop notifications two operators' session buses receive (dbus-run-session as each user, a
+    recording notification server on it), one in Japanese, one in English, sent by the deployed deskguard-notify.
+    The recording server (tests/unit/notify_capture.py with the pure-Python dbus-next) is copied into /tmp for the
+    test only: the lab image is not changed. Quiet hours are switched off in the container for the test (the
+    lab's clock may be at night); the policy path itself is unit-tested."""
+    import base64
+    import io
+    import shlex
+    import tarfile
+
+    import dbus_next
+
+    from deskguard.lab.access import run_ssh
+    from deskguard.lab.state import LabState
+
+    _proc, folder = first_run
+    env = {k: v for k, v in os.environ.items() if k != "DESKGUARD_SITE"}
+    text = "金曜日はオフィスでパソコンを点検します。"
+    sent = subprocess.run([sys.executable, "-m", "deskguard", "announce", text, "--to", "all", "--site",
+                           str(folder / "site")], capture_output=True, text=True, timeout=120, env=env)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    pack = io.BytesIO()
+    with tarfile.open(fileobj=pack, mode="w:gz") as tar:
+        tar.add(os.path.dirname(dbus_next.__file__), "dbus_next",
+                filter=lambda i: None if "__pycache__" in i.name else i)
+        tar.add(os.path.join(os.path.dirname(__file__), "..", "unit", "notify_capture.py"), "notify_capture.py")
+    # The recording server is stopped before the session ends (else it would hold the SSH channel open).
+    session = ("python3 /tmp/dgcap/notify_capture.py /tmp/dgcap/out-$1.jsonl > /tmp/dgcap/ready-$1 2>&1 < /dev/null & "
+               "cap=$!; for i in $(seq 100); do grep -q ready /tmp/dgcap/ready-$1 2>/dev/null && break; sleep 0.1; "
+               "done; deskguard-notify --once; rc=$?; kill $cap; exit $rc")
+    script = f"""set -e
+sudo rm -rf /tmp/dgcap && sudo mkdir -p /tmp/dgcap && base64 -d | sudo tar xz -C /tmp/dgcap && sudo chmod -R a+rwX /tmp/dgcap
+sudo cp /etc/deskguard/operator.json /tmp/dgcap/operator.json.saved
+sudo sed -i 's/"quiet_hours": "[^"]*"/"quiet_hours": ""/' /etc/deskguard/operator.json
+sudo touch /var/run/reboot-required
+sudo systemctl start deskguard-agent.service
+for who in nobody:ja_JP.UTF-8 daemon:en_US.UTF-8; do
+  user=${{who%%:*}}; lang=${{who#*:}}
+  sudo runuser -u $user -- env HOME=/tmp/dgcap LANG=$lang XDG_STATE_HOME=/tmp/dgcap/state-$user \
+    PYTHONPATH=/tmp/dgcap dbus-run-session -- sh -c '{session}' sh $user
+done
+sudo rm -f /var/run/reboot-required
+sudo cp /tmp/dgcap/operator.json.saved /etc/deskguard/operator.json
+echo ==; cat /tmp/dgcap/out-nobody.jsonl; echo ==; cat /tmp/dgcap/out-daemon.jsonl
+echo ==; sudo journalctl -t deskguard-agent --no-pager -o cat | grep notified || true
+"""
+    host = LabState.load().hosts["lab-ct1"]
+    out = run_ssh(host, f"bash -c {shlex.quote(script)}", timeout=300,
+                  stdin=base64.b64encode(pack.getvalue()).decode())
+    print(out.stdout, out.stderr[-2000:])
+    assert out.returncode == 0, out.stdout + out.stderr
+    _head, ja, en, journal = out.stdout.split("==\n")
+    ja, en = [json.loads(line) for line in ja.splitlines()], [json.loads(line) for line in en.splitlines()]
+    assert [(n["app_name"], n["summary"]) for n in ja] == [("deskguard", "パソコンを再起動してください。"),
+                                                          ("deskguard", "IT部門からのお知らせです。")], ja
+    assert ja[0]["body"].startswith("セキュリティ更新のため再起動が必要です。") and ja[1]["body"] == text
+    assert [n["summary"] for n in en] == ["Please restart the laptop.", "A message from IT."], en
+    assert en[0]["body"].startswith("A security update needs a restart. Please restart by ") and en[1]["body"] == text
+    assert all(n["urgency"] == 1 for n in ja + en)
+    assert "notified nobody (reboot, ja)" in journal and "notified daemon (announcement" in journal, journal
+
+
 def test_the_passphrase_is_a_real_lab_secret_kept_out_of_the_output(first_run):
     from deskguard.recovery.keys import load_officer_key
 
