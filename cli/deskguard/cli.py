@@ -29,6 +29,7 @@ COMMANDS = {
     "orders": "deskguard.commands.orders:orders",
     "serve": "deskguard.commands.serve:serve",
     "netcheck": "deskguard.commands.netcheck:netcheck",
+    "announce": "deskguard.commands.announce:announce",
     "completion": "deskguard.commands.completion:completion",
 }
 

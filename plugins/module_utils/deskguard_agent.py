@@ -26,6 +26,7 @@ except ImportError:
 
 AGENT_VERSION = "1"
 CONFIG_PATH = "/etc/deskguard-agent/agent.json"
+OPERATOR_STATUS_DIR = "/var/lib/deskguard-status"   # deskguard_operator_status.STATUS_DIR (imported only when used)
 ORDER_LIMIT = 8 * 1024
 ANSWER_LIMIT = 4 * 1024
 # A run makes at most three requests (the order, one acknowledgement, the check-in); together they get this
@@ -127,9 +128,13 @@ def public_pem(private_key):
 class Agent:
     """One run's context. `volumes` ({luks uuid: device}) and `now` are injectable for tests."""
 
-    def __init__(self, cfg, volumes=None, now=None, actions=linux, transport=http, log=None, posture=None):
+    def __init__(self, cfg, volumes=None, now=None, actions=linux, transport=http, log=None, posture=None,
+                 operator_status_dir=None):
         self.cfg = cfg
         self._posture = posture
+        self.last_posture = None
+        # Where deskguard-status finds what this run saw (docs/operators.md); None: not kept (unit tests).
+        self.operator_status_dir = operator_status_dir
         self.actions = actions
         self.transport = transport
         self.proto = _protocol()
@@ -218,7 +223,40 @@ class Agent:
                 return out          # powering off / rebooting: no check-in after a wipe or lock
         out["checkin"] = self._checkin()
         self.state.save()
+        if self.operator_status_dir:
+            out["announcements"] = self._fetch_announcements()
+            out["operator_status"] = self._save_operator_status(out["checkin"])
         return out
+
+    @staticmethod
+    def _operator(name):
+        """deskguard_operator_<name>, imported when the operator side is on (docs/operators.md)."""
+        try:
+            from ansible.module_utils import deskguard_operator_announcements, deskguard_operator_status
+        except ImportError:
+            import deskguard_operator_announcements
+            import deskguard_operator_status
+        return {"announcements": deskguard_operator_announcements, "status": deskguard_operator_status}[name]
+
+    def _fetch_announcements(self):
+        """IT's announcements for the operators, verified and kept; never fails the run."""
+        box = self._operator("announcements")
+        try:
+            got = box.fetch_and_keep(self, self.operator_status_dir)
+            box.prune_receipts(self.operator_status_dir)
+        except (OSError, ValueError) as exc:
+            return {"error": "%s: %s" % (type(exc).__name__, str(exc)[:200])}
+        if got.get("refused"):
+            self.log("deskguard-agent: announcements refused: %s" % ", ".join(
+                "%s x%d" % item for item in sorted(got["refused"].items())))
+        return got
+
+    def _save_operator_status(self, checkin):
+        operator_status = self._operator("status")
+        last = self.state.last_checkin()
+        return operator_status.save_after_run(self.last_posture, (self.cfg.get("posture_params") or {}).get("usb"),
+                                              agent_state.utc(last) if last else None, checkin.get("ok"),
+                                              self.operator_status_dir)
 
     def _fetch_order(self):
         url = self.cfg["orders_url"].rstrip("/") + "/" + self.cfg["device_uuid"]
@@ -356,6 +394,11 @@ class Agent:
             params = self.cfg.get("posture_params") or {}
             self._posture = lambda: deskguard_posture.collect(params=params)
         posture, errors, timings = self._posture()
+        self.last_posture = posture
+        if self.operator_status_dir:
+            # Which operators have seen which of IT's announcements (docs/operators.md); IT reads it from here.
+            posture = dict(posture, announcements={"seen": self._operator("announcements").receipts(
+                self.operator_status_dir)})
         refused = self.state.pending_refusals()
         # The same shape as the deskguard_posture module's result, so the controller judges both alike.
         payload = self.proto.build_checkin(self.cfg["device_uuid"],
@@ -444,7 +487,8 @@ def main(argv=None, config_path=None):
                               if k in data}, indent=1, sort_keys=True))
             return 0
         with agent_state.exclusive(cfg["state_dir"]):
-            agent = Agent(cfg)
+            agent = Agent(cfg, operator_status_dir=os.environ.get("DESKGUARD_OPERATOR_STATUS_DIR",
+                                                                  OPERATOR_STATUS_DIR))
             if argv[0] == "run":
                 result = agent.run()
             elif argv[0] == "ack":

@@ -18,6 +18,7 @@ import pytest
 pytestmark = pytest.mark.container
 
 FLEET = ["lab-f001", "lab-f002", "lab-f003"]
+EARLIER_ANNOUNCEMENT = "明日9時から通話システムを更新します。"   # the announcement test's (issue 23)
 
 
 def demo(*args, timeout=1500):
@@ -112,6 +113,131 @@ def test_the_laptop_checks_in_to_the_demos_orders_server(first_run):
         assert store.require_device("lab-ct1").agent_public_key
         run = runs.load(store)
     assert run.hosts["lab-ct1"]["results"]["AGT-001"]["status"] == "pass", run.hosts["lab-ct1"]["results"]["AGT-001"]
+
+
+def test_the_operator_reads_deskguard_status_without_root(first_run):
+    """Issue 23 (docs/operators.md): the agent the demo deployed left an operator-readable status after its run,
+    and an ordinary user reads it with `deskguard-status`: Japanese from a ja_JP session, English when asked."""
+    from deskguard.lab.access import run_ssh
+    from deskguard.lab.state import LabState
+
+    host = LabState.load().hosts["lab-ct1"]
+    ja = run_ssh(host, "sudo runuser -u nobody -- env LANG=ja_JP.UTF-8 deskguard-status")
+    en = run_ssh(host, "sudo runuser -u nobody -- env LANG=C.UTF-8 deskguard-status --lang en; "
+                       "stat -c '%a %U' /var/lib/deskguard-status/status.json /usr/bin/deskguard-status; "
+                       "cat /etc/deskguard/operator.json; test -f /etc/xdg/autostart/deskguard-notify.desktop && "
+                       "sudo runuser -u nobody -- env HOME=/tmp DBUS_SESSION_BUS_ADDRESS=unix:path=/nonexistent "
+                       "deskguard-notify --once; echo notify-rc=$?")
+    print(ja.stdout + en.stdout)
+    assert ja.returncode == 0 and en.returncode == 0, ja.stderr + en.stderr
+    lines = ja.stdout.splitlines()
+    assert lines[0] == "このパソコンの状態をお知らせします。", ja.stdout
+    assert any(line.startswith("このパソコンの最終確認は") for line in lines), ja.stdout   # the agent checked in
+    assert en.stdout.splitlines()[0] == "Here is where this laptop stands."
+    assert "IT last heard from this laptop on " in en.stdout
+    assert "644 root\n755 root\n" in en.stdout and '"language": ""' in en.stdout
+    assert "VPN" not in en.stdout   # the demo's policy sets up no VPN: nothing to say about one
+    assert "notify-rc=0" in en.stdout and '"quiet_hours": "20:00-08:00"' in en.stdout   # deployed, nothing due
+    for text in (ja.stdout, en.stdout):
+        assert "%(" not in text and "None" not in text and "Traceback" not in text
+
+
+def test_an_announcement_reaches_the_operator_once_and_it_is_reported_seen(first_run):
+    """Issue 23 (docs/operators.md): `deskguard announce` on the demo's site, the laptop's agent fetches it from
+    the demo's `deskguard serve` at its next run, an ordinary user sees it once in `deskguard-status`, and after
+    the following run `deskguard announce status` names that user."""
+    from deskguard.lab.access import run_ssh
+    from deskguard.lab.state import LabState
+
+    _proc, folder = first_run
+    env = {k: v for k, v in os.environ.items() if k != "DESKGUARD_SITE"}
+    text = EARLIER_ANNOUNCEMENT
+    sent = subprocess.run([sys.executable, "-m", "deskguard", "announce", text, "--to", "lab-ct1", "--json",
+                           "--site", str(folder / "site")], capture_output=True, text=True, timeout=120, env=env)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    announcement = json.loads(sent.stdout)["id"]
+    host = LabState.load().hosts["lab-ct1"]
+    as_operator = "sudo runuser -u nobody -- env LANG=ja_JP.UTF-8 deskguard-status"
+    out = run_ssh(host, f"sudo systemctl start deskguard-agent.service && {as_operator} && echo == && "
+                        f"{as_operator} && sleep 1 && sudo systemctl start deskguard-agent.service && "
+                        "stat -c '%a' /var/lib/deskguard-status/seen", timeout=300)
+    print(out.stdout)
+    assert out.returncode == 0, out.stdout + out.stderr
+    first, second = out.stdout.split("==\n")
+    assert first.startswith(f"IT部門からのお知らせです。\n  {text}\n"), first
+    assert text not in second and second.rstrip().endswith("1733"), second
+    seen = subprocess.run([sys.executable, "-m", "deskguard", "announce", "status", announcement[:8], "--json",
+                           "--site", str(folder / "site")], capture_output=True, text=True, timeout=120, env=env)
+    assert seen.returncode == 0, seen.stderr
+    (entry,) = json.loads(seen.stdout)
+    assert [r["user"] for r in entry["seen"]["lab-ct1"]] == ["nobody"], entry
+
+
+def test_notifications_reach_operator_session_buses_in_both_languages(first_run):
+    """Issue 23 (docs/operators.md): in the laptop container, a pending restart and a new announcement become the
+    exact freedesktop notifications two operators' session buses receive (dbus-run-session as each user, a
+    recording notification server on it), one in Japanese, one in English, sent by the deployed deskguard-notify.
+    The recording server (tests/unit/notify_capture.py with the pure-Python dbus-next) is copied into /tmp for the
+    test only: the lab image is not changed. Quiet hours are switched off in the container for the test (the
+    lab's clock may be at night); the policy path itself is unit-tested."""
+    import base64
+    import io
+    import shlex
+    import tarfile
+
+    import dbus_next
+
+    from deskguard.lab.access import run_ssh
+    from deskguard.lab.state import LabState
+
+    _proc, folder = first_run
+    env = {k: v for k, v in os.environ.items() if k != "DESKGUARD_SITE"}
+    text = "金曜日はオフィスでパソコンを点検します。"
+    sent = subprocess.run([sys.executable, "-m", "deskguard", "announce", text, "--to", "all", "--site",
+                           str(folder / "site")], capture_output=True, text=True, timeout=120, env=env)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    pack = io.BytesIO()
+    with tarfile.open(fileobj=pack, mode="w:gz") as tar:
+        tar.add(os.path.dirname(dbus_next.__file__), "dbus_next",
+                filter=lambda i: None if "__pycache__" in i.name else i)
+        tar.add(os.path.join(os.path.dirname(__file__), "..", "unit", "notify_capture.py"), "notify_capture.py")
+    # The recording server is stopped before the session ends (else it would hold the SSH channel open).
+    session = ("python3 /tmp/dgcap/notify_capture.py /tmp/dgcap/out-$1.jsonl > /tmp/dgcap/ready-$1 2>&1 < /dev/null & "
+               "cap=$!; for i in $(seq 100); do grep -q ready /tmp/dgcap/ready-$1 2>/dev/null && break; sleep 0.1; "
+               "done; deskguard-notify --once; rc=$?; kill $cap; exit $rc")
+    script = f"""set -e
+sudo rm -rf /tmp/dgcap && sudo mkdir -p /tmp/dgcap && base64 -d | sudo tar xz -C /tmp/dgcap && sudo chmod -R a+rwX /tmp/dgcap
+sudo cp /etc/deskguard/operator.json /tmp/dgcap/operator.json.saved
+sudo sed -i 's/"quiet_hours": "[^"]*"/"quiet_hours": ""/' /etc/deskguard/operator.json
+sudo touch /var/run/reboot-required
+sudo systemctl start deskguard-agent.service
+for who in nobody:ja_JP.UTF-8 daemon:en_US.UTF-8; do
+  user=${{who%%:*}}; lang=${{who#*:}}
+  sudo runuser -u $user -- env HOME=/tmp/dgcap LANG=$lang XDG_STATE_HOME=/tmp/dgcap/state-$user \
+    PYTHONPATH=/tmp/dgcap dbus-run-session -- sh -c '{session}' sh $user
+done
+sudo rm -f /var/run/reboot-required
+sudo cp /tmp/dgcap/operator.json.saved /etc/deskguard/operator.json
+echo ==; cat /tmp/dgcap/out-nobody.jsonl; echo ==; cat /tmp/dgcap/out-daemon.jsonl
+echo ==; sudo journalctl -t deskguard-agent --no-pager -o cat | grep notified || true
+"""
+    host = LabState.load().hosts["lab-ct1"]
+    out = run_ssh(host, f"bash -c {shlex.quote(script)}", timeout=300,
+                  stdin=base64.b64encode(pack.getvalue()).decode())
+    print(out.stdout, out.stderr[-2000:])
+    assert out.returncode == 0, out.stdout + out.stderr
+    _head, ja, en, journal = out.stdout.split("==\n")
+    ja, en = [json.loads(line) for line in ja.splitlines()], [json.loads(line) for line in en.splitlines()]
+    assert [(n["app_name"], n["summary"]) for n in ja] == [("deskguard", "パソコンを再起動してください。"),
+                                                          ("deskguard", "IT部門からのお知らせです。")], ja
+    assert ja[0]["body"].startswith("セキュリティ更新のため再起動が必要です。") and ja[1]["body"] == text
+    assert [n["summary"] for n in en] == ["Please restart the laptop.", "A message from IT."], en
+    # One announcement at a time, oldest first: `daemon` has not seen the one of the announcement test above (when
+    # it ran before this one), so that one comes first; `nobody` saw it there and gets the new one.
+    assert en[0]["body"].startswith("A security update needs a restart. Please restart by ")
+    assert en[1]["body"] in (text, EARLIER_ANNOUNCEMENT)
+    assert all(n["urgency"] == 1 for n in ja + en)
+    assert "notified nobody (reboot, ja)" in journal and "notified daemon (announcement" in journal, journal
 
 
 def test_the_passphrase_is_a_real_lab_secret_kept_out_of_the_output(first_run):

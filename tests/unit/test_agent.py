@@ -310,6 +310,38 @@ def test_the_order_is_fetched_with_a_signed_fresh_request_or_plainly_from_a_stat
     assert out["acted"]["acted"] is True and len(bench.server.fetches(bench.device_key.public_key())) == 2
 
 
+def test_a_run_leaves_the_operator_status_for_deskguard_status(bench, tmp_path):
+    """What the operator may read of this run (docs/operators.md): the posture's reboot and USB facts and the
+    check-in, world-readable, under the service's UMask=0077; a status that cannot be written never fails the run."""
+    import os
+    import stat
+
+    posture = {"updates": {"reboot_pending": True}, "usb": {"devices": [
+        {"id": "0781:5567", "serial": "4C530001", "name": "Cruzer Blade", "storage": True, "authorized": False}]}}
+    status_dir = tmp_path / "operator-status"
+    old = os.umask(0o077)
+    try:
+        out = lab.agent_mod.Agent(dict(bench.cfg, posture_params={"usb": {"mode": "block"}}), volumes=bench.volumes,
+                                  actions=bench.actions, posture=lambda: (posture, {}, {}), log=lambda m: None,
+                                  operator_status_dir=str(status_dir)).run()
+    finally:
+        os.umask(old)
+    assert out["checkin"]["ok"] and out["operator_status"] is True
+    saved = status_dir / "status.json"
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o644 and stat.S_IMODE(status_dir.stat().st_mode) == 0o755
+    import json
+
+    data = json.loads(saved.read_text())
+    assert data["reboot_pending"] is True and data["usb_storage_needs_approval"] is True and data["checkin_ok"]
+    assert data["usb_blocked"] == [{"name": "Cruzer Blade", "code": "0781:5567 4C530001"}]
+    assert data["last_checkin"] and data["last_checkin"].endswith("Z")
+    (tmp_path / "not-a-dir").write_text("")
+    out = lab.agent_mod.Agent(bench.cfg, volumes=bench.volumes, actions=bench.actions, log=lambda m: None,
+                              posture=lambda: (posture, {}, {}),
+                              operator_status_dir=str(tmp_path / "not-a-dir")).run()
+    assert out["checkin"]["ok"] and out["operator_status"].startswith(("FileExistsError", "NotADirectoryError"))
+
+
 def test_checkin_is_signed_and_accepted_by_the_protocol(bench):
     out = bench.agent().run()
     assert out["order"] == {"status": "none"} and out["checkin"] == {"ok": True, "refusals_reported": 0}

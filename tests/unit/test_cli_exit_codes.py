@@ -100,6 +100,7 @@ def test_every_command_refuses_an_unknown_option(capsys, path):
 
 # Minimal arguments that get each command past its parser, against a folder that is no site.
 SITE_COMMANDS = {
+    "announce send": ["hello", "--to", "all"], "announce status": [],
     "audit checkpoint": [], "audit list": [], "audit log": [], "audit verify": [], "comply": [], "devices list": [],
     "devices remove": ["lt-1", "--yes"], "devices show": ["lt-1"], "devices approve": ["lt-1"],
     "enrolment create": [], "enrolment list": [], "enrolment process": [],

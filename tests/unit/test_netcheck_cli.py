@@ -11,7 +11,7 @@ import pytest
 from netcheck_recordings import call_system_listener
 from sitetools import init_site, run_deskguard
 
-from deskguard.compliance.netcheck import evidence, verdict
+from deskguard.compliance.netcheck import Netcheck, evidence, verdict
 
 pytestmark = pytest.mark.unit
 
@@ -68,10 +68,12 @@ def test_netcheck_runs_the_module_and_judges_it_on_the_controller(site, listener
 def test_the_vpn_requirement_fails_a_call_system_outside_the_tunnel(site, listener):
     set_policy(site, network_posture_call_system=[{"host": "localhost", "ports": [listener]}],
                network_posture_vpn_interface="dgtest0", network_posture_samples=2)
-    proc = run_deskguard(site, "netcheck", "here", timeout=300)
+    proc = run_deskguard(site, "netcheck", "here", "--lang", "ja", timeout=300)
     assert proc.returncode == 1
     assert "VPN is down: the tunnel interface dgtest0 is not up." in proc.stdout
     assert "The call system localhost is reached via lo, not through the VPN." in proc.stdout
+    # --lang: the same verdict in the words the operator is given (docs/operators.md), before IT's evidence.
+    assert proc.stdout.startswith("operator (ja):\n  会社のVPNに接続されていません。"), proc.stdout[:300]
 
 
 def test_unknown_host_is_a_usage_error_and_an_unreachable_one_exits_3(site):
@@ -100,6 +102,13 @@ def test_helpdesk_sentences_for_each_situation():
                "call_system": {"samples": {"rtt_avg_ms": 23.4, "jitter_ms": 3.1, "loss_pct": 0.0}}}
     assert verdict(network, CONTROLS_OK) == ["Network OK: wired connection on enp0s31f6, VPN up, call system "
                                              "reachable in 23.4 ms (jitter 3.1 ms, loss 0%)."]
+    jitter[-1].update(observed={"vpn_up": True, "vpn_handshake_age": 10, "targets": {}, "rtt_avg_ms": 20.0,
+                                "jitter_ms": 45.0}, expected={"through_vpn": True})
+    operator = Netcheck("here", network, jitter).to_dict("en")["operator"]
+    assert operator == {"language": "en", "lines": ["Your connection to the call system is slow or unstable, so "
+                                                    "calls may break up. Please move closer to the Wi-Fi router "
+                                                    "or use a cable."]}
+    assert "operator" not in Netcheck("here", network, jitter).to_dict()
     lines = evidence({**network, "unknown": ["Wi-Fi security: no answer"], "elapsed": 1.2, "time_limit": 10})
     assert "unknown: Wi-Fi security: no answer" in lines and lines[-1] == "checked in 1.2 s (limit 10 s)"
 

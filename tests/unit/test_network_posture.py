@@ -354,3 +354,64 @@ def test_onboarding_says_net_003_is_not_applicable_as_the_nightly_run_does(tmp_p
     assert nightly.status == "not_applicable"
     assert outcome.controls["NET-003"] == "not_applicable", outcome
     assert outcome.findings["NET-003"] == nightly.evidence
+
+
+# ------------------------------------------------------------------------- the operator's words for the verdict
+
+import deskguard_operator_network as operator  # noqa: E402
+
+OPERATOR_SAYS = {"android_usb_tethering": operator.TETHERING, "iphone_usb_tethering": operator.TETHERING,
+                 "bluetooth_pan": operator.TETHERING, "mobile_broadband_modem": operator.TETHERING,
+                 "android_wifi_hotspot": operator.PHONE_HOTSPOT, "open_cafe_wifi": operator.OPEN_WIFI,
+                 "company_mobile_router": operator.OK, "container_veth": operator.OK,
+                 "home_wifi_wpa2": operator.OK, "wired_home_broadband": operator.OK}
+
+
+@pytest.mark.parametrize("name", sorted(RECORDINGS))
+def test_each_recorded_environment_tells_the_operator_what_to_do(tmp_path, monkeypatch, name):
+    """The operator's message follows the NET judges' verdict on the same observation (one verdict, two wordings)."""
+    controls = [r.to_dict() for r in judged(observe(tmp_path, monkeypatch, name), COMPANY_POLICY).values()]
+    assert [m for m, _params in operator.messages(controls)] == [OPERATOR_SAYS[name]]
+
+
+def _call_system_controls(vpn, samples, ports=None, through_vpn=True, require_vpn=True):
+    network = {"uplink": {"interface": "enp1s0", "kind": "wired"}, "vpn": vpn,
+               "call_system": {"targets": [{"host": "cti.example.com", "resolved": True, "addresses": ["10.9.0.5"],
+                                            "through_vpn": through_vpn, "route_dev": "wg0",
+                                            "ports": ports or {"5061": {"state": "open", "ms": 20}}}],
+                               "samples": samples}}
+    policy = {"network_posture_call_system": [{"host": "cti.example.com", "ports": [5061]}],
+              "network_posture_require_vpn": require_vpn}
+    return [r.to_dict() for r in judged(network, policy).values()]
+
+
+GOOD = {"sent": 10, "received": 10, "rtt_avg_ms": 20.0, "jitter_ms": 2.0, "loss_pct": 0.0}
+
+
+@pytest.mark.parametrize("vpn, samples, ports, through_vpn, says", [
+    ({"interface": "wg0", "up": True, "handshake_age": 30}, GOOD, None, True, operator.OK),
+    ({"interface": "wg0", "up": False}, {}, None, True, operator.VPN_DOWN),
+    ({"interface": "wg0", "up": True, "handshake_age": 900}, GOOD, None, True, operator.VPN_DOWN),
+    ({"interface": "wg0", "up": True, "handshake_age": 30}, {"sent": 10, "received": 0, "rtt_avg_ms": None,
+                                                             "jitter_ms": None, "loss_pct": 100.0},
+     None, True, operator.CALL_SYSTEM_UNREACHABLE),
+    ({"interface": "wg0", "up": True, "handshake_age": 30}, {}, {"5061": {"state": "refused"}}, True,
+     operator.CALL_SYSTEM_UNREACHABLE),
+    ({"interface": "wg0", "up": True, "handshake_age": 30}, GOOD, None, False, operator.CALL_SYSTEM_UNREACHABLE),
+    ({"interface": "wg0", "up": True, "handshake_age": 30}, {**GOOD, "jitter_ms": 45.0}, None, True,
+     operator.CALL_QUALITY),
+    ({"interface": "wg0", "up": True, "handshake_age": 30}, {**GOOD, "loss_pct": 10.0}, None, True,
+     operator.CALL_QUALITY),
+])
+def test_the_call_system_verdict_in_the_operators_words(vpn, samples, ports, through_vpn, says):
+    assert [m for m, _ in operator.messages(_call_system_controls(vpn, samples, ports, through_vpn))] == [says]
+
+
+def test_an_unknown_reads_could_not_check_and_a_fail_outranks_it():
+    unknown = _call_system_controls({}, {})
+    assert {c["id"]: c["status"] for c in unknown}["NET-003"] == "error"
+    assert operator.lines(unknown, "ja") == ["ネットワークを十分に確認できませんでした。通話ができない場合はヘルプデスク"
+                                             "に連絡してください。"]
+    open_wifi = [{"id": "NET-002", "status": "fail", "observed": {"ssid": "Free_WiFi", "security": "open"}}]
+    assert operator.lines(unknown + open_wifi, "en") == [
+        'The Wi-Fi "Free_WiFi" is not protected by a password. Please switch to your home Wi-Fi or a cable.']

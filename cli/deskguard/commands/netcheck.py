@@ -14,7 +14,9 @@ from .common import open_store, site_option
 @site_option
 @click.argument("host")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def netcheck(site, host, as_json):
+@click.option("--lang", type=click.Choice(["en", "ja"]),
+              help="Also print what the operator is told, in this language (the same verdict, their words).")
+def netcheck(site, host, as_json, lang):
     """Check HOST's network now: tethering or mobile data, open Wi-Fi, VPN, call system (read-only, audited).
 
     Exit codes: 0 the network is fine; 1 a problem was found or something could not be determined;
@@ -28,8 +30,13 @@ def netcheck(site, host, as_json):
     if as_json:
         import json
 
-        click.echo(json.dumps(check.to_dict(), indent=2))
+        click.echo(json.dumps(check.to_dict(lang), indent=2))
     else:
+        if lang:
+            click.echo(f"operator ({lang}):")
+            for line in check.operator_lines(lang):
+                click.echo(f"  {line}")
+            click.echo("")
         for line in check.verdict:
             click.echo(line)
         click.echo("")

@@ -27,9 +27,18 @@ class Netcheck:
         """0 every NET control passed (or does not apply); 1 a problem was found or something is unknown."""
         return 0 if all(c["status"] in ("pass", "warn", "not_applicable", "waived") for c in self.controls) else 1
 
-    def to_dict(self) -> dict:
-        return {"host": self.host, "verdict": self.verdict, "controls": self.controls, "network": self.network,
-                "exit_code": self.exit_code}
+    def to_dict(self, language: str | None = None) -> dict:
+        out = {"host": self.host, "verdict": self.verdict, "controls": self.controls, "network": self.network,
+               "exit_code": self.exit_code}
+        if language:
+            out["operator"] = {"language": language, "lines": self.operator_lines(language)}
+        return out
+
+    def operator_lines(self, language: str) -> list[str]:
+        """What the operator at the laptop is told about the same verdict, in ``language`` (docs/operators.md)."""
+        from ..site import module_utils
+
+        return module_utils("deskguard_operator_network").lines(self.controls, language)
 
 
 def _problems(control: dict) -> list[str]:

@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from ..site import module_utils
 from ..store import Store
+from . import announcements_route
 from .ingest import OK, Answer, Ingest, claimed_device
 from .refusals import REFUSALS
 
@@ -182,6 +183,8 @@ def create_app(config: ServeConfig, store: Store | None = None):
         Route("/v1/ack", ack, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         enrol_route(config.site, store, read_body, BodyRefused),   # POST /v1/enrol (docs/enrolment.md)
+        Route(announcements_route.PATH, announcements_route.handler(config.site, ingest, read_body, BodyRefused, _json),
+              methods=["POST"]),
     ], lifespan=lifespan)
 
     async def checkin_first(scope, receive, send) -> None:

@@ -1,0 +1,143 @@
+"""`deskguard-notify` (docs/operators.md): what is due (a restart with its deadline and reminders, IT's
+announcements once), quiet hours and one per kind per N hours; and the exact notifications a real freedesktop
+notification server receives on a real session bus (dbus-daemon + a recording server), in Japanese and English,
+sent by the laptop's own `busctl`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "plugins" / "module_utils"))
+import deskguard_operator_announcements as announcements  # noqa: E402
+import deskguard_operator_notify as notify  # noqa: E402
+import deskguard_operator_status as status  # noqa: E402
+
+pytestmark = pytest.mark.unit
+NOW = 1796630400.0                       # 2026-12-07 00:00 UTC
+CFG = dict(notify.DEFAULTS, quiet_hours="20:00-08:00")
+DAY = time.struct_time((2026, 12, 7, 10, 0, 0, 0, 341, 0))
+NIGHT = time.struct_time((2026, 12, 7, 22, 30, 0, 0, 341, 0))
+
+
+@pytest.mark.parametrize("hours, hh, mm, quiet", [
+    ("20:00-08:00", 22, 30, True), ("20:00-08:00", 7, 59, True), ("20:00-08:00", 8, 0, False),
+    ("20:00-08:00", 12, 0, False), ("12:00-13:00", 12, 30, True), ("", 3, 0, False), ("nonsense", 3, 0, False),
+])
+def test_quiet_hours_span_midnight(hours, hh, mm, quiet):
+    assert notify.quiet(hours, time.struct_time((2026, 12, 7, hh, mm, 0, 0, 341, 0))) is quiet
+
+
+def test_a_pending_restart_is_asked_for_with_its_deadline_and_turns_urgent_near_it():
+    pending = {"reboot_pending": True, "reboot_pending_since": NOW}
+    (n,) = notify.due(pending, [], lambda i: False, {}, CFG, NOW + 3600, local=DAY)
+    assert n[0] == "reboot" and n[1] == notify.REBOOT_SUMMARY and n[2] == notify.REBOOT_BODY and n[4] == "normal"
+    assert n[3]["deadline"] == time.strftime("%Y-%m-%d %H:%M", time.localtime(NOW + 72 * 3600))
+    near = notify.due(pending, [], lambda i: False, {}, CFG, NOW + 70 * 3600, local=DAY)[0]
+    assert near[4] == "critical" and near[2] == notify.REBOOT_BODY
+    late = notify.due(pending, [], lambda i: False, {}, CFG, NOW + 80 * 3600, local=DAY)[0]
+    assert late[2] == notify.REBOOT_OVERDUE and late[4] == "critical"
+    assert notify.due({"reboot_pending": False}, [], lambda i: False, {}, CFG, NOW, local=DAY) == []
+
+
+def test_quiet_hours_and_one_per_kind_per_n_hours():
+    pending = {"reboot_pending": True, "reboot_pending_since": NOW}
+    kept = [{"id": "a1", "text": "t"}, {"id": "a2", "text": "u"}]
+    assert notify.due(pending, kept, lambda i: False, {}, CFG, NOW, local=NIGHT) == []
+    got = notify.due(pending, kept, lambda i: False, {}, CFG, NOW, local=DAY)
+    assert [n[0] for n in got] == ["reboot", "announcement:a1"]          # one announcement at a time
+    recent = {"reboot": NOW - 3600, "announcement": NOW - 3600}
+    assert notify.due(pending, kept, lambda i: False, recent, CFG, NOW, local=DAY) == []
+    later = {"reboot": NOW - 4 * 3600, "announcement": NOW - 3600}
+    assert [n[0] for n in notify.due(pending, kept, lambda i: i == "a1", later, CFG, NOW, local=DAY)] == ["reboot"]
+    assert [n[0] for n in notify.due(None, kept, lambda i: i == "a1", {}, CFG, NOW, local=DAY)] == ["announcement:a2"]
+
+
+@pytest.fixture
+def session_bus(tmp_path, monkeypatch):
+    """A real session bus (dbus-daemon) with the recording notification server on it."""
+    if not (shutil.which("dbus-daemon") and shutil.which("busctl")):
+        pytest.skip("needs dbus-daemon and busctl")
+    pytest.importorskip("dbus_next")
+    daemon = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address=1"],
+                              stdout=subprocess.PIPE, text=True)
+    address = daemon.stdout.readline().strip()
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", address)
+    out = tmp_path / "notifications.jsonl"
+    server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("notify_capture.py")), str(out)],
+                              stdout=subprocess.PIPE, text=True, env=dict(os.environ, DBUS_SESSION_BUS_ADDRESS=address))
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        yield lambda: [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()] \
+            if out.exists() else []
+    finally:
+        server.terminate()
+        daemon.terminate()
+        server.wait(timeout=10)
+        daemon.wait(timeout=10)
+
+
+def test_the_exact_notifications_on_a_real_session_bus_in_both_languages(session_bus, tmp_path, monkeypatch):
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    box = tmp_path / "status"
+    now = time.time()
+    status.save({"v": 1, "written": int(now), "reboot_pending": True, "reboot_pending_since": int(now) - 3600},
+                str(box))
+    announcements.prepare(str(box))
+    kept = {"id": "0b5f8f66-1c0e-4a8e-9d59-0b2f5a1f7c11", "text": "明日9時から通話システムを更新します。",
+            "languages": [], "issued_at": "2026-12-06T00:00:00Z", "expires_at": "2099-01-01T00:00:00Z"}
+    (box / "announcements" / f"{kept['id']}.json").write_text(json.dumps(kept, ensure_ascii=False))
+    settings = tmp_path / "operator.json"
+    settings.write_text(json.dumps({"language": "", "quiet_hours": "", "notify_every_hours": 4,
+                                    "reboot_deadline_hours": 72}))
+    logged = []
+    deadline = time.strftime("%Y-%m-%d %H:%M", time.localtime(int(now) - 3600 + 72 * 3600))
+
+    def once(uid, lang, when):
+        return notify.check_once(str(box), str(settings), str(tmp_path / f"memory-{uid}.json"),
+                                 {"LANG": lang}, uid, f"user{uid}", now=when, log_fn=logged.append)
+
+    sent_ja = once(1000, "ja_JP.UTF-8", now)
+    sent_en = once(1001, "en_US.UTF-8", now)
+    assert len(sent_ja) == len(sent_en) == 2
+    assert once(1000, "ja_JP.UTF-8", now + 60) == []               # one per kind per 4 hours; shown once
+    got = session_bus()
+    assert got == [
+        {"app_name": "deskguard", "summary": "パソコンを再起動してください。", "urgency": 1, "expire_timeout": -1,
+         "icon": "dialog-information",
+         "body": f"セキュリティ更新のため再起動が必要です。{deadline}までに、通話していないときに再起動してください。"},
+        {"app_name": "deskguard", "summary": "IT部門からのお知らせです。", "urgency": 1, "expire_timeout": -1,
+         "icon": "dialog-information", "body": "明日9時から通話システムを更新します。"},
+        {"app_name": "deskguard", "summary": "Please restart the laptop.", "urgency": 1, "expire_timeout": -1,
+         "icon": "dialog-information",
+         "body": f"A security update needs a restart. Please restart by {deadline}, when you are not on a call."},
+        {"app_name": "deskguard", "summary": "A message from IT.", "urgency": 1, "expire_timeout": -1,
+         "icon": "dialog-information", "body": "明日9時から通話システムを更新します。"},
+    ], got
+    assert len(logged) == 4 and logged[0].startswith("notified user1000 (reboot, ja): パソコンを再起動してください。")
+    assert announcements.seen(str(box), kept["id"], 1000) and announcements.seen(str(box), kept["id"], 1001)
+    # Four hours later the restart is asked for again, now urgent; the announcement is not shown again.
+    again = once(1000, "ja_JP.UTF-8", now + 4 * 3600 + 1)
+    assert [k for k, _t, _b in again] == ["reboot"]
+    assert session_bus()[-1]["urgency"] == 1
+    last = once(1000, "ja_JP.UTF-8", now + 68 * 3600 + 2)
+    assert [k for k, _t, _b in last] == ["reboot"] and session_bus()[-1]["urgency"] == 2
+    monkeypatch.delenv("TZ")
+    time.tzset()
+
+
+def test_no_notification_server_is_an_error_the_loop_survives(tmp_path, monkeypatch):
+    if not shutil.which("busctl"):
+        pytest.skip("needs busctl")
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", f"unix:path={tmp_path}/no-bus")
+    with pytest.raises(OSError, match="Notify failed"):
+        notify.send("s", "b", "normal")
