@@ -38,6 +38,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_serve(site: Path, env: dict, workers: int, stderr=subprocess.PIPE) -> tuple[subprocess.Popen, int]:
+    """`deskguard serve` for SITE on a free loopback port, once it accepts connections and its workers are up
+    (up to a minute on a loaded machine). (process, port); the caller terminates it."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "deskguard", "serve", "--site", str(site), "--bind",
+                               f"127.0.0.1:{port}", "--workers", str(workers)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=stderr)
+    for _ in range(600):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    time.sleep(1.0)  # every worker up
+    return server, port
+
+
 def tree_cpu_seconds(root: int) -> float:
     """User + system CPU seconds of a process and its children (the uvicorn workers), from /proc."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -191,18 +208,8 @@ def run(args, env: dict, load_start: str, db_pid: int | None) -> int:
         uuids, rounds = build_site(site, args.devices, args.rounds)
         print(f"set-up: {args.devices} devices with their own keys, {args.devices * args.rounds} signed reports "
               f"({len(rounds[0][0])} bytes each) in {time.perf_counter() - t0:.1f} s")
-        port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "deskguard", "serve", "--site", str(site), "--bind",
-                                   f"127.0.0.1:{port}", "--workers", str(args.workers)], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        server, port = start_serve(site, env, args.workers)
         try:
-            for _ in range(200):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            time.sleep(1.0)  # every worker up
             load_run = load()
             statuses, latencies, elapsed = [], [], 0.0
             server_cpu0, client_cpu0 = tree_cpu_seconds(server.pid), time.process_time()

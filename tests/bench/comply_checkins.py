@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent / "windows"), str(HERE.parents[1] / "cli")]
 
-from checkin import free_port, load, post_all  # noqa: E402
+from checkin import load, post_all, start_serve  # noqa: E402
 
 GOAL_PER_MIN = 10_000.0
 CLOSED_PORT = 9   # discard: nothing listens there on the controller
@@ -79,18 +78,8 @@ def build(site: Path, laptops: int) -> list[bytes]:
 
 
 def post_checkins(site: Path, bodies: list[bytes], env: dict) -> int:
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "deskguard", "serve", "--site", str(site), "--bind",
-                               f"127.0.0.1:{port}", "--workers", "2"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, port = start_serve(site, env, 2, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(600):   # up to a minute on a loaded machine
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        time.sleep(1.0)   # every worker up
         statuses, _ = asyncio.run(post_all(port, bodies, 64))
     finally:
         server.terminate()

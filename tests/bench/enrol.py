@@ -22,14 +22,13 @@ import asyncio
 import base64
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from checkin import free_port, load, tree_cpu_seconds  # noqa: E402
+from checkin import load, start_serve, tree_cpu_seconds  # noqa: E402
 
 GOAL = 20.0
 RATE_PER_MINUTE = 6000
@@ -126,20 +125,8 @@ def main() -> int:
         token_id, bodies = build_site(site, args.laptops)
         print(f"set-up: {args.laptops} laptops with their own keys, one {args.laptops}-use token, signed requests "
               f"({len(bodies[0])} bytes each) in {time.perf_counter() - t0:.1f} s")
-        port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "deskguard", "serve", "--site", str(site), "--bind",
-                                   f"127.0.0.1:{port}", "--workers", str(args.workers)], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        server, port = start_serve(site, env, args.workers)
         try:
-            import socket
-
-            for _ in range(200):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            time.sleep(1.0)
             load_run = load()
             cpu0 = tree_cpu_seconds(server.pid)
             t0 = time.perf_counter()
