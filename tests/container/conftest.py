@@ -1,11 +1,13 @@
-"""The enrolment test runs next to last in the container tier: it leaves its laptops changed beyond what the
-other tests expect (a "home router" firewall, the enrolment package, a tunnel into its own pool), so only the
-demo test follows it, and that one starts the lab from nothing (as a new user's first `deskguard demo` does),
-bringing down the lab the other container tests share."""
+"""Tests that leave their laptops changed beyond what the other tests expect run last in the container tier:
+the desktop controls (lab-ct2 onboarded with its own policy, browsers and PAM tools installed), then enrolment
+(a "home router" firewall, the enrolment package, a tunnel into its own pool); only the demo test follows, and
+that one starts the lab from nothing (as a new user's first `deskguard demo` does), bringing down the lab the
+other container tests share. (Session 8's CI: with the desktop file in alphabetical order, the onboarding file
+after it found lab-ct2 already configured.)"""
 
 from __future__ import annotations
 
-LAST = ("test_enrolment_container.py", "test_demo.py")
+LAST = ("test_desktop_controls.py", "test_enrolment_container.py", "test_demo.py")
 
 
 def pytest_collection_modifyitems(config, items):
