@@ -2,12 +2,14 @@
 the desktop controls (lab-ct2 onboarded with its own policy, browsers and PAM tools installed), then enrolment
 (a "home router" firewall, the enrolment package, a tunnel into its own pool); only the demo test follows, and
 that one starts the lab from nothing (as a new user's first `deskguard demo` does), bringing down the lab the
-other container tests share. (Session 8's CI: with the desktop file in alphabetical order, the onboarding file
-after it found lab-ct2 already configured.)"""
+other container tests share; the lab-down test comes last of all. (Session 8's CI: with the desktop file in
+alphabetical order the onboarding file after it found lab-ct2 already configured, and the enrolment test, moved
+behind the lab-down test, found no lab bridge.)"""
 
 from __future__ import annotations
 
-LAST = ("test_desktop_controls.py", "test_enrolment_container.py", "test_demo.py")
+# tests/fleet/test_lab_down.py (also in the container tier) takes the shared lab down: it stays the very last.
+LAST = ("test_desktop_controls.py", "test_enrolment_container.py", "test_demo.py", "test_lab_down.py")
 
 
 def pytest_collection_modifyitems(config, items):
