@@ -8,6 +8,10 @@ behind the lab-down test, found no lab bridge.)"""
 
 from __future__ import annotations
 
+import os
+
+import pytest
+
 # tests/fleet/test_lab_down.py (also in the container tier) takes the shared lab down: it stays the very last.
 LAST = ("test_desktop_controls.py", "test_enrolment_container.py", "test_demo.py", "test_lab_down.py")
 
@@ -16,3 +20,16 @@ def pytest_collection_modifyitems(config, items):
     tail = [item for name in LAST for item in items if item.path.name == name]
     if tail:
         items[:] = [item for item in items if item.path.name not in LAST] + tail
+
+
+@pytest.fixture(scope="module")
+def fresh_containers(lab_session, lab_inventory_dir, lab_container):
+    """The two laptop containers started anew from the lab's rootfs (their overlays removed): for the files that
+    need laptops nobody configured before them (the desktop controls and enrolment run after tests that leave
+    lab-ct1 with a VPN and a kill switch and lab-ct2 without usbguard). Returns the lab's new state."""
+    from deskguard.lab.image import DEFAULT_SUITE
+
+    names = ["lab-ct1", "lab-ct2"]
+    lab_session.down(lab_inventory_dir, names=names, log=lambda m: None)
+    return lab_session.up(containers=2, inventory_dir=lab_inventory_dir, log=lambda m: None,
+                          suite=os.environ.get("DESKGUARD_LAB_SUITE") or DEFAULT_SUITE)

@@ -66,8 +66,8 @@ def site(make_site):
 
 
 @pytest.fixture(scope="module")
-def laptop(lab_container):
-    host = lab_container.hosts["lab-ct2"]
+def laptop(fresh_containers):
+    host = fresh_containers.hosts["lab-ct2"]
     installed = []
     for packages in (PAM_PACKAGES, GNOME_PACKAGES, BROWSER_PACKAGES):
         start = time.monotonic()

@@ -66,8 +66,8 @@ def ssh_reaches(address: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def laptops(lab_container):
-    return lab_container.hosts["lab-ct1"], lab_container.hosts["lab-ct2"]
+def laptops(fresh_containers):
+    return fresh_containers.hosts["lab-ct1"], fresh_containers.hosts["lab-ct2"]
 
 
 @pytest.fixture(scope="module")
