@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -82,14 +83,27 @@ def first_run(store):
     return html.render(run, runs.drift(runs.previous(store, run), run), runs.history(store))
 
 
-def screenshot(page_html: str, tmp_path, name: str) -> tuple[bytes, str]:
-    """(PNG bytes, the DOM Chromium built) of the page rendered by headless Chromium. The PNG is also kept as
-    tmp_path/NAME (and copied to $DESKGUARD_KEEP_SCREENSHOT when set) to be looked at."""
+def chromium() -> str:
+    """Debian's chromium (a failure under CI, where .ci/setup installs it; a skip elsewhere)."""
     browser = shutil.which("chromium")
     if browser is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is missing: .ci/setup installs it")
         pytest.skip("chromium not installed (bash .ci/setup installs it)")
+    return browser
+
+
+def dump_dom(page: Path, fragment: str = "") -> str:
+    """The DOM headless Chromium built for PAGE (opened at #FRAGMENT when given)."""
+    return subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                           page.as_uri() + (f"#{fragment}" if fragment else "")],
+                          capture_output=True, text=True, timeout=120).stdout
+
+
+def screenshot(page_html: str, tmp_path, name: str) -> tuple[bytes, str]:
+    """(PNG bytes, the DOM Chromium built) of the page rendered by headless Chromium. The PNG is also kept as
+    tmp_path/NAME (and copied to $DESKGUARD_KEEP_SCREENSHOT when set) to be looked at."""
+    browser = chromium()
     page = tmp_path / "report.html"
     page.write_text(page_html)
     shot = tmp_path / name
@@ -99,9 +113,7 @@ def screenshot(page_html: str, tmp_path, name: str) -> tuple[bytes, str]:
     assert proc.returncode == 0 and shot.exists(), proc.stderr[-2000:]
     if os.environ.get("DESKGUARD_KEEP_SCREENSHOT"):
         shutil.copy(shot, os.environ["DESKGUARD_KEEP_SCREENSHOT"])
-    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
-                         capture_output=True, text=True, timeout=120).stdout
-    return shot.read_bytes(), dom
+    return shot.read_bytes(), dump_dom(page)
 
 
 def section(dom: str, heading_id: str) -> str:
@@ -113,15 +125,9 @@ def section(dom: str, heading_id: str) -> str:
 
 def dom_at(page_html: str, tmp_path, fragment: str) -> str:
     """The DOM headless Chromium built for the page opened at #FRAGMENT (the host list's filters and page)."""
-    browser = shutil.which("chromium")
-    if browser is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing: .ci/setup installs it")
-        pytest.skip("chromium not installed (bash .ci/setup installs it)")
     page = tmp_path / "list.html"
     page.write_text(page_html)
-    return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
-                           f"{page.as_uri()}#{fragment}"], capture_output=True, text=True, timeout=120).stdout
+    return dump_dom(page, fragment)
 
 
 def test_a_first_run_is_not_buried_under_drift_and_names_the_never_onboarded(first_run, tmp_path):
