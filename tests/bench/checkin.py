@@ -105,6 +105,22 @@ def build_site(site: Path, devices: int, rounds: int):
     return uuids, bodies
 
 
+async def post(reader, writer, path: str, body: bytes) -> int:
+    """POST one JSON body over an open HTTP/1.1 connection; the answer's status (its body read and dropped)."""
+    writer.write(b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % (path.encode(), len(body)) + body)
+    status_line = await reader.readline()
+    length = 0
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    await reader.readexactly(length)
+    return int(status_line.split()[1])
+
+
 async def post_all(port: int, bodies: list[bytes], concurrency: int):
     """(statuses, latencies) for every body, over `concurrency` keep-alive connections."""
     queue = asyncio.Queue()
@@ -121,19 +137,8 @@ async def post_all(port: int, bodies: list[bytes], concurrency: int):
                 except asyncio.QueueEmpty:
                     return
                 t0 = time.perf_counter()
-                writer.write(b"POST /v1/checkin HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: %d\r\n\r\n" % len(body) + body)
-                status_line = await reader.readline()
-                length = 0
-                while True:
-                    line = await reader.readline()
-                    if line in (b"\r\n", b""):
-                        break
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                await reader.readexactly(length)
+                statuses.append(await post(reader, writer, "/v1/checkin", body))
                 latencies.append(time.perf_counter() - t0)
-                statuses.append(int(status_line.split()[1]))
         finally:
             writer.close()
 

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from checkin import load, start_serve, tree_cpu_seconds  # noqa: E402
+from checkin import load, post, start_serve, tree_cpu_seconds  # noqa: E402
 
 GOAL = 20.0
 RATE_PER_MINUTE = 6000
@@ -72,19 +72,8 @@ async def post_all(port: int, bodies: list[bytes], concurrency: int):
             # One connection per laptop, as a laptop enrolling once would open it.
             reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
             t0 = time.perf_counter()
-            writer.write(b"POST /v1/enrol HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n" % len(body) + body)
-            status_line = await reader.readline()
-            length = 0
-            while True:
-                line = await reader.readline()
-                if line in (b"\r\n", b""):
-                    break
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            await reader.readexactly(length)
+            statuses.append(await post(reader, writer, "/v1/enrol", body))
             latencies.append(time.perf_counter() - t0)
-            statuses.append(int(status_line.split()[1]))
             writer.close()
 
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
