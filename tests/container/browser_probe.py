@@ -146,8 +146,16 @@ def firefox(url: str) -> dict:
     call("WebDriver:NewSession", {})
     call("WebDriver:SetWindowRect", {"width": 640, "height": 400})
     error, _ = call("WebDriver:Navigate", {"url": url})
+    # An error page first shows the generic title; its own script then names the error ("Blocked Page").
+    # Under a loaded host that second step can come after Navigate returns, so wait for it (60 s at most).
+    title = call("WebDriver:GetTitle", {})[1]["value"]
+    for _ in range(120):
+        if not error or title != "Problem loading page":
+            break
+        time.sleep(0.5)
+        title = call("WebDriver:GetTitle", {})[1]["value"]
     out = {"load_error": (error or {}).get("message"),
-           "title": call("WebDriver:GetTitle", {})[1]["value"],
+           "title": title,
            "png": call("WebDriver:TakeScreenshot", {"full": False})[1]["value"]}   # what the operator sees
     call("Marionette:SetContext", {"value": "chrome"})
     error, result = call("WebDriver:ExecuteScript", {"script": FIREFOX_ENGINE, "args": []})
