@@ -38,6 +38,26 @@ def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
         raise
 
 
+@contextmanager
+def atomic_text_stream(path: Path, mode: int = 0o644):
+    """A text file to write in pieces (a report of 10,000 laptops is never one string in memory): it goes to
+    a temporary file in the same folder, which replaces `path` (fsynced) only when the block ends without an
+    error; on an error the temporary file is removed and `path` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 def create_new(path: Path, data: bytes, mode: int) -> bool:
     """Create `path` atomically, never replacing an existing file (even when two processes race).
     True if this call created it."""

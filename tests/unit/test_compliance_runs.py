@@ -90,3 +90,28 @@ def test_runs_recorded_by_a_0003_store_survive_the_upgrade(site):
         run = runs.load(store, "old-run")
         assert run.hosts["lt-1"]["results"]["FW-001"]["evidence"] == ["firewall off"]
         assert store.verify_audit() == (True, None)
+
+
+def test_a_streamed_report_appears_whole_or_not_at_all(store, tmp_path, capsys):
+    """JSON and CSV are written a host at a time (never one string of the whole fleet); a writer that fails
+    half-way leaves the earlier report in place and no temporary file behind."""
+    from deskguard.commands.common import stream_output
+    from deskguard.errors import DeskguardError
+
+    run = record(store, "r1", {f"lt-{i}": host(result("FW-001", "pass")) for i in range(3)})
+    target = tmp_path / "out" / "report.json"
+    stream_output(target, lambda out: report.write_json(out, run, []), "the compliance report")
+    assert set(json.loads(target.read_text())["hosts"]) == {"lt-0", "lt-1", "lt-2"}
+    assert "written to" in capsys.readouterr().err
+    before = target.read_bytes()
+
+    def half_then_fail(out):
+        out.write('{"hosts": {')
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(DeskguardError, match="No space left on device; nothing written"):
+        stream_output(target, half_then_fail, "the compliance report")
+    assert target.read_bytes() == before and sorted(p.name for p in target.parent.iterdir()) == ["report.json"]
+    stream_output(None, lambda out: report.write_csv(out, run), "the compliance report")
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert sorted(r["host"] for r in rows) == ["lt-0", "lt-1", "lt-2"]

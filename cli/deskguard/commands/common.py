@@ -74,18 +74,30 @@ def output_option(help_text: str):
                         help=help_text)
 
 
-def write_output(path, text: str | bytes, what: str) -> None:
+def write_output(path, text: str, what: str) -> None:
     """Write --output atomically and say where (on stderr: stdout may be a pipe of its own), and that its
     folder was made if it was."""
+    stream_output(path, lambda out: out.write(text), what)
+
+
+def stream_output(path, write, what: str) -> None:
+    """`write(file)` puts a report into --output a piece at a time, atomically (the file appears whole or
+    not at all), and says where like write_output; with no --output, straight onto stdout."""
+    import sys
     from pathlib import Path
 
     from ..errors import DeskguardError
-    from ..fsutil import atomic_write
+    from ..fsutil import atomic_text_stream
 
+    if not path:
+        write(sys.stdout)
+        sys.stdout.flush()
+        return
     path = Path(path).resolve()
     made = not path.parent.exists()
     try:
-        atomic_write(path, text, mode=0o644)
+        with atomic_text_stream(path, mode=0o644) as out:
+            write(out)
     except OSError as exc:
         raise DeskguardError(f"cannot write {path}: {exc.strerror or exc}; nothing written") from None
     click.echo(f"{what} written to {path}" + (f" (folder {path.parent} created)" if made else ""), err=True)

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .common import output_option, write_output
+from .common import output_option, stream_output, write_output
 
 FORMATS = ("table", "json", "junit", "csv", "html")
 
@@ -26,11 +26,11 @@ def _report(run, drift, history, fmt, output, fix=None, show_all=False):
     from ..compliance import report
 
     if fmt == "json":
-        _write(report.to_json(run, drift, history, fix), output)
+        stream_output(output, lambda out: report.write_json(out, run, drift, history, fix), "the compliance report")
     elif fmt == "junit":
-        _write(report.to_junit(run), output)
+        stream_output(output, lambda out: report.write_junit(out, run), "the compliance report")
     elif fmt == "csv":
-        _write(report.to_csv(run), output)
+        stream_output(output, lambda out: report.write_csv(out, run), "the compliance report")
     elif fmt == "html":
         from ..compliance import html
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from xml.etree import ElementTree as ET
+from xml.sax.saxutils import XMLGenerator
 
 from .results import STATUS_WORDS
 
@@ -22,54 +22,86 @@ def worst_first(run) -> list[tuple[str, dict]]:
 
 
 def to_json(run, drift: list[dict], history: list[dict] | None = None, fix: dict | None = None) -> str:
-    """`fix` (what --fix achieved, compliance.command.fix_outcome) only when --fix was asked for."""
-    doc = {"schema": "deskguard-compliance", "version": SCHEMA_VERSION, "run": run.run, "hosts": run.hosts,
-           "drift": drift, "history": history or []}
+    out = io.StringIO()
+    write_json(out, run, drift, history, fix)
+    return out.getvalue()
+
+
+def write_json(out, run, drift: list[dict], history: list[dict] | None = None, fix: dict | None = None) -> None:
+    """The JSON report written to `out` a host at a time. `fix` (what --fix achieved,
+    compliance.command.fix_outcome) only when --fix was asked for."""
+    doc = {"schema": "deskguard-compliance", "version": SCHEMA_VERSION, "run": run.run, "drift": drift,
+           "history": history or []}
     if fix is not None:
         doc["fix"] = fix
     # One host a line (compact, keys sorted): the same JSON, but written by the C encoder, which an indented
     # dump never uses: 3 s of a 1,000-laptop run's 6 went to indenting (tests/bench/comply_checkins.py).
-    hosts = doc.pop("hosts")
     head = json.dumps(doc, indent=2, sort_keys=True)
-    lines = ",\n".join(f"    {json.dumps(name)}: {json.dumps(host, sort_keys=True)}" for name, host in sorted(hosts.items()))
-    return head[:-2] + (',\n  "hosts": {\n' + lines + "\n  }\n}" if hosts else ',\n  "hosts": {}\n}')
+    out.write(head[:-2] + ',\n  "hosts": {')
+    for i, (name, host) in enumerate(sorted(run.hosts.items())):
+        out.write(f'{"," if i else ""}\n    {json.dumps(name)}: {json.dumps(host, sort_keys=True)}')
+    out.write("\n  }\n}\n" if run.hosts else "}\n}\n")
 
 
 def to_junit(run) -> str:
-    """One testsuite per host, one testcase per control; unreachable/failed hosts are one errored testcase."""
-    suites = ET.Element("testsuites", name="deskguard compliance", id=run.run["id"])
+    out = io.StringIO()
+    write_junit(out, run)
+    return out.getvalue()
+
+
+def write_junit(out, run) -> None:
+    """JUnit XML written to `out` a host at a time: one testsuite per host, one testcase per control;
+    an unreachable/failed host is one errored testcase."""
+    xml = XMLGenerator(out, encoding="utf-8", short_empty_elements=True)
+    xml.startDocument()
+    xml.startElement("testsuites", {"name": "deskguard compliance", "id": run.run["id"]})
     for host, h in sorted(run.hosts.items()):
-        suite = ET.SubElement(suites, "testsuite", name=host)
-        counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
-        if h["state"] != "ok":
-            case = ET.SubElement(suite, "testcase", classname=host, name="HOST reachable and collected")
-            ET.SubElement(case, "error", message=h["state"]).text = h.get("message") or ""
-            counts["tests"] += 1
-            counts["errors"] += 1
-        for cid, r in sorted(h["results"].items()):
-            case = ET.SubElement(suite, "testcase", classname=host, name=cid)
-            counts["tests"] += 1
-            detail = json.dumps({"observed": r["observed"], "expected": r["expected"]}, sort_keys=True)
-            if r["status"] == "warn":
-                # A passed testcase (JUnit has no warning state) whose output CI shows beside it.
-                ET.SubElement(case, "system-out").text = "pass with a warning: " + "; ".join(r["evidence"])
-            elif r["status"] == "fail":
-                counts["failures"] += 1
-                ET.SubElement(case, "failure", message="; ".join(r["evidence"])[:500]).text = detail
-            elif r["status"] == "error":
-                counts["errors"] += 1
-                ET.SubElement(case, "error", message="; ".join(r["evidence"])[:500]).text = detail
-            elif r["status"] in ("waived", "not_applicable", "not_checked"):
-                counts["skipped"] += 1
-                word = STATUS_WORDS[r["status"]]
-                ET.SubElement(case, "skipped", message=f"{word}: " + "; ".join(r["evidence"])[:500])
-        for k, v in counts.items():
-            suite.set(k, str(v))
-    return ET.tostring(suites, encoding="unicode", xml_declaration=True)
+        cases = _junit_cases(host, h)
+        children = [child for _, child, _, _ in cases]
+        counts = {"tests": len(cases), "failures": children.count("failure"), "errors": children.count("error"),
+                  "skipped": children.count("skipped")}
+        xml.startElement("testsuite", {"name": host, **{k: str(v) for k, v in counts.items()}})
+        for name, child, attrs, text in cases:
+            xml.startElement("testcase", {"classname": host, "name": name})
+            if child:
+                xml.startElement(child, attrs)
+                if text:
+                    xml.characters(text)
+                xml.endElement(child)
+            xml.endElement("testcase")
+        xml.endElement("testsuite")
+    xml.endElement("testsuites")
+    xml.endDocument()
+
+
+def _junit_cases(host: str, h: dict) -> list[tuple[str, str | None, dict, str]]:
+    """(testcase name, child element or None for a plain pass, the child's attributes, its text)."""
+    cases = []
+    if h["state"] != "ok":
+        cases.append(("HOST reachable and collected", "error", {"message": h["state"]}, h.get("message") or ""))
+    for cid, r in sorted(h["results"].items()):
+        why = "; ".join(r["evidence"])
+        detail = json.dumps({"observed": r["observed"], "expected": r["expected"]}, sort_keys=True)
+        if r["status"] == "warn":
+            # A passed testcase (JUnit has no warning state) whose output CI shows beside it.
+            cases.append((cid, "system-out", {}, "pass with a warning: " + why))
+        elif r["status"] in ("fail", "error"):
+            cases.append((cid, "failure" if r["status"] == "fail" else "error", {"message": why[:500]}, detail))
+        elif r["status"] in ("waived", "not_applicable", "not_checked"):
+            cases.append((cid, "skipped", {"message": f"{STATUS_WORDS[r['status']]}: " + why[:500]}, ""))
+        else:
+            cases.append((cid, None, {}, ""))
+    return cases
 
 
 def to_csv(run) -> str:
     out = io.StringIO()
+    write_csv(out, run)
+    return out.getvalue()
+
+
+def write_csv(out, run) -> None:
+    """The CSV report written to `out` a row at a time: one row per host and control, worst hosts first."""
     w = csv.writer(out)
     w.writerow(["run", "host", "host_state", "control", "status", "severity", "observed", "expected", "evidence"])
     for host, h in worst_first(run):
@@ -79,7 +111,6 @@ def to_csv(run) -> str:
             w.writerow([run.run["id"], host, h["state"], cid, r["status"], r["severity"],
                         json.dumps(r["observed"], sort_keys=True), json.dumps(r["expected"], sort_keys=True),
                         "; ".join(r["evidence"])])
-    return out.getvalue()
 
 
 def table_rows(run) -> list[dict]:
