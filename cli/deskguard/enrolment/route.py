@@ -13,6 +13,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..orders.bodies import BodyRefused, as_response, read_body
 from ..orders.ingest import Answer
 from ..orders.refusals import REFUSALS
 from ..site import module_utils
@@ -23,10 +24,8 @@ E = module_utils("deskguard_enrol")
 log = logging.getLogger("deskguard.serve")
 
 
-def enrol_route(site, store, read_body, body_refused: type[Exception]) -> Route:
-    """The route, with the site's enrolment and VPN settings read once (a site without them answers 503).
-    ``read_body`` and ``body_refused`` are the server's own (deskguard.orders.server), handed in because the
-    server imports this module."""
+def enrol_route(site, store) -> Route:
+    """The route, with the site's enrolment and VPN settings read once (a site without them answers 503)."""
     config, why_not = load_config(site)
     if config is None:
         log.warning("enrolment is off on this server: %s", " ".join(why_not.split())[:200])
@@ -41,7 +40,7 @@ def enrol_route(site, store, read_body, body_refused: type[Exception]) -> Route:
                                                                       "connection": "close"})
         try:
             body = await read_body(request.headers.get("content-length"), request.receive, E.LIMIT)
-        except body_refused as refused:
+        except BodyRefused as refused:
             return _refuse(refused.answer, client)
         except ClientDisconnect:
             return Response(status_code=400)
@@ -55,6 +54,4 @@ def enrol_route(site, store, read_body, body_refused: type[Exception]) -> Route:
 
 def _refuse(answer: Answer, client, headers: dict | None = None) -> Response:
     REFUSALS.refused("POST /v1/enrol", answer.status, answer.body.get("error"), client)
-    if answer.status in (408, 413):
-        headers = {**(headers or {}), "connection": "close"}
-    return JSONResponse(answer.body, status_code=answer.status, headers=headers)
+    return as_response(answer, headers)

@@ -7,7 +7,7 @@ trickling a header byte every few seconds therefore holds a connection, and enou
 descriptors or ``limit_concurrency``. Other clients are not blocked meanwhile (asyncio), but connections are a
 finite resource. This subclass closes a connection whose request headers are not complete within
 ``HEADER_DEADLINE`` seconds of it opening (or of the previous response). The body has its own deadline in the
-application (deskguard.orders.server.read_body), which sees the body as it arrives.
+application (deskguard.orders.bodies.read_body), which sees the body as it arrives.
 
 Nor does uvicorn's httptools protocol bound a request head: httptools keeps a header line's bytes until the
 line ends, so four clients each sending one 65 MiB header line within the deadline took the server from 71 to

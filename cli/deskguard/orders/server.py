@@ -23,18 +23,17 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ..site import module_utils
 from ..store import Store
 from . import announcements_route
+from .bodies import BodyRefused, as_response, read_body, refused_fetch, send_answer
 from .ingest import OK, Answer, Ingest, claimed_device
 from .refusals import REFUSALS
 
 P = module_utils("deskguard_protocol")
-# Seconds to receive a whole body (a 256 KiB check-in needs < 1 s on a poor line); tests shorten it.
-BODY_DEADLINE = float(os.environ.get("DESKGUARD_SERVE_BODY_DEADLINE", "10"))
 SETTLE_EVERY = 300.0
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 log = logging.getLogger("deskguard.serve")
@@ -46,55 +45,6 @@ class ServeConfig:
     orders_dir: Path
     done_grace_hours: float
     settle: bool = True
-
-
-class BodyRefused(Exception):
-    def __init__(self, answer: Answer):
-        self.answer = answer
-
-
-async def read_body(declared: str | None, receive, limit: int, deadline: float | None = None) -> bytes:
-    """The request body from the ASGI ``receive``, refused (413) as soon as it is known to be over ``limit`` (a
-    Content-Length ``declared`` above it, or the bytes received so far), and refused (408) if it takes longer
-    than ``deadline`` seconds. ClientDisconnect if the client goes away."""
-    if declared is not None:
-        if not declared.isdigit():
-            raise BodyRefused(Answer.error(400, "malformed", "bad Content-Length"))
-        if int(declared) > limit:
-            raise BodyRefused(Answer.error(413, "oversized", f"limit {limit} bytes"))
-    chunks, size = [], 0
-    deadline = BODY_DEADLINE if deadline is None else deadline
-    try:
-        async with asyncio.timeout(deadline):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientDisconnect()
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise BodyRefused(Answer.error(413, "oversized", f"limit {limit} bytes"))
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-    except TimeoutError:
-        raise BodyRefused(Answer.error(408, "timeout", f"the body took more than {deadline:.0f} s")) from None
-    return b"".join(chunks)
-
-
-def _json(answer: Answer) -> Response:
-    headers = {"connection": "close"} if answer.status in (408, 413) else None  # the rest of the body is unread
-    return JSONResponse(answer.body, status_code=answer.status, headers=headers)
-
-
-async def _send(send, answer: Answer) -> None:
-    """``answer`` as a raw ASGI response, the same bytes and headers as _json's."""
-    body = json.dumps(answer.body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    if answer.status in (408, 413):
-        headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(config: ServeConfig, store: Store | None = None):
@@ -125,43 +75,34 @@ def create_app(config: ServeConfig, store: Store | None = None):
 
     async def ack(request: Request) -> Response:
         answer = await post("ack", request.headers.get("content-length"), request.receive, request.client)
-        return Response(status_code=400) if answer is None else _json(answer)
+        return Response(status_code=400) if answer is None else as_response(answer)
 
     async def order(request: Request) -> Response:
         """A signed fetch (POST) gets the device's order; anything refused is refused before the order file is
         looked at, so the answer says nothing about whether there is one. A plain GET (static hosting's way)
         gets the same refusal for every device. Every refusal goes to the refusal log, like the other routes'."""
         device_uuid = request.path_params["device_uuid"]
-
-        def refuse(answer: Answer) -> Response:
-            REFUSALS.refused(f"{request.method} /orders", answer.status, answer.body.get("error"), request.client,
-                             device=device_uuid)
-            return _json(answer)
-
+        route = f"{request.method} /orders"
         if request.method == "GET":
-            return refuse(Answer.error(401, "signed_fetch_required", "POST a fetch signed with the device key"))
+            REFUSALS.refused(route, 401, "signed_fetch_required", request.client, device=device_uuid)
+            return as_response(Answer.error(401, "signed_fetch_required", "POST a fetch signed with the device key"))
         if not _UUID.match(device_uuid):
-            return refuse(Answer.error(404, "no_order"))
-        try:
-            body = await read_body(request.headers.get("content-length"), request.receive, P.LIMITS["fetch"])
-        except BodyRefused as refused:
-            return refuse(refused.answer)
-        except ClientDisconnect:
-            return Response(status_code=400)
-        refused = await run_in_threadpool(ingest.fetch, body, device_uuid)
+            REFUSALS.refused(route, 404, "no_order", request.client, device=device_uuid)
+            return as_response(Answer.error(404, "no_order"))
+        refused = await refused_fetch(request, ingest, device_uuid, route)
         if refused is not None:
-            return refuse(refused)
+            return refused
         try:
             data = await run_in_threadpool(_read_order, config.orders_dir / device_uuid)
         except FileNotFoundError:
-            return _json(Answer.error(404, "no_order"))
+            return as_response(Answer.error(404, "no_order"))
         except OSError:
-            return _json(Answer.error(503, "orders_unavailable"))
+            return as_response(Answer.error(503, "orders_unavailable"))
         return Response(data, media_type="application/json", headers={"cache-control": "no-store"})
 
     async def healthz(request: Request) -> Response:
         ok = await run_in_threadpool(ingest.healthy)
-        return _json(OK if ok else Answer.error(503, "store_unavailable"))
+        return as_response(OK if ok else Answer.error(503, "store_unavailable"))
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -182,9 +123,8 @@ def create_app(config: ServeConfig, store: Store | None = None):
         Route("/orders/{device_uuid}", order, methods=["GET", "POST"]),
         Route("/v1/ack", ack, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
-        enrol_route(config.site, store, read_body, BodyRefused),   # POST /v1/enrol (docs/enrolment.md)
-        Route(announcements_route.PATH, announcements_route.handler(config.site, ingest, read_body, BodyRefused, _json),
-              methods=["POST"]),
+        enrol_route(config.site, store),   # POST /v1/enrol (docs/enrolment.md)
+        Route(announcements_route.PATH, announcements_route.handler(config.site, ingest), methods=["POST"]),
     ], lifespan=lifespan)
 
     async def checkin_first(scope, receive, send) -> None:
@@ -194,7 +134,7 @@ def create_app(config: ServeConfig, store: Store | None = None):
             return await app(scope, receive, send)
         declared = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-length"), None)
         answer = await post("checkin", declared, receive, scope.get("client"))
-        await _send(send, answer or Answer(400, {}))
+        await send_answer(send, answer or Answer(400, {}))
 
     return checkin_first
 
