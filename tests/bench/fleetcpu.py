@@ -61,12 +61,19 @@ def controller_cpu() -> float:
 
 
 def namespace_inodes(names) -> set[int]:
-    out = set()
+    """The network namespaces of the given fleet hosts, as they are named in this lab (DESKGUARD_LAB_RUN: a
+    second lab's are lab<N>-f001...). A host without one is an error, never a laptop that cost 0 ms."""
+    from deskguard.lab.fleet import netns_name
+
+    out, missing = set(), []
     for name in names:
         try:
-            out.add(os.stat(f"/run/netns/{name}").st_ino)
+            out.add(os.stat(f"/run/netns/{netns_name(name)}").st_ino)
         except FileNotFoundError:
-            pass
+            missing.append(netns_name(name))
+    if missing:
+        raise SystemExit(f"no network namespace for {len(missing)} fleet host(s) ({', '.join(missing[:3])}...): "
+                         "is this lab's fleet up?")
     return out
 
 
