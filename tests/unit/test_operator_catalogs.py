@@ -19,8 +19,9 @@ import deskguard_operator_words as words  # noqa: E402
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
-# A notification body shows about three lines: what an operator is told must fit in them (typical values filled in).
-MAX_CHARS = {"ja": 80, "en": 160}
+# What an operator is told may be a notification's text: it must fit the four lines a Windows toast shows under
+# its title (words.BODY_UNITS, the reason beside it; typical values filled in). Titles fit one line.
+SUMMARIES = ("Please restart the laptop.", "A message from IT.")
 TYPICAL = {"deadline": "2026-12-09 18:00", "ssid": "Buffalo-G-1234", "name": "Cruzer Blade", "code": "0781:5567 4C530001", "days": 3,
            "when": "2026-12-07 09:15", "minutes": 5}
 POLITE_ENDINGS = ("ます。", "です。", "ください。", "ません。", "ました。", "でした。")
@@ -73,10 +74,12 @@ def test_a_stale_table_fails(kit):
 @pytest.mark.parametrize("language", ["en", "ja"])
 def test_every_message_fits_a_notification_and_japanese_is_polite(language):
     table = deskguard_operator_catalog.CATALOG[language]
+    for summary in SUMMARIES:
+        assert words.width(table[summary]) <= words.SUMMARY_UNITS, table[summary]
     assert set(table) == set(deskguard_operator_catalog.CATALOG["en"])
     for text in table.values():
         shown = text % TYPICAL
-        assert len(shown) <= MAX_CHARS[language], (len(shown), shown)
+        assert words.width(shown) <= words.BODY_UNITS, (words.width(shown), shown)
         if language == "ja":
             sentences = [s + "。" for s in shown.split("。") if s]
             assert all(s.endswith(POLITE_ENDINGS) for s in sentences), shown
