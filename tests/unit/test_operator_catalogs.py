@@ -40,6 +40,9 @@ def kit(tmp_path):
         shutil.copy(path, tmp_path / path.relative_to(ROOT))
     shutil.copytree(ROOT / "locale", tmp_path / "locale")
     (tmp_path / catalogs.TABLE.relative_to(ROOT)).write_text(catalogs.TABLE.read_text(encoding="utf-8"))
+    windows = tmp_path / catalogs.WINDOWS_TABLE.relative_to(ROOT)
+    windows.parent.mkdir(parents=True)
+    windows.write_text(catalogs.WINDOWS_TABLE.read_text(encoding="utf-8"), encoding="utf-8")
     return tmp_path
 
 
@@ -69,6 +72,14 @@ def test_a_stale_table_fails(kit):
     table = kit / catalogs.TABLE.relative_to(ROOT)
     table.write_text(table.read_text(encoding="utf-8").replace("パソコンを再起動", "PCを再起動"), encoding="utf-8")
     assert any("differs from the catalogs" in p for p in catalogs.problems(kit))
+
+
+def test_a_stale_windows_table_fails(kit):
+    """The Windows toasts read the same words as JSON (roles/endpoint_agent/files/operator-catalog.json)."""
+    assert catalogs.problems(kit) == []
+    table = kit / catalogs.WINDOWS_TABLE.relative_to(ROOT)
+    table.write_text(table.read_text(encoding="utf-8").replace("パソコンを再起動", "PCを再起動"), encoding="utf-8")
+    assert any("operator-catalog.json differs from the catalogs" in p for p in catalogs.problems(kit))
 
 
 @pytest.mark.parametrize("language", ["en", "ja"])
