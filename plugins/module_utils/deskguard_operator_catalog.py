@@ -42,6 +42,8 @@ CATALOG = {
             'The network could not be fully checked. If calls do not work, please call the helpdesk.',
         'The screen locks after %(minutes)d minutes without use.':
             'The screen locks after %(minutes)d minutes without use.',
+        'To read the whole message, type deskguard-status.':
+            'To read the whole message, type deskguard-status.',
         'USB sticks work only after IT has approved them.':
             'USB sticks work only after IT has approved them.',
         "You are connected through your phone's tethering. Please use your home internet or the company mobile Wi-Fi for calls.":
@@ -94,6 +96,8 @@ CATALOG = {
             'ネットワークを十分に確認できませんでした。通話ができない場合はヘルプデスクに連絡してください。',
         'The screen locks after %(minutes)d minutes without use.':
             '操作しないまま%(minutes)d分たつと、画面がロックされます。',
+        'To read the whole message, type deskguard-status.':
+            '全文を読むには、deskguard-status と入力してください。',
         'USB sticks work only after IT has approved them.':
             'USBメモリは、IT部門が承認したものだけ使えます。',
         "You are connected through your phone's tethering. Please use your home internet or the company mobile Wi-Fi for calls.":

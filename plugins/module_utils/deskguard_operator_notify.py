@@ -24,11 +24,11 @@ import time
 try:  # inside a module (Ansiballz) the kit's module_utils live under ansible.module_utils
     from ansible.module_utils import deskguard_operator_announcements as announcements
     from ansible.module_utils import deskguard_operator_status as operator_status
-    from ansible.module_utils.deskguard_operator_words import N_, say, session_language
+    from ansible.module_utils.deskguard_operator_words import N_, fit_body, say, session_language
 except ImportError:  # unit tests, the controller and the agent import them as plain modules
     import deskguard_operator_announcements as announcements
     import deskguard_operator_status as operator_status
-    from deskguard_operator_words import N_, say, session_language
+    from deskguard_operator_words import N_, fit_body, say, session_language
 
 DEFAULTS = {"language": "", "quiet_hours": "20:00-08:00", "notify_every_hours": 4, "reboot_deadline_hours": 72}
 CHECK_EVERY_SECONDS = 300
@@ -111,7 +111,8 @@ def check_once(status_dir, settings_path, memory_path, environ, uid, user, now=N
     for kind, summary, body, params, urgency in due(status, kept, lambda i: announcements.seen(status_dir, i, uid),
                                                      memory, cfg, now):
         title = say(language, summary)
-        text = params["text"] if body is None else say(language, body, **params)
+        # IT's text may be long; a notification shows about four lines (deskguard_operator_words.BODY_UNITS).
+        text = fit_body(language, params["text"]) if body is None else say(language, body, **params)
         send_fn(title, text, urgency)
         log_fn("notified %s (%s, %s): %s %s" % (user, kind, language, title, " ".join(text.split())))
         if kind.startswith("announcement:"):

@@ -53,3 +53,34 @@ def say(language, message, **params):
     table = CATALOG.get(language) or CATALOG.get(DEFAULT) or {}
     text = table.get(message) or message
     return text % params if params else text
+
+
+# How much a notification shows without being opened (docs/operators.md, "How long a notification may be"). The
+# narrowest of the places it appears is a Windows toast: 364 px wide, its title at most 2 lines and the text under
+# it at most 4 lines (Windows' own caps), about 18 full-width characters a line at the default 100 % scaling.
+# dunst, GNOME and KDE are at least as wide. Widths count a full-width character as 1, anything else as 1/2.
+SUMMARY_UNITS = 18       # one line
+BODY_UNITS = 72          # four lines
+MORE = N_("To read the whole message, type deskguard-status.")
+
+
+def width(text):
+    """Display width in full-width units: CJK and full-width forms 1, Latin letters, digits, spaces 1/2."""
+    import unicodedata
+
+    return sum(1.0 if unicodedata.east_asian_width(ch) in "WF" else 0.5 for ch in text)
+
+
+def fit_body(language, text):
+    """IT's own text (up to 1000 characters) cut to what a notification shows, ending in "…" and a line saying
+    where the whole of it is; text that fits is returned as it is."""
+    if width(text) <= BODY_UNITS:
+        return text
+    more = say(language, MORE)
+    room, out = BODY_UNITS - width(more) - 1, []
+    for ch in text:
+        room -= width(ch)
+        if room < 0:
+            break
+        out.append(ch)
+    return "".join(out).rstrip() + "…\n" + more

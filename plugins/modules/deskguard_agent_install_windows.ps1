@@ -12,6 +12,7 @@ $spec = @{
             path = @{ type = 'str'; required = $true }
             content = @{ type = 'str'; default = '' }
             mode = @{ type = 'str'; default = '0644' }
+            public = @{ type = 'bool'; default = $false }
         } }
         device_key = @{ type = 'str'; required = $true }
         windows_task = @{ type = 'dict'; default = @{} }
@@ -35,6 +36,18 @@ function Set-PrivateAcl([string]$Dir) {
     Set-Acl -LiteralPath $Dir -AclObject $acl
 }
 
+function Set-OperatorAcl([string]$Dir) {
+    # The operator folder: what the logged-on user's deskguard-notify reads (its script, the words, the policy's
+    # quiet hours, the agent's status.json). Users read; only SYSTEM and Administrators write, so an operator
+    # cannot plant a status or a script there. Nothing inherited (ProgramData lets Users create files).
+    Set-PrivateAcl $Dir
+    $acl = Get-Acl -LiteralPath $Dir
+    $users = (New-Object System.Security.Principal.SecurityIdentifier('S-1-5-32-545'))
+    $acl.AddAccessRule((New-Object System.Security.AccessControl.FileSystemAccessRule($users, 'ReadAndExecute',
+        'ContainerInherit,ObjectInherit', 'None', 'Allow')))
+    Set-Acl -LiteralPath $Dir -AclObject $acl
+}
+
 foreach ($file in $module.Params.files) {
     $path = $file.path
     $want = $file.content
@@ -46,7 +59,7 @@ foreach ($file in $module.Params.files) {
     $dir = Split-Path -Parent $path
     if (-not (Test-Path -LiteralPath $dir)) {
         New-Item -ItemType Directory -Path $dir -Force | Out-Null
-        Set-PrivateAcl $dir
+        if ($file.public) { Set-OperatorAcl $dir } else { Set-PrivateAcl $dir }
     }
     $tmp = Join-Path $dir ('.deskguard-' + [guid]::NewGuid().ToString('N'))
     [IO.File]::WriteAllText($tmp, $want, $utf8)
@@ -86,6 +99,33 @@ if ($task.Count -gt 0) {
             Register-ScheduledTask -TaskName $taskName -Action $action -Trigger @($boot, $every) -Principal $principal `
                 -Settings $settings -Force | Out-Null
         }
+    }
+}
+
+# The operator's toasts: deskguard-notify.ps1 at each logon, as the user who logs on (group principal Users,
+# interactive token: it runs in that user's session, where a toast can be shown; SYSTEM has no desktop), hidden,
+# for as long as the session lasts (it checks every 5 minutes itself). Its log lines go to the Application log
+# under the agent's source, registered here (writing an event needs no admin right; registering a source does).
+$notifyName = 'deskguard-notify'
+if ($task.Count -gt 0 -and $task.notify_path) {
+    $existing = Get-ScheduledTask -TaskName $notifyName -ErrorAction SilentlyContinue
+    $argument = '-NoProfile -NonInteractive -WindowStyle Hidden -ExecutionPolicy Bypass -File "{0}"' -f $task.notify_path
+    if ($null -eq $existing -or $existing.Actions[0].Arguments -ne $argument -or
+            $existing.Principal.GroupId -notmatch '(S-1-5-32-545|Users)$') {
+        $taskChanged = $true
+        if (-not $module.CheckMode) {
+            $action = New-ScheduledTaskAction -Execute 'powershell.exe' -Argument $argument
+            $logon = New-ScheduledTaskTrigger -AtLogOn
+            $principal = New-ScheduledTaskPrincipal -GroupId 'S-1-5-32-545' -RunLevel Limited
+            $settings = New-ScheduledTaskSettingsSet -MultipleInstances Parallel -ExecutionTimeLimit (New-TimeSpan) `
+                -AllowStartIfOnBatteries -DontStopIfGoingOnBatteries
+            Register-ScheduledTask -TaskName $notifyName -Action $action -Trigger $logon -Principal $principal `
+                -Settings $settings -Force | Out-Null
+        }
+    }
+    if (-not $module.CheckMode -and -not [Diagnostics.EventLog]::SourceExists('deskguard-agent')) {
+        New-EventLog -LogName Application -Source 'deskguard-agent'
+        $taskChanged = $true
     }
 }
 

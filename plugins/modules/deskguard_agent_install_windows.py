@@ -14,12 +14,20 @@ description:
   - Not verified on a real Windows host (checked by the syntax gate and the WinRM responder only).
 options:
   files:
-    description: Files to converge (path, content, mode).
+    description:
+      - Files to converge (path, content, mode; public - its folder, when made, is readable by Users, for the
+        operator's toasts; otherwise SYSTEM and Administrators only).
     type: list
     elements: dict
     required: true
   device_key: {description: Name of the device key in the CNG key store., type: str, required: true}
-  windows_task: {description: "The scheduled task's settings (name, interval, jitter).", type: dict, default: {}}
+  windows_task:
+    description:
+      - "The agent's scheduled task (agent_path, interval_minutes, boot_delay_seconds, jitter_seconds), and with
+        notify_path the operator's task deskguard-notify: that script at each logon as the user (group Users,
+        interactive), for toasts in their session; the Application log source deskguard-agent."
+    type: dict
+    default: {}
 author: deskguard
 """
 

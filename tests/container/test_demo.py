@@ -173,13 +173,17 @@ def test_an_announcement_reaches_the_operator_once_and_it_is_reported_seen(first
     assert [r["user"] for r in entry["seen"]["lab-ct1"]] == ["nobody"], entry
 
 
-def test_notifications_reach_operator_session_buses_in_both_languages(first_run):
+def test_notifications_reach_logged_in_operators_through_systemd_user_sessions(first_run):
     """Issue 23 (docs/operators.md): in the laptop container, a pending restart and a new announcement become the
-    exact freedesktop notifications two operators' session buses receive (dbus-run-session as each user, a
-    recording notification server on it), one in Japanese, one in English, sent by the deployed deskguard-notify.
-    The recording server (tests/unit/notify_capture.py with the pure-Python dbus-next) is copied into /tmp for the
-    test only: the lab image is not changed. Quiet hours are switched off in the container for the test (the
-    lab's clock may be at night); the policy path itself is unit-tested."""
+    exact freedesktop notifications two operators receive in sessions as a laptop gives them: each operator's
+    own `systemd --user` manager (lingering, `loginctl enable-linger`), its session bus the one systemd makes at
+    /run/user/UID/bus, the language from the operator's ~/.config/environment.d, and deskguard-notify started by
+    systemd's XDG autostart generator from the deployed /etc/xdg/autostart file when a desktop session starts
+    (a session target binding graphical-session.target and wanting xdg-desktop-autostart.target, as session
+    managers such as plasma or sway-session do: both targets refuse a manual start). tanaka (the lab image's operator) reads Japanese, a second operator English.
+    The recording notification server (tests/unit/notify_capture.py with the pure-Python dbus-next) runs as a
+    user service on that bus; it is copied into /tmp for the test only: the lab image is not changed. Quiet hours
+    are switched off in the container for the test (the lab's clock may be at night); unit-tested elsewhere."""
     import base64
     import io
     import shlex
@@ -201,24 +205,39 @@ def test_notifications_reach_operator_session_buses_in_both_languages(first_run)
         tar.add(os.path.dirname(dbus_next.__file__), "dbus_next",
                 filter=lambda i: None if "__pycache__" in i.name else i)
         tar.add(os.path.join(os.path.dirname(__file__), "..", "unit", "notify_capture.py"), "notify_capture.py")
-    # The recording server is stopped before the session ends (else it would hold the SSH channel open).
-    session = ("python3 /tmp/dgcap/notify_capture.py /tmp/dgcap/out-$1.jsonl > /tmp/dgcap/ready-$1 2>&1 < /dev/null & "
-               "cap=$!; for i in $(seq 100); do grep -q ready /tmp/dgcap/ready-$1 2>/dev/null && break; sleep 0.1; "
-               "done; deskguard-notify --once; rc=$?; kill $cap; exit $rc")
-    script = f"""set -e
+    # As the operator, talking to their own user manager (what `systemctl --user` does in their session).
+    script = """set -e
 sudo rm -rf /tmp/dgcap && sudo mkdir -p /tmp/dgcap && base64 -d | sudo tar xz -C /tmp/dgcap && sudo chmod -R a+rwX /tmp/dgcap
 sudo cp /etc/deskguard/operator.json /tmp/dgcap/operator.json.saved
 sudo sed -i 's/"quiet_hours": "[^"]*"/"quiet_hours": ""/' /etc/deskguard/operator.json
 sudo touch /var/run/reboot-required
 sudo systemctl start deskguard-agent.service
-for who in nobody:ja_JP.UTF-8 daemon:en_US.UTF-8; do
-  user=${{who%%:*}}; lang=${{who#*:}}
-  sudo runuser -u $user -- env HOME=/tmp/dgcap LANG=$lang XDG_STATE_HOME=/tmp/dgcap/state-$user \
-    PYTHONPATH=/tmp/dgcap dbus-run-session -- sh -c '{session}' sh $user
+printf '%s\n' '[Unit]' "Description=The operator's desktop session (as a session manager starts it)" \\
+  BindsTo=graphical-session.target 'Wants=graphical-session-pre.target xdg-desktop-autostart.target' \\
+  After=graphical-session-pre.target > /tmp/dgcap/session.target
+id brown >/dev/null 2>&1 || sudo useradd --create-home --shell /bin/bash brown
+for who in tanaka:ja_JP.UTF-8 brown:en_US.UTF-8; do
+  user=${who%%:*}; lang=${who#*:}; uid=$(id -u $user); home=$(getent passwd $user | cut -d: -f6)
+  as_user="sudo -u $user XDG_RUNTIME_DIR=/run/user/$uid"
+  sudo -u $user mkdir -p $home/.config/environment.d $home/.config/systemd/user
+  echo LANG=$lang | sudo -u $user tee $home/.config/environment.d/50-language.conf >/dev/null
+  sudo -u $user cp /tmp/dgcap/session.target $home/.config/systemd/user/deskguard-test-session.target
+  sudo loginctl enable-linger $user
+  sudo systemctl restart user@$uid.service    # (re)read environment.d, as at the operator's next login
+  $as_user systemd-run --user --quiet --unit dgcap --setenv PYTHONPATH=/tmp/dgcap \\
+    python3 /tmp/dgcap/notify_capture.py /tmp/dgcap/out-$user.jsonl
+  for i in $(seq 150); do
+    $as_user busctl --user call org.freedesktop.DBus / org.freedesktop.DBus NameHasOwner s \\
+      org.freedesktop.Notifications 2>/dev/null | grep -q true && break; sleep 0.2; done
+  $as_user systemctl --user start deskguard-test-session.target
+  for i in $(seq 300); do [ "$(cat /tmp/dgcap/out-$user.jsonl 2>/dev/null | wc -l)" -ge 2 ] && break; sleep 0.2; done
+  echo "session $user: $(loginctl show-user $user -p Linger -p State | tr '\\n' ' ')$($as_user systemctl --user show-environment | grep -E '^(DBUS_SESSION_BUS_ADDRESS|LANG)=' | tr '\\n' ' ')"
+  $as_user systemctl --user list-units --no-legend --plain 'app-deskguard*' | cut -d' ' -f1
+  $as_user systemctl --user stop deskguard-test-session.target dgcap.service
 done
 sudo rm -f /var/run/reboot-required
 sudo cp /tmp/dgcap/operator.json.saved /etc/deskguard/operator.json
-echo ==; cat /tmp/dgcap/out-nobody.jsonl; echo ==; cat /tmp/dgcap/out-daemon.jsonl
+echo ==; cat /tmp/dgcap/out-tanaka.jsonl; echo ==; cat /tmp/dgcap/out-brown.jsonl
 echo ==; sudo journalctl -t deskguard-agent --no-pager -o cat | grep notified || true
 """
     host = LabState.load().hosts["lab-ct1"]
@@ -226,18 +245,25 @@ echo ==; sudo journalctl -t deskguard-agent --no-pager -o cat | grep notified ||
                   stdin=base64.b64encode(pack.getvalue()).decode())
     print(out.stdout, out.stderr[-2000:])
     assert out.returncode == 0, out.stdout + out.stderr
-    _head, ja, en, journal = out.stdout.split("==\n")
+    head, ja, en, journal = out.stdout.split("==\n")
+    for user, uid_lang in (("tanaka", "LANG=ja_JP.UTF-8"), ("brown", "LANG=en_US.UTF-8")):
+        session = next(line for line in head.splitlines() if line.startswith(f"session {user}: "))
+        assert "Linger=yes" in session and ("State=active" in session or "State=lingering" in session), session
+        assert "DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/" in session and uid_lang in session, session
+    assert head.count("app-deskguard\\x2dnotify@autostart.service") == 2, head   # started by the generator
     ja, en = [json.loads(line) for line in ja.splitlines()], [json.loads(line) for line in en.splitlines()]
     assert [(n["app_name"], n["summary"]) for n in ja] == [("deskguard", "パソコンを再起動してください。"),
                                                           ("deskguard", "IT部門からのお知らせです。")], ja
-    assert ja[0]["body"].startswith("セキュリティ更新のため再起動が必要です。") and ja[1]["body"] == text
+    assert ja[0]["body"].startswith("セキュリティ更新のため再起動が必要です。")
     assert [n["summary"] for n in en] == ["Please restart the laptop.", "A message from IT."], en
-    # One announcement at a time, oldest first: `daemon` has not seen the one of the announcement test above (when
-    # it ran before this one), so that one comes first; `nobody` saw it there and gets the new one.
     assert en[0]["body"].startswith("A security update needs a restart. Please restart by ")
-    assert en[1]["body"] in (text, EARLIER_ANNOUNCEMENT)
+    # One announcement at a time, oldest first: neither operator has seen the announcement test's one (when it
+    # ran before this one), so that one comes first; otherwise this test's.
+    for got in (ja, en):
+        assert got[1]["body"] in (text, EARLIER_ANNOUNCEMENT)
     assert all(n["urgency"] == 1 for n in ja + en)
-    assert "notified nobody (reboot, ja)" in journal and "notified daemon (announcement" in journal, journal
+    assert "notified tanaka (reboot, ja)" in journal and "notified brown (reboot, en)" in journal, journal
+    assert "notified tanaka (announcement" in journal and "notified brown (announcement" in journal, journal
 
 
 def test_the_passphrase_is_a_real_lab_secret_kept_out_of_the_output(first_run):

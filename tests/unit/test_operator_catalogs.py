@@ -19,8 +19,9 @@ import deskguard_operator_words as words  # noqa: E402
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
-# A notification body shows about three lines: what an operator is told must fit in them (typical values filled in).
-MAX_CHARS = {"ja": 80, "en": 160}
+# What an operator is told may be a notification's text: it must fit the four lines a Windows toast shows under
+# its title (words.BODY_UNITS, the reason beside it; typical values filled in). Titles fit one line.
+SUMMARIES = ("Please restart the laptop.", "A message from IT.")
 TYPICAL = {"deadline": "2026-12-09 18:00", "ssid": "Buffalo-G-1234", "name": "Cruzer Blade", "code": "0781:5567 4C530001", "days": 3,
            "when": "2026-12-07 09:15", "minutes": 5}
 POLITE_ENDINGS = ("ます。", "です。", "ください。", "ません。", "ました。", "でした。")
@@ -39,6 +40,9 @@ def kit(tmp_path):
         shutil.copy(path, tmp_path / path.relative_to(ROOT))
     shutil.copytree(ROOT / "locale", tmp_path / "locale")
     (tmp_path / catalogs.TABLE.relative_to(ROOT)).write_text(catalogs.TABLE.read_text(encoding="utf-8"))
+    windows = tmp_path / catalogs.WINDOWS_TABLE.relative_to(ROOT)
+    windows.parent.mkdir(parents=True)
+    windows.write_text(catalogs.WINDOWS_TABLE.read_text(encoding="utf-8"), encoding="utf-8")
     return tmp_path
 
 
@@ -70,13 +74,23 @@ def test_a_stale_table_fails(kit):
     assert any("differs from the catalogs" in p for p in catalogs.problems(kit))
 
 
+def test_a_stale_windows_table_fails(kit):
+    """The Windows toasts read the same words as JSON (roles/endpoint_agent/files/operator-catalog.json)."""
+    assert catalogs.problems(kit) == []
+    table = kit / catalogs.WINDOWS_TABLE.relative_to(ROOT)
+    table.write_text(table.read_text(encoding="utf-8").replace("パソコンを再起動", "PCを再起動"), encoding="utf-8")
+    assert any("operator-catalog.json differs from the catalogs" in p for p in catalogs.problems(kit))
+
+
 @pytest.mark.parametrize("language", ["en", "ja"])
 def test_every_message_fits_a_notification_and_japanese_is_polite(language):
     table = deskguard_operator_catalog.CATALOG[language]
+    for summary in SUMMARIES:
+        assert words.width(table[summary]) <= words.SUMMARY_UNITS, table[summary]
     assert set(table) == set(deskguard_operator_catalog.CATALOG["en"])
     for text in table.values():
         shown = text % TYPICAL
-        assert len(shown) <= MAX_CHARS[language], (len(shown), shown)
+        assert words.width(shown) <= words.BODY_UNITS, (words.width(shown), shown)
         if language == "ja":
             sentences = [s + "。" for s in shown.split("。") if s]
             assert all(s.endswith(POLITE_ENDINGS) for s in sentences), shown

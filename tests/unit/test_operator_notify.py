@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT / "plugins" / "module_utils"))
 import deskguard_operator_announcements as announcements  # noqa: E402
 import deskguard_operator_notify as notify  # noqa: E402
 import deskguard_operator_status as status  # noqa: E402
+import deskguard_operator_words as words  # noqa: E402
 
 pytestmark = pytest.mark.unit
 NOW = 1796630400.0                       # 2026-12-07 00:00 UTC
@@ -141,3 +142,27 @@ def test_no_notification_server_is_an_error_the_loop_survives(tmp_path, monkeypa
     monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", f"unix:path={tmp_path}/no-bus")
     with pytest.raises(OSError, match="Notify failed"):
         notify.send("s", "b", "normal")
+
+
+@pytest.mark.parametrize("language, text", [("ja", "明日9時から通話システムを更新します。" * 40),
+                                            ("en", "The call system is updated tomorrow from 9:00 to 9:30. " * 18)])
+def test_a_long_announcement_is_cut_to_what_a_notification_shows_and_says_where_the_rest_is(tmp_path, language,
+                                                                                            text):
+    """IT may write up to 1000 characters; a toast shows four lines (docs/operators.md, "How long a notification
+    may be"). The notification gets the beginning, "…" and where to read it all; deskguard-status shows it all."""
+    box = tmp_path / "status"
+    announcements.prepare(str(box))
+    kept = {"id": "0b5f8f66-1c0e-4a8e-9d59-0b2f5a1f7c11", "text": text[:1000], "languages": [],
+            "issued_at": "2026-12-06T00:00:00Z", "expires_at": "2099-01-01T00:00:00Z"}
+    (box / "announcements" / f"{kept['id']}.json").write_text(json.dumps(kept, ensure_ascii=False))
+    settings = tmp_path / "operator.json"
+    settings.write_text(json.dumps({"quiet_hours": ""}))
+    shown = []
+    notify.check_once(str(box), str(settings), str(tmp_path / "memory.json"), {"LANG": f"{language}.UTF-8"}, 1000,
+                      "op", now=NOW, send_fn=lambda s, b, u: shown.append(b), log_fn=lambda line: None)
+    (body,) = shown
+    first, more = body.split("\n")
+    assert first.endswith("…") and text.startswith(first[:-1]) and len(first) > 20, body
+    assert more == words.say(language, words.MORE)
+    assert words.width(first) + words.width(more) <= words.BODY_UNITS
+    assert words.fit_body(language, "短いお知らせです。") == "短いお知らせです。"

@@ -82,7 +82,18 @@ def test_windows_agent_matches_golden_and_registers_the_device_key(responder, pl
 
     assert cfg["order_public_key"] == order_public_pem(enc_site[0])
     assert call.args["windows_task"] == {"agent_path": "C:\\ProgramData\\deskguard\\agent\\deskguard-agent.ps1",
-                                         "interval_minutes": 30, "boot_delay_seconds": 90, "jitter_seconds": 300}
+                                         "interval_minutes": 30, "boot_delay_seconds": 90, "jitter_seconds": 300,
+                                         "notify_path": "C:\\ProgramData\\deskguard\\operator\\deskguard-notify.ps1"}
+    # The operator's toasts (issue 23): script, words and policy in the Users-readable folder, as text.
+    operator = {p.rsplit("\\", 1)[1]: f for p, f in files.items() if p.startswith("C:\\ProgramData\\deskguard\\operator\\")}
+    assert sorted(operator) == ["deskguard-notify.ps1", "operator-catalog.json", "operator.json"]
+    assert all(f.get("public") is True for f in operator.values())
+    assert operator["deskguard-notify.ps1"]["content"] == (REPO / "roles/endpoint_agent/files/deskguard-notify.ps1").read_text()
+    assert operator["operator-catalog.json"]["content"] == (REPO / "roles/endpoint_agent/files/operator-catalog.json").read_text()
+    assert json.loads(operator["operator.json"]["content"]) == {"language": "", "quiet_hours": "20:00-08:00",
+                                                               "notify_every_hours": 4, "reboot_deadline_hours": 72}
+    assert not any(f.get("public") for p, f in files.items() if p not in
+                   {"C:\\ProgramData\\deskguard\\operator\\" + name for name in operator})
     assert not any("private" in k for k in call.args)       # the laptop makes its own key
     assert_golden("endpoint_agent", _pinned(responder.calls))
     with Store.open(enc_site[0]) as store:

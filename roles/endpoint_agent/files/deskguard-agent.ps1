@@ -310,6 +310,35 @@ function Get-Posture($Config) {
     return $collected
 }
 
+# What the operator's toasts (deskguard-notify.ps1, run as the logged-on user) need from this run: whether a
+# restart is pending and since when (the deadline counts from it), as the Linux agent's status.json. The folder
+# is the role's operator folder (readable by Users, written by SYSTEM and Administrators only); nothing else of
+# the posture goes there. Never fails the run: returns $true or why it could not be written.
+function Save-OperatorStatus($Collected, [string]$Dir) {
+    try {
+        $updates = $Collected.posture['updates']
+        $pending = ($null -ne $updates -and [bool]$updates['reboot_pending'])
+        $now = [long][DateTimeOffset]::UtcNow.ToUnixTimeSeconds()
+        $path = Join-Path $Dir 'status.json'
+        $since = $null
+        if ($pending) {
+            $previous = $null
+            try { $previous = [IO.File]::ReadAllText($path, $Utf8) | ConvertFrom-Json } catch { $previous = $null }
+            $since = $now
+            if ($null -ne $previous -and $previous.reboot_pending -and $previous.reboot_pending_since) {
+                $since = [long]$previous.reboot_pending_since
+            }
+        }
+        $data = @{ v = 1; written = $now; reboot_pending = $pending; reboot_pending_since = $since }
+        $tmp = Join-Path $Dir ('.status-' + [guid]::NewGuid().ToString('N'))
+        [IO.File]::WriteAllText($tmp, (ConvertTo-CanonicalJson $data), $Utf8)
+        Move-Item -LiteralPath $tmp -Destination $path -Force
+        return $true
+    } catch {
+        return ('{0}: {1}' -f $_.Exception.GetType().Name, $_.Exception.Message)
+    }
+}
+
 # ---------------------------------------------------------------------------------------------- actions
 
 function Invoke-Wipe {
@@ -912,6 +941,9 @@ try {
     }
     # The posture the nightly run would collect, so a laptop that is off at night is judged from it.
     $posture = Get-Posture $Config
+    # The role's operator folder beside the agent's (C:\ProgramData\deskguard\operator): only where it is installed.
+    $operatorDir = Join-Path (Split-Path -Parent $PSScriptRoot) 'operator'
+    if (Test-Path -LiteralPath $operatorDir) { $out.operator_status = Save-OperatorStatus $posture $operatorDir }
     $refused = @($State.refusals | Select-Object -Last 50)
     $checkin = @{ v = 1; type = 'checkin'; device_uuid = [string]$Config.device_uuid; sent_at = (Get-UtcText ([datetime]::UtcNow))
                   agent_version = $AgentVersion; posture = $posture; refused = $refused }
