@@ -148,6 +148,29 @@ def median_run(runs: list[Run]) -> Run:
     return sorted(runs, key=lambda r: r.total)[len(runs) // 2]
 
 
+def fleet_and_site(hosts: int) -> Path:
+    """The lab's fleet up with HOSTS hosts, and a throw-away site to record into. Makes this process the
+    subreaper of what it runs next (fleetcpu), after the lab is up: its hosts are detached on purpose."""
+    manager.up(inventory_dir=REPO / "inventory" / "lab", log=lambda m: None, fleet_hosts=hosts)
+    site = Path(tempfile.mkdtemp(prefix="deskguard-bench-comply-"))
+    pw = site / "pw"
+    pw.write_text("correct horse battery staple")
+    subprocess.run([sys.executable, "-m", "deskguard", "init", "--officer-passphrase-file", str(pw), "--site",
+                    str(site)], capture_output=True, check=True)
+    fleetcpu.become_subreaper()
+    return site
+
+
+def live_run(hosts: int, forks: int = 20) -> Run:
+    """One cold run of the kit's nightly play over lab-f001..HOSTS after a warm-up run (for benches that
+    compare another path with the live SSH one in the same run)."""
+    bench = Bench(fleet_and_site(hosts), forks, {}, False, [])
+    bench.playbook("kit", hosts, fresh=True)
+    run = bench.measure("kit", hosts)
+    close_masters()
+    return run
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", default="50,200", help="fleet sizes for the kit's run, comma-separated")
@@ -165,14 +188,7 @@ def main() -> int:
     sizes = sorted(int(s) for s in args.hosts.split(","))
     extra_env = dict(e.split("=", 1) for e in args.env)
     cores = os.cpu_count() or 1
-    manager.up(inventory_dir=REPO / "inventory" / "lab", log=lambda m: None, fleet_hosts=max(sizes))
-    site = Path(tempfile.mkdtemp(prefix="deskguard-bench-comply-"))
-    pw = site / "pw"
-    pw.write_text("correct horse battery staple")
-    subprocess.run([sys.executable, "-m", "deskguard", "init", "--officer-passphrase-file", str(pw), "--site",
-                    str(site)], capture_output=True, check=True)
-    # After the lab is up: its hosts are detached on purpose and must not become ours.
-    fleetcpu.become_subreaper()
+    site = fleet_and_site(max(sizes))
     bench = Bench(site, args.forks, extra_env, args.warm, args.var)
     # Warm-up, not measured: page cache, Python bytecode caches, ARP entries (and, with --warm, the connections).
     bench.playbook("kit", max(sizes) if args.warm else min(sizes), fresh=True)

@@ -11,10 +11,10 @@ closed loopback port, so a laptop the run tried to reach would show up as contac
 Prints the laptops judged a minute and the ratio to the goal, where the time went (inventory and variables,
 check-in reads, judging, recording: from a profile of the same run in-process with --profile), the load
 average (other sessions share this machine: LOADED says so), and checks the report: every laptop judged from
-its check-in, compliant, none contacted. The SSH path is not run here (tests/bench/comply.py measures it on the
-lab's fleet); the ratio printed against it uses the figure given with --ssh-per-min (say where it came from).
+its check-in, compliant, none contacted. With --ssh-hosts N the same run also times the live SSH path (the
+kit's play, cold, over N lab fleet hosts: tests/bench/comply.py) and prints both ratios.
 
-Run: .venv/bin/python tests/bench/comply_checkins.py [--laptops 10000] [--postgres] [--ssh-per-min 219]
+Run: .venv/bin/python tests/bench/comply_checkins.py [--laptops 10000] [--postgres] [--ssh-hosts 50]
 """
 
 from __future__ import annotations
@@ -91,8 +91,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--laptops", type=int, default=10_000)
     ap.add_argument("--postgres", action="store_true", help="a throw-away PostgreSQL server instead of SQLite")
-    ap.add_argument("--ssh-per-min", type=float, default=None,
-                    help="the live SSH path's hosts/min to compare with (from tests/bench/comply.py)")
+    ap.add_argument("--ssh-hosts", type=int, default=0,
+                    help="also run the live SSH path (the kit's play, cold) over this many lab fleet hosts in the "
+                         "same run and print the ratio (as root; the lab's fleet is brought up)")
     args = ap.parse_args()
     env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_SITE", "DESKGUARD_DB_URL")}
     cluster = None
@@ -148,9 +149,14 @@ def run(args, env: dict) -> int:
     print(f"CPU: {cpu:.1f} s for the whole command = {per * 1000:.1f} ms a laptop (one process) -> on a CPU of its "
           f"own {60 / per:,.0f} laptops a minute (ratio {60 / per / GOAL_PER_MIN:.2f}; an estimate from CPU time, "
           "not a measurement)")
-    if args.ssh_per_min:
-        print(f"against the live SSH path ({args.ssh_per_min:g} hosts/min, given on the command line): "
-              f"ratio {rate / args.ssh_per_min:.1f}")
+    if args.ssh_hosts:
+        import comply as ssh_bench   # tests/bench/comply.py
+
+        live = ssh_bench.live_run(args.ssh_hosts)
+        print(live.line(os.cpu_count() or 1))
+        print(f"against the live SSH path in this run ({live.rate:.0f} hosts/min over {args.ssh_hosts} lab fleet hosts, "
+              f"{1000 * live.total:.0f} ms CPU a host, laptops included): ratio {rate / live.rate:.1f} wall, "
+              f"{live.total / per:.1f} CPU")
     problems = len(hosts) != args.laptops or len(judged) != len(hosts) or len(compliant) != len(hosts)
     if problems or proc.returncode != 0:
         print(f"NOT ALL JUDGED FROM CHECK-INS OR NOT COMPLIANT: stderr tail {proc.stderr[-1500:]}")
