@@ -42,7 +42,8 @@ def company_router(wifi: dict | None, policy: dict) -> dict | None:
 
 
 def hotspot_patterns(policy: dict) -> list[str]:
-    return list(deskguard_network.DEFAULT_HOTSPOT_SSIDS) + [str(p) for p in policy.get("network_posture_hotspot_ssids") or []]
+    extra = policy.get("network_posture_hotspot_ssids") or []
+    return list(deskguard_network.DEFAULT_HOTSPOT_SSIDS) + [str(p) for p in extra]
 
 
 def tethering(p: dict, policy: dict, _posture: dict | None = None):

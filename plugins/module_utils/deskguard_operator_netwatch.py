@@ -6,8 +6,8 @@ targets), and the same words as `deskguard netcheck --lang` (deskguard_operator_
 
 What it keeps for the operator's session is only the words' keys: /var/lib/deskguard-status/network.json (0644:
 the messages and their parameters, the control statuses; no address, driver, BSSID or evidence). Then it wakes
-every running deskguard-notify (SIGUSR1, only a process that has blocked it to wait for it, so none is killed
-by a signal it is not ready for), which says it in the operator's language within the quiet hours and the
+every running deskguard-notify (SIGUSR1, only a process that catches it, so none is ended by a signal it is
+not ready for), which says it in the operator's language within the quiet hours and the
 per-kind limit (deskguard_operator_notify). At login the session's deskguard-notify reads the same file: the
 verdict of the last network change. Pure Python 3.9+ stdlib; docs/operators.md.
 """
@@ -59,10 +59,11 @@ def check(root="/", status_dir=operator_status.STATUS_DIR, now=None, gather=desk
     return data
 
 
-def _blocks_wake(status_text):
-    """Does /proc/PID/status say the process blocks (waits for) the wake signal?"""
+def catches_wake(status_text):
+    """Does /proc/PID/status say the process catches the wake signal? (SigCgt, not SigBlk: while a process waits
+    in sigtimedwait the kernel shows the signals it waits for as unblocked.)"""
     for line in status_text.splitlines():
-        if line.startswith("SigBlk:"):
+        if line.startswith("SigCgt:"):
             return bool(int(line.split()[1], 16) >> (int(WAKE) - 1) & 1)
     return False
 
@@ -77,7 +78,7 @@ def wake_notifiers(proc="/proc", kill=os.kill):
             if not any(os.path.basename(a) == NOTIFIER for a in argv[:2]) or "--once" in argv:
                 continue
             with open(os.path.join(proc, pid, "status")) as fh:
-                if not _blocks_wake(fh.read()):
+                if not catches_wake(fh.read()):
                     continue
             kill(int(pid), WAKE)
             woken.append(int(pid))

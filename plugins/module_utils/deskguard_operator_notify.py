@@ -155,8 +155,10 @@ def main(argv=None, environ=None):
     user = pwd.getpwuid(uid).pw_name
     state = environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     memory_path = os.path.join(state, "deskguard", "notify.json")
-    # deskguard-network-check (root) wakes this loop at a network change; blocked first, so the signal waits for
-    # sigtimedwait below instead of ending the process (the checker signals only processes that block it).
+    # deskguard-network-check (root) wakes this loop at a network change. A handler first (the checker signals
+    # only a process that catches the signal, so none is ended by it), then blocked: a wake during a check waits
+    # for sigtimedwait below.
+    signal.signal(WAKE, lambda _signum, _frame: None)
     signal.pthread_sigmask(signal.SIG_BLOCK, {WAKE})
     while True:
         try:

@@ -22,9 +22,12 @@ import deskguard_operator_netwatch as netwatch  # noqa: E402
 import deskguard_operator_network as operator  # noqa: E402
 import deskguard_operator_notify as notify  # noqa: E402
 
-from test_operator_notify import session_bus  # noqa: E402,F401 - the real session bus + recording server
+import test_operator_notify  # noqa: E402
+
+session_bus = test_operator_notify.session_bus   # the real session bus + recording server (a fixture)
 
 pytestmark = pytest.mark.unit
+NOW = 1796630400.0                       # 2026-12-07 00:00 UTC
 DAY = time.struct_time((2026, 12, 7, 10, 0, 0, 0, 341, 0))
 NIGHT = time.struct_time((2026, 12, 7, 22, 30, 0, 0, 341, 0))
 CFG = dict(notify.DEFAULTS, quiet_hours="20:00-08:00")
@@ -80,13 +83,13 @@ def test_the_check_keeps_only_the_words_for_the_session(tmp_path):
 
 def test_network_trouble_is_due_once_per_n_hours_and_never_at_night():
     trouble = {"trouble": True, "messages": [[operator.TETHERING, {}]]}
-    (n,) = notify.due(None, [], lambda i: False, {}, CFG, 10_000, local=DAY, network=trouble)
+    (n,) = notify.due(None, [], lambda i: False, {}, CFG, NOW, local=DAY, network=trouble)
     assert n == ("network", notify.NETWORK_SUMMARY, None, {"lines": trouble["messages"]}, "normal")
-    assert notify.due(None, [], lambda i: False, {"network": 10_000 - 60}, CFG, 10_000, local=DAY,
+    assert notify.due(None, [], lambda i: False, {"network": NOW - 60}, CFG, NOW, local=DAY,
                       network=trouble) == []
-    assert notify.due(None, [], lambda i: False, {}, CFG, 10_000, local=NIGHT, network=trouble) == []
+    assert notify.due(None, [], lambda i: False, {}, CFG, NOW, local=NIGHT, network=trouble) == []
     fine = {"trouble": False, "messages": [[operator.OK, {}]]}
-    assert notify.due(None, [], lambda i: False, {}, CFG, 10_000, local=DAY, network=fine) == []
+    assert notify.due(None, [], lambda i: False, {}, CFG, NOW, local=DAY, network=fine) == []
 
 
 def _hook(tmp_path, args, env=None):
@@ -139,9 +142,9 @@ sys.exit(main())
     env = dict(os.environ, LANG=lang, XDG_STATE_HOME=str(tmp_path / name / "state"))
     env.pop("LANGUAGE", None), env.pop("LC_ALL", None), env.pop("LC_MESSAGES", None)
     proc = subprocess.Popen([sys.executable, str(launcher)], env=env)
-    for _ in range(300):   # until it waits for the wake signal (blocked), as the checker requires
+    for _ in range(300):   # until it catches the wake signal, as the checker requires
         status = Path(f"/proc/{proc.pid}/status").read_text()
-        if netwatch._blocks_wake(status):
+        if netwatch.catches_wake(status):
             break
         time.sleep(0.1)
     return proc
@@ -174,10 +177,10 @@ def test_a_network_change_reaches_running_notifiers_once_in_both_languages(sessi
         assert mine <= set(netwatch.wake_notifiers(kill=ours))
         got = _wait_for(session_bus, 2)
         assert sorted((n["summary"], n["body"]) for n in got) == [
-            ("Your network is not suitable for calls.", "The company VPN is not connected. Please restart the "
-             "laptop; if that does not help, call the helpdesk."),
-            ("通話に適したネットワークではありません。", "会社のVPNに接続されていません。パソコンを再起動し、直らない場合は"
-             "ヘルプデスクに連絡してください。")], got
+            ("Your network is not suitable for calls.", ("The company VPN is not connected. Please restart the "
+                                                          "laptop; if that does not help, call the helpdesk.")),
+            ("通話に適したネットワークではありません。",
+             "会社のVPNに接続されていません。パソコンを再起動し、直らない場合はヘルプデスクに連絡してください。")], got
         assert all(n["app_name"] == "deskguard" and n["urgency"] == 1 for n in got)
         # A second change, still VPN down, with an announcement kept meanwhile: only the announcement comes.
         announcements.prepare(str(box))
@@ -196,16 +199,16 @@ def test_a_network_change_reaches_running_notifiers_once_in_both_languages(sessi
 
 
 def test_only_a_waiting_notifier_is_signalled(tmp_path):
-    """A notifier that has not blocked the wake signal yet (starting up), or a --once run, is left alone: the
+    """A notifier that does not catch the wake signal yet (starting up), or a --once run, is left alone: the
     signal would end it."""
     proc = tmp_path / "proc"
-    for pid, argv, blocked in (("11", ["/usr/bin/python3", "/usr/bin/deskguard-notify"], "0000000000000200"),
+    for pid, argv, caught in (("11", ["/usr/bin/python3", "/usr/bin/deskguard-notify"], "0000000000000200"),
                                ("12", ["/usr/bin/python3", "/usr/bin/deskguard-notify"], "0000000000000000"),
                                ("13", ["/usr/bin/python3", "/usr/bin/deskguard-notify", "--once"], "0000000000000200"),
                                ("14", ["/usr/bin/sleep", "100"], "0000000000000200")):
         (proc / pid).mkdir(parents=True)
         (proc / pid / "cmdline").write_bytes("\0".join(argv).encode() + b"\0")
-        (proc / pid / "status").write_text(f"Name:\tpython3\nSigBlk:\t{blocked}\n")
+        (proc / pid / "status").write_text(f"Name:\tpython3\nSigBlk:\t0000000000000000\nSigCgt:\t{caught}\n")
     (proc / "self").mkdir()
     sent = []
     assert netwatch.wake_notifiers(str(proc), kill=lambda pid, sig: sent.append((pid, sig))) == [11]
