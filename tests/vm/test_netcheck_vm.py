@@ -195,6 +195,7 @@ def _the_laptop_tells_the_operator(laptop):
     session = ("python3 /tmp/dgnet/notify_capture.py /tmp/dgnet/out.jsonl > /tmp/dgnet/ready 2>&1 < /dev/null & "
                "cap=$!; for i in $(seq 300); do grep -q ready /tmp/dgnet/ready 2>/dev/null && break; sleep 0.1; "
                f"done; python3 -c '{once}'; rc=$?; kill $cap; exit $rc")
+    started = time.monotonic()
     res = vm.ssh(LabState.load().hosts[laptop.name], f"""set -e
 sudo rm -rf /tmp/dgnet && sudo mkdir -p /tmp/dgnet && base64 -d | sudo tar xz -C /tmp/dgnet
 echo '{{"quiet_hours": ""}}' | sudo tee /tmp/dgnet/operator.json > /dev/null
@@ -208,7 +209,8 @@ echo ==; cat /tmp/dgnet/out.jsonl; sudo rm -rf /tmp/dgnet""", timeout=300,
     assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
     kept, shown = res.stdout.split("==\n")
     kept = json.loads(kept.strip().splitlines()[-1])
-    print("laptop-side verdict:", kept, "notification:", shown)
+    print(f"laptop-side check and notification: {time.monotonic() - started:.0f} s;", "verdict:", kept,
+          "notification:", shown)
     assert kept["controls"] == {"NET-001": "fail", "NET-002": "pass", "NET-003": "not_applicable"}, kept
     assert kept["messages"] == [["You are connected through your phone's tethering. Please use your home internet "
                                  "or the company mobile Wi-Fi for calls.", {}]], kept
