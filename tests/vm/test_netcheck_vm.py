@@ -279,6 +279,10 @@ def test_the_nightly_run_scores_net_controls_from_the_roles_targets(site, laptop
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     deployed = json.loads(sh(laptop, "cat /etc/deskguard/network-posture.json"))
     assert deployed["targets"] == [{"host": "cti.lab.example", "ports": [CALL_PORT]}]
+    # and the judges' policy, with which the laptop judges its own network for the operator (docs/operators.md)
+    assert deployed["policy"]["network_posture_require_vpn"] is True, deployed
+    assert (deployed["policy"]["network_posture_max_rtt_ms"], deployed["policy"]["network_posture_max_jitter_ms"]) \
+        == (400, 80), deployed
 
     from sitetools import run_deskguard
 
