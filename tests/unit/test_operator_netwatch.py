@@ -142,16 +142,16 @@ sys.exit(main())
     env = dict(os.environ, LANG=lang, XDG_STATE_HOME=str(tmp_path / name / "state"))
     env.pop("LANGUAGE", None), env.pop("LC_ALL", None), env.pop("LC_MESSAGES", None)
     proc = subprocess.Popen([sys.executable, str(launcher)], env=env)
-    for _ in range(300):   # until it catches the wake signal, as the checker requires
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        if netwatch.catches_wake(status):
+    for _ in range(1200):   # until it catches the wake signal, as the checker requires (slow on a busy host)
+        if netwatch.catches_wake(Path(f"/proc/{proc.pid}/status").read_text()) or proc.poll() is not None:
             break
         time.sleep(0.1)
+    assert netwatch.catches_wake(Path(f"/proc/{proc.pid}/status").read_text()), "the notifier never got ready"
     return proc
 
 
 def _wait_for(session_bus, count):
-    for _ in range(600):
+    for _ in range(1200):
         got = session_bus()
         if len(got) >= count:
             return got
