@@ -8,7 +8,8 @@ Two layers: pure parsers fed by command and sysfs outputs (unit-tested on record
 `gather`, a thin collector with one overall deadline and a per-probe timeout. Anything that cannot be
 determined (a missing tool, an interface that vanished, a name that does not resolve in time, a port that
 hangs) is reported as unknown and listed in `unknown`; it is never turned into a good answer. The judging
-against the policy happens on the controller (cli/deskguard/compliance/network.py). docs/netcheck.md gives
+against the policy is deskguard_network_judges.py (run on the controller, and on the laptop for the operator's
+notifications). docs/netcheck.md gives
 the source of every heuristic below.
 """
 

@@ -56,6 +56,8 @@ CATALOG = {
             'Your connection to the call system is slow or unstable, so calls may break up. Please move closer to the Wi-Fi router or use a cable.',
         'Your network is fine for calls.':
             'Your network is fine for calls.',
+        'Your network is not suitable for calls.':
+            'Your network is not suitable for calls.',
     },
     'ja': {
         'A message from IT.':
@@ -110,5 +112,7 @@ CATALOG = {
             '通話システムへの接続が遅いか不安定なため、通話が途切れることがあります。Wi-Fiルーターの近くに移動するか、ケーブルで接続してください。',
         'Your network is fine for calls.':
             'ネットワークは通話に問題ありません。',
+        'Your network is not suitable for calls.':
+            '通話に適したネットワークではありません。',
     },
 }

@@ -1,6 +1,6 @@
 """The operator's words for the network check: what NET-001..003 found, said so that the person at the laptop
-knows what to do. The verdict itself is the NET judges' (cli/deskguard/compliance/network.py: status and
-observed values per control); this module only picks the words for it, so the helpdesk (`deskguard netcheck
+knows what to do. The verdict itself is the NET judges' (deskguard_network_judges.py: status and observed
+values per control); this module only picks the words for it, so the helpdesk (`deskguard netcheck
 --lang`) and the laptop say the same thing. Pure Python 3.9+ stdlib.
 """
 

@@ -9,14 +9,17 @@ SYSLOG_IDENTIFIER the agent's own lines carry). Sent with `busctl --user call` (
 on every systemd laptop): no Python D-Bus library needed. Started in each desktop session by
 /etc/xdg/autostart/deskguard-notify.desktop; checks every few minutes. Pure Python 3.9+ stdlib; docs/operators.md.
 
-Not (yet) here: network trouble (the NET judges run on the controller only), a call in progress (not cheaply
-known), Windows toasts.
+Network trouble: what the last network check of the laptop found (deskguard_operator_netwatch, run as root at
+every network change, keeps the words' keys in network.json and wakes this loop with SIGUSR1).
+
+Not (yet) here: a call in progress (not cheaply known), Windows toasts.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -32,10 +35,13 @@ except ImportError:  # unit tests, the controller and the agent import them as p
 
 DEFAULTS = {"language": "", "quiet_hours": "20:00-08:00", "notify_every_hours": 4, "reboot_deadline_hours": 72}
 CHECK_EVERY_SECONDS = 300
+NETWORK_FILE = "network.json"       # deskguard_operator_netwatch.NETWORK_FILE (root side; not imported here)
+WAKE = signal.SIGUSR1               # deskguard_operator_netwatch.WAKE
 URGENCY = {"normal": 1, "critical": 2}
 
 REBOOT_SUMMARY = N_("Please restart the laptop.")
 REBOOT_BODY = N_("A security update needs a restart. Please restart by %(deadline)s, when you are not on a call.")
+NETWORK_SUMMARY = N_("Your network is not suitable for calls.")
 REBOOT_OVERDUE = N_("A security update has been waiting for a restart since %(deadline)s. Please restart now "
                     "if you are not on a call.")
 
@@ -58,7 +64,7 @@ def quiet(quiet_hours, local):
     return start <= minute < end if start <= end else minute >= start or minute < end
 
 
-def due(status, kept, was_seen, memory, cfg, now, local=None):
+def due(status, kept, was_seen, memory, cfg, now, local=None, network=None):
     """The notifications to send now: [(kind, summary, body, params, urgency)], at most one per kind, none in
     quiet hours, none of a kind sent less than notify_every_hours ago. ``memory``: {kind: last sent epoch}."""
     local = local or time.localtime(now)
@@ -72,6 +78,8 @@ def due(status, kept, was_seen, memory, cfg, now, local=None):
         near = deadline - now <= every      # the last stretch: the reminder turns critical
         out.append(("reboot", REBOOT_SUMMARY, REBOOT_OVERDUE if now >= deadline else REBOOT_BODY,
                     {"deadline": shown}, "critical" if near else "normal"))
+    if network and network.get("trouble") and network.get("messages"):   # the body: the checker's own words
+        out.append(("network", NETWORK_SUMMARY, None, {"lines": network["messages"]}, "normal"))
     unseen = [a for a in kept if not was_seen(a["id"])]
     if unseen:
         out.append(("announcement:" + unseen[0]["id"], operator_status.ANNOUNCEMENT, None,
@@ -99,6 +107,15 @@ def log(line, run=subprocess.run):
         pass
 
 
+def _body(language, body, params):
+    if body is not None:
+        return say(language, body, **params)
+    if "lines" in params:   # network trouble: one line per failed control, as deskguard netcheck --lang says them
+        return " ".join(say(language, message, **(line_params or {})) for message, line_params in params["lines"])
+    # IT's text may be long; a notification shows about four lines (deskguard_operator_words.BODY_UNITS).
+    return fit_body(language, params["text"])
+
+
 def check_once(status_dir, settings_path, memory_path, environ, uid, user, now=None, send_fn=send, log_fn=log):
     """One check: what is due is sent, logged and remembered. Returns what was sent [(kind, summary, body)]."""
     now = time.time() if now is None else now
@@ -107,12 +124,12 @@ def check_once(status_dir, settings_path, memory_path, environ, uid, user, now=N
     status = operator_status._read_json(os.path.join(status_dir, operator_status.STATUS_FILE))
     kept = [a for a in announcements.kept(status_dir, now) if announcements.for_language(a, language)]
     memory = operator_status._read_json(memory_path) or {}
+    network = operator_status._read_json(os.path.join(status_dir, NETWORK_FILE))
     sent = []
     for kind, summary, body, params, urgency in due(status, kept, lambda i: announcements.seen(status_dir, i, uid),
-                                                     memory, cfg, now):
+                                                     memory, cfg, now, network=network):
         title = say(language, summary)
-        # IT's text may be long; a notification shows about four lines (deskguard_operator_words.BODY_UNITS).
-        text = fit_body(language, params["text"]) if body is None else say(language, body, **params)
+        text = _body(language, body, params)
         send_fn(title, text, urgency)
         log_fn("notified %s (%s, %s): %s %s" % (user, kind, language, title, " ".join(text.split())))
         if kind.startswith("announcement:"):
@@ -139,6 +156,11 @@ def main(argv=None, environ=None):
     user = pwd.getpwuid(uid).pw_name
     state = environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     memory_path = os.path.join(state, "deskguard", "notify.json")
+    # deskguard-network-check (root) wakes this loop at a network change. A handler first (the checker signals
+    # only a process that catches the signal, so none is ended by it), then blocked: a wake during a check waits
+    # for sigtimedwait below.
+    signal.signal(WAKE, lambda _signum, _frame: None)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {WAKE})
     while True:
         try:
             check_once(operator_status.STATUS_DIR, operator_status.SETTINGS_PATH, memory_path, environ, uid, user)
@@ -146,4 +168,4 @@ def main(argv=None, environ=None):
             print("deskguard-notify: %s" % exc, file=sys.stderr)   # next round tries again
         if argv == ["--once"]:
             return 0
-        time.sleep(CHECK_EVERY_SECONDS)
+        signal.sigtimedwait({WAKE}, CHECK_EVERY_SECONDS)

@@ -106,7 +106,7 @@ def summary(posture, usb_params, last_checkin, checkin_ok, now=None):
             "idle_lock_minutes": _idle_minutes(posture.get("screen_lock"))}
 
 
-def save(data, directory=STATUS_DIR):
+def save(data, directory=STATUS_DIR, name=STATUS_FILE):
     """Atomically, world-readable (0644 in a 0755 folder): the operator reads it without any privilege."""
     os.makedirs(directory, mode=0o755, exist_ok=True)
     os.chmod(directory, 0o755)
@@ -115,7 +115,7 @@ def save(data, directory=STATUS_DIR):
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, sort_keys=True)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, os.path.join(directory, STATUS_FILE))
+        os.replace(tmp, os.path.join(directory, name))
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

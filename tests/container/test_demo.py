@@ -185,11 +185,7 @@ def test_notifications_reach_logged_in_operators_through_systemd_user_sessions(f
     user service on that bus; it is copied into /tmp for the test only: the lab image is not changed. Quiet hours
     are switched off in the container for the test (the lab's clock may be at night); unit-tested elsewhere."""
     import base64
-    import io
     import shlex
-    import tarfile
-
-    import dbus_next
 
     from deskguard.lab.access import run_ssh
     from deskguard.lab.state import LabState
@@ -200,11 +196,7 @@ def test_notifications_reach_logged_in_operators_through_systemd_user_sessions(f
     sent = subprocess.run([sys.executable, "-m", "deskguard", "announce", text, "--to", "all", "--site",
                            str(folder / "site")], capture_output=True, text=True, timeout=120, env=env)
     assert sent.returncode == 0, sent.stdout + sent.stderr
-    pack = io.BytesIO()
-    with tarfile.open(fileobj=pack, mode="w:gz") as tar:
-        tar.add(os.path.dirname(dbus_next.__file__), "dbus_next",
-                filter=lambda i: None if "__pycache__" in i.name else i)
-        tar.add(os.path.join(os.path.dirname(__file__), "..", "unit", "notify_capture.py"), "notify_capture.py")
+    pack = capture_pack()
     # As the operator, talking to their own user manager (what `systemctl --user` does in their session).
     script = """set -e
 sudo rm -rf /tmp/dgcap && sudo mkdir -p /tmp/dgcap && base64 -d | sudo tar xz -C /tmp/dgcap && sudo chmod -R a+rwX /tmp/dgcap
@@ -264,6 +256,103 @@ echo ==; sudo journalctl -t deskguard-agent --no-pager -o cat | grep notified ||
     assert all(n["urgency"] == 1 for n in ja + en)
     assert "notified tanaka (reboot, ja)" in journal and "notified brown (reboot, en)" in journal, journal
     assert "notified tanaka (announcement" in journal and "notified brown (announcement" in journal, journal
+
+
+def capture_pack():
+    """The recording notification server (tests/unit/notify_capture.py with the pure-Python dbus-next), packed
+    for /tmp/dgcap in the container: the lab image is not changed."""
+    import io
+    import tarfile
+
+    import dbus_next
+
+    pack = io.BytesIO()
+    with tarfile.open(fileobj=pack, mode="w:gz") as tar:
+        tar.add(os.path.dirname(dbus_next.__file__), "dbus_next",
+                filter=lambda i: None if "__pycache__" in i.name else i)
+        tar.add(os.path.join(os.path.dirname(__file__), "..", "unit", "notify_capture.py"), "notify_capture.py")
+    return pack
+
+
+def test_the_vpn_going_down_is_told_to_each_operator_once_in_their_language(first_run):
+    """Issue 23, network trouble (docs/operators.md): in the laptop container, two operators' session buses
+    (dbus-run-session as `nobody`/ja and `daemon`/en) each with a recording notification server and the
+    deployed deskguard-notify LOOP (as XDG autostart runs it). A WireGuard interface (wireguard-go: the
+    container has no kernel module) is taken down and the deployed NetworkManager dispatcher script is run as
+    NetworkManager runs it (root, `wg0 down`): deskguard-network-check.service judges the laptop's network with
+    the NET judges and the policy in /etc/deskguard/network-posture.json (written here as the network_posture
+    role writes it: VPN required, a call system), and each operator gets exactly the VPN notification in their
+    language. A second change (wg0 up, still silent: no gateway answers; run through networkd-dispatcher's
+    `routable.d` hook) checks again and wakes both notifiers, and nobody is told twice. Quiet hours are off for
+    the test (the lab's clock may be at night)."""
+    import base64
+    import shlex
+
+    from deskguard.lab.access import run_ssh
+    from deskguard.lab.state import LabState
+
+    posture = json.dumps({"targets": [{"host": "127.0.0.1", "ports": [22]}], "vpn_interface": "wg0",
+                          "time_limit": 10, "probe_timeout": 2, "samples": 3,
+                          "policy": {"network_posture_require_vpn": True}})
+    session = ("python3 /tmp/dgcap/notify_capture.py /tmp/dgcap/out-$1.jsonl > /tmp/dgcap/ready-$1 2>&1 < /dev/null & "
+               "cap=$!; for i in $(seq 100); do grep -q ready /tmp/dgcap/ready-$1 2>/dev/null && break; sleep 0.1; "
+               "done; deskguard-notify & echo $! > /tmp/dgcap/notify-$1.pid; wait $!; kill $cap")
+    script = f"""set -e
+sudo rm -rf /tmp/dgcap && sudo mkdir -p /tmp/dgcap && base64 -d | sudo tar xz -C /tmp/dgcap && sudo chmod -R a+rwX /tmp/dgcap
+sudo cp /etc/deskguard/operator.json /tmp/dgcap/operator.json.saved
+sudo sed -i 's/"quiet_hours": "[^"]*"/"quiet_hours": ""/' /etc/deskguard/operator.json
+echo {shlex.quote(posture)} | sudo tee /etc/deskguard/network-posture.json > /dev/null
+sudo wireguard-go wg0 2>/dev/null
+key=$(wg genkey); peer=$(wg genkey | wg pubkey)
+echo "$key" | sudo wg set wg0 private-key /dev/stdin peer "$peer" endpoint 192.0.2.1:51820 allowed-ips 10.99.0.0/24
+sudo ip addr add 10.99.0.2/24 dev wg0 && sudo ip link set wg0 up
+since=$(date '+%Y-%m-%d %H:%M:%S')
+for who in nobody:ja_JP.UTF-8 daemon:en_US.UTF-8; do
+  user=${{who%%:*}}; lang=${{who#*:}}
+  sudo runuser -u $user -- env HOME=/tmp/dgcap LANG=$lang XDG_STATE_HOME=/tmp/dgcap/state-$user \
+    PYTHONPATH=/tmp/dgcap setsid dbus-run-session -- sh -c '{session}' sh $user > /dev/null 2>&1 < /dev/null &
+done
+waiting() {{ pid=$(cat /tmp/dgcap/notify-$1.pid 2>/dev/null) && grep -q '^SigCgt:.*[2367abef]..$' /proc/$pid/status; }}
+for i in $(seq 300); do waiting nobody && waiting daemon && break; sleep 0.2; done
+waiting nobody && waiting daemon
+checks() {{ sudo journalctl -t deskguard-agent --since "$since" --no-pager -o cat | grep -c '^network check' || true; }}
+sudo ip link set wg0 down
+sudo /etc/NetworkManager/dispatcher.d/90-deskguard-network wg0 down
+for i in $(seq 300); do [ "$(checks)" -ge 1 ] && [ -s /tmp/dgcap/out-nobody.jsonl ] && [ -s /tmp/dgcap/out-daemon.jsonl ] && break; sleep 0.2; done
+sudo ip link set wg0 up
+sudo env IFACE=wg0 STATE=routable /etc/networkd-dispatcher/routable.d/90-deskguard-network
+for i in $(seq 300); do [ "$(checks)" -ge 2 ] && break; sleep 0.2; done
+sleep 5   # the woken notifiers act within milliseconds; give them time to (not) notify
+sudo kill $(cat /tmp/dgcap/notify-nobody.pid) $(cat /tmp/dgcap/notify-daemon.pid)
+sudo ip link del wg0   # wireguard-go ends with its interface
+sudo rm -f /etc/deskguard/network-posture.json
+sudo cp /tmp/dgcap/operator.json.saved /etc/deskguard/operator.json
+cat /var/lib/deskguard-status/network.json
+echo; echo ==; cat /tmp/dgcap/out-nobody.jsonl; echo ==; cat /tmp/dgcap/out-daemon.jsonl
+echo ==; sudo journalctl -t deskguard-agent --since "$since" --no-pager -o cat | grep -E '^(notified|network)' || true
+"""
+    host = LabState.load().hosts["lab-ct1"]
+    out = run_ssh(host, f"bash -c {shlex.quote(script)}", timeout=300,
+                  stdin=base64.b64encode(capture_pack().getvalue()).decode())
+    print(out.stdout, out.stderr[-2000:])
+    assert out.returncode == 0, out.stdout + out.stderr
+    kept, ja, en, journal = out.stdout.split("==\n")
+    assert json.loads(kept)["messages"] == [[("The company VPN is not connected. Please restart the laptop; if that "
+                                              "does not help, call the helpdesk."), {}]], kept
+    ja, en = [json.loads(line) for line in ja.splitlines()], [json.loads(line) for line in en.splitlines()]
+    assert [(n["app_name"], n["summary"], n["body"], n["urgency"]) for n in ja] == [
+        ("deskguard", "通話に適したネットワークではありません。",
+         "会社のVPNに接続されていません。パソコンを再起動し、直らない場合はヘルプデスクに連絡してください。", 1)], ja
+    assert [(n["app_name"], n["summary"], n["body"], n["urgency"]) for n in en] == [
+        ("deskguard", "Your network is not suitable for calls.",
+         "The company VPN is not connected. Please restart the laptop; if that does not help, call the helpdesk.",
+         1)], en
+    lines = journal.splitlines()
+    assert "network change: wg0 down" in lines and "network change: wg0 routable" in lines, journal
+    checks = [line for line in lines if line.startswith("network check (network change)")]
+    assert len(checks) == 2 and all("NET-003 fail" in c and "2 notifier(s) woken" in c for c in checks), journal
+    assert sorted(line.split(":")[0] for line in lines if line.startswith("notified")) == [
+        "notified daemon (network, en)", "notified nobody (network, ja)"], journal
 
 
 def test_the_passphrase_is_a_real_lab_secret_kept_out_of_the_output(first_run):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -164,6 +165,59 @@ ip route replace default via 10.0.3.2 dev "$dev" metric 10'""")   # networkd may
     assert uplink["driver"] in ("cdc_subset", "rndis_host", "cdc_ether")
     # The tunnel still rides the management link's route to the gateway: the call system is reached.
     assert statuses(out)["NET-003"] == "pass", out["controls"]
+    _the_laptop_tells_the_operator(laptop)
+
+
+def _the_laptop_tells_the_operator(laptop):
+    """Issue 23 (docs/operators.md), on the same tethered VM: the laptop's own check (deskguard-network-check's
+    code, as root) judges the real usbnet link with the NET judges and keeps the tethering words; an operator's
+    session bus (dbus-run-session as `nobody` in ja_JP.UTF-8, the recording server of the unit tier) gets the
+    Japanese notification from deskguard-notify's check. The kit's module_utils and the recording server are
+    copied to /tmp for this step (this VM was not onboarded with the agent; the role's deployment is covered in
+    the container tier). No network-posture.json here: NET-003 does not apply, as on a laptop without a call
+    system in the policy."""
+    import base64
+    import io
+    import tarfile
+
+    import dbus_next
+
+    kit = Path(__file__).resolve().parents[2]
+    pack = io.BytesIO()
+    with tarfile.open(fileobj=pack, mode="w:gz") as tar:
+        for path in sorted((kit / "plugins" / "module_utils").glob("deskguard_*.py")):
+            tar.add(path, f"lib/{path.name}")
+        tar.add(os.path.dirname(dbus_next.__file__), "dbus_next", filter=lambda i: None if "__pycache__" in i.name
+                else i)
+        tar.add(kit / "tests" / "unit" / "notify_capture.py", "notify_capture.py")
+    once = ('import os, deskguard_operator_notify as n; print(n.check_once("/tmp/dgnet/status", '
+            '"/tmp/dgnet/operator.json", "/tmp/dgnet/memory.json", os.environ, os.getuid(), "nobody"))')
+    session = ("python3 /tmp/dgnet/notify_capture.py /tmp/dgnet/out.jsonl > /tmp/dgnet/ready 2>&1 < /dev/null & "
+               "cap=$!; for i in $(seq 300); do grep -q ready /tmp/dgnet/ready 2>/dev/null && break; sleep 0.1; "
+               f"done; python3 -c '{once}'; rc=$?; kill $cap; exit $rc")
+    started = time.monotonic()
+    res = vm.ssh(LabState.load().hosts[laptop.name], f"""set -e
+sudo rm -rf /tmp/dgnet && sudo mkdir -p /tmp/dgnet && base64 -d | sudo tar xz -C /tmp/dgnet
+echo '{{"quiet_hours": ""}}' | sudo tee /tmp/dgnet/operator.json > /dev/null
+sudo python3 -c 'import sys, json; sys.path.insert(0, "/tmp/dgnet/lib"); import deskguard_operator_netwatch as w
+print(json.dumps(w.check(status_dir="/tmp/dgnet/status")))'
+sudo chmod -R a+rwX /tmp/dgnet
+sudo runuser -u nobody -- env HOME=/tmp/dgnet LANG=ja_JP.UTF-8 PYTHONPATH=/tmp/dgnet/lib:/tmp/dgnet \
+  dbus-run-session -- sh -c {shlex.quote(session)} > /dev/null
+echo ==; cat /tmp/dgnet/out.jsonl; sudo rm -rf /tmp/dgnet""", timeout=300,
+                 stdin=base64.b64encode(pack.getvalue()).decode())
+    assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
+    kept, shown = res.stdout.split("==\n")
+    kept = json.loads(kept.strip().splitlines()[-1])
+    print(f"laptop-side check and notification: {time.monotonic() - started:.0f} s;", "verdict:", kept,
+          "notification:", shown)
+    assert kept["controls"] == {"NET-001": "fail", "NET-002": "pass", "NET-003": "not_applicable"}, kept
+    assert kept["messages"] == [["You are connected through your phone's tethering. Please use your home internet "
+                                 "or the company mobile Wi-Fi for calls.", {}]], kept
+    (note,) = [json.loads(line) for line in shown.splitlines()]
+    assert (note["app_name"], note["summary"], note["body"]) == (
+        "deskguard", "通話に適したネットワークではありません。",
+        "スマートフォンのテザリングで接続しています。通話には自宅のインターネットか会社のモバイルWi-Fiを使ってください。"), note
 
 
 def test_vpn_down_changes_the_verdict(site, laptop):
@@ -225,6 +279,10 @@ def test_the_nightly_run_scores_net_controls_from_the_roles_targets(site, laptop
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     deployed = json.loads(sh(laptop, "cat /etc/deskguard/network-posture.json"))
     assert deployed["targets"] == [{"host": "cti.lab.example", "ports": [CALL_PORT]}]
+    # and the judges' policy, with which the laptop judges its own network for the operator (docs/operators.md)
+    assert deployed["policy"]["network_posture_require_vpn"] is True, deployed
+    assert (deployed["policy"]["network_posture_max_rtt_ms"], deployed["policy"]["network_posture_max_jitter_ms"]) \
+        == (400, 80), deployed
 
     from sitetools import run_deskguard
 

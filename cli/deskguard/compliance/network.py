@@ -1,177 +1,31 @@
 """NET-001 not tethered / not on mobile data, NET-002 no open Wi-Fi, NET-003 call system reachable through the
-VPN within the policy's latency / jitter / loss limits: judges of the `network` posture section
-(plugins/module_utils/deskguard_network.py gathers it). Evidence lines are sentences a helpdesk can read out.
-
-Anything the laptop could not determine makes the control an `error`, never a `pass`; a definite problem
-makes it a `fail` (which outranks an unknown)."""
+VPN within the policy's limits: the nightly run's and `deskguard netcheck`'s judges of the `network` posture
+section. The judging itself lives in plugins/module_utils/deskguard_network_judges.py, which the laptop runs too
+(network-trouble notifications, docs/operators.md): one verdict on both sides, no copy. Here each of its results
+becomes a Result."""
 
 from __future__ import annotations
 
 from ..site import module_utils
 from .results import Result, settle
 
-MOBILE_KINDS = {"usb_tether": "a phone's USB tethering", "bluetooth_pan": "a phone's Bluetooth tethering",
-                "mobile_broadband": "a mobile broadband modem"}
-ALLOWED_NETWORKS = "the home broadband or the company mobile Wi-Fi"
+
+def _judges():
+    return module_utils("deskguard_network_judges")
 
 
-def _net():
-    return module_utils("deskguard_network")
+def _wrap(name):
+    def judge(p: dict, policy: dict, _posture: dict | None = None) -> Result:
+        return Result(**getattr(_judges(), name)(p, policy))
+    judge.__name__ = name
+    return judge
 
 
-def _result(cid, observed, expected, problems, unknowns):
-    status = "fail" if problems else "error" if unknowns else "pass"
-    return Result(cid, status, observed, expected, problems + [f"could not determine: {u}" for u in unknowns])
-
-
-def company_router(wifi: dict | None, policy: dict) -> dict | None:
-    """The policy's company mobile Wi-Fi router the laptop is on (SSID pattern and, when given, BSSID), or None."""
-    if not wifi or not wifi.get("ssid"):
-        return None
-    net = _net()
-    for router in policy.get("network_posture_company_routers") or []:
-        if not isinstance(router, dict) or not net.ssid_matches(wifi["ssid"], [router.get("ssid", "")]):
-            continue
-        bssids = router.get("bssid") or []
-        bssids = [bssids] if isinstance(bssids, str) else bssids
-        if not bssids or (wifi.get("bssid") or "").lower() in {str(b).lower() for b in bssids}:
-            return router
-    return None
-
-
-def hotspot_patterns(policy: dict) -> list[str]:
-    return list(_net().DEFAULT_HOTSPOT_SSIDS) + [str(p) for p in policy.get("network_posture_hotspot_ssids") or []]
-
-
-def tethering(p: dict, policy: dict, _posture: dict | None = None):
-    uplink, wifi = p.get("uplink") or {}, p.get("wifi") or {}
-    nm = p.get("networkmanager") or {}
-    router = company_router(wifi, policy) if uplink.get("kind") == "wifi" else None
-    observed = {"interface": uplink.get("interface"), "kind": uplink.get("kind"), "driver": uplink.get("driver"),
-                "usb_id": uplink.get("usb_id"), "ssid": wifi.get("ssid"), "bssid": wifi.get("bssid"),
-                "android_metered": p.get("android_metered"), "nm_metered": nm.get("metered"),
-                "company_router": router.get("ssid") if router else None}
-    expected = {"link": ALLOWED_NETWORKS}
-    problems, unknowns = [], []
-    kind = uplink.get("kind")
-    if not uplink:
-        unknowns.append("no default route was found (offline, or `ip` missing)" if not p.get("default_routes")
-                        else "the default route's interface could not be read")
-    elif kind == "unknown":
-        unknowns.append(f"what kind of link {uplink.get('interface')} is"
-                        + ("" if uplink.get("present", True) else " (it disappeared during the check)"))
-    elif kind in MOBILE_KINDS:
-        allowed = {str(a).lower() for a in policy.get("network_posture_allowed_usb_adapters") or []}
-        if kind == "usb_tether" and (uplink.get("usb_id") or "").lower() in allowed:
-            kind = "wired"  # a company USB-Ethernet dock that uses a CDC driver: judged like any wired link
-        else:
-            how = f"driver {uplink['driver']}" if uplink.get("driver") else f"interface {uplink.get('interface')}"
-            problems.append(f"Connected through {MOBILE_KINDS[kind]} ({how}"
-                            + (f", USB id {uplink['usb_id']}" if uplink.get("usb_id") else "") + ").")
-    if kind == "wifi" and router is None:
-        pattern = _net().ssid_matches(wifi.get("ssid"), hotspot_patterns(policy))
-        if pattern:
-            problems.append(f"Connected to the Wi-Fi \"{wifi['ssid']}\", whose name matches the phone hotspot "
-                            f"pattern \"{pattern}\".")
-        if "android_softap_bssid" in (wifi.get("bssid_hints") or []):
-            problems.append(f"The Wi-Fi's BSSID {wifi['bssid']} is an Android phone's hotspot address (02:1a:11).")
-    if router is None and kind not in MOBILE_KINDS:
-        if p.get("android_metered"):
-            problems.append("The network's DHCP lease carries ANDROID_METERED: an Android phone is sharing its "
-                            "mobile data.")
-        if nm.get("metered") in ("yes", "guess_yes"):
-            problems.append(f"NetworkManager marks the connection metered ({nm['metered'].replace('_', ' ')}).")
-    return _result("NET-001", observed, expected, problems, unknowns)
-
-
-def open_wifi(p: dict, policy: dict, _posture: dict | None = None):
-    uplink, wifi = p.get("uplink") or {}, p.get("wifi") or {}
-    observed = {"kind": uplink.get("kind"), "ssid": wifi.get("ssid"), "security": wifi.get("security")}
-    expected = {"security": "WPA2, WPA3 or enterprise (not open, not WEP)"}
-    problems, unknowns = [], []
-    if not uplink or uplink.get("kind") == "unknown":
-        unknowns.append("which link carries the traffic")
-    elif uplink.get("kind") == "wifi":
-        sec = wifi.get("security") or "unknown"
-        if sec == "open":
-            problems.append(f"Connected to the open Wi-Fi \"{wifi.get('ssid')}\" (no encryption): anyone nearby "
-                            f"can watch the traffic.")
-        elif sec == "wep":
-            problems.append(f"Connected to the Wi-Fi \"{wifi.get('ssid')}\" with WEP, which is broken encryption.")
-        elif sec == "unknown":
-            unknowns.append(f"the security of the Wi-Fi \"{wifi.get('ssid')}\"")
-    return _result("NET-002", observed, expected, problems, unknowns)
+tethering, open_wifi, call_system = _wrap("tethering"), _wrap("open_wifi"), _wrap("call_system")
 
 
 def limits(policy: dict) -> dict:
-    return {"rtt_ms": float(policy.get("network_posture_max_rtt_ms", 150)),
-            "jitter_ms": float(policy.get("network_posture_max_jitter_ms", 30)),
-            "loss_pct": float(policy.get("network_posture_max_loss_pct", 2))}
-
-
-def call_system(p: dict, policy: dict, _posture: dict | None = None):
-    wanted = policy.get("network_posture_call_system") or []
-    if not wanted:
-        return Result("NET-003", "not_applicable", None, None, ["the policy names no call system"])
-    lim, via_vpn = limits(policy), bool(policy.get("network_posture_require_vpn", True))
-    vpn, cs = p.get("vpn") or {}, p.get("call_system") or {}
-    samples = cs.get("samples") or {}
-    observed = {"vpn_up": vpn.get("up"), "vpn_handshake_age": vpn.get("handshake_age"),
-                "targets": {t["host"]: {"resolved": t.get("resolved"), "through_vpn": t.get("through_vpn"),
-                                        "ports": {k: v.get("state") for k, v in (t.get("ports") or {}).items()}}
-                            for t in cs.get("targets") or []},
-                **{k: samples.get(k) for k in ("rtt_avg_ms", "jitter_ms", "loss_pct")}}
-    expected = {"through_vpn": via_vpn, "rtt_avg_ms": f"<= {lim['rtt_ms']:g}",
-                "jitter_ms": f"<= {lim['jitter_ms']:g}", "loss_pct": f"<= {lim['loss_pct']:g}"}
-    problems, unknowns = [], []
-    if via_vpn:
-        max_age = _net().deskguard_vpn_facts.DEFAULT_HANDSHAKE_MAX_AGE
-        if not vpn:
-            unknowns.append("the VPN's state")
-        elif not vpn.get("up"):
-            problems.append(f"VPN is down: the tunnel interface {vpn.get('interface')} is not up.")
-        elif vpn.get("handshake_age") is None or vpn["handshake_age"] > max_age:
-            problems.append(f"VPN is down: interface {vpn.get('interface')} is up but the gateway has not answered"
-                            + (f" for {vpn['handshake_age']} s." if vpn.get("handshake_age") is not None else "."))
-    if not cs:
-        unknowns.append("the call system was not probed (the network_posture role has not deployed its targets)")
-    for t in cs.get("targets") or []:
-        host = t["host"]
-        if t.get("resolved") is False:
-            problems.append(f"The call system's name {host} does not resolve ({t.get('error')}).")
-            continue
-        if t.get("resolved") is None:
-            unknowns.append(f"{host}: {t.get('error') or 'not resolved'}")
-            continue
-        if via_vpn and t.get("through_vpn") is False:
-            problems.append(f"The call system {host} is reached via {t.get('route_dev')}, not through the VPN.")
-        elif via_vpn and t.get("through_vpn") is None:
-            unknowns.append(f"which interface carries the route to {host}")
-        for port, r in (t.get("ports") or {}).items():
-            if r["state"] == "refused":
-                problems.append(f"The call system {host} refuses connections on port {port}.")
-            elif r["state"] == "unknown":
-                unknowns.append(f"{host} port {port} did not answer in time")
-            elif r["state"] != "open":
-                problems.append(f"The call system {host} port {port} cannot be reached ({r['state']}).")
-    if samples:
-        reach = "Call system reachable"
-        if samples.get("received") == 0:
-            problems.append(f"The call system stopped answering: {samples.get('sent')} of {samples.get('sent')} "
-                            f"samples lost.")
-        else:
-            if samples["loss_pct"] > lim["loss_pct"]:
-                problems.append(f"{reach}, {samples['loss_pct']:g}% packet loss exceeds {lim['loss_pct']:g}%: calls "
-                                f"will break up.")
-            if samples.get("jitter_ms") is not None and samples["jitter_ms"] > lim["jitter_ms"]:
-                problems.append(f"{reach}, jitter {samples['jitter_ms']:g} ms exceeds {lim['jitter_ms']:g} ms: voice "
-                                f"quality will suffer.")
-            if samples["rtt_avg_ms"] > lim["rtt_ms"]:
-                problems.append(f"{reach}, round trip {samples['rtt_avg_ms']:g} ms exceeds {lim['rtt_ms']:g} ms: "
-                                f"expect delay and talk-over.")
-    elif cs and not problems:
-        unknowns.append("no RTT samples (no call-system port answered)")
-    return _result("NET-003", observed, expected, problems, unknowns)
+    return _judges().limits(policy)
 
 
 JUDGES = {"NET-001": ("network", tethering), "NET-002": ("network", open_wifi), "NET-003": ("network", call_system)}

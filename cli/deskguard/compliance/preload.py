@@ -12,8 +12,8 @@ from __future__ import annotations
 
 # The module_utils the judges import on the controller (deskguard.site.module_utils). A name missing here
 # costs speed, not correctness: tests/unit/test_comply_preload.py checks the list against a real evaluation.
-MODULE_UTILS = ("deskguard_browser_policy", "deskguard_network", "deskguard_usb_policy", "deskguard_usb_report",
-                "deskguard_usb_windows", "deskguard_vpn_facts")
+MODULE_UTILS = ("deskguard_browser_policy", "deskguard_network", "deskguard_network_judges", "deskguard_usb_policy",
+                "deskguard_usb_report", "deskguard_usb_windows", "deskguard_vpn_facts")
 
 
 def preload() -> None:
