@@ -8,6 +8,7 @@ task per file matters: every module call costs a round trip (8-15 s on a TCG lab
 from __future__ import annotations
 
 import grp
+import json
 import os
 import pwd
 import stat
@@ -17,6 +18,38 @@ import tempfile
 
 class FilesError(Exception):
     pass
+
+
+def replace_file(path, data, mode):
+    """Put `data` (bytes) at `path` with `mode`: a temporary file in the same folder, fsynced, renamed over it,
+    so a reader sees the old file or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".deskguard-")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path, data, mode):
+    """`data` as JSON (keys sorted, UTF-8 as is) through replace_file."""
+    replace_file(path, json.dumps(data, sort_keys=True, ensure_ascii=False).encode("utf-8"), mode)
+
+
+def read_json_object(path):
+    """The JSON object in `path`, or None if it is missing, unreadable or not an object."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _owner_ids(owner, group):

@@ -15,7 +15,6 @@ import json
 import os
 import socket
 import sys
-import tempfile
 
 try:  # inside Ansible / on the laptop and in unit tests (module_utils on sys.path)
     from ansible.module_utils import deskguard_agent_http as http
@@ -23,12 +22,14 @@ try:  # inside Ansible / on the laptop and in unit tests (module_utils on sys.pa
     from ansible.module_utils import deskguard_protocol as P
     from ansible.module_utils import deskguard_wireguard as wg
     from ansible.module_utils import deskguard_wireguard_impl as impl
+    from ansible.module_utils.deskguard_files import replace_file
 except ImportError:
     import deskguard_agent_http as http
     import deskguard_enrol as enrol
     import deskguard_protocol as P
     import deskguard_wireguard as wg
     import deskguard_wireguard_impl as impl
+    from deskguard_files import replace_file
 
 CONFIG = "/etc/deskguard-agent/enrol.json"
 ENROLLED = "/var/lib/deskguard-agent/enrolled.json"
@@ -215,13 +216,5 @@ def _load_json(path):
 
 
 def _write(path, data, mode):
-    folder = os.path.dirname(path)
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".deskguard-")
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    replace_file(path, data, mode)

@@ -16,12 +16,15 @@ Pure Python 3.9+ stdlib; the agent's half also deskguard_announcement. docs/oper
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import re
-import tempfile
 import time
+
+try:  # inside a module (Ansiballz) the kit's module_utils live under ansible.module_utils
+    from ansible.module_utils.deskguard_files import read_json_object, write_json
+except ImportError:  # unit tests, the controller and the agent import them as plain modules
+    from deskguard_files import read_json_object, write_json
 
 BOX = "announcements"
 SPOOL = "seen"
@@ -40,28 +43,6 @@ def _ann():
     except ImportError:  # unit tests, the controller and the agent import them as plain modules
         import deskguard_announcement
     return deskguard_announcement
-
-
-def _write(path, data, mode):
-    fd, tmp = tempfile.mkstemp(prefix=".tmp.", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, sort_keys=True, ensure_ascii=False)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _read(path):
-    try:
-        with open(path) as fh:
-            data = json.load(fh)
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None
 
 
 def prepare(status_dir):
@@ -96,7 +77,7 @@ def keep(envelopes, order_public_key, device_uuid, now, state_dir, status_dir):
     ann = _ann()
     prepare(status_dir)
     nonces_path = os.path.join(state_dir, SEEN_NONCES)
-    nonces = (_read(nonces_path) or {}).get("nonces") or {}
+    nonces = (read_json_object(nonces_path) or {}).get("nonces") or {}
     box = os.path.join(status_dir, BOX)
     kept, refused = [], {}
     for item in envelopes[:MAX_KEPT * 2]:
@@ -108,7 +89,7 @@ def keep(envelopes, order_public_key, device_uuid, now, state_dir, status_dir):
             refused[decision] = refused.get(decision, 0) + 1
             continue
         nonces[payload["nonce"]] = payload["expires_at"]
-        _write(os.path.join(box, payload["announcement_id"] + ".json"),
+        write_json(os.path.join(box, payload["announcement_id"] + ".json"),
                {"id": payload["announcement_id"], "text": payload["text"], "languages": payload["languages"],
                 "issued_at": payload["issued_at"], "expires_at": payload["expires_at"]}, 0o644)
         kept.append(payload["announcement_id"])
@@ -117,13 +98,13 @@ def keep(envelopes, order_public_key, device_uuid, now, state_dir, status_dir):
     # Nonces are kept past their announcement's expiry, for as long as the envelope could still verify:
     # a replay after expiry is refused as expired anyway, so they can go then.
     nonces = {n: e for n, e in nonces.items() if e >= stamp}
-    _write(nonces_path, {"nonces": nonces}, 0o600)
+    write_json(nonces_path, {"nonces": nonces}, 0o600)
     return {"kept": kept, "refused": refused}
 
 
 def _drop_expired(box, stamp):
     for name in os.listdir(box):
-        data = _read(os.path.join(box, name))
+        data = read_json_object(os.path.join(box, name))
         if name.endswith(".json") and (data is None or str(data.get("expires_at")) < stamp):
             os.unlink(os.path.join(box, name))
 
@@ -134,7 +115,7 @@ def kept(status_dir, now=None):
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if now is None else now))
     out = []
     for name in sorted(os.listdir(box)) if os.path.isdir(box) else []:
-        data = _read(os.path.join(box, name))
+        data = read_json_object(os.path.join(box, name))
         if data and _ID.match(str(data.get("id"))) and str(data.get("expires_at")) >= stamp:
             out.append(data)
     return sorted(out, key=lambda d: (str(d.get("issued_at")), d["id"]))

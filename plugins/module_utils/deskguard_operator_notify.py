@@ -27,10 +27,12 @@ import time
 try:  # inside a module (Ansiballz) the kit's module_utils live under ansible.module_utils
     from ansible.module_utils import deskguard_operator_announcements as announcements
     from ansible.module_utils import deskguard_operator_status as operator_status
+    from ansible.module_utils.deskguard_files import read_json_object, write_json
     from ansible.module_utils.deskguard_operator_words import N_, fit_body, say, session_language
 except ImportError:  # unit tests, the controller and the agent import them as plain modules
     import deskguard_operator_announcements as announcements
     import deskguard_operator_status as operator_status
+    from deskguard_files import read_json_object, write_json
     from deskguard_operator_words import N_, fit_body, say, session_language
 
 DEFAULTS = {"language": "", "quiet_hours": "20:00-08:00", "notify_every_hours": 4, "reboot_deadline_hours": 72}
@@ -48,7 +50,7 @@ REBOOT_OVERDUE = N_("A security update has been waiting for a restart since %(de
 
 def settings(path=operator_status.SETTINGS_PATH):
     data = dict(DEFAULTS)
-    data.update({k: v for k, v in (operator_status._read_json(path) or {}).items() if k in DEFAULTS})
+    data.update({k: v for k, v in (read_json_object(path) or {}).items() if k in DEFAULTS})
     return data
 
 
@@ -121,10 +123,10 @@ def check_once(status_dir, settings_path, memory_path, environ, uid, user, now=N
     now = time.time() if now is None else now
     cfg = settings(settings_path)
     language = session_language(environ, cfg.get("language") or "")
-    status = operator_status._read_json(os.path.join(status_dir, operator_status.STATUS_FILE))
+    status = read_json_object(os.path.join(status_dir, operator_status.STATUS_FILE))
     kept = [a for a in announcements.kept(status_dir, now) if announcements.for_language(a, language)]
-    memory = operator_status._read_json(memory_path) or {}
-    network = operator_status._read_json(os.path.join(status_dir, NETWORK_FILE))
+    memory = read_json_object(memory_path) or {}
+    network = read_json_object(os.path.join(status_dir, NETWORK_FILE))
     sent = []
     for kind, summary, body, params, urgency in due(status, kept, lambda i: announcements.seen(status_dir, i, uid),
                                                      memory, cfg, now, network=network):
@@ -138,9 +140,7 @@ def check_once(status_dir, settings_path, memory_path, environ, uid, user, now=N
         sent.append((kind, title, text))
     if sent:
         os.makedirs(os.path.dirname(memory_path), exist_ok=True)
-        with open(memory_path + ".tmp", "w") as fh:
-            json.dump(memory, fh)
-        os.replace(memory_path + ".tmp", memory_path)
+        write_json(memory_path, memory, 0o600)
     return sent
 
 

@@ -13,18 +13,18 @@ role. Pure Python 3.9+ stdlib; see docs/operators.md.
 from __future__ import annotations
 
 import calendar
-import json
 import os
 import sys
-import tempfile
 import time
 
 try:  # inside a module (Ansiballz) the kit's module_utils live under ansible.module_utils
     from ansible.module_utils import deskguard_operator_announcements as announcements
+    from ansible.module_utils.deskguard_files import read_json_object, write_json
     from ansible.module_utils.deskguard_operator_network import VPN_DOWN
     from ansible.module_utils.deskguard_operator_words import N_, say, session_language
 except ImportError:  # unit tests, the controller and the agent import them as plain modules
     import deskguard_operator_announcements as announcements
+    from deskguard_files import read_json_object, write_json
     from deskguard_operator_network import VPN_DOWN
     from deskguard_operator_words import N_, say, session_language
 
@@ -84,7 +84,7 @@ def save_after_run(posture, usb_params, last_checkin, checkin_ok, directory):
     check-in): returns True, or the reason it could not be written."""
     try:
         data = summary(posture or {}, usb_params, last_checkin, checkin_ok)
-        previous = _read_json(os.path.join(directory, STATUS_FILE)) or {}
+        previous = read_json_object(os.path.join(directory, STATUS_FILE)) or {}
         # Since when a restart has been pending: the notifications' deadline counts from it (docs/operators.md).
         if data["reboot_pending"]:
             data["reboot_pending_since"] = (previous.get("reboot_pending_since") if previous.get("reboot_pending")
@@ -110,28 +110,10 @@ def save(data, directory=STATUS_DIR, name=STATUS_FILE):
     """Atomically, world-readable (0644 in a 0755 folder): the operator reads it without any privilege."""
     os.makedirs(directory, mode=0o755, exist_ok=True)
     os.chmod(directory, 0o755)
-    fd, tmp = tempfile.mkstemp(prefix=".status.", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, sort_keys=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, os.path.join(directory, name))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_json(os.path.join(directory, name), data, 0o644)
 
 
 # ------------------------------------------------------------------------------ the operator's half (anyone)
-
-def _read_json(path):
-    try:
-        with open(path) as fh:
-            data = json.load(fh)
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None
-
 
 def _local_time(text):
     try:
@@ -180,7 +162,7 @@ def main(argv=None, environ=None, status_dir=STATUS_DIR, settings_path=SETTINGS_
     if argv and (len(argv) != 2 or argv[0] != "--lang" or argv[1] not in ("en", "ja")):
         print("usage: deskguard-status [--lang en|ja]", file=sys.stderr)
         return 2
-    settings = _read_json(settings_path) or {}
+    settings = read_json_object(settings_path) or {}
     language = argv[1] if argv else session_language(environ, settings.get("language") or "")
     # IT's announcements first, each shown once to each operator (their receipt is what IT sees as "seen").
     uid = os.getuid() if uid is None else uid
@@ -189,7 +171,7 @@ def main(argv=None, environ=None, status_dir=STATUS_DIR, settings_path=SETTINGS_
             out.write(say(language, ANNOUNCEMENT) + "\n" + "\n".join("  " + line for line in
                                                                    item["text"].splitlines()) + "\n\n")
             announcements.mark_seen(status_dir, item["id"], uid)
-    status = _read_json(os.path.join(status_dir, STATUS_FILE))
+    status = read_json_object(os.path.join(status_dir, STATUS_FILE))
     for message, params in messages(status, now):
         out.write(say(language, message, **params) + "\n")
     return 0

@@ -124,7 +124,8 @@ def test_deskguard_status_runs_as_an_ordinary_user():
         lib, state = top / "lib", top / "status"
         lib.mkdir()
         for name in ("deskguard_operator_status", "deskguard_operator_network", "deskguard_operator_words",
-                     "deskguard_operator_catalog", "deskguard_vpn_facts", "deskguard_operator_announcements"):
+                     "deskguard_operator_catalog", "deskguard_vpn_facts", "deskguard_operator_announcements",
+                     "deskguard_files"):
             (lib / f"{name}.py").write_text((ROOT / "plugins" / "module_utils" / f"{name}.py").read_text())
         launcher = (ROOT / "roles/endpoint_agent/files/deskguard-status").read_text()
         (lib / "deskguard-status").write_text(launcher.replace("/usr/lib/deskguard-agent", str(lib)).replace(
