@@ -8,7 +8,6 @@ import base64
 import json
 
 import pytest
-
 from luks_laptop import INSTALLER, LIGHT, OFFICER, Laptop, dl, keys_of, run
 
 pytestmark = pytest.mark.unit
