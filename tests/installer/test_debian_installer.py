@@ -109,22 +109,43 @@ def newc_cpio(files: dict[str, bytes]) -> bytes:
     return out + entry(0, "TRAILER!!!", b"", 0)
 
 
-def mirror_problem(suite: str) -> str | None:
-    """Why the mirror cannot serve the installer its components, or None: the installer checks the udeb index
-    (main/debian-installer/binary-amd64/Packages.xz) against the suite's Release file, so a mirror serving
-    another copy fails the install at "Download installer components" (seen for trixie, 2026-12-07)."""
-    import hashlib
+# Components the installer downloads in every install (not in the netboot initrd); a mirror missing one fails it.
+NEEDED_UDEBS = ("finish-install", "apt-mirror-setup", "grub-installer", "user-setup-udeb", "partman-crypto",
+                "bootstrap-base", "pkgsel")
 
-    base = f"http://deb.debian.org/debian/dists/{suite}"
+
+def mirror_problem(suite: str, kernel: Path) -> str | None:
+    """Why the mirror cannot serve the installer its components, or None. The installer checks the udeb index
+    (main/debian-installer/binary-amd64/Packages.xz) against the suite's signed Release file, then fetches its
+    components and the kernel's module udebs from the pool: checked here first, in seconds, instead of an
+    install that stops at "Downloading a file failed" (both seen on this machine's mirror, 2026-12-07)."""
+    import hashlib
+    import lzma
+    import re
+
+    base = "http://deb.debian.org/debian"
     name = "main/debian-installer/binary-amd64/Packages.xz"
-    release = urllib.request.urlopen(f"{base}/Release", timeout=60).read().decode()
+    release = urllib.request.urlopen(f"{base}/dists/{suite}/Release", timeout=60).read().decode()
     sha = release.split("\nSHA256:\n", 1)[1]
     want = next(line.split()[0] for line in sha.splitlines() if line.endswith(" " + name))
-    got = hashlib.sha256(urllib.request.urlopen(f"{base}/{name}", timeout=60).read()).hexdigest()
+    index = urllib.request.urlopen(f"{base}/dists/{suite}/{name}", timeout=60).read()
+    got = hashlib.sha256(index).hexdigest()
+    problems = []
     if got != want:
-        return (f"the mirror serves {base}/{name} with sha256 {got[:16]}..., its Release names {want[:16]}...: "
-                "the installer refuses it (\"Downloading a file failed\")")
-    return None
+        problems.append(f"{base}/dists/{suite}/{name} has sha256 {got[:16]}..., the suite's Release names "
+                        f"{want[:16]}...: the installer refuses the index")
+    text = lzma.decompress(index).decode()
+    files = dict(re.findall(r"^Package: (\S+)\n(?:.+\n)*?Filename: (\S+)", text, re.MULTILINE))
+    abi = re.search(rb"(\d+\.\d+\.\d+[-+][\w.+-]*amd64)", kernel.read_bytes()).group(1).decode()
+    for udeb in (f"nic-modules-{abi}-di", *NEEDED_UDEBS):
+        if udeb not in files:
+            problems.append(f"{udeb} is not in the udeb index (the netboot kernel is {abi})")
+            continue
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"{base}/{files[udeb]}", method="HEAD"), timeout=60)
+        except OSError as exc:
+            problems.append(f"{base}/{files[udeb]}: {exc}")
+    return "; ".join(problems) or None
 
 
 class Console:
@@ -235,7 +256,7 @@ def installed(site, served, tmp_path_factory):
     if not OVMF_CODE.exists():
         pytest.fail("the installer tier needs OVMF (apt-get install ovmf)")
     kernel, initrd = fetch_installer()
-    problem = mirror_problem(SUITE)
+    problem = mirror_problem(SUITE, kernel)
     if problem:
         pytest.fail(f"Debian {RELEASE}'s installer cannot install from this machine's mirror: {problem}")
     work = tmp_path_factory.mktemp("install")
