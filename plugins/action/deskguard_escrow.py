@@ -8,7 +8,8 @@ Nothing secret is returned: the result carries slots, secret ids and findings on
 Inputs besides the task's arguments, from the environment `deskguard` sets for the run (or AWX):
   DESKGUARD_SITE               the site (store and escrow public key); DESKGUARD_DB_URL overrides the store,
                                DESKGUARD_ESCROW_PUBLIC_KEY_FILE the escrow public key (AWX credentials)
-  DESKGUARD_UNLOCK_KEY_FILE    optional: a file with the installer passphrase (exact bytes), used once
+  DESKGUARD_UNLOCK_KEY_FILE    optional: a file with the installer passphrase (exact bytes), used once; its
+                               keyslots are then removed (retire_installer_passphrase)
   DESKGUARD_OFFICER_KEY_FILE + DESKGUARD_OFFICER_PASSPHRASE_FILE   optional: the escrow private key, for a
                                real key test (verify) or to unlock with the escrowed key (rotate)
 """
@@ -35,6 +36,7 @@ options:
   linux_unlock: {description: "ENC-004 - passphrase (bind nothing) or tpm2 (bind the root to the TPM)", type: str, default: passphrase}
   tpm_pcr_ids: {description: ENC-004 - the PCRs the TPM binding is sealed to., type: list, elements: int, default: [0, 2, 7]}
   remove_unknown_keyslots: {description: ENC-003 - remove keyslots outside the escrow record (false only reports them)., type: bool, default: true}
+  retire_installer_passphrase: {description: "With DESKGUARD_UNLOCK_KEY_FILE (the installer passphrase) - remove its keyslots once the recovery key is escrowed and proven and the disk unlocks at boot without it.", type: bool, default: true}
 """
 
 
@@ -51,7 +53,8 @@ def _read_file(var: str) -> bytes | None:
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("backend", "mode", "approved_ciphers", "min_key_bits", "inventory", "format_devices",
-                              "remove_unknown_keyslots", "linux_unlock", "tpm_pcr_ids"))
+                              "remove_unknown_keyslots", "linux_unlock", "tpm_pcr_ids",
+                              "retire_installer_passphrase"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -117,7 +120,8 @@ class ActionModule(ActionBase):
                 min_key_bits=int(args.get("min_key_bits") or 512),
                 format_devices=tuple(args.get("format_devices") or ()),
                 remove_unknown_slots=boolean(args.get("remove_unknown_keyslots", True), strict=False),
-                linux_unlock=linux_unlock, tpm_pcr_ids=tuple(pcr_ids))
+                linux_unlock=linux_unlock, tpm_pcr_ids=tuple(pcr_ids),
+                retire_installer_key=boolean(args.get("retire_installer_passphrase", True), strict=False))
             def run(store):
                 if backend == "bitlocker":
                     done = escrow.run_bitlocker(store, load_escrow_public_key(site), remote, req,

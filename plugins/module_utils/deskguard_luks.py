@@ -467,6 +467,46 @@ def remove_slot(device, slot, remaining_key, _remaining_slot=None):
     return True
 
 
+def retire_passphrase(device, passphrase, remaining_key, boot_keys=(), check_mode=False):
+    """Remove the keyslots the installer passphrase opens, once the escrowed key is proven to open another slot
+    and the disk still unlocks at boot without the passphrase (a clevis TPM2 binding, or a crypttab key file
+    that opens another slot). Returns {changed, retired: [slots], fingerprints: [...], kept: why or None}.
+
+    The passphrase is the one the admin gave once (`--luks-passphrase-file`): its slots are found by trying it,
+    so the kit needs no record of which slot the installer used. Without a way to unlock at boot the slots are
+    kept (removing them would leave the operator only the 48-digit recovery key at every start)."""
+    passphrase = _check_key(device, passphrase, "installer passphrase")
+    remaining_key = _check_key(device, remaining_key, "remaining key")
+    dump = luks_dump(device)
+    _require_luks2(dump, device, "retire the installer passphrase")
+    mine = [int(s) for s in sorted(dump.get("keyslots", {}), key=int) if test_key(device, passphrase, int(s))]
+    if not mine:
+        return dict(changed=False, retired=[], fingerprints=[], kept=None)
+    keep = _opening_slot(device, dump, remaining_key, exclude=mine)
+    if keep is None:
+        raise LuksError("%s: the escrowed key opens no keyslot but the installer passphrase's; the passphrase "
+                        "is kept and nothing removed" % device)
+    tpm = [k["slot"] for k in device_info(dump)["keyslots"]
+           if (k.get("clevis") or {}).get("pin") == "tpm2" and k["slot"] not in mine]
+    keyfile = first_opening_key(device, dump, [k for k in boot_keys if k], exclude=mine)
+    if not tpm and keyfile is None:
+        return dict(changed=False, retired=[], fingerprints=[],
+                    kept="it is how this laptop unlocks at boot (no TPM binding, no crypttab key file opens "
+                         "another keyslot); bind the disk to the TPM (disk_encryption_linux_unlock: tpm2) to "
+                         "retire it")
+    prints = [slot_fingerprint(dump, slot) for slot in mine]
+    if check_mode:
+        return dict(changed=True, retired=mine, fingerprints=prints, kept=None)
+    for slot in mine:
+        remove_slot(device, slot, remaining_key, _remaining_slot=keep)
+    after = luks_dump(device)
+    if any(test_key(device, passphrase, int(s)) for s in after.get("keyslots", {})) or \
+            not test_key(device, remaining_key, keep):
+        raise LuksError("%s: after removing the installer passphrase the state is unexpected; check with "
+                        "cryptsetup luksDump and the escrowed key before rebooting" % device)
+    return dict(changed=True, retired=mine, fingerprints=prints, kept=None)
+
+
 def rotate(device, unlock_key, new_key, old_slot=None, pbkdf_args=()):
     """Replace the slot unlock_key opens (or old_slot) by new_key: add, verify, then remove. Returns the
     new slot. Resumable: re-running after an interruption at any step finishes the job."""
@@ -665,6 +705,11 @@ def act(p, check_mode=False, crypttab_text=None, lsblk_json=None, etc="/etc"):
     if state == "format":
         return format_volume(p["device"], p["luks_uuid"], p["new_key"].encode(), p["name"],
                              check_mode=check_mode, etc=etc)
+    if state == "retire":
+        _expect(p["device"], p.get("luks_uuid"))
+        boot_keys = [_read(f) for f in keyfiles_for(p["device"], p.get("luks_uuid"), entries)]
+        return retire_passphrase(p["device"], p["unlock_key"].encode(), p["remaining_key"].encode(), boot_keys,
+                                 check_mode=check_mode)
     device, slot = p["device"], p["slot"]
     dump = _expect(device, p.get("luks_uuid"))
     if state == "test":

@@ -23,10 +23,13 @@ description:
     unsealing), removes stale TPM bindings, then (O(drop_keyfile)) takes the crypttab key file out of the
     initramfs (the crypttab key field becomes none, KEYFILE_PATTERN is turned off, the initramfs is rebuilt,
     then the key file's keyslot and the file are removed) (ENC-004).
+  - C(state=retire) removes the keyslots O(unlock_key) (the installer passphrase, given once) opens, only once
+    O(remaining_key) (the escrowed recovery key) opens another slot and the disk unlocks at boot without it (a
+    clevis TPM2 binding, or a crypttab key file that opens another slot); otherwise it keeps them and says why.
   - Keys travel to cryptsetup on stdin only; token unlocking (TPM2, keyring) is disabled for every test.
   - Used through the C(deskguard_escrow) action plugin; see docs/luks.md.
 options:
-  state: {description: What to do., type: str, choices: [inventory, enroll, remove, test, format, bind], default: inventory}
+  state: {description: What to do., type: str, choices: [inventory, enroll, remove, test, format, bind, retire], default: inventory}
   pcr_ids: {description: "The PCRs the TPM binding is sealed to (bind).", type: list, elements: int, default: [0, 2, 7]}
   pcr_bank: {description: "The PCR bank (bind).", type: str, default: sha256}
   drop_keyfile: {description: "After binding, take the crypttab key file out of the initramfs (bind).", type: bool, default: true}
@@ -35,7 +38,7 @@ options:
   luks_uuid: {description: The LUKS UUID the caller expects at O(device); a mismatch stops the step., type: str}
   slot: {description: "The keyslot to write (enroll), remove or test.", type: int}
   new_key: {description: The recovery key to add (enroll)., type: str, no_log: true}
-  unlock_key: {description: "A key that opens the device now (installer passphrase, the escrowed key).", type: str, no_log: true}
+  unlock_key: {description: "A key that opens the device now (installer passphrase, the escrowed key); retire: the installer passphrase to remove.", type: str, no_log: true}
   remaining_key: {description: "The key that must still open another slot before O(slot) is removed; without it, the volume's crypttab key file.", type: str, no_log: true}
   key: {description: The key to test., type: str, no_log: true}
   fingerprint: {description: The fingerprint O(slot) must still have to be removed (remove)., type: str}
@@ -67,6 +70,9 @@ slot: {description: The keyslot the new key is in (enroll)., type: int, returned
 done: {description: "What the TPM binding step did (bind).", type: list, returned: bind}
 fingerprint: {description: "The slot's fingerprint after the step (enroll, test).", type: str, returned: "enroll, test"}
 opens: {description: Whether the key opens the slot (test)., type: bool, returned: test}
+retired: {description: "The keyslots the installer passphrase opened, now removed (retire).", type: list, returned: retire}
+fingerprints: {description: "Their fingerprints before removal (retire).", type: list, returned: retire}
+kept: {description: "Why the installer passphrase was kept, or null (retire).", type: str, returned: retire}
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -76,13 +82,14 @@ from ansible.module_utils import deskguard_tpm_bind as tpm_bind
 
 
 REQUIRED = {"enroll": ("device", "slot", "new_key"), "remove": ("device", "slot", "fingerprint"),
-            "test": ("device", "slot", "key"), "format": ("device", "luks_uuid", "new_key", "name"), "bind": ("device",)}
+            "test": ("device", "slot", "key"), "format": ("device", "luks_uuid", "new_key", "name"), "bind": ("device",),
+            "retire": ("device", "unlock_key", "remaining_key")}
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            state=dict(type="str", choices=["inventory", "enroll", "remove", "test", "format", "bind"],
+            state=dict(type="str", choices=["inventory", "enroll", "remove", "test", "format", "bind", "retire"],
                        default="inventory"),
             pcr_ids=dict(type="list", elements="int", default=[0, 2, 7]), pcr_bank=dict(type="str", default="sha256"),
             drop_keyfile=dict(type="bool", default=True),

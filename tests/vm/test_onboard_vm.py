@@ -209,3 +209,34 @@ def test_escrowed_key_opens_the_disk_rotates_and_verify_catches_tampering(site, 
         for form in (key, key.replace("-", "")):
             assert form.encode() not in site_bytes
             assert form not in journal and not any(form in o for o in outputs)
+
+
+def test_onboarding_with_the_installer_passphrase_replaces_it_with_the_escrowed_key(site, laptop):
+    """Issue 22 item 5 on the VM's real dm-crypt root: onboarding given the installer passphrase once (as
+    `enrolment process --luks-passphrase-file` hands it on) escrows a fresh recovery key (the last test changed
+    the escrowed slot behind the kit's back), then removes the passphrase's keyslot: the root still opens with
+    the initramfs key file (how this laptop boots) and with the escrowed key, no longer with the passphrase."""
+    import time
+    from pathlib import Path
+
+    from deskguard.lab.image import LaptopImage
+
+    passphrase_file = LaptopImage(Path(laptop.extra["image"])).passphrase_file
+    installer = passphrase_file.read_text()
+    luks_uuid = shown_keys(site)[0]["key_id"].split(":")[1]
+    assert opens(laptop, luks_uuid, installer, 0)
+    started = time.monotonic()
+    proc, _ = onboard(site, laptop, "--luks-passphrase-file", str(passphrase_file))
+    print(f"onboarding with the installer passphrase (fresh key escrowed, passphrase retired): "
+          f"{time.monotonic() - started:.0f} s")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (active,) = [k for k in shown_keys(site) if k["state"] == "active"]
+    assert not opens(laptop, luks_uuid, installer)
+    assert opens(laptop, luks_uuid, active["key"])
+    r = vm.ssh(laptop, "sudo cryptsetup open --test-passphrase --disable-external-tokens --token-type none "
+                       f"--key-file /etc/keys/root.key /dev/disk/by-uuid/{luks_uuid}; echo rc=$?", timeout=180)
+    assert r.stdout.strip().endswith("rc=0"), r.stdout + r.stderr
+    site_bytes = b"".join(p.read_bytes() for p in site.rglob("*") if p.is_file())
+    assert installer.encode() not in site_bytes
+    proc = deskguard(site, "keys", "verify", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["hosts"][0]["state"] == "compliant", proc.stdout

@@ -106,6 +106,7 @@ class Request:
     remove_unknown_slots: bool = True        # ENC-003: remove keyslots outside the baseline (else report them)
     linux_unlock: str = "passphrase"         # ENC-004: tpm2 binds the root to this machine's TPM
     tpm_pcr_ids: tuple = (0, 2, 7)           # the PCRs that binding is sealed to
+    retire_installer_key: bool = False       # issue 22: remove unlock_key's (the installer passphrase's) keyslots
     hook: Callable[[str], None] | None = None  # test hook: called with "pending", "added", "activated", "removed"
 
 
@@ -163,6 +164,7 @@ class LuksEscrow(_Escrow):
                 self.volume(volume, mine)
                 self.keyslots(volume, mine)
                 tpm_binding.bind_root(self, volume, mine)
+                self.retire_installer(volume, mine)
             except RemoteFailed as exc:
                 self.out.failed = str(exc)
                 return self.out
@@ -311,6 +313,53 @@ class LuksEscrow(_Escrow):
         self.out.notes.append(f"{dev}: recovery key {'rotated' if replaced else 'escrowed'} "
                               f"(keyslot {slot}, secret #{sec.id})")
         self.out.volumes.append({"device": dev, "luks_uuid": uuid, "escrowed": [sec.id]})
+
+    # -- the installer passphrase, replaced by the escrowed key (issue 22) -------------------------------------
+
+    def retire_installer(self, vol: dict, secrets: list) -> None:
+        """Remove the keyslots the installer passphrase (the unlock key the admin gave once) opens, after this
+        volume's recovery key is escrowed and proven and after the TPM binding: the device refuses unless the
+        escrowed key opens another slot and the disk unlocks at boot without the passphrase (TPM or key file)."""
+        if not (self.req.retire_installer_key and self.req.unlock_key) or self.req.mode not in ("apply", "check"):
+            return
+        dev, uuid = vol["device"], vol["luks_uuid"]
+        if self.req.mode == "check":
+            self.out.changed = True
+            self.out.notes.append(f"{dev}: would remove the installer passphrase's keyslot once the recovery key "
+                                  "is escrowed and proven")
+            return
+        if not any(v["device"] == dev and v.get("escrowed") for v in self.out.volumes) or \
+                any(f.startswith(dev) for f in self.out.enc002):
+            self.out.notes.append(f"{dev}: the installer passphrase is kept: no recovery key escrowed and proven")
+            return
+        recovery = self.fresh.get(uuid)
+        active = [s for s in secrets if s.state == "active"]
+        if recovery is None and self.req.officer_key is not None and active:
+            recovery = unseal(self.req.officer_key, active[0].ciphertext, active[0].device_uuid, active[0].kind,
+                              active[0].key_id).decode()
+        if recovery is None:
+            self.out.notes.append(f"{dev}: the installer passphrase is kept: the escrowed key must be at hand to "
+                                  "prove the disk opens without it (give the officer's key, --escrow-key)")
+            return
+        try:
+            res = self.call({"state": "retire", "device": dev, "luks_uuid": uuid, "unlock_key": self.req.unlock_key,
+                             "remaining_key": recovery})
+        except RemoteFailed as exc:
+            self.out.notes.append(f"{dev}: the installer passphrase is kept: {exc}")
+            return
+        if res.get("kept"):
+            self.out.notes.append(f"{dev}: the installer passphrase is kept: {res['kept']}")
+            return
+        if not res.get("retired"):
+            return
+        self.out.changed = True
+        slots = ", ".join(str(s) for s in res["retired"])
+        self.out.notes.append(f"{dev}: keyslot {slots} (the installer passphrase) removed: the escrowed recovery "
+                              "key replaces it")
+        base = self.store.keyslot_baselines(self.req.device_uuid).get(uuid)
+        if base is not None:
+            self.store.record_keyslot_baseline(self.req.device_uuid, uuid, base - set(res.get("fingerprints") or ()),
+                                               reason="installer passphrase retired")
 
     # -- ENC-003: keyslots nobody escrowed ---------------------------------------------------------------
 
