@@ -271,8 +271,9 @@ sudo -n cryptsetup open --test-passphrase --disable-external-tokens --key-file -
     assert states.get("ENC-004") == "applied", out["controls"]
     r = _run(host, BINDING_SCRIPT)
     assert r["CLEVIS"] == "1" and len(r["SLOTS"].split(",")) == 2 and str(slot) in r["SLOTS"].split(","), r
-    device, _, _ = store_view(site)
-    assert device.state == "onboarded", device.state
+    device, orders, _ = store_view(site)
+    # The lock is over once the laptop is onboarded again: left open it refused the later wipe (found here).
+    assert device.state == "onboarded" and orders[0].state == "done", (device.state, orders[0].state)
     phase("lock: re-onboarding binds the TPM again", t0)
 
 
