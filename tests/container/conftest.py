@@ -26,7 +26,9 @@ def pytest_collection_modifyitems(config, items):
 def fresh_containers(lab_session, lab_inventory_dir, lab_container):
     """The two laptop containers started anew from the lab's rootfs (their overlays removed): for the files that
     need laptops nobody configured before them (the desktop controls and enrolment run after tests that leave
-    lab-ct1 with a VPN and a kill switch and lab-ct2 without usbguard). Returns the lab's new state."""
+    lab-ct1 with a VPN and a kill switch and lab-ct2 onboarded with the example policy by test_onboard.py; the
+    USB test gives lab-ct2's usbguard and apt sources back since session 9, it once left them gone/misplaced).
+    Returns the lab's new state."""
     from deskguard.lab.image import DEFAULT_SUITE
 
     names = ["lab-ct1", "lab-ct2"]

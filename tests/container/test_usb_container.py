@@ -30,22 +30,45 @@ USB_STATE = ("sudo sh -c 'cd /etc/usbguard 2>/dev/null && find . -type f | sort 
              "dpkg-query -W -f=\"\\${Status}\\n\" usbguard 2>&1; true'")
 
 
+# What the fixture changes besides usbguard, and must give back exactly: apt's sources and the lists read from them.
+APT_STATE = ("sudo sh -c 'for d in /etc/apt /var/lib/apt/lists; do cd $d && find . -type d | sort && "
+             "find . -type f -printf \"%p %m\\n\" | sort && find . -type f -exec sha256sum {} + | sort; done 2>&1; "
+             "true'")
+SAVED = "/var/lib/deskguard-test-apt-saved"   # outside /etc/apt: apt reads nothing from there
+
+
 @pytest.fixture(scope="module")
 def laptop(lab_container):
-    """lab-ct2 with usbguard removed and apt reading only an empty local repository (no route out either)."""
+    """lab-ct2 with usbguard removed and apt reading only an empty local repository (no route out either).
+    Afterwards everything is given back (the later container tests expect lab-ct2 as the lab made it): apt's
+    sources and lists moved back to their own places, and usbguard installed again from the controller's .deb
+    cache (tests/container/labdebs.py; the container has no route out)."""
+    import labdebs
+
     host = lab_container.hosts[NAME]
-    r = ssh(host, f"set -e; sudo dpkg --remove usbguard >/dev/null 2>&1; "
-                  f"sudo mkdir -p {EMPTY_REPO} /etc/apt/deskguard-saved; sudo touch {EMPTY_REPO}/Packages; "
-                  "sudo sh -c 'mv /etc/apt/sources.list /etc/apt/sources.list.d/* /etc/apt/deskguard-saved/ "
-                  "2>/dev/null; true'; "
+    apt_before = ssh(host, APT_STATE).stdout
+    units_before = ssh(host, "systemctl is-enabled usbguard usbguard-dbus 2>&1; true").stdout
+    r = ssh(host, f"set -e; sudo rm -rf {SAVED}; sudo mkdir -p {SAVED} {EMPTY_REPO}; "
+                  "sudo dpkg --remove usbguard >/dev/null 2>&1; "
+                  f"sudo touch {EMPTY_REPO}/Packages; "
+                  # Each moved whole, so that it goes back whole to where it was (sources.list may be absent).
+                  f"if [ -e /etc/apt/sources.list ]; then sudo mv /etc/apt/sources.list {SAVED}/; fi; "
+                  f"sudo mv /etc/apt/sources.list.d /var/lib/apt/lists {SAVED}/; "
+                  "sudo mkdir -p /etc/apt/sources.list.d /var/lib/apt/lists/partial; "
                   f"echo 'deb [trusted=yes] file:{EMPTY_REPO} ./' | sudo tee /etc/apt/sources.list.d/empty.list "
                   ">/dev/null; sudo apt-get -q update >/dev/null; "
                   "if apt-cache policy usbguard | grep -q 'Candidate: [^(]'; then echo installable; fi; echo prepared")
     assert r.stdout.rstrip().endswith("prepared"), r.stdout + r.stderr
     assert "installable" not in r.stdout
     yield host
-    ssh(host, "sudo sh -c 'rm -f /etc/apt/sources.list.d/empty.list; mv /etc/apt/deskguard-saved/* /etc/apt/ "
-              "2>/dev/null; rmdir /etc/apt/deskguard-saved; true'")
+    r = ssh(host, f"set -e; sudo rm -rf /etc/apt/sources.list.d /var/lib/apt/lists {EMPTY_REPO}; "
+                  f"if [ -e {SAVED}/sources.list ]; then sudo mv {SAVED}/sources.list /etc/apt/; fi; "
+                  f"sudo mv {SAVED}/sources.list.d /etc/apt/; sudo mv {SAVED}/lists /var/lib/apt/; "
+                  f"sudo rmdir {SAVED}; echo restored")
+    assert r.stdout.rstrip().endswith("restored"), r.stdout + r.stderr
+    labdebs.install(host, ["usbguard"])
+    assert ssh(host, APT_STATE).stdout == apt_before, "apt's sources or lists were not given back as they were"
+    assert ssh(host, "systemctl is-enabled usbguard usbguard-dbus 2>&1; true").stdout == units_before
 
 
 @pytest.fixture(scope="module")

@@ -129,6 +129,24 @@ def test_lock_ack_marks_locked_and_keeps_secrets(store, device, order_key):
     assert [s.state for s in store.list_secrets(device.uuid)] == ["active"]
 
 
+def test_onboarding_again_closes_an_acknowledged_lock_so_a_wipe_can_follow(store, device, order_key):
+    """Issue 21 item 5, found on the TPM lab VM: after a lock and re-onboarding (the way back) the acknowledged
+    lock stayed open and `deskguard wipe` of the same laptop was refused ("the laptop is carrying it out")."""
+    lock, payload = _queue(store, device, order_key, action="lock")
+    assert store.close_lock_on_return("lt-1") is None          # queued: not carried out, nothing to close
+    store.acknowledge_order(lock.id, device_uuid=device.uuid, nonce=payload["nonce"], status="accepted")
+    with pytest.raises(OrderStateError, match="acknowledged lock order"):
+        _queue(store, device, order_key)
+    store.set_device_state("lt-1", "onboarded")
+    done = store.close_lock_on_return("lt-1")
+    assert done is not None and done.id == lock.id and store.get_order(lock.id).state == "done"
+    assert store.list_audit()[-1].action == "order.done"
+    wipe, payload = _queue(store, device, order_key)            # a wipe of the laptop, stolen later, is accepted
+    store.acknowledge_order(wipe.id, device_uuid=device.uuid, nonce=payload["nonce"], status="accepted")
+    assert store.close_lock_on_return("lt-1") is None          # an acknowledged wipe is never closed this way
+    assert store.get_order(wipe.id).state == "acknowledged"
+
+
 def test_expire_moves_only_overdue_queued_orders(store, device, order_key):
     old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=40)
     order, _ = _queue(store, device, order_key, now=old)

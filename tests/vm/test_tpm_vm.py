@@ -1,16 +1,23 @@
 """The lab laptop's TPM 2.0 (swtpm) and its root bound to it by the disk_encryption role (issue 21, ENC-004).
 
-One laptop for the whole file, three cold boots after the restore (docs/lab-vm.md "TPM"; phase times printed):
+One laptop for the whole file, four cold boots after the restore (docs/lab-vm.md "TPM"; phase times printed):
   1. restored from the booted snapshot: the TPM is there (/dev/tpmrm0) and SeaBIOS measured the boot;
-     `deskguard onboard` with `disk_encryption_linux_unlock: tpm2` (the other roles off) escrows the recovery
-     key, then binds the root to the TPM (clevis TPM2 pin, PCRs 0, 2, 7), removes the initramfs key file and
-     rebuilds the initramfs; the nightly run passes ENC-004;
-  2. cold boot: unattended through the TPM (no key file anywhere);
-  3. cold boot with a changed option ROM (a tampered boot: SeaBIOS measures it into PCR 2): the boot stops
+     `deskguard onboard` with `disk_encryption_linux_unlock: tpm2` and the check-in agent (the other roles off)
+     escrows the recovery key, then binds the root to the TPM (clevis TPM2 pin, PCRs 0, 2, 7), removes the
+     initramfs key file and rebuilds the initramfs;
+  2. a lock order (`deskguard wipe --mode lock`, carried out by the agent) removes the binding's keyslot and
+     token; the agent's reboot ends the VM (qemu's reboot action set to shut down) and the cold boot that
+     follows, from the laptop's own initrd, stops at the passphrase prompt; only the escrowed recovery key
+     (`keys show`) is left on the disk and opens it; re-onboarding with the officer's key binds it again;
+  3. cold boot: unattended through the TPM (no key file anywhere); the nightly run passes ENC-004;
+  4. cold boot with a changed option ROM (a tampered boot: SeaBIOS measures it into PCR 2): the boot stops
      at the passphrase prompt on the serial console; the escrowed recovery key read with `keys show` unlocks
      it; PCR 2 differs; the nightly run fails ENC-004 (the TPM no longer releases the key) and `comply --fix`
      with the officer's key re-binds it;
-  4. cold boot of the same disk with another TPM (the disk moved into another machine): the prompt again.
+  5. cold boot of the same disk with another TPM (the disk moved into another machine): the prompt again;
+     the recovery key opens it, and a wipe order erases every keyslot and token (the binding's included),
+     read back from the disk's header on the host.
+The lock and wipe helpers are test_wipe_vm.py's (that file proves the same orders on a key-file laptop).
 """
 
 from __future__ import annotations
@@ -28,6 +35,15 @@ from deskguard.lab import vm
 from deskguard.lab.state import LabState, is_alive
 from keyvalues import key_values
 from sitetools import comply_json, onboard_lab, run_deskguard
+from test_wipe_vm import (  # the lock/wipe helpers of the key-file laptop's order tests
+    agent_site,
+    escrowed,
+    header,
+    keyslots,
+    opens,
+    store_view,
+    wait_powered_off,
+)
 
 pytestmark = pytest.mark.vm
 
@@ -38,6 +54,8 @@ UNLOCKED = "cryptsetup: root: set up successfully"
 # A tampered boot: the NIC's option ROM changed (iPXE's legacy PXE image instead of qemu's default one).
 TAMPER = ("-global", "virtio-net-pci.romfile=pxe-virtio.rom")
 NO_UNLOCK_WAIT = 60.0  # seconds after the prompt in which an unbound TPM must not unlock (bound: the very next console line)
+# After a lock the disk has no token left (read back below), so nothing can answer the prompt: a shorter look.
+LOCKED_WAIT = 20.0
 PHASES: list[tuple[str, float]] = []
 
 
@@ -117,15 +135,18 @@ sudo -n tpm2_eventlog /sys/kernel/security/tpm0/binary_bios_measurements 2>/dev/
 
 @pytest.fixture(scope="module")
 def site(make_site):
-    """A site whose policy binds the root to the TPM; the roles this file is not about are off (few module calls
-    under TCG)."""
-    site = make_site(management="10.0.2.0/24")
+    """A site whose policy binds the root to the TPM, with the check-in agent (lock and wipe orders are carried
+    out by it: test_wipe_vm.py's agent site); the roles this file is not about are off (few module calls under
+    TCG). No `deskguard serve` runs here, so the agent never checks in: AGT-001 is waived, or `comply --fix`
+    would re-run the agent role for it."""
+    site = agent_site(make_site)
     policy = site / "inventory" / "group_vars" / "all" / "policy.yml"
     text = policy.read_text()
-    for name in ("screen_lock", "firewall", "auto_update", "usb_control", "accounts", "software_policy",
-                 "network_posture"):
+    for name in ("accounts", "software_policy", "network_posture"):
         text = text.replace(f"{name}_enabled: true", f"{name}_enabled: false")
-    policy.write_text(text + "disk_encryption_linux_unlock: tpm2\ndisk_encryption_tpm2_pcr_ids: [0, 2, 7]\n")
+    policy.write_text(text + "disk_encryption_linux_unlock: tpm2\ndisk_encryption_tpm2_pcr_ids: [0, 2, 7]\n"
+                      "deskguard_waivers:\n  - control: AGT-001\n    reason: \"lab TPM test: no check-in server\"\n"
+                      "    expires: 2099-12-31\n")
     return site
 
 
@@ -148,7 +169,7 @@ def recovery_key(site) -> str:
 def enc004(site, *extra, env=None) -> tuple[int, dict]:
     if env:
         proc = subprocess.run([sys.executable, "-m", "deskguard", "comply", "--format", "json", "--limit", HOST,
-                               *extra, "--site", str(site)], capture_output=True, text=True, timeout=1800,
+                               *extra, "--site", str(site)], check=False, capture_output=True, text=True, timeout=1800,
                               env={**os.environ, **env})
         assert proc.stdout.strip().startswith("{"), proc.stdout[-2000:] + proc.stderr[-2000:]
         rc, report = proc.returncode, json.loads(proc.stdout)
@@ -157,35 +178,116 @@ def enc004(site, *extra, env=None) -> tuple[int, dict]:
     return rc, report["hosts"][HOST]["results"]["ENC-004"]
 
 
-def test_onboarding_binds_the_root_to_the_tpm_and_it_boots_unattended(laptop, site):
+BINDING_SCRIPT = r"""
+dev=$(sudo -n cryptsetup status root | awk '$1 == "device:" {print $2}')
+sudo -n cryptsetup luksDump --dump-json-metadata "$dev" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print("SLOTS=" + ",".join(sorted(d["keyslots"], key=int)))
+print("TOKENS=%d" % len(d["tokens"]))
+print("CLEVIS=%d" % sum(t.get("type") == "clevis" for t in d["tokens"].values()))'
+echo "CRYPTTAB_KEY=$(awk '$1 == "root" {print $3}' /etc/crypttab)"
+test -e /etc/keys/root.key; echo "KEYFILE=$?"
+"""
+
+
+def onboard_with_officer_key(site, laptop):
+    """`deskguard onboard` again, with the officer's key in the environment: the way back from a lock
+    (docs/agent.md: the lock left no key file and no binding, so the binding is made with the escrowed key)."""
+    def run(site, *args):
+        return subprocess.run([sys.executable, "-m", "deskguard", *args, "--site", str(site)], check=False,
+                              capture_output=True, text=True, timeout=1800, env={**os.environ, **officer_env(site)})
+    return onboard_lab(site, HOST, laptop, "--yes", run=run)
+
+
+def ends_at_its_reboot(host) -> None:
+    """A laptop reboot ends its qemu instead (QMP set-action reboot=shutdown), so that the boot after it is a
+    boot_again from the laptop's own initrd (a restored VM still runs the image's), with the console's input
+    on: the lab's bootloader."""
+    from deskguard.lab.qmp import monitor
+
+    with monitor(Path(host.extra["qmp"]), NAME, timeout=10) as mon:
+        mon.cmd("set-action", reboot="shutdown")
+
+
+def test_onboarding_binds_the_root_to_the_tpm(laptop, site):
     t0 = time.monotonic()
     proc, out = onboard_lab(site, HOST, laptop, "--yes")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     states = {c["control"]: c["state"] for c in out["controls"]}
     assert states.get("ENC-002") == "applied" and states.get("ENC-004") == "applied", out["controls"]
-    t0 = phase("onboarding: escrow, TPM binding, initramfs rebuilt in the guest", t0)
+    assert states.get("AGT-001") == "applied", out["controls"]
+    t0 = phase("onboarding: escrow, TPM binding, initramfs rebuilt in the guest, agent", t0)
     r = _run(laptop, r"""
-dev=$(sudo -n cryptsetup status root | awk '$1 == "device:" {print $2}')
 listing=$(sudo -n lsinitramfs /boot/initrd.img-$(uname -r))
-echo "KEYFILES=$(printf '%s\n' "$listing" | grep -c 'cryptroot/keyfiles/' || true)"
-echo "CLEVIS=$(printf '%s\n' "$listing" | grep -c 'bin/clevis-decrypt-tpm2$' || true)"
-echo "TOKENS=$(sudo -n cryptsetup luksDump "$dev" | grep -c ': clevis$' || true)"
-echo "CRYPTTAB_KEY=$(awk '$1 == "root" {print $3}' /etc/crypttab)"
-test -e /etc/keys/root.key; echo "KEYFILE=$?"
-""", timeout=300)
-    assert r["KEYFILES"] == "0", "the initramfs still carries a key file"
-    assert int(r["CLEVIS"]) >= 1, "the initramfs has no clevis TPM2 pin"
-    assert r["TOKENS"] == "1" and r["CRYPTTAB_KEY"] == "none" and r["KEYFILE"] != "0", r
+echo "KEYFILES_IN_INITRD=$(printf '%s\n' "$listing" | grep -c 'cryptroot/keyfiles/' || true)"
+echo "CLEVIS_IN_INITRD=$(printf '%s\n' "$listing" | grep -c 'bin/clevis-decrypt-tpm2$' || true)"
+""" + BINDING_SCRIPT, timeout=300)
+    assert r["KEYFILES_IN_INITRD"] == "0", "the initramfs still carries a key file"
+    assert int(r["CLEVIS_IN_INITRD"]) >= 1, "the initramfs has no clevis TPM2 pin"
+    assert r["CLEVIS"] == "1" and r["CRYPTTAB_KEY"] == "none" and r["KEYFILE"] != "0", r
     # qemu boots the kernel and initrd on its command line: from now on, the laptop's own rebuilt initrd.
     vm.take_guest_initrd(laptop)
-    _power_off(laptop)
+
+
+def test_a_lock_removes_the_binding_only_the_recovery_key_opens_it_and_onboarding_binds_again(laptop, site):
+    """Issue 21 item 5: BitLocker-like lock. The TPM still holds the same measurements, so the prompt that
+    stays is the lock's doing, not a changed boot."""
+    from deskguard.lab.access import wait_for_ssh
+    from deskguard.lab.image import LaptopImage
+
+    t0 = time.monotonic()
+    key, _, slot = escrowed(site)
+    installer = LaptopImage(Path(laptop.extra["image"])).passphrase_file.read_bytes()
+    ends_at_its_reboot(laptop)
+    proc = run_deskguard(site, "wipe", HOST, "--mode", "lock", "--reason", "left in a taxi (vm test)", "--yes",
+                         "--confirm", HOST)
+    assert proc.returncode == 0 and "order and carried it out now" in proc.stdout, proc.stdout[-3000:] + proc.stderr
+    wait_powered_off(laptop)
+    device, orders, live = store_view(site)
+    assert orders[0].state == "acknowledged" and device.state == "locked" and len(live) == 1, (orders, device.state)
+    t0 = phase("lock: order acknowledged and carried out, the agent's reboot", t0)
+
+    host = vm.boot_again(NAME, wait_ssh=False, console_input=True, log=lambda m: None)
+    _wait_console(host, PROMPT, 480)
+    t0 = phase("lock: cold boot to the prompt", t0)
+    time.sleep(LOCKED_WAIT)
+    assert UNLOCKED not in _console(host), "a locked laptop unlocked by itself"
+    vm.console_type(host, key + "\r")       # the escrowed recovery key, as IT reads it out to the operator
+    _wait_console(host, UNLOCKED, 120)
+    wait_for_ssh(host, vm.COLD_BOOT_TIMEOUT)
+    t0 = phase("lock: recovery key typed to SSH", t0)
+    r = _run(host, BINDING_SCRIPT + r"""
+sudo -n cryptsetup open --test-passphrase --disable-external-tokens --key-file - "$dev"; echo "INSTALLER=$?"
+""", stdin=installer.decode())
+    # Only the escrowed slot is left: the binding's slot, its token and the installer's slot are gone.
+    assert r["SLOTS"] == str(slot) and r["TOKENS"] == "0", r
+    assert r["INSTALLER"] != "0", "the installer passphrase still opens the locked disk"
+    assert r["CRYPTTAB_KEY"] == "none" and r["KEYFILE"] != "0", r
+
+    proc, out = onboard_with_officer_key(site, host)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    states = {c["control"]: c["state"] for c in out["controls"]}
+    assert states.get("ENC-004") == "applied", out["controls"]
+    r = _run(host, BINDING_SCRIPT)
+    assert r["CLEVIS"] == "1" and len(r["SLOTS"].split(",")) == 2 and str(slot) in r["SLOTS"].split(","), r
+    device, orders, _ = store_view(site)
+    # The lock is over once the laptop is onboarded again: left open it refused the later wipe (found here).
+    assert device.state == "onboarded" and orders[0].state == "done", (device.state, orders[0].state)
+    phase("lock: re-onboarding binds the TPM again", t0)
+
+
+def test_it_boots_unattended_through_the_tpm(laptop, site):
+    """After the first binding, and since the lock, after the binding re-made by re-onboarding."""
+    host = LabState.load().hosts[NAME]
+    _power_off(host)
     t0 = time.monotonic()
     host = vm.boot_again(NAME, log=lambda m: None)
     t0 = phase("cold boot, unattended TPM unlock, to SSH", t0)
     assert UNLOCKED in _console(host)
     r = _run(host, "echo SOURCE=$(findmnt -no SOURCE /)")
     assert r["SOURCE"] == "/dev/mapper/root"
-    rc, result = enc004(site)
+    _rc, result = enc004(site)
     assert result["status"] == "pass", result
     phase("nightly run: ENC-004 passes", t0)
 
@@ -225,12 +327,43 @@ echo "TOKENS=$(sudo -n cryptsetup luksDump "$dev" | grep -c ': clevis$' || true)
     phase("ENC-004 fails, --fix re-binds", t0)
 
 
-def test_the_disk_in_another_machine_does_not_unlock_by_itself(laptop):
+def test_the_disk_in_another_machine_does_not_unlock_and_a_wipe_destroys_every_keyslot_and_token(
+        laptop, site, tmp_path):
+    from deskguard.lab.access import wait_for_ssh
+
     host = LabState.load().hosts[NAME]
+    key = recovery_key(site)
     _power_off(host)
     t0 = time.monotonic()
     host = vm.boot_again(NAME, wait_ssh=False, fresh_tpm=True, console_input=True, log=lambda m: None)
     _wait_console(host, PROMPT, 480)
     time.sleep(NO_UNLOCK_WAIT)
     assert UNLOCKED not in _console(host), "the disk unlocked with another machine's TPM"
-    phase("another TPM: prompt, no unlock", t0)
+    t0 = phase("another TPM: prompt, no unlock", t0)
+
+    # Issue 21 item 5: the wipe. The disk still carries its binding (to the first TPM): the wipe must take it.
+    vm.console_type(host, key + "\r")
+    _wait_console(host, UNLOCKED, 120)
+    wait_for_ssh(host, vm.COLD_BOOT_TIMEOUT)
+    r = _run(host, BINDING_SCRIPT)
+    assert r["CLEVIS"] == "1", r
+    t0 = phase("wipe: recovery key typed to SSH", t0)
+    proc = run_deskguard(site, "wipe", HOST, "--reason", "stolen (vm test)", "--yes", "--confirm", HOST)
+    assert proc.returncode == 0 and "order and carried it out now" in proc.stdout, proc.stdout[-3000:] + proc.stderr
+    wait_powered_off(host)
+    t0 = phase("wipe: order acknowledged and carried out, powered off", t0)
+    device, orders, live = store_view(site)
+    assert orders[-1].state == "acknowledged" and device.state == "wiping" and live == [], (orders, device.state)
+    raw = header(host, tmp_path)
+    assert keyslots(raw) in (None, []), keyslots(raw)
+    assert tokens(raw) in (None, []), tokens(raw)
+    assert not opens(raw, key.encode()), "the escrowed recovery key still opens the wiped disk"
+
+
+def tokens(image: Path):
+    """Token types in a LUKS2 header image, or None when no LUKS header is left at all."""
+    proc = subprocess.run(["cryptsetup", "luksDump", "--dump-json-metadata", str(image)], check=False,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None
+    return sorted(t.get("type", "?") for t in json.loads(proc.stdout)["tokens"].values())

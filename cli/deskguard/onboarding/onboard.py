@@ -176,6 +176,7 @@ def onboard(site: Path, req: OnboardRequest, progress=None) -> tuple[PlaybookRes
                               progress=progress)
         if result.exit_code == EXIT_OK:
             store.set_device_state(req.hostname, "onboarded")
+            store.close_lock_on_return(req.hostname)
         detail = {"exit_code": result.exit_code, "controls": _controls(result, req.hostname)}
         if req.insecure_lab_winrm:
             detail["winrm"] = "insecure-lab"  # the audit trail shows who used Basic over HTTP, and when

@@ -189,6 +189,19 @@ class OrdersMixin:
                 continue
         return settled
 
+    def close_lock_on_return(self, hostname: str, *, actor: str | None = None) -> Order | None:
+        """The way back from a lock is onboarding the laptop again (docs/agent.md): once that succeeded, the
+        device's acknowledged lock order is done. Left open it would refuse every new order for the device
+        (a wipe of the same laptop stolen later) until `orders settle` after the grace period. Returns it."""
+        device = self.require_device(hostname)
+        current = self.open_order(device.uuid)
+        if current is None or current.action != "lock" or current.state != "acknowledged":
+            return None
+        try:
+            return self.complete_order(current.id, "the laptop was onboarded again after the lock", actor=actor)
+        except OrderStateError:  # settled or changed by another process meanwhile
+            return None
+
     def get_order(self, order_id: str) -> Order:
         """The order with this id, or the one whose id starts with it (at least 8 characters, unambiguous)."""
         with self._session(write=False) as s:
