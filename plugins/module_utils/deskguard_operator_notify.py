@@ -101,6 +101,28 @@ def send(summary, body, urgency, run=subprocess.run):
     return json.loads(proc.stdout)["data"][0]
 
 
+def call_in_progress(run=subprocess.run):
+    """The program recording from a microphone now (its name), or None: on the operator's own sound server
+    (PipeWire or PulseAudio, read with pactl), a recording stream from a source that is not a monitor of the
+    speakers. A softphone in a call holds one (muted too); a screen recorder of the speakers does not count.
+    None also when it cannot be known (no pactl, no sound server): then nothing is held."""
+    def pactl(*args):
+        proc = run(["pactl", "--format=json", *args], capture_output=True, text=True, timeout=5)
+        return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+    try:
+        sources, streams = pactl("list", "short", "sources"), pactl("list", "source-outputs")
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+    if not isinstance(sources, list) or not isinstance(streams, list):
+        return None
+    monitors = {s.get("index") for s in sources if isinstance(s, dict) and str(s.get("name", "")).endswith(".monitor")}
+    for stream in streams:
+        if isinstance(stream, dict) and stream.get("source") not in monitors:
+            return str((stream.get("properties") or {}).get("application.name") or "a program")
+    return None
+
+
 def log(line, run=subprocess.run):
     """Into the agent's log (journal identifier deskguard-agent), as the operator's own process."""
     try:
@@ -118,8 +140,10 @@ def _body(language, body, params):
     return fit_body(language, params["text"])
 
 
-def check_once(status_dir, settings_path, memory_path, environ, uid, user, now=None, send_fn=send, log_fn=log):
-    """One check: what is due is sent, logged and remembered. Returns what was sent [(kind, summary, body)]."""
+def check_once(status_dir, settings_path, memory_path, environ, uid, user, now=None, send_fn=send, log_fn=log,
+               call_fn=call_in_progress):
+    """One check: what is due is sent, logged and remembered; while the operator is on a call, held (logged,
+    not remembered: the next check after the call sends it). Returns what was sent [(kind, summary, body)]."""
     now = time.time() if now is None else now
     cfg = settings(settings_path)
     language = session_language(environ, cfg.get("language") or "")
@@ -128,8 +152,13 @@ def check_once(status_dir, settings_path, memory_path, environ, uid, user, now=N
     memory = read_json_object(memory_path) or {}
     network = read_json_object(os.path.join(status_dir, NETWORK_FILE))
     sent = []
-    for kind, summary, body, params, urgency in due(status, kept, lambda i: announcements.seen(status_dir, i, uid),
-                                                     memory, cfg, now, network=network):
+    now_due = due(status, kept, lambda i: announcements.seen(status_dir, i, uid), memory, cfg, now, network=network)
+    caller = call_fn() if now_due else None
+    if caller:
+        log_fn("held for %s (%s): a call is in progress (%s is recording from a microphone)" % (
+            user, ", ".join(kind.split(":")[0] for kind, *_ in now_due), caller))
+        return sent
+    for kind, summary, body, params, urgency in now_due:
         title = say(language, summary)
         text = _body(language, body, params)
         send_fn(title, text, urgency)

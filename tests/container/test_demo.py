@@ -274,6 +274,73 @@ def capture_pack():
     return pack
 
 
+def test_notifications_wait_while_the_operator_is_on_a_call(first_run):
+    """Issue 23 (docs/operators.md, "Not during a call"): in tanaka's logged-in `systemd --user` session, a real
+    PipeWire (pipewire, pipewire-pulse, wireplumber from Debian, installed for the test from the controller's .deb
+    cache: the lab image is not changed) with a virtual microphone; `parecord` recording from it stands for a
+    softphone in a call. The deployed deskguard-notify holds the due restart reminder while the microphone is
+    in use (the agent's log says so, the recording notification server gets nothing) and sends it at the first
+    check after the call."""
+    import base64
+    import shlex
+
+    from labdebs import install
+
+    from deskguard.lab.access import run_ssh
+    from deskguard.lab.state import LabState
+
+    host = LabState.load().hosts["lab-ct1"]
+    print(f"installed the sound server: {install(host, ['pipewire', 'pipewire-pulse', 'wireplumber', 'pulseaudio-utils']):.1f} MB")
+    script = """set -e
+sudo rm -rf /tmp/dgcap && sudo mkdir -p /tmp/dgcap && base64 -d | sudo tar xz -C /tmp/dgcap && sudo chmod -R a+rwX /tmp/dgcap
+sudo cp /etc/deskguard/operator.json /tmp/dgcap/operator.json.saved
+sudo sed -i 's/"quiet_hours": "[^"]*"/"quiet_hours": ""/' /etc/deskguard/operator.json
+sudo touch /var/run/reboot-required
+sudo systemctl start deskguard-agent.service
+uid=$(id -u tanaka); as_user="sudo -u tanaka XDG_RUNTIME_DIR=/run/user/$uid"
+sudo loginctl enable-linger tanaka
+for i in $(seq 100); do [ -S /run/user/$uid/bus ] && break; sleep 0.2; done
+$as_user systemctl --user start pipewire.service pipewire-pulse.service wireplumber.service
+for i in $(seq 150); do $as_user pactl info >/dev/null 2>&1 && break; sleep 0.2; done
+$as_user pactl load-module module-null-sink media.class=Audio/Source/Virtual sink_name=headset-mic >/dev/null
+$as_user systemd-run --user --quiet --unit dgcall-cap --setenv PYTHONPATH=/tmp/dgcap \
+  python3 /tmp/dgcap/notify_capture.py /tmp/dgcap/out-call.jsonl
+for i in $(seq 150); do
+  $as_user busctl --user call org.freedesktop.DBus / org.freedesktop.DBus NameHasOwner s \
+    org.freedesktop.Notifications 2>/dev/null | grep -q true && break; sleep 0.2; done
+state=$(sudo -u tanaka mktemp -d)      # a notifier that has shown nothing yet
+notify="$as_user env XDG_STATE_HOME=$state LANG=ja_JP.UTF-8 deskguard-notify --once"
+$as_user systemd-run --user --quiet --unit dgcall-phone parecord -d headset-mic /dev/null
+for i in $(seq 100); do [ -n "$($as_user pactl list short source-outputs)" ] && break; sleep 0.2; done
+echo "on the call: $($as_user pactl list short source-outputs | wc -l) recording stream(s)"
+$notify
+sleep 1; echo "shown during the call: $(cat /tmp/dgcap/out-call.jsonl 2>/dev/null | wc -l)"
+$as_user systemctl --user stop dgcall-phone.service
+for i in $(seq 100); do [ -z "$($as_user pactl list short source-outputs)" ] && break; sleep 0.2; done
+echo "after the call: $($as_user pactl list short source-outputs | wc -l) recording stream(s)"
+$notify
+for i in $(seq 50); do [ -s /tmp/dgcap/out-call.jsonl ] && break; sleep 0.2; done
+$as_user systemctl --user stop dgcall-cap.service wireplumber.service pipewire-pulse.socket pipewire-pulse.service \\
+  pipewire.socket pipewire.service || true
+sudo rm -f /var/run/reboot-required
+sudo cp /tmp/dgcap/operator.json.saved /etc/deskguard/operator.json
+echo ==; cat /tmp/dgcap/out-call.jsonl
+echo ==; sudo journalctl -t deskguard-agent --no-pager -o cat | grep -E "held for tanaka|notified tanaka [(]reboot" || true
+"""
+    out = run_ssh(host, f"bash -c {shlex.quote(script)}", timeout=300,
+                  stdin=base64.b64encode(capture_pack().getvalue()).decode())
+    print(out.stdout, out.stderr[-2000:])
+    assert out.returncode == 0, out.stdout + out.stderr
+    head, shown, journal = out.stdout.split("==\n")
+    assert "on the call: 1 recording stream(s)" in head and "shown during the call: 0" in head, head
+    assert "after the call: 0 recording stream(s)" in head, head
+    shown = [json.loads(line) for line in shown.splitlines()]
+    assert [n["summary"] for n in shown] == ["パソコンを再起動してください。"], shown
+    assert "held for tanaka (reboot" in journal and "parecord is recording from a microphone" in journal, journal
+    held_at, sent_at = journal.rindex("held for tanaka (reboot"), journal.rindex("notified tanaka (reboot, ja)")
+    assert held_at < sent_at, journal
+
+
 def test_the_vpn_going_down_is_told_to_each_operator_once_in_their_language(first_run):
     """Issue 23, network trouble (docs/operators.md): in the laptop container, two operators' session buses
     (dbus-run-session as `nobody`/ja and `daemon`/en) each with a recording notification server and the

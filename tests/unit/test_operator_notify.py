@@ -166,3 +166,68 @@ def test_a_long_announcement_is_cut_to_what_a_notification_shows_and_says_where_
     assert more == words.say(language, words.MORE)
     assert words.width(first) + words.width(more) <= words.BODY_UNITS
     assert words.fit_body(language, "短いお知らせです。") == "短いお知らせです。"
+
+
+# -- none while a call is in progress (issue 23 D): the operator's sound server, read with pactl ----------------------
+# Recorded from PipeWire 1.4 (pipewire-pulse) in a Debian 13 laptop container, operator session, pactl 17: a dummy
+# output's monitor and a virtual microphone `headset-mic`; `parecord` recording from the monitor (a screen recorder's
+# kind) and from the microphone (a softphone's). tests/container/test_demo.py runs the real thing.
+SOURCES = [{"index": 39, "name": "auto_null.monitor", "driver": "PipeWire", "state": "SUSPENDED"},
+           {"index": 52, "name": "headset-mic", "driver": "PipeWire", "state": "SUSPENDED"}]
+FROM_MONITOR = {"index": 60, "source": 39, "client": "59", "corked": False,
+                "properties": {"application.name": "obs", "stream.capture.sink": "true"}}
+FROM_MIC = {"index": 66, "source": 52, "client": "61", "corked": True,
+            "properties": {"application.name": "parecord", "media.name": "/dev/null"}}
+
+
+def pactl_answering(sources, streams, rc=0):
+    def run(argv, **_kw):
+        assert argv[:2] == ["pactl", "--format=json"], argv
+        data = sources if argv[2:] == ["list", "short", "sources"] else streams
+        return subprocess.CompletedProcess(argv, rc, stdout=json.dumps(data) if rc == 0 else "", stderr="")
+    return run
+
+
+@pytest.mark.parametrize("streams, caller", [
+    ([], None),                                   # nothing records
+    ([FROM_MONITOR], None),                       # a recorder of the speakers is not a call
+    ([FROM_MONITOR, FROM_MIC], "parecord"),       # the microphone is in use (muted/corked too)
+])
+def test_a_call_is_a_microphone_in_use(streams, caller):
+    assert notify.call_in_progress(run=pactl_answering(SOURCES, streams)) == caller
+
+
+def test_no_sound_server_or_no_pactl_holds_nothing():
+    assert notify.call_in_progress(run=pactl_answering(SOURCES, [FROM_MIC], rc=1)) is None   # no server
+
+    def missing(argv, **_kw):
+        raise FileNotFoundError(2, "No such file or directory", "pactl")
+
+    assert notify.call_in_progress(run=missing) is None
+
+    def garbage(argv, **_kw):
+        return subprocess.CompletedProcess(argv, 0, stdout="Connection failure", stderr="")
+
+    assert notify.call_in_progress(run=garbage) is None
+
+
+def test_notifications_wait_for_the_end_of_the_call(tmp_path):
+    box = tmp_path / "status"
+    status.save({"v": 1, "written": int(NOW), "reboot_pending": True, "reboot_pending_since": int(NOW) - 3600},
+                str(box))
+    announcements.prepare(str(box))
+    settings = tmp_path / "operator.json"
+    settings.write_text(json.dumps({"quiet_hours": ""}))
+    memory, logged, shown = tmp_path / "memory.json", [], []
+    on_call = ["softphone"]
+
+    def once(when):
+        return notify.check_once(str(box), str(settings), str(memory), {"LANG": "en_US.UTF-8"}, 1000, "tanaka",
+                                 now=when, send_fn=lambda *a: shown.append(a), log_fn=logged.append,
+                                 call_fn=lambda: on_call[0])
+
+    assert once(NOW) == [] and shown == [] and not memory.exists()     # held, and not counted as shown
+    assert logged == ["held for tanaka (reboot): a call is in progress (softphone is recording from a microphone)"]
+    on_call[0] = None
+    assert [kind for kind, *_ in once(NOW + 300)] == ["reboot"] and len(shown) == 1   # the next check after it
+    assert json.loads(memory.read_text()) == {"reboot": NOW + 300}
