@@ -422,6 +422,60 @@ echo ==; sudo journalctl -t deskguard-agent --since "$since" --no-pager -o cat |
         "notified daemon (network, en)", "notified nobody (network, ja)"], journal
 
 
+def test_a_real_networkmanager_runs_the_hook_at_each_change(first_run):
+    """Issue 23, network trouble (docs/operators.md): Debian's NetworkManager, installed for the test from the
+    controller's .deb cache (the lab image has none) and told to manage one link only (a tap it makes itself) (never the
+    container's own link: the management channel stays as it was), brings a connection up and down. Its own
+    dispatcher runs the hook the agent role deployed, with the interface and action, and each change starts
+    deskguard-network-check.service (the unit whose notifications the VPN test above follows to the operator)."""
+    import shlex
+
+    from labdebs import install
+
+    from deskguard.lab.access import run_ssh
+    from deskguard.lab.state import LabState
+
+    host = LabState.load().hosts["lab-ct1"]
+    # Before the package's own start: NetworkManager must never take the container's link.
+    conf = "[main]\ndns=none\n[keyfile]\nunmanaged-devices=*,except:interface-name:dgphone0\n"
+    run_ssh(host, "sudo mkdir -p /etc/NetworkManager/conf.d && printf %s " + shlex.quote(conf)
+            + " | sudo tee /etc/NetworkManager/conf.d/90-deskguard-test.conf >/dev/null", timeout=60)
+    print(f"installed NetworkManager: {install(host, ['network-manager']):.1f} MB")
+    # The link NetworkManager makes itself: a tap device (a container cannot make dummy links; tun works here).
+    script = """set -e
+sudo systemctl restart NetworkManager.service
+for i in $(seq 150); do nmcli -t -f RUNNING general 2>/dev/null | grep -q running && break; sleep 0.2; done
+checks() { sudo journalctl -u deskguard-network-check.service --no-pager -o cat | grep -c 'network check (network change)' || true; }
+hooked() { sudo journalctl -t deskguard-agent --no-pager -o cat | grep -c "network change: dgphone0 $1" || true; }
+before=$(checks)
+sudo nmcli connection add type tun mode tap ifname dgphone0 con-name dgphone connection.autoconnect no \\
+  ipv4.method manual ipv4.addresses 192.0.2.10/24 ipv6.method disabled >/dev/null
+sudo nmcli connection up dgphone >/dev/null
+for i in $(seq 150); do [ "$(hooked up)" -ge 1 ] && [ "$(checks)" -gt "$before" ] && break; sleep 0.2; done
+after_up=$(checks)
+echo "managed: $(nmcli -t -f DEVICE,STATE device | tr '\\n' ' ')"
+sudo nmcli connection down dgphone >/dev/null
+for i in $(seq 150); do [ "$(hooked down)" -ge 1 ] && [ "$(checks)" -gt "$after_up" ] && break; sleep 0.2; done
+echo "checks: $before $after_up $(checks)"
+sudo nmcli connection delete dgphone >/dev/null
+sudo systemctl stop NetworkManager.service NetworkManager-dispatcher.service || true
+sudo rm -f /etc/NetworkManager/conf.d/90-deskguard-test.conf
+echo ==; sudo journalctl -t deskguard-agent --no-pager -o cat | grep 'network change: dgphone0' || true
+echo ==; ip -br addr show host0 || ip -br addr
+"""
+    out = run_ssh(host, f"bash -c {shlex.quote(script)}", timeout=300)
+    print(out.stdout, out.stderr[-2000:])
+    assert out.returncode == 0, out.stdout + out.stderr
+    head, hooks, link = out.stdout.split("==\n")
+    devices = dict(item.rsplit(":", 1) for item in head.split("managed: ")[1].splitlines()[0].split())
+    assert devices.get("dgphone0") == "connected", head                  # the one link it may manage
+    assert all(state == "unmanaged" for name, state in devices.items() if name != "dgphone0"), head
+    before, after_up, after_down = (int(n) for n in head.split("checks: ")[1].split()[:3])
+    assert before < after_up < after_down, head                      # one check per change, started by the hook
+    assert hooks.splitlines() == ["network change: dgphone0 up", "network change: dgphone0 down"], hooks
+    assert "UP" in link, link                                         # the management link untouched
+
+
 def test_the_passphrase_is_a_real_lab_secret_kept_out_of_the_output(first_run):
     from deskguard.recovery.keys import load_officer_key
 

@@ -171,8 +171,8 @@ ip route replace default via 10.0.3.2 dev "$dev" metric 10'""")   # networkd may
 def _the_laptop_tells_the_operator(laptop):
     """Issue 23 (docs/operators.md), on the same tethered VM: the laptop's own check (deskguard-network-check's
     code, as root) judges the real usbnet link with the NET judges and keeps the tethering words; an operator's
-    session bus (dbus-run-session as `nobody` in ja_JP.UTF-8, the recording server of the unit tier) gets the
-    Japanese notification from deskguard-notify's check. The kit's module_utils and the recording server are
+    session bus (dbus-run-session as `nobody`, the recording server of the unit tier) gets the notification from
+    deskguard-notify's check, once in ja_JP.UTF-8 and once in en_US.UTF-8 (a session each). The kit's module_utils and the recording server are
     copied to /tmp for this step (this VM was not onboarded with the agent; the role's deployment is covered in
     the container tier). No network-posture.json here: NET-003 does not apply, as on a laptop without a call
     system in the policy."""
@@ -190,11 +190,13 @@ def _the_laptop_tells_the_operator(laptop):
         tar.add(os.path.dirname(dbus_next.__file__), "dbus_next", filter=lambda i: None if "__pycache__" in i.name
                 else i)
         tar.add(kit / "tests" / "unit" / "notify_capture.py", "notify_capture.py")
-    once = ('import os, deskguard_operator_notify as n; print(n.check_once("/tmp/dgnet/status", '
-            '"/tmp/dgnet/operator.json", "/tmp/dgnet/memory.json", os.environ, os.getuid(), "nobody"))')
-    session = ("python3 /tmp/dgnet/notify_capture.py /tmp/dgnet/out.jsonl > /tmp/dgnet/ready 2>&1 < /dev/null & "
-               "cap=$!; for i in $(seq 300); do grep -q ready /tmp/dgnet/ready 2>/dev/null && break; sleep 0.1; "
-               f"done; python3 -c '{once}'; rc=$?; kill $cap; exit $rc")
+    # One session a language (DGTAG): its own bus, recording server and notifier memory.
+    once = ('import os, deskguard_operator_notify as n; t = os.environ["DGTAG"]; print(n.check_once('
+            '"/tmp/dgnet/status", "/tmp/dgnet/operator.json", "/tmp/dgnet/memory-%s.json" % t, os.environ, '
+            'os.getuid(), "nobody"))')
+    session = ("python3 /tmp/dgnet/notify_capture.py /tmp/dgnet/out-$DGTAG.jsonl > /tmp/dgnet/ready-$DGTAG 2>&1 "
+               "< /dev/null & cap=$!; for i in $(seq 300); do grep -q ready /tmp/dgnet/ready-$DGTAG 2>/dev/null "
+               f"&& break; sleep 0.1; done; python3 -c '{once}'; rc=$?; kill $cap; exit $rc")
     started = time.monotonic()
     res = vm.ssh(LabState.load().hosts[laptop.name], f"""set -e
 sudo rm -rf /tmp/dgnet && sudo mkdir -p /tmp/dgnet && base64 -d | sudo tar xz -C /tmp/dgnet
@@ -202,15 +204,17 @@ echo '{{"quiet_hours": ""}}' | sudo tee /tmp/dgnet/operator.json > /dev/null
 sudo python3 -c 'import sys, json; sys.path.insert(0, "/tmp/dgnet/lib"); import deskguard_operator_netwatch as w
 print(json.dumps(w.check(status_dir="/tmp/dgnet/status")))'
 sudo chmod -R a+rwX /tmp/dgnet
-sudo runuser -u nobody -- env HOME=/tmp/dgnet LANG=ja_JP.UTF-8 PYTHONPATH=/tmp/dgnet/lib:/tmp/dgnet \
-  dbus-run-session -- sh -c {shlex.quote(session)} > /dev/null
-echo ==; cat /tmp/dgnet/out.jsonl; sudo rm -rf /tmp/dgnet""", timeout=300,
+for tag in ja en; do
+  sudo runuser -u nobody -- env HOME=/tmp/dgnet DGTAG=$tag LANG=${{tag}}_$([ $tag = ja ] && echo JP || echo US).UTF-8 \
+    PYTHONPATH=/tmp/dgnet/lib:/tmp/dgnet dbus-run-session -- sh -c {shlex.quote(session)} > /dev/null
+done
+echo ==; cat /tmp/dgnet/out-ja.jsonl; echo ==; cat /tmp/dgnet/out-en.jsonl; sudo rm -rf /tmp/dgnet""", timeout=300,
                  stdin=base64.b64encode(pack.getvalue()).decode())
     assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
-    kept, shown = res.stdout.split("==\n")
+    kept, shown, shown_en = res.stdout.split("==\n")
     kept = json.loads(kept.strip().splitlines()[-1])
     print(f"laptop-side check and notification: {time.monotonic() - started:.0f} s;", "verdict:", kept,
-          "notification:", shown)
+          "notifications:", shown, shown_en)
     assert kept["controls"] == {"NET-001": "fail", "NET-002": "pass", "NET-003": "not_applicable"}, kept
     assert kept["messages"] == [["You are connected through your phone's tethering. Please use your home internet "
                                  "or the company mobile Wi-Fi for calls.", {}]], kept
@@ -218,6 +222,10 @@ echo ==; cat /tmp/dgnet/out.jsonl; sudo rm -rf /tmp/dgnet""", timeout=300,
     assert (note["app_name"], note["summary"], note["body"]) == (
         "deskguard", "通話に適したネットワークではありません。",
         "スマートフォンのテザリングで接続しています。通話には自宅のインターネットか会社のモバイルWi-Fiを使ってください。"), note
+    (note,) = [json.loads(line) for line in shown_en.splitlines()]
+    assert (note["summary"], note["body"]) == (
+        "Your network is not suitable for calls.", "You are connected through your phone's tethering. Please use "
+        "your home internet or the company mobile Wi-Fi for calls."), note
 
 
 def test_vpn_down_changes_the_verdict(site, laptop):
