@@ -308,7 +308,9 @@ $as_user systemd-run --user --quiet --unit dgcall-cap --setenv PYTHONPATH=/tmp/d
 for i in $(seq 150); do
   $as_user busctl --user call org.freedesktop.DBus / org.freedesktop.DBus NameHasOwner s \
     org.freedesktop.Notifications 2>/dev/null | grep -q true && break; sleep 0.2; done
-state=$(sudo -u tanaka mktemp -d)      # a notifier that has shown nothing yet
+state=$(sudo -u tanaka mktemp -d)      # a notifier that has shown nothing but an announcement just now
+sudo -u tanaka mkdir -p $state/deskguard
+printf '{"announcement": %s}' $(date +%s) | sudo -u tanaka tee $state/deskguard/notify.json > /dev/null
 notify="$as_user env XDG_STATE_HOME=$state LANG=ja_JP.UTF-8 deskguard-notify --once"
 $as_user systemd-run --user --quiet --unit dgcall-phone parecord -d headset-mic /dev/null
 for i in $(seq 100); do [ -n "$($as_user pactl list short source-outputs)" ] && break; sleep 0.2; done
@@ -376,6 +378,11 @@ sudo ip addr add 10.99.0.2/24 dev wg0 && sudo ip link set wg0 up
 since=$(date '+%Y-%m-%d %H:%M:%S')
 for who in nobody:ja_JP.UTF-8 daemon:en_US.UTF-8; do
   user=${{who%%:*}}; lang=${{who#*:}}
+  # A restart reminder and an announcement just shown to them (the earlier tests may have left both due):
+  # only the network is theirs to be told here.
+  sudo mkdir -p /tmp/dgcap/state-$user/deskguard
+  printf '{{"reboot": %s, "announcement": %s}}' $(date +%s) $(date +%s) | sudo tee /tmp/dgcap/state-$user/deskguard/notify.json > /dev/null
+  sudo chown -R $user /tmp/dgcap/state-$user
   sudo runuser -u $user -- env HOME=/tmp/dgcap LANG=$lang XDG_STATE_HOME=/tmp/dgcap/state-$user \
     PYTHONPATH=/tmp/dgcap setsid dbus-run-session -- sh -c '{session}' sh $user > /dev/null 2>&1 < /dev/null &
 done
