@@ -72,6 +72,7 @@ def write_junit(out, run) -> None:
         xml.endElement("testsuite")
     xml.endElement("testsuites")
     xml.endDocument()
+    out.write("\n")
 
 
 def _junit_cases(host: str, h: dict) -> list[tuple[str, str | None, dict, str]]:
