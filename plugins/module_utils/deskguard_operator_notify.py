@@ -119,7 +119,8 @@ def call_in_progress(run=subprocess.run):
     monitors = {s.get("index") for s in sources if isinstance(s, dict) and str(s.get("name", "")).endswith(".monitor")}
     for stream in streams:
         if isinstance(stream, dict) and stream.get("source") not in monitors:
-            return str((stream.get("properties") or {}).get("application.name") or "a program")
+            props = stream.get("properties") if isinstance(stream.get("properties"), dict) else {}
+            return " ".join(str(props.get("application.name") or "a program").split())[:60]   # one log line
     return None
 
 
