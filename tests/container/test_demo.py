@@ -19,6 +19,15 @@ pytestmark = pytest.mark.container
 
 FLEET = ["lab-f001", "lab-f002", "lab-f003"]
 EARLIER_ANNOUNCEMENT = "明日9時から通話システムを更新します。"   # the announcement test's (issue 23)
+# A script's start for the notification tests: the recording server unpacked in /tmp/dgcap (from stdin), quiet
+# hours off (the lab's clock may be at night; the operator.json saved to be put back), and a security update's
+# restart pending, seen by a real run of the agent.
+RESTART_PENDING = """set -e
+sudo rm -rf /tmp/dgcap && sudo mkdir -p /tmp/dgcap && base64 -d | sudo tar xz -C /tmp/dgcap && sudo chmod -R a+rwX /tmp/dgcap
+sudo cp /etc/deskguard/operator.json /tmp/dgcap/operator.json.saved
+sudo sed -i 's/"quiet_hours": "[^"]*"/"quiet_hours": ""/' /etc/deskguard/operator.json
+sudo touch /var/run/reboot-required
+sudo systemctl start deskguard-agent.service"""
 
 
 def demo(*args, timeout=1500):
@@ -198,12 +207,7 @@ def test_notifications_reach_logged_in_operators_through_systemd_user_sessions(f
     assert sent.returncode == 0, sent.stdout + sent.stderr
     pack = capture_pack()
     # As the operator, talking to their own user manager (what `systemctl --user` does in their session).
-    script = """set -e
-sudo rm -rf /tmp/dgcap && sudo mkdir -p /tmp/dgcap && base64 -d | sudo tar xz -C /tmp/dgcap && sudo chmod -R a+rwX /tmp/dgcap
-sudo cp /etc/deskguard/operator.json /tmp/dgcap/operator.json.saved
-sudo sed -i 's/"quiet_hours": "[^"]*"/"quiet_hours": ""/' /etc/deskguard/operator.json
-sudo touch /var/run/reboot-required
-sudo systemctl start deskguard-agent.service
+    script = RESTART_PENDING + """
 printf '%s\n' '[Unit]' "Description=The operator's desktop session (as a session manager starts it)" \\
   BindsTo=graphical-session.target 'Wants=graphical-session-pre.target xdg-desktop-autostart.target' \\
   After=graphical-session-pre.target > /tmp/dgcap/session.target
@@ -291,12 +295,7 @@ def test_notifications_wait_while_the_operator_is_on_a_call(first_run):
 
     host = LabState.load().hosts["lab-ct1"]
     print(f"installed the sound server: {install(host, ['pipewire', 'pipewire-pulse', 'wireplumber', 'pulseaudio-utils']):.1f} MB")
-    script = """set -e
-sudo rm -rf /tmp/dgcap && sudo mkdir -p /tmp/dgcap && base64 -d | sudo tar xz -C /tmp/dgcap && sudo chmod -R a+rwX /tmp/dgcap
-sudo cp /etc/deskguard/operator.json /tmp/dgcap/operator.json.saved
-sudo sed -i 's/"quiet_hours": "[^"]*"/"quiet_hours": ""/' /etc/deskguard/operator.json
-sudo touch /var/run/reboot-required
-sudo systemctl start deskguard-agent.service
+    script = RESTART_PENDING + """
 uid=$(id -u tanaka); as_user="sudo -u tanaka XDG_RUNTIME_DIR=/run/user/$uid"
 sudo loginctl enable-linger tanaka
 for i in $(seq 100); do [ -S /run/user/$uid/bus ] && break; sleep 0.2; done
