@@ -374,7 +374,10 @@ sudo wireguard-go wg0 2>/dev/null
 key=$(wg genkey); peer=$(wg genkey | wg pubkey)
 echo "$key" | sudo wg set wg0 private-key /dev/stdin peer "$peer" endpoint 192.0.2.1:51820 allowed-ips 10.99.0.0/24
 sudo ip addr add 10.99.0.2/24 dev wg0 && sudo ip link set wg0 up
-since=$(date '+%Y-%m-%d %H:%M:%S')
+# The journal's last entry now: what follows it is this test's (a timestamp has whole seconds, and the test
+# before may have logged within the same second).
+cursor=$(sudo journalctl -n 1 --show-cursor -o cat | sed -n 's/^-- cursor: //p')
+test -n "$cursor"
 for who in nobody:ja_JP.UTF-8 daemon:en_US.UTF-8; do
   user=${{who%%:*}}; lang=${{who#*:}}
   # A restart reminder and an announcement just shown to them (the earlier tests may have left both due):
@@ -388,7 +391,7 @@ done
 waiting() {{ pid=$(cat /tmp/dgcap/notify-$1.pid 2>/dev/null) && grep -q '^SigCgt:.*[2367abef]..$' /proc/$pid/status; }}
 for i in $(seq 300); do waiting nobody && waiting daemon && break; sleep 0.2; done
 waiting nobody && waiting daemon
-checks() {{ sudo journalctl -t deskguard-agent --since "$since" --no-pager -o cat | grep -c '^network check' || true; }}
+checks() {{ sudo journalctl -t deskguard-agent --after-cursor "$cursor" --no-pager -o cat | grep -c '^network check' || true; }}
 sudo ip link set wg0 down
 sudo /etc/NetworkManager/dispatcher.d/90-deskguard-network wg0 down
 for i in $(seq 300); do [ "$(checks)" -ge 1 ] && [ -s /tmp/dgcap/out-nobody.jsonl ] && [ -s /tmp/dgcap/out-daemon.jsonl ] && break; sleep 0.2; done
@@ -402,7 +405,7 @@ sudo rm -f /etc/deskguard/network-posture.json
 sudo cp /tmp/dgcap/operator.json.saved /etc/deskguard/operator.json
 cat /var/lib/deskguard-status/network.json
 echo; echo ==; cat /tmp/dgcap/out-nobody.jsonl; echo ==; cat /tmp/dgcap/out-daemon.jsonl
-echo ==; sudo journalctl -t deskguard-agent --since "$since" --no-pager -o cat | grep -E '^(notified|network)' || true
+echo ==; sudo journalctl -t deskguard-agent --after-cursor "$cursor" --no-pager -o cat | grep -E '^(notified|network)' || true
 """
     host = LabState.load().hosts["lab-ct1"]
     out = run_ssh(host, f"bash -c {shlex.quote(script)}", timeout=300,
