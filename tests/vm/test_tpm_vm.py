@@ -15,8 +15,9 @@ One laptop for the whole file, four cold boots after the restore (docs/lab-vm.md
      it; PCR 2 differs; the nightly run fails ENC-004 (the TPM no longer releases the key) and `comply --fix`
      with the officer's key re-binds it;
   5. cold boot of the same disk with another TPM (the disk moved into another machine): the prompt again;
-     the recovery key opens it, and a wipe order erases every keyslot and token (the binding's included),
-     read back from the disk's header on the host.
+     the recovery key opens it, and a wipe order, delivered at once and acknowledged, erases every keyslot and
+     token (the binding's included), read back from the disk's header on the host; a last cold boot stops at
+     the prompt, where the recovery key is refused; `orders settle --grace` closes the order.
 The lock and wipe helpers are test_wipe_vm.py's (that file proves the same orders on a key-file laptop).
 """
 
@@ -36,11 +37,15 @@ from deskguard.lab.state import LabState, is_alive
 from keyvalues import key_values
 from sitetools import comply_json, onboard_lab, run_deskguard
 from test_wipe_vm import (  # the lock/wipe helpers of the key-file laptop's order tests
+    UNLOCK_FAILED,
     agent_site,
+    console_until,
     escrowed,
     header,
     keyslots,
     opens,
+    settles_done,
+    stop,
     store_view,
     wait_powered_off,
 )
@@ -358,6 +363,20 @@ def test_the_disk_in_another_machine_does_not_unlock_and_a_wipe_destroys_every_k
     assert keyslots(raw) in (None, []), keyslots(raw)
     assert tokens(raw) in (None, []), tokens(raw)
     assert not opens(raw, key.encode()), "the escrowed recovery key still opens the wiped disk"
+    t0 = phase("wipe: header read on the host", t0)
+
+    # The wiped disk no longer boots: the recovery key that opened it minutes ago is refused at the prompt.
+    host = vm.boot_again(NAME, wait_ssh=False, console_input=True, log=lambda m: None)
+    try:
+        _wait_console(host, PROMPT, 480)
+        vm.console_type(host, key + "\r")
+        text = console_until(host, UNLOCK_FAILED, 180)
+    finally:
+        stop(host)
+    assert UNLOCKED not in text, "the wiped disk unlocked"
+    t0 = phase("wipe: cold boot, the recovery key refused at the prompt", t0)
+    settles_done(site, orders[-1])
+    phase("wipe: orders settle --grace: done", t0)
 
 
 def tokens(image: Path):

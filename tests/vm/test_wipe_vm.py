@@ -4,8 +4,12 @@ recorded before it acts, and the proof on the disk itself.
 
 Each scenario destroys its laptop, so each starts from the booted snapshot and onboards the minimal role set
 (disk encryption with escrow + the agent; the other controls off) - few module calls under TCG. The wiped disk
-is checked twice: by cold-booting it (the initramfs can no longer unlock root) and by reading its LUKS header
-from the host. An acknowledged wipe is settled `done` with a short `orders settle --grace`.
+is checked by reading its LUKS header from the host; the locked one also by cold-booting it (the initramfs can
+no longer unlock root). An acknowledged wipe is settled `done` with a short `orders settle --grace`.
+
+The wipe delivered at once to a reachable laptop, and the cold boot of the wiped disk, are proven on the TPM
+laptop (test_tpm_vm.py's last test: the recovery key that opened it is refused at the prompt after the wipe):
+one onboarding fewer here (~176 s of the VM tier), the same proof on the stricter laptop.
 
 The check-in proof of issue 9 (the real agent reporting through `deskguard serve`, the shut laptop judged from
 it) shares the offline-wipe laptop: a laptop that can be wiped offline must first have been onboarded and
@@ -108,6 +112,8 @@ def console_until(host, needles, timeout=900):
     while time.monotonic() < deadline:
         text = log.read_text(errors="replace") if log.exists() else ""
         if any(n in text for n in needles):
+            if "Kernel panic - not syncing" in text:   # panic=5 rebooted it (lab/vm.py): say so, it is not ours
+                print(f"[wipe-vm] {NAME}'s console shows a kernel panic and a reboot before this", file=sys.stderr)
             return text
         time.sleep(2)
     pytest.fail(f"none of {needles} on {NAME}'s console within {timeout} s; its tail:\n{text[-3000:]}")
@@ -160,49 +166,6 @@ def store_view(site):
         return device, orders, store.live_secrets(device.uuid)
 
 
-def test_reachable_wipe_acknowledged_erased_and_the_laptop_no_longer_boots(lab_session, lab_inventory_dir,
-                                                                            make_site, tmp_path):
-    t = time.monotonic()
-    laptop = fresh_laptop(lab_session, lab_inventory_dir)
-    t = phase("reachable: laptop from snapshot", t)
-    site = agent_site(make_site)
-    onboard(site, laptop)
-    t = phase("reachable: onboard (disk encryption + agent)", t)
-    key, luks_uuid, slot = escrowed(site)
-    device, _, _ = store_view(site)
-    r = vm.ssh(laptop, "sudo -n cat /etc/deskguard-agent/agent.json; sudo -n stat -c '%a %U' "
-                       "/etc/deskguard-agent/device.key /etc/deskguard-agent/agent.json; "
-                       "systemctl is-enabled deskguard-agent.timer; systemctl is-active deskguard-agent.timer")
-    cfg = json.loads(r.stdout[: r.stdout.rindex("}") + 1])
-    assert cfg["device_uuid"] == device.uuid and list(cfg["escrowed_keyslots"]) == [luks_uuid], cfg
-    assert "600 root\n600 root\nenabled\nactive" in r.stdout, r.stdout
-    assert device.agent_public_key and "BEGIN PUBLIC KEY" in device.agent_public_key
-
-    proc = deskguard(site, "wipe", HOST, "--reason", "lost on the train (vm test)", "--yes", "--confirm", HOST)
-    t = phase("reachable: deskguard wipe (order, ack, erase)", t)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "order and carried it out now" in proc.stdout, proc.stdout
-    wait_powered_off(laptop)
-    t = phase("reachable: laptop powered off", t)
-    device, orders, live = store_view(site)
-    (order,) = orders
-    assert order.state == "acknowledged" and order.acknowledged_at is not None, order.state
-    assert device.state == "wiping" and live == [], (device.state, live)   # escrowed secrets destroyed
-
-    raw = header(laptop, tmp_path)
-    assert keyslots(raw) in (None, []), keyslots(raw)
-    assert not opens(raw, key.encode())
-    again = vm.boot_again(NAME, wait_ssh=False, log=lambda m: None)
-    try:
-        text = console_until(again, UNLOCK_FAILED)
-        t = phase("reachable: cold boot fails to unlock root", t)
-    finally:
-        stop(again)
-    assert "login:" not in text.split("cryptsetup")[-1]
-    settles_done(site, order)
-    phase("reachable: orders settle --grace: done", t)
-
-
 # ------------------------------------------------------------- check-ins while the laptop is off (issue 9)
 
 def agent_checks_in(laptop, times=1):
@@ -244,6 +207,19 @@ ROGUE_KEYSLOT = ("printf 'a key nobody escrowed' > /tmp/rogue; sudo -n cryptsetu
                  "$(sudo -n blkid -t TYPE=crypto_LUKS -o device | head -n1) /tmp/rogue; echo rc=$?")
 
 
+def agent_installed(site, laptop, luks_uuid):
+    """The agent onboarding installed: its config names this device and the escrowed keyslot, its key and
+    config are root's alone, its timer runs, and the store holds its public key."""
+    device, _, _ = store_view(site)
+    r = vm.ssh(laptop, "sudo -n cat /etc/deskguard-agent/agent.json; sudo -n stat -c '%a %U' "
+                       "/etc/deskguard-agent/device.key /etc/deskguard-agent/agent.json; "
+                       "systemctl is-enabled deskguard-agent.timer; systemctl is-active deskguard-agent.timer")
+    cfg = json.loads(r.stdout[: r.stdout.rindex("}") + 1])
+    assert cfg["device_uuid"] == device.uuid and list(cfg["escrowed_keyslots"]) == [luks_uuid], cfg
+    assert "600 root\n600 root\nenabled\nactive" in r.stdout, r.stdout
+    assert device.agent_public_key and "BEGIN PUBLIC KEY" in device.agent_public_key
+
+
 def settles_done(site, order):
     """`orders settle`: not done under the policy's 72 h grace, done with a short --grace once the laptop has
     been silent since its acknowledgement (issue 8: "done" = acknowledged, then silent)."""
@@ -252,7 +228,8 @@ def settles_done(site, order):
     proc = deskguard(site, "orders", "settle", "--grace", "5s")
     assert proc.returncode == 0, proc.stderr
     assert f"order {order.id} done: no check-in for 5 seconds after the acknowledged wipe" in proc.stdout, proc.stdout
-    device, (settled,), _ = store_view(site)
+    device, orders, _ = store_view(site)
+    (settled,) = [o for o in orders if o.id == order.id]
     assert settled.state == "done" and device.state == "wiped", (settled.state, device.state)
 
 
@@ -272,7 +249,8 @@ def test_off_at_night_judged_from_its_check_ins_then_wiped_at_the_first_check_in
     site = agent_site(make_site)
     onboard(site, laptop)
     t = phase("offline: laptop onboarded", t)
-    key, _, _ = escrowed(site)
+    key, luks_uuid, _ = escrowed(site)
+    agent_installed(site, laptop, luks_uuid)
     with serving(site, port=SERVE_PORT):
         # Two runs: the second check-in carries the first one's success (AGT-001 wants a successful check-in).
         ran = agent_checks_in(laptop, times=2)
