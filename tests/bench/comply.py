@@ -222,6 +222,9 @@ def main() -> int:
                   f"laptops {1000 * (k.laptops - p.laptops):+.0f} ms per host (the kit's own cost over Ansible's floor); "
                   f"kit/ping CPU x{k.total / p.total:.2f} (the figure load distorts least: compare runs by it); "
                   f"ping alone projects {p.projection(cores):.0f} hosts/min")
+            print(f"SSH path against ping at {n:4d} hosts: throughput kit/ping {k.rate / p.rate:.2f} wall "
+                  f"({k.rate:.0f} / {p.rate:.0f} hosts/min; goal >= 0.9), {p.total / k.total:.2f} by total CPU; "
+                  f"controller CPU per host kit/ping {k.controller / p.controller:.2f} (goal <= 1.2)")
     if args.baseline_hosts:
         if not args.warm:
             close_masters()
