@@ -17,22 +17,25 @@ import subprocess
 import time
 
 try:  # inside a module (Ansiballz) the kit's module_utils live under ansible.module_utils
+    # Only the reading halves (deskguard_luks_inspect, deskguard_tpm_inspect, …): this file and what it imports
+    # ship in every nightly module call and are compiled there each time (AnsiballZ carries no bytecode).
     from ansible.module_utils import (deskguard_accounts, deskguard_agent_health, deskguard_av,
-                                      deskguard_browser_policy, deskguard_desktop_session, deskguard_luks,
-                                      deskguard_network, deskguard_reboot, deskguard_software, deskguard_tpm_bind,
-                                      deskguard_ufw, deskguard_usb_report, deskguard_vpn_facts, deskguard_wireguard)
+                                      deskguard_browser_policy, deskguard_desktop_session, deskguard_luks_inspect,
+                                      deskguard_network, deskguard_reboot, deskguard_software, deskguard_tpm_inspect,
+                                      deskguard_ufw_inspect, deskguard_usb_report, deskguard_vpn_facts,
+                                      deskguard_wireguard)
 except ImportError:  # unit tests and the agent import them as plain modules
     import deskguard_accounts
     import deskguard_agent_health
     import deskguard_av
     import deskguard_browser_policy
     import deskguard_desktop_session
-    import deskguard_luks
+    import deskguard_luks_inspect
     import deskguard_network
     import deskguard_reboot
     import deskguard_software
-    import deskguard_tpm_bind
-    import deskguard_ufw
+    import deskguard_tpm_inspect
+    import deskguard_ufw_inspect
     import deskguard_usb_report
     import deskguard_vpn_facts
     import deskguard_wireguard
@@ -63,7 +66,7 @@ def _os(root, params):
 
 def _disk(root, params):
     # ENC-004's facts (TPM bindings, whether the TPM unseals them now, key files) in the same collection.
-    return deskguard_tpm_bind.add_facts(deskguard_luks.inventory())
+    return deskguard_tpm_inspect.add_facts(deskguard_luks_inspect.inventory())
 
 
 def _dconf_value(text):
@@ -115,9 +118,9 @@ def _screen_lock(root, params):
 def _firewall(root, params):
     if not os.path.exists(os.path.join(root, "usr/sbin/ufw")):
         return {"tool": None, "active": False}
-    return {"tool": "ufw", "active": deskguard_ufw.is_enabled(),
-            "defaults": deskguard_ufw.read_defaults(os.path.join(root, "etc/default/ufw")),
-            "rules": deskguard_ufw.added_rules()}
+    return {"tool": "ufw", "active": deskguard_ufw_inspect.is_enabled(),
+            "defaults": deskguard_ufw_inspect.read_defaults(os.path.join(root, "etc/default/ufw")),
+            "rules": deskguard_ufw_inspect.added_rules()}
 
 
 def _apt_config():

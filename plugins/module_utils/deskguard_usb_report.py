@@ -9,12 +9,12 @@ shape the nightly run stores ({id, title, status, observed, expected}).
 from __future__ import annotations
 
 try:  # inside Ansible
-    from ansible.module_utils.deskguard_usb_apply import PATHS, TOOLS, UNIT, desired, differences, parse_rules
+    from ansible.module_utils.deskguard_usb_desired import PATHS, TOOLS, UNIT, desired, differences, parse_rules
     from ansible.module_utils.deskguard_usb_policy import check_approved, normalise_rules
     from ansible.module_utils.deskguard_usb_probe import (attached_devices, no_usb_reason, recent_blocks, run,
                                                           running_rules, unit_state)
 except ImportError:  # unit tests put plugins/module_utils on sys.path
-    from deskguard_usb_apply import PATHS, TOOLS, UNIT, desired, differences, parse_rules
+    from deskguard_usb_desired import PATHS, TOOLS, UNIT, desired, differences, parse_rules
     from deskguard_usb_policy import check_approved, normalise_rules
     from deskguard_usb_probe import attached_devices, no_usb_reason, recent_blocks, run, running_rules, unit_state
 

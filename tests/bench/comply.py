@@ -12,7 +12,9 @@ Wall figures swing with whatever else runs on the machine, so every run also pri
 would be spent on the laptops), and the projection 2 cores / total CPU per host — the rate this machine would
 reach if the run had the cores to itself, labelled as a projection. `--ping` adds a bare `ping` play over the
 same hosts with the same become and SSH settings: Ansible's floor for one module call per host, so the kit's
-own cost is the difference.
+own cost is the difference. `--base DIR` adds, in the same run, the kit's play from another checkout of the kit
+(e.g. `git worktree add /tmp/base main`): its playbooks and plugins through its own ansible.cfg, over the
+same hosts, so a change is measured before/after under the same load ("base").
 
 Every measured run is cold, as the nightly run is (no SSH connection left open from an earlier run): each
 gets its own ControlPath folder, and the masters it leaves are closed before the next run. `--warm` measures
@@ -20,7 +22,7 @@ over the connections of a warm-up run instead.
 
 Run as root from the checkout:
     .venv/bin/python tests/bench/comply.py [--hosts 50,200] [--baseline-hosts 50] [--forks 20] [--ping]
-        [--repeat N] [--env ANSIBLE_X=value ...] [--var name=value ...] [--warm]
+        [--repeat N] [--env ANSIBLE_X=value ...] [--var name=value ...] [--warm] [--base DIR]
 It leaves the fleet up (`deskguard lab down` to stop it).
 """
 
@@ -106,8 +108,9 @@ class Run:
 
 
 class Bench:
-    def __init__(self, site: Path, forks: int, env: dict[str, str], warm: bool, extra_vars: list[str]):
-        self.site, self.forks, self.env, self.warm = site, forks, env, warm
+    def __init__(self, site: Path, forks: int, env: dict[str, str], warm: bool, extra_vars: list[str],
+                 base: Path | None = None):
+        self.site, self.forks, self.env, self.warm, self.base = site, forks, env, warm, base
         self.extra_vars = [a for v in extra_vars for a in ("-e", v)]
         self.cp_dir = None
 
@@ -119,14 +122,15 @@ class Bench:
         limit = ",".join(host_names(hosts))
         main_cpu = Path(self.cp_dir) / "main-cpu"
         main_cpu.unlink(missing_ok=True)
-        env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+        root = self.base if kind == "base" else REPO
+        env = {**os.environ, "ANSIBLE_CONFIG": str(root / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
                "ANSIBLE_SSH_CONTROL_PATH_DIR": self.cp_dir,
                "ANSIBLE_CALLBACK_PLUGINS": f"{REPO / 'plugins' / 'callback'}:{BENCH / 'callback'}",
                "ANSIBLE_CALLBACKS_ENABLED": "deskguard_record,bench_cpu", "DESKGUARD_BENCH_CPU_FILE": str(main_cpu),
                "DESKGUARD_SITE": str(self.site), "DESKGUARD_RUN_SOURCE": "bench", **self.env}
         start = time.monotonic()
         proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i",
-                               str(REPO / "inventory" / "lab" / "hosts.yml"), str(PLAYS[kind]), "-f", str(self.forks),
+                               str(REPO / "inventory" / "lab" / "hosts.yml"), str(root / "playbooks" / "comply.yml" if kind == "base" else PLAYS[kind]), "-f", str(self.forks),
                                "-e", f"deskguard_hosts={limit}", "-e", "ansible_become=true", *self.extra_vars],
                               capture_output=True, text=True, env=env, cwd=REPO)
         took = time.monotonic() - start
@@ -184,29 +188,32 @@ def main() -> int:
                     help="extra variable for every run (e.g. ansible_become=false to measure what sudo costs); "
                          "repeatable")
     ap.add_argument("--warm", action="store_true", help="measure over open SSH connections of a warm-up run")
+    ap.add_argument("--base", type=Path, help="another checkout of the kit: its comply play measured in the same run")
     args = ap.parse_args()
     sizes = sorted(int(s) for s in args.hosts.split(","))
     extra_env = dict(e.split("=", 1) for e in args.env)
     cores = os.cpu_count() or 1
     site = fleet_and_site(max(sizes))
-    bench = Bench(site, args.forks, extra_env, args.warm, args.var)
+    bench = Bench(site, args.forks, extra_env, args.warm, args.var, args.base.resolve() if args.base else None)
     # Warm-up, not measured: page cache, Python bytecode caches, ARP entries (and, with --warm, the connections).
     bench.playbook("kit", max(sizes) if args.warm else min(sizes), fresh=True)
     print(f"settings: forks {args.forks}, {'warm' if args.warm else 'cold'} connections"
           + (f", env {' '.join(args.env)}" if args.env else "") + (f", vars {' '.join(args.var)}" if args.var else ""))
     print(f"load average before the measured runs: {load()}")
-    kinds = ["ping", "kit"] if args.ping else ["kit"]
+    kinds = (["ping"] if args.ping else []) + (["base"] if args.base else []) + ["kit"]
     best: dict[tuple[str, int], Run] = {}
     for n in sizes:
-        for kind in kinds:
-            runs = []
-            for _ in range(args.repeat):
+        # Rounds of one run of each kind, so a change in the machine's load falls on every kind alike.
+        measured: dict[str, list[Run]] = {kind: [] for kind in kinds}
+        for _ in range(args.repeat):
+            for kind in kinds:
                 run = bench.measure(kind, n)
                 print(run.line(cores), flush=True)
                 if run.ok < n:
                     print(f"bench: the {kind} run finished on {run.ok} of {n} hosts", file=sys.stderr)
                     return 1
-                runs.append(run)
+                measured[kind].append(run)
+        for kind, runs in measured.items():
             best[kind, n] = median_run(runs)
             if args.repeat > 1:
                 walls = [r.took for r in runs]
@@ -222,6 +229,14 @@ def main() -> int:
                   f"laptops {1000 * (k.laptops - p.laptops):+.0f} ms per host (the kit's own cost over Ansible's floor); "
                   f"kit/ping CPU x{k.total / p.total:.2f} (the figure load distorts least: compare runs by it); "
                   f"ping alone projects {p.projection(cores):.0f} hosts/min")
+            print(f"SSH path against ping at {n:4d} hosts: throughput kit/ping {k.rate / p.rate:.2f} wall "
+                  f"({k.rate:.0f} / {p.rate:.0f} hosts/min; goal >= 0.9), {p.total / k.total:.2f} by total CPU; "
+                  f"controller CPU per host kit/ping {k.controller / p.controller:.2f} (goal <= 1.2)")
+            if args.base:
+                b = best["base", n]
+                print(f"base (the other checkout) at {n:4d} hosts: throughput base/ping {b.rate / p.rate:.2f} wall, "
+                      f"{p.total / b.total:.2f} by total CPU; laptops {1000 * (k.laptops - b.laptops):+.0f} ms, "
+                      f"controller {1000 * (k.controller - b.controller):+.0f} ms per host kit - base")
     if args.baseline_hosts:
         if not args.warm:
             close_masters()

@@ -35,7 +35,28 @@ def test_every_module_the_agent_imports_is_deployed():
 
 def test_the_check_finds_imports():
     # The check itself must see the posture collector's imports, or it would pass on anything.
-    assert {"deskguard_luks", "deskguard_usb_report"} <= imported("deskguard_posture")
+    assert {"deskguard_luks_inspect", "deskguard_usb_report"} <= imported("deskguard_posture")
+
+
+def closure(name: str) -> set[str]:
+    seen, todo = set(), [name]
+    while todo:
+        for dep in imported(todo.pop()) - seen:
+            seen.add(dep)
+            todo.append(dep)
+    return seen
+
+
+def test_the_posture_collector_carries_no_half_that_changes_a_laptop():
+    """Every nightly module call ships the collector and all it imports, compiled on the laptop each time
+    (AnsiballZ carries no bytecode): it reads through the reading halves only (docs/compliance.md,
+    "Performance"), never the files that add keys, bind the TPM, converge ufw or USBGuard, arm rollbacks or
+    write files."""
+    changing = {"deskguard_luks", "deskguard_tpm_bind", "deskguard_ufw", "deskguard_usb_apply", "deskguard_rollback",
+                "deskguard_files", "deskguard_accounts_apply", "deskguard_software_apply", "deskguard_wireguard_apply"}
+    assert closure("deskguard_posture") & changing == set()
+    assert {"deskguard_luks_inspect", "deskguard_tpm_inspect", "deskguard_ufw_inspect",
+            "deskguard_usb_desired"} <= closure("deskguard_posture")
 
 
 # ---------------------------------------------------------------------------------------- the Windows agent

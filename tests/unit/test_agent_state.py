@@ -173,7 +173,8 @@ def test_agent_runs_on_debians_python3_and_python3_cryptography(tmp_path):
     lib.mkdir()
     for name in ("deskguard_agent", "deskguard_agent_http", "deskguard_agent_linux", "deskguard_agent_state",
                  "deskguard_agent_health", "deskguard_protocol", "deskguard_posture", "deskguard_luks",
-                 "deskguard_tpm_bind", "deskguard_reboot", "deskguard_ufw"):
+                 "deskguard_luks_inspect", "deskguard_tpm_bind", "deskguard_tpm_inspect", "deskguard_reboot",
+                 "deskguard_ufw", "deskguard_ufw_inspect"):
         (lib / f"{name}.py").write_text((REPO / "plugins/module_utils" / f"{name}.py").read_text())
     launcher = (REPO / "roles/endpoint_agent/files/deskguard-agent").read_text()
     (lib / "deskguard-agent").write_text(launcher.replace('"/usr/lib/deskguard-agent"', repr(str(lib))))
