@@ -220,7 +220,12 @@ def test_slices_of_one_awx_workflow_recording_at_the_same_moment_make_one_run(si
         if backend == "postgresql":
             _wait_for(lambda: held.waiting() == len(slices), "every slice waits to record", procs)
         else:
-            _wait_for(lambda: all(_played(d) for d in dirs), "every slice's play is over", procs)
+            # Every slice's play over, or 20 s after the first one's: a slice that finished waits for the
+            # store under SQLite's 30 s busy timeout, and a slow machine must not turn that into a failure.
+            _wait_for(lambda: any(_played(d) for d in dirs), "a slice's play is over", procs)
+            first = time.monotonic()
+            _wait_for(lambda: all(_played(d) for d in dirs) or time.monotonic() - first > 20,
+                      "every slice's play is over", procs)
     finally:
         held.release()
     results = [p.communicate(timeout=300) for p in procs]
