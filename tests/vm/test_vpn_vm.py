@@ -181,6 +181,12 @@ def enrolled(site, laptop, gateway, tmp_path_factory):
     took["gateway pushed to first handshake"] = time.monotonic() - mark
     mark = time.monotonic()
     proc = deskguard(site, "enrolment", "process", "--ssh-key", str(lab_key()), "--json")
+    retried = proc.returncode == 3
+    if retried:
+        # Unreachable (seen once at host load 26: sudo on the laptop answered after Ansible's 22 s): the laptop
+        # stays `enrolled` and the next run takes it, as from the documented timer. Said in the output.
+        print("enrolment process: unreachable on the first run, run again:", proc.stdout[-1500:])
+        proc = deskguard(site, "enrolment", "process", "--ssh-key", str(lab_key()), "--json")
     took["enrolment process (onboarding through the tunnel)"] = time.monotonic() - mark
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     processed = json.loads(proc.stdout)
@@ -194,7 +200,7 @@ def enrolled(site, laptop, gateway, tmp_path_factory):
     took["whole enrolment path"] = time.monotonic() - started
     print("\n".join(f"{k}: {v:.0f} s" for k, v in took.items()))
     return {"device": device, "key": key, "process": processed, "comply": (comply.returncode,
-            json.loads(comply.stdout)), "reached_outside": reached_outside}
+            json.loads(comply.stdout)), "reached_outside": reached_outside, "retried": retried}
 
 
 def test_the_drop_shipped_laptop_enrols_and_is_onboarded_through_its_tunnel(site, laptop, gateway, enrolled):
