@@ -119,13 +119,15 @@ def serving(site, env: dict | None = None, port: int | None = None, tls: tuple |
     else:
         proc.kill()
         pytest.fail("deskguard serve did not start: " + proc.communicate()[0][-2000:])
-    yield port
-    proc.terminate()
     try:
-        out = proc.communicate(timeout=20)[0]
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out = proc.communicate()[0]
+        yield port
+    finally:   # stopped even when the test failed inside the block (it was left running then)
+        proc.terminate()
+        try:
+            out = proc.communicate(timeout=20)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out = proc.communicate()[0]
     if output is not None:
         output.append(out)
     assert "Traceback" not in out, out[-3000:]

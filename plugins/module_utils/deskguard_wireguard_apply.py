@@ -201,8 +201,13 @@ def converge(p, paths, check_mode=False, run=_run, backend=None, probe=_probe, l
                 os.unlink(path)
         elif path in differ:
             _atomic(path, content, mode)
+    # The tunnel restarts only when its own files or key changed (or it is down): a laptop managed through it
+    # (enrolled at home, onboarded over its VPN address) would otherwise lose the very connection running this,
+    # e.g. when onboarding only adds the kill switch to the tunnel its first boot made (seen on the lab VM).
+    tunnel_changed = need_key or not service_ok or any(path in differ for path in (paths.conf, paths.nm,
+                                                                                     paths.dropin))
     try:
-        _activate(p, paths, backend, run, probe)
+        _activate(p, paths, backend, run, probe, restart_tunnel=tunnel_changed)
         _prove_implementation(paths, backend, implementation)
     except WireGuardError as exc:
         _restore(saved, names + [paths.key])
@@ -227,7 +232,7 @@ def _prove_implementation(paths, backend, implementation):
                              % (running, implementation))
 
 
-def _activate(p, paths, backend, run, probe, disable_missing=False):
+def _activate(p, paths, backend, run, probe, disable_missing=False, restart_tunnel=True):
     iface = p["interface"]
     run(["systemctl", "daemon-reload"])
     if os.path.exists(paths.unit):
@@ -238,13 +243,15 @@ def _activate(p, paths, backend, run, probe, disable_missing=False):
         probe(["systemctl", "disable", "--now", KILL_SWITCH_UNIT])
         probe(["nft", "delete", "table", "inet", KILL_SWITCH_TABLE])
     if backend == "networkmanager":
-        run(["nmcli", "connection", "reload"])
-        run(["nmcli", "connection", "up", "id", "deskguard-%s" % iface])
+        if restart_tunnel:
+            run(["nmcli", "connection", "reload"])
+            run(["nmcli", "connection", "up", "id", "deskguard-%s" % iface])
         return
     if not os.path.exists(paths.conf):
         if disable_missing:
             probe(["systemctl", "disable", "--now", "wg-quick@%s" % iface])
         return
     run(["systemctl", "enable", "wg-quick@%s" % iface])
-    run(["systemctl", "restart", "wg-quick@%s" % iface])
+    if restart_tunnel:
+        run(["systemctl", "restart", "wg-quick@%s" % iface])
     run(["wg", "show", iface, "public-key"])   # the interface exists and has its key

@@ -9,7 +9,7 @@ the lab bridge, as behind a home router. The enrolment package (built by `deskgu
 the bridge; it routes the controller into the pool and masquerades it, as a company's VPN concentrator
 would); `deskguard enrolment process` pushes the gateway and onboards it over its VPN address; `deskguard
 comply` passes over the tunnel. lab-ct2 installs a package whose token was revoked: nothing enrols. The VM
-version (real kernel WireGuard, a LUKS root) was not run: docs/enrolment.md."""
+version (real kernel WireGuard, a LUKS root, a real first boot) is tests/vm/test_vpn_vm.py: docs/enrolment.md."""
 
 from __future__ import annotations
 

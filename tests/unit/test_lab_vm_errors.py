@@ -166,3 +166,33 @@ def test_a_killed_builds_mounts_are_removed_before_its_partial_folder(tmp_path):
     finally:
         while os.path.ismount(merged):
             subprocess.run(["umount", "-l", str(merged)], check=False)
+
+
+def test_ssh_forward_is_removed_and_put_back_through_the_monitor(lab_run, monkeypatch):
+    """The home router of tests/vm/test_vpn_vm.py: qemu's monitor answers a removal with a sentence (seen in the
+    lab: "host forwarding rule for tcp:127.0.0.1:35221 removed"), an addition with nothing; anything else, or a
+    rule that is not there, is one LabError naming the VM."""
+    import contextlib
+
+    from deskguard.lab import qmp
+
+    sent, answers = [], []
+
+    class FakeMonitor:
+        def cmd(self, command, **args):
+            sent.append((command, args))
+            return answers.pop(0)
+
+    monkeypatch.setattr(qmp, "monitor", lambda sock, name: contextlib.nullcontext(FakeMonitor()))
+    host = _vm_host(lab_run)
+    answers[:] = ["host forwarding rule for tcp:127.0.0.1:2221 removed\r\n", ""]
+    vm.set_ssh_forward(host, present=False)
+    vm.set_ssh_forward(host, present=True)
+    assert [a["command-line"] for _c, a in sent] == ["hostfwd_remove net0 tcp:127.0.0.1:2221",
+                                                     "hostfwd_add net0 tcp:127.0.0.1:2221-:22"]
+    assert {c for c, _a in sent} == {"human-monitor-command"}
+    for answer, present in (("host forwarding rule for tcp:127.0.0.1:2221 not found\r\n", False),
+                            ("Could not set up host forwarding rule 'tcp:127.0.0.1:2221-:22'\r\n", True)):
+        answers[:] = [answer]
+        with pytest.raises(LabError, match=r"^lab-vm1: `hostfwd_(remove|add) net0 .*` failed: "):
+            vm.set_ssh_forward(host, present=present)

@@ -261,3 +261,21 @@ def test_a_tunnel_up_on_another_implementation_than_chosen_is_undone(env):
         _converge(env)
     assert not os.path.exists(paths.conf) and not os.path.exists(paths.dropin)
     assert ["systemctl", "disable", "--now", "wg-quick@wg0"] in sysm.cmds
+
+
+def test_adding_the_kill_switch_to_a_running_tunnel_does_not_restart_the_tunnel(env):
+    """A laptop enrolled at home has the tunnel its first boot made; onboarding, through that tunnel, adds the
+    kill switch. Restarting wg-quick then cut the connection running the play (the lab VM under TCG: the next
+    task's sudo answered after Ansible's timeout, the laptop "unreachable"). Only the kill switch restarts."""
+    paths, _params, sysm, _ = env
+    first = _converge(env)
+    sysm.units_ok = True
+    sysm.cmds.clear()
+    res = _converge(env, kill_switch=True)
+    assert res["changed"] and paths.conf not in res["files"] and res["public_key"] == first["public_key"]
+    assert ["systemctl", "restart", wga.KILL_SWITCH_UNIT] in sysm.cmds
+    assert ["systemctl", "restart", "wg-quick@wg0"] not in sysm.cmds
+    # A change of the tunnel's own file still restarts it.
+    sysm.cmds.clear()
+    _converge(env, kill_switch=True, mtu=1380)
+    assert ["systemctl", "restart", "wg-quick@wg0"] in sysm.cmds

@@ -9,7 +9,9 @@ WireGuard module). Two ways in:
 Namespaces, interface names (wireguard-go's UAPI sockets too) and the relay port are machine-wide: each lab's
 carry its index (`tag()`, `lab_port()`), so two labs can each run a gateway (the default lab's names are the
 ones above).
-`use_in_site()` points a test site's policy and inventory at either."""
+`use_in_site()` points a test site's policy and inventory at either. `route_pool()` makes the controller reach
+the laptops' VPN addresses through the gateway, as a company's VPN concentrator does (issue 22: IT onboards a
+laptop shipped to a home through its tunnel); `vm_pool()` is the pool the VM gateway then uses."""
 
 from __future__ import annotations
 
@@ -64,6 +66,8 @@ class Gateway:
     relay_port: int = 0
     endpoint: str = ""
     veth: str | None = None            # the bridge's port, removed at once (a namespace's veths go lazily)
+    routes: list[str] | None = None    # pools this machine routes into the namespace (route_pool)
+    uplink: str | None = None          # this machine's end of the VM gateway's veth (route_pool)
 
     def peers(self) -> list[str]:
         return in_ns("wg", "show", self.iface, "peers", netns=self.netns).stdout.split()
@@ -80,8 +84,11 @@ class Gateway:
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-        if self.veth:
-            subprocess.run(["ip", "link", "del", self.veth], capture_output=True)
+        for net in self.routes or []:
+            subprocess.run(["ip", "route", "del", net], capture_output=True)
+        for veth in (self.veth, self.uplink):
+            if veth:
+                subprocess.run(["ip", "link", "del", veth], capture_output=True)
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
         Path(f"/var/run/wireguard/{self.iface}.sock").unlink(missing_ok=True)
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -164,6 +171,42 @@ def start_on_bridge() -> Gateway:
         subprocess.run(["ip", "link", "del", veth], capture_output=True)
         raise
     return Gateway(public, wg, None, workdir, netns, iface, 0, f"{address}:{WG_PORT}", veth)
+
+
+def vm_pool() -> tuple[str, str]:
+    """(pool, gateway address) of this lab's VM gateway: 10.(170 + lab index).77.0/24, apart from the laptop
+    containers' pools (10.120-162), the labs' own ranges (10.213-255) and qemu's 10.0.2.0/24."""
+    from deskguard.lab import identity
+
+    third = 170 + identity.lab_index()
+    return f"10.{third}.77.0/24", f"10.{third}.77.1"
+
+
+def route_pool(gw: Gateway, pool: str, address: str) -> None:
+    """The controller reaches `pool` through the gateway: the gateway takes `address` in the pool, forwards,
+    and masquerades what it sends into the tunnel (the laptop sees IT arrive from `address`, inside its own
+    pool). The bridge gateway is routed over its bridge port; the VM gateway, which has none, gets a veth of
+    its own to this machine (dgvpn<tag>-h, 10.(170 + lab index).78.0/30). Undone by gw.stop()."""
+    from deskguard.lab import network
+
+    in_ns("ip", "addr", "add", f"{address}/{pool.split('/')[1]}", "dev", gw.iface, netns=gw.netns)
+    in_ns("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=gw.netns)
+    in_ns("nft", "add table ip dgmasq; add chain ip dgmasq post { type nat hook postrouting priority 100; }; "
+          f"add rule ip dgmasq post oifname {gw.iface} masquerade", netns=gw.netns)
+    gw.routes = [pool]
+    if gw.veth:
+        via = ["via", network.service_address(2), "dev", network.bridge()]
+    else:
+        link = pool.replace(".77.0/24", ".78")
+        host_side = gw.uplink = f"dgvpn{tag()}-h"
+        subprocess.run(["ip", "link", "del", host_side], capture_output=True)   # a leftover of an interrupted run
+        _sh("ip", "link", "add", host_side, "type", "veth", "peer", "name", "up0", "netns", gw.netns)
+        _sh("ip", "addr", "add", f"{link}.1/30", "dev", host_side)
+        _sh("ip", "link", "set", host_side, "up")
+        in_ns("ip", "addr", "add", f"{link}.2/30", "dev", "up0", netns=gw.netns)
+        in_ns("ip", "link", "set", "up0", "up", netns=gw.netns)
+        via = ["via", f"{link}.2", "dev", host_side]
+    _sh("ip", "route", "replace", pool, *via)
 
 
 def use_in_site(site: Path, gateway: Gateway, management: str) -> Path:

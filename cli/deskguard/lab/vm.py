@@ -146,7 +146,7 @@ def qemu_argv(name: str, image, disk: Path, port: int, rundir: Path, incoming: s
     argv = [QEMU, "-name", f"{name},process=deskguard-{name}", *machine_args(),
             "-kernel", str(image.kernel), "-initrd", str(boot_initrd(image, rundir)), "-append", kernel_cmdline(name),
             "-drive", f"file={_opt(disk)},format=qcow2,if=none,id=disk0,cache=unsafe,discard=unmap",
-            "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
+            "-netdev", f"user,id=net0,hostfwd={ssh_forward_rule(port)}",
             *tpm.qemu_args(rundir),
             "-qmp", f"unix:{_opt(rundir / 'qmp.sock')},server=on,wait=off", *serial]
     if incoming:
@@ -154,6 +154,26 @@ def qemu_argv(name: str, image, disk: Path, port: int, rundir: Path, incoming: s
     if daemon:
         argv += ["-daemonize", "-pidfile", str(rundir / "qemu.pid")]
     return argv
+
+
+def ssh_forward_rule(port: int) -> str:
+    """qemu's user-network forward of the controller's loopback `port` to the laptop's SSH."""
+    return f"tcp:127.0.0.1:{port}-:22"
+
+
+def set_ssh_forward(host, present: bool) -> None:
+    """Remove or put back, in the running qemu, the forward that is the controller's only way to the laptop's
+    SSH outside a tunnel: without it the laptop is as a home router leaves it (it can still dial out). Through
+    the monitor (`hostfwd_remove` / `hostfwd_add`), which answers with text: nothing when a rule was added,
+    "host forwarding rule for … removed" when one was removed (qemu 8-10), anything else is a failure."""
+    from .qmp import monitor
+
+    rule = ssh_forward_rule(host.port)
+    line = f"hostfwd_add net0 {rule}" if present else f"hostfwd_remove net0 {rule.split('-')[0]}"
+    with monitor(Path(host.extra["qmp"]), host.name) as mon:
+        answer = mon.cmd("human-monitor-command", **{"command-line": line}).strip()
+    if answer and not (not present and answer.endswith(" removed")):
+        raise LabError(f"{host.name}: `{line}` failed: {_last_line(answer)}")
 
 
 def boot_initrd(image, rundir: Path) -> Path:
