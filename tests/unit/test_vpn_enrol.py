@@ -81,6 +81,17 @@ def test_managed_through_the_tunnel_arms_the_rollback_and_refuses_a_pool_move(st
     assert store.vpn_peer(dev.uuid).pool == "10.77.0.0/24" and len(laptop.calls) == 1
 
 
+def test_rotating_a_laptop_managed_through_its_tunnel_is_refused_before_it_is_touched(store):
+    """Found on the VM (issue 22's drop-shipped laptop): the laptop restarted its tunnel on the new key before
+    its answer could come back through that tunnel."""
+    dev = store.register_device("lt-1", "debian", "10.77.0.2", 22, "dgadmin", None)
+    laptop = FakeLaptop()
+    enrol.run(store, laptop, _req(dev, address="10.77.0.2"))
+    with pytest.raises(enrol.VpnRefused, match="manages this laptop through its tunnel .10.77.0.2.; a new key would cut"):
+        enrol.run(store, laptop, _req(dev, mode="rotate", address="10.77.0.2"))
+    assert len(laptop.calls) == 1 and store.vpn_peer(dev.uuid).public_key == laptop_key(1)
+
+
 def test_check_mode_of_a_new_laptop_touches_neither_store_nor_laptop(store):
     dev = store.register_device("lt-1", "debian", "10.0.2.15", 22, "dgadmin", None)
     laptop = FakeLaptop()

@@ -80,6 +80,12 @@ def run(store, remote: Remote, req: Request) -> Outcome:
         raise VpnRefused(f"{req.hostname}: IT manages this laptop through the tunnel ({req.management_address}, pool "
                          f"{current.pool}); moving it to pool {s.pool} would cut that path. Give it a management "
                          "address outside the tunnel first (deskguard devices update), then re-run")
+    if req.mode == "rotate" and out.management_over_vpn:
+        # The laptop would restart its tunnel on the new key before its answer, and before the gateway learns the
+        # key: the play loses the laptop and only the rollback timer brings the old key back (found on the VM).
+        raise VpnRefused(f"{req.hostname}: IT manages this laptop through its tunnel ({req.management_address}); a new "
+                         "key would cut that path before the gateway learns it. Nothing was changed. Rotate it "
+                         "while IT reaches it outside the tunnel (its ansible_host on that path)")
     if req.mode == "check":
         if current is None or current.pool != s.pool:
             out.changed = True
