@@ -30,9 +30,17 @@ sudo touch /var/run/reboot-required
 sudo systemctl start deskguard-agent.service"""
 
 
-def demo(*args, timeout=1500):
-    return subprocess.run([sys.executable, "-m", "deskguard", "demo", *args], capture_output=True, text=True,
-                          timeout=timeout, env={k: v for k, v in os.environ.items() if k != "DESKGUARD_SITE"})
+def suite() -> str:
+    """The release this run's laptops are on (CI runs this file on Debian 13 and on Debian 12)."""
+    from deskguard.lab.image import DEFAULT_SUITE
+
+    return os.environ.get("DESKGUARD_LAB_SUITE") or DEFAULT_SUITE
+
+
+def demo(*args, timeout=1500, release=None):
+    return subprocess.run([sys.executable, "-m", "deskguard", "demo", *args, "--suite", release or suite()],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={k: v for k, v in os.environ.items() if k != "DESKGUARD_SITE"})
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +95,14 @@ def test_demo_exits_0_and_says_what_it_did(first_run):
     out = proc.stdout
     assert "every onboarded laptop is compliant" in out
     assert "lab-ct1 (container, onboarded): compliant, score 100%" in out
+    from deskguard.lab.access import run_ssh
+    from deskguard.lab.demo import SUITE_NAMES
+    from deskguard.lab.state import LabState
+
+    # The release it says is the release the laptop runs.
+    assert f"1 laptop container(s) on {SUITE_NAMES[suite()]}" in out, out
+    release = run_ssh(LabState.load().hosts["lab-ct1"], ". /etc/os-release; echo $VERSION_CODENAME", timeout=60)
+    assert release.stdout.strip() == suite(), release
     # Honest about what a container cannot do: shown as not applicable, never as passed.
     na = next(line for line in out.splitlines() if line.startswith("  lab-ct1 (container, onboarded)"))
     assert all(c in na for c in ("ENC-001", "ENC-002", "USB-001")), na
@@ -391,7 +407,13 @@ done
 waiting() {{ pid=$(cat /tmp/dgcap/notify-$1.pid 2>/dev/null) && grep -q '^SigCgt:.*[2367abef]..$' /proc/$pid/status; }}
 for i in $(seq 300); do waiting nobody && waiting daemon && break; sleep 0.2; done
 waiting nobody && waiting daemon
-checks() {{ sudo journalctl -t deskguard-agent --after-cursor "$cursor" --no-pager -o cat | grep -c '^network check' || true; }}
+# The agent's lines after the cursor. Matched here, not by journalctl: systemd 252's (Debian 12) journalctl
+# skips the first matching entry when --after-cursor is given with a match (-t).
+agent_log() {{ sudo journalctl --after-cursor "$cursor" --no-pager -o json | python3 -c '
+import json, sys
+for entry in map(json.loads, sys.stdin):
+    if entry.get("SYSLOG_IDENTIFIER") == "deskguard-agent": print(entry["MESSAGE"])'; }}
+checks() {{ agent_log | grep -c '^network check' || true; }}
 sudo ip link set wg0 down
 sudo /etc/NetworkManager/dispatcher.d/90-deskguard-network wg0 down
 for i in $(seq 300); do [ "$(checks)" -ge 1 ] && [ -s /tmp/dgcap/out-nobody.jsonl ] && [ -s /tmp/dgcap/out-daemon.jsonl ] && break; sleep 0.2; done
@@ -405,7 +427,7 @@ sudo rm -f /etc/deskguard/network-posture.json
 sudo cp /tmp/dgcap/operator.json.saved /etc/deskguard/operator.json
 cat /var/lib/deskguard-status/network.json
 echo; echo ==; cat /tmp/dgcap/out-nobody.jsonl; echo ==; cat /tmp/dgcap/out-daemon.jsonl
-echo ==; sudo journalctl -t deskguard-agent --after-cursor "$cursor" --no-pager -o cat | grep -E '^(notified|network)' || true
+echo ==; agent_log | grep -E '^(notified|network)' || true
 """
     host = LabState.load().hosts["lab-ct1"]
     out = run_ssh(host, f"bash -c {shlex.quote(script)}", timeout=300,
@@ -543,9 +565,10 @@ def test_fleet_hosts_were_only_read(first_run):
 def test_the_printed_steps_are_the_documented_ones_in_an_order_that_works(steps_run):
     steps, _done, _cwd = steps_run
     commands = [command for _what, command in steps]
+    again = "deskguard demo" if suite() == "trixie" else f"deskguard demo --suite {suite()}"
     assert [c.split(" --site")[0].split(" && ")[0] for c in commands] == [
         "deskguard lab ssh lab-ct1 sudo ufw --force disable", "deskguard netcheck lab-ct1", "deskguard comply",
-        "deskguard lab down", "deskguard demo"], commands
+        "deskguard lab down", again], commands
     # No VM here, so no wipe: the default demo has one, and it is printed after `lab down` (a demo asking for
     # other counts than a running lab is refused, exit 2). It is not run here: it costs a laptop VM.
     assert "wipe" in steps[-1][0] and not any(c.startswith("deskguard wipe") for c in commands)
@@ -603,6 +626,17 @@ def test_a_demo_asking_for_other_counts_is_refused_and_the_lab_left_running(firs
     proc = demo("--laptops", "0", "--containers", "2", "--fleet", "3", "--dir", str(folder), timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "the lab already runs 0 laptop VM(s), 1 container(s), 3 fleet host(s)" in proc.stderr
+    assert {n: (h.pid, h.pid_start) for n, h in LabState.load().hosts.items()} == before
+    assert (folder / "report.json").read_bytes() == report
+    # Nor is a demo on the other Debian release: it would say it ran on a release it did not run on.
+    other = "bookworm" if suite() == "trixie" else "trixie"
+    proc = demo("--laptops", "0", "--containers", "1", "--fleet", "3", "--dir", str(folder), timeout=120,
+                release=other)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    from deskguard.lab.demo import SUITE_NAMES
+
+    assert f"the lab's laptops run {SUITE_NAMES[suite()]}, the demo asked for {SUITE_NAMES[other]}" in proc.stderr
+    assert f"or ask for --suite {suite()}" in proc.stderr, proc.stderr
     assert {n: (h.pid, h.pid_start) for n, h in LabState.load().hosts.items()} == before
     assert (folder / "report.json").read_bytes() == report
 

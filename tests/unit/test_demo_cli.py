@@ -73,6 +73,31 @@ def test_a_lab_up_with_other_counts_is_refused_and_left_running(tmp_path):
     assert sorted(p.name for p in lab.iterdir()) == ["state.json"]
 
 
+@pytest.mark.parametrize("recorded, text", [
+    ({"suite": "bookworm"}, "the lab's laptops run Debian 12 (bookworm), the demo asked for Debian 13 (trixie): "
+                            "run `deskguard lab down` first, or ask for --suite bookworm"),
+    ({}, "the lab's laptops run an unrecorded release, the demo asked for Debian 13 (trixie): run `deskguard lab "
+         "down` first"),
+])
+def test_a_lab_whose_laptops_run_another_release_is_refused_and_left_running(tmp_path, recorded, text):
+    """Same counts, other release (or a laptop started before the lab recorded releases): refused before the lab
+    or the folder is touched, so the demo never says it ran on a release it did not run on."""
+    from deskguard.lab.state import proc_start_time
+
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    state = {"hosts": {"lab-ct1": {"name": "lab-ct1", "kind": "container", "address": "10.213.1.1", "port": 22,
+                                   "user": "dgadmin", "pid": os.getpid(), "pid_start": proc_start_time(os.getpid()),
+                                   "extra": recorded}}, "network": {}}
+    (lab / "state.json").write_text(json.dumps(state))
+    before = (lab / "state.json").read_bytes()
+    folder = tmp_path / "demo"
+    proc = run_demo("--laptops", "0", "--containers", "1", "--fleet", "0", "--dir", str(folder), lab_run=lab)
+    one_line(proc, 2, text)
+    assert proc.stderr.strip().endswith(text), proc.stderr
+    assert (lab / "state.json").read_bytes() == before and not folder.exists()
+
+
 def test_not_root_is_one_environment_error(monkeypatch, tmp_path):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(LabError, match="needs root"):

@@ -59,8 +59,11 @@ sudo -n cryptsetup open --test-passphrase --key-slot 1 --key-file /etc/keys/root
 echo "KEYMODE=$(sudo -n stat -c '%a %s' /etc/keys/root.key)"
 echo "CRYPTTAB=$(sudo -n cat /etc/crypttab)"
 echo "JSON=$(sudo -n cryptsetup luksDump --dump-json-metadata "$dev" | tr -d '\n')"
+. /etc/os-release; echo "CODENAME=$VERSION_CODENAME"
 """
     r = _run(laptop, script, stdin=passphrase + "\n")
+    # The lab records the release it started (the demo refuses a lab of another one): the one the laptop runs.
+    assert r["CODENAME"] == laptop.extra["suite"] == image.facts()["suite"], (r["CODENAME"], laptop.extra)
     assert r["SOURCE"] == "/dev/mapper/root"
     assert r["TARGET"] == "crypt"
     assert r["LSBLK"] == "crypt"

@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from .lab import DEFAULT_SUITE, SUITES
+
 LAB_SECRET = ("LAB SECRET: the demo site's officer passphrase is in {path} (0600). It opens the escrowed "
               "recovery keys of this throw-away demo only; never use it, or this site, for real laptops.")
 
@@ -86,20 +88,22 @@ def _as_invoked(command: str) -> str:
 @click.option("--containers", type=int, default=1, show_default=True, help="Laptop containers (nspawn).")
 @click.option("--fleet", "fleet_hosts", type=int, default=20, show_default=True,
               help="Light fleet hosts: checked by the nightly run, never onboarded.")
+@click.option("--suite", type=click.Choice(SUITES), default=DEFAULT_SUITE, show_default=True,
+              help="Debian release of the lab laptops the demo starts (trixie: Debian 13, bookworm: Debian 12).")
 @click.option("--dir", "folder", type=click.Path(file_okay=False), default=None,
               help="Demo folder: its site, the lab passphrase, the reports (default: demo/ in the lab's run folder). "
                    "Replaced by the next demo.")
-def demo(laptops, containers, fleet_hosts, folder):
+def demo(laptops, containers, fleet_hosts, suite, folder):
     """Run the kit's real jobs on the built-in lab: onboard every lab laptop into a throw-away demo site, run the
     nightly compliance check over them and the never-onboarded fleet, write the reports.
 
     Exit codes: 0 the onboarded laptops are compliant (the fleet failing is expected); 1 a laptop failed
-    onboarding or is not compliant; 2 bad input (counts, folder, a lab up with other counts); 3 a laptop did not
-    answer; 4 the machine cannot run the lab (not root, missing tools)."""
+    onboarding or is not compliant; 2 bad input (counts, folder, a lab up with other counts or another
+    release); 3 a laptop did not answer; 4 the machine cannot run the lab (not root, missing tools)."""
     from ..lab.demo import DemoRequest, run
     from .lab import _inventory_dir
 
-    out = run(DemoRequest(laptops, containers, fleet_hosts, folder, _inventory_dir()), Printer())
+    out = run(DemoRequest(laptops, containers, fleet_hosts, folder, _inventory_dir(), suite), Printer())
     _print_outcome(out)
     if out.problem:
         from ..errors import DeskguardError

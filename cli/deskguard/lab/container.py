@@ -115,7 +115,7 @@ def start_containers(state: LabState, count: int, rootfs, log=print) -> None:
         host = LabHost(name=name, kind="container", address=network.container_address(container_number(name)),
                        port=22, user="dgadmin", pid=pid, pid_start=proc_start_time(pid),
                        extra={"hostvars": {"ansible_become": "true"}, "dir": str(container_dir(name)),
-                              "veth": veth_name(name)})
+                              "veth": veth_name(name), "suite": rootfs.suite})
         state.hosts[name] = host
         hosts.append(host)
     state.save()  # recorded before waiting, so an interrupted `up` is still cleaned up by `down`

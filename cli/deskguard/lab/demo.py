@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EXIT_HOST_FAILED, EXIT_OK, EXIT_UNREACHABLE, LabError, UsageError
+from .image import DEFAULT_SUITE
 
 OPERATOR = "tanaka"          # every lab laptop has this operator account (docs/lab.md)
 MARK = ".deskguard-demo"     # a folder holding this file was made by the demo and may be replaced by the next one
@@ -43,6 +44,7 @@ class DemoRequest:
     fleet: int = 20
     folder: Path | None = None
     inventory_dir: Path | None = None   # where the lab writes its own inventory (as `lab up` does)
+    suite: str = DEFAULT_SUITE          # the Debian release of the laptops the demo starts
 
 
 @dataclass
@@ -69,6 +71,7 @@ class DemoOutcome:
     exit_code: int = EXIT_OK
     problem: str | None = None       # one line when exit_code != 0
     next_steps: list[tuple[str, str]] = field(default_factory=list)   # (what, command)
+    suite: str = DEFAULT_SUITE
 
 
 # ------------------------------------------------------------------------------------------ checks first
@@ -88,29 +91,41 @@ def check_request(req: DemoRequest) -> None:
                          f"its own folder)")
 
 
-def running_counts() -> dict[str, int]:
-    """How many lab hosts of each kind run now (dead ones are restarted by `lab up`, so they do not count)."""
+SUITE_NAMES = {"trixie": "Debian 13 (trixie)", "bookworm": "Debian 12 (bookworm)"}
+
+
+def running_hosts() -> list:
+    """The lab hosts running now (dead ones are restarted by `lab up`, so they do not count)."""
     from .state import LabState, is_alive
 
-    counts = {"vm": 0, "container": 0, "fleet": 0}
-    for host in LabState.load().hosts.values():
-        if is_alive(host):
-            counts[host.kind] += 1
-    return counts
+    return [host for host in LabState.load().hosts.values() if is_alive(host)]
 
 
 def check_lab(req: DemoRequest) -> bool:
     """True if the lab already runs exactly the requested hosts; False if it runs none. A lab up with other
-    counts is refused: the demo would onboard (and so change) laptops someone else is using."""
-    have = running_counts()
+    counts, or with laptops of another Debian release, is refused: the demo would onboard (and so change)
+    laptops someone else is using, or say it ran on a release it did not run on."""
+    hosts = running_hosts()
+    have = {"vm": 0, "container": 0, "fleet": 0}
+    for host in hosts:
+        have[host.kind] += 1
     want = {"vm": req.laptops, "container": req.containers, "fleet": req.fleet}
-    if not any(have.values()) or have == want:
-        return any(have.values())
+    if not hosts:
+        return False
 
     def say(c):
         return f"{c['vm']} laptop VM(s), {c['container']} container(s), {c['fleet']} fleet host(s)"
-    raise UsageError(f"the lab already runs {say(have)}, the demo asked for {say(want)}: run `deskguard lab down` "
-                     f"first, or ask for exactly those counts")
+    if have != want:
+        raise UsageError(f"the lab already runs {say(have)}, the demo asked for {say(want)}: run `deskguard lab down` "
+                         f"first, or ask for exactly those counts")
+    # Laptops started before the lab recorded their release have none: unknown is not taken for the one asked.
+    other = sorted({str(h.extra.get("suite") or "an unrecorded release") for h in hosts
+                    if h.kind in LAPTOP_KINDS and h.extra.get("suite") != req.suite})
+    if other:
+        instead = f", or ask for --suite {other[0]}" if other == [o for o in other if o in SUITE_NAMES][:1] else ""
+        raise UsageError(f"the lab's laptops run {' and '.join(SUITE_NAMES.get(o, o) for o in other)}, the demo "
+                         f"asked for {SUITE_NAMES[req.suite]}: run `deskguard lab down` first{instead}")
+    return True
 
 
 # ------------------------------------------------------------------------------------------------ steps
@@ -136,8 +151,9 @@ def _lab_up(req: DemoRequest, already_up: bool, show):
         names = [h.name for h in _laptops(LabState.load())]
         show.step(f"lab: restarting {', '.join(names)} from clean images (a demo starts from new laptops)")
         manager.down(req.inventory_dir, log=show.lab, names=names)
-    show.step(f"lab: {req.laptops} laptop VM(s), {req.containers} laptop container(s), {req.fleet} fleet host(s)")
-    state = manager.up(req.laptops, req.containers, req.fleet, req.inventory_dir, log=show.lab)
+    show.step(f"lab: {req.laptops} laptop VM(s), {req.containers} laptop container(s) on "
+              f"{SUITE_NAMES[req.suite]}, {req.fleet} fleet host(s)")
+    state = manager.up(req.laptops, req.containers, req.fleet, req.inventory_dir, log=show.lab, suite=req.suite)
     if not (req.containers or req.fleet):
         manager.ensure_bridge()   # the orders server listens on the bridge, which only those need otherwise
     return state
@@ -317,7 +333,8 @@ def next_steps(out: DemoOutcome) -> list[tuple[str, str]]:
     else:
         steps += [
             ("stop the lab and the demo's orders server when done", "deskguard lab down"),
-            ("then, to try a wipe: the default demo has a laptop VM with its root on LUKS2", "deskguard demo"),
+            ("then, to try a wipe: the default demo has a laptop VM with its root on LUKS2",
+             "deskguard demo" + ("" if out.suite == DEFAULT_SUITE else f" --suite {out.suite}")),
         ]
     return steps
 
@@ -339,7 +356,7 @@ def run(req: DemoRequest, show) -> DemoOutcome:
     state = _lab_up(req, already_up, show)
     marks = {"lab up": time.monotonic()}
     site, secret = _make_site(folder, show)
-    out = DemoOutcome(folder, site, secret)
+    out = DemoOutcome(folder, site, secret, suite=req.suite)
     out.server = _start_server(site, folder, show)
     for host in _laptops(state):
         out.laptops.append(_onboard(site, host, show))

@@ -336,7 +336,7 @@ def _record(state, name: str, image, port: int, pid: int, start: int, rundir: Pa
                    pid_start=start,
                    extra={"dir": str(rundir), "qmp": str(rundir / "qmp.sock"), "overlay": str(rundir / "disk.qcow2"),
                           "serial_log": str(rundir / "serial.log"), "boot": how, "image": str(image.path),
-                          "hostvars": {"ansible_become": "true"}})
+                          "hostvars": {"ansible_become": "true"}, "suite": image.facts().get("suite")})
     state.hosts[name] = host
     state.save()
     return host
