@@ -122,7 +122,7 @@ def check_lab(req: DemoRequest) -> bool:
     other = sorted({str(h.extra.get("suite") or "an unrecorded release") for h in hosts
                     if h.kind in LAPTOP_KINDS and h.extra.get("suite") != req.suite})
     if other:
-        instead = f", or ask for --suite {other[0]}" if other == [o for o in other if o in SUITE_NAMES][:1] else ""
+        instead = f", or ask for --suite {other[0]}" if len(other) == 1 and other[0] in SUITE_NAMES else ""
         raise UsageError(f"the lab's laptops run {' and '.join(SUITE_NAMES.get(o, o) for o in other)}, the demo "
                          f"asked for {SUITE_NAMES[req.suite]}: run `deskguard lab down` first{instead}")
     return True
