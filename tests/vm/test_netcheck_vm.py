@@ -253,7 +253,10 @@ def test_netem_delay_jitter_and_loss_fail_net_003_with_the_figures(site, laptop)
     s = out["network"]["call_system"]["samples"]
     print("samples under netem:", s)
     assert statuses(out)["NET-003"] == "fail" and code == 1, out["controls"]
-    assert s["jitter_ms"] > 80 and s["rtt_avg_ms"] > 100, s
+    # Above the policy's limit (30 ms), which is the verdict's contract. Not a figure near netem's own: uniform
+    # ±250 ms gives ~167 ms on average, but 7-9 consecutive differences spread widely (77.8 ms in one CI run
+    # failed an earlier "> 80").
+    assert s["jitter_ms"] > 30 and s["rtt_avg_ms"] > 100, s
     assert any(line.startswith("Call system reachable, jitter") and "voice quality will suffer" in line
                for line in out["verdict"]), out["verdict"]
     assert s["loss_pct"] > 2 or s["rtt_avg_ms"] > 150, s
