@@ -31,7 +31,7 @@ sudo systemctl start deskguard-agent.service"""
 
 
 def suite() -> str:
-    """The release this run's laptops are on (CI runs this file on Debian 13 and on Debian 12)."""
+    """The release this run's laptops are on (Debian 13 in CI; Debian 12 by hand: docs/lab-vm.md)."""
     from deskguard.lab.image import DEFAULT_SUITE
 
     return os.environ.get("DESKGUARD_LAB_SUITE") or DEFAULT_SUITE

@@ -22,7 +22,7 @@ from deskguard.lab.access import run_ssh
 pytestmark = pytest.mark.container
 
 REPO = Path(__file__).resolve().parents[2]
-# On the tier's release (CI runs this file on Debian 13 and on Debian 12).
+# On the tier's release (Debian 13 in CI; Debian 12 by hand: docs/lab-vm.md).
 COUNTS = ("--containers", "1", "--fleet", "2", "--suite", os.environ.get("DESKGUARD_LAB_SUITE") or "trixie")
 HOSTS = {"lab-ct1", "lab-f001", "lab-f002"}
 
