@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from labsuite import lab_suite
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,14 +30,6 @@ def lab_session(lab_inventory_dir):
         pytest.fail("lab tests need root")
     yield manager
     manager.down(lab_inventory_dir, log=lambda m: None)
-
-
-def lab_suite() -> str:
-    """The Debian release of the session's laptop VMs and containers: DESKGUARD_LAB_SUITE, else the lab's
-    default (CI runs the container tier once per release)."""
-    from deskguard.lab.image import DEFAULT_SUITE
-
-    return os.environ.get("DESKGUARD_LAB_SUITE") or DEFAULT_SUITE
 
 
 def _up(lab_session, lab_inventory_dir, **counts):

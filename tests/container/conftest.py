@@ -8,9 +8,8 @@ behind the lab-down test, found no lab bridge.)"""
 
 from __future__ import annotations
 
-import os
-
 import pytest
+from labsuite import lab_suite
 
 # tests/fleet/test_lab_down.py (also in the container tier) takes the shared lab down: it stays the very last.
 LAST = ("test_desktop_controls.py", "test_enrolment_container.py", "test_demo.py", "test_lab_down.py")
@@ -29,9 +28,7 @@ def fresh_containers(lab_session, lab_inventory_dir, lab_container):
     lab-ct1 with a VPN and a kill switch and lab-ct2 onboarded with the example policy by test_onboard.py; the
     USB test gives lab-ct2's usbguard and apt sources back since session 9, it once left them gone/misplaced).
     Returns the lab's new state."""
-    from deskguard.lab.image import DEFAULT_SUITE
-
     names = ["lab-ct1", "lab-ct2"]
     lab_session.down(lab_inventory_dir, names=names, log=lambda m: None)
     return lab_session.up(containers=2, inventory_dir=lab_inventory_dir, log=lambda m: None,
-                          suite=os.environ.get("DESKGUARD_LAB_SUITE") or DEFAULT_SUITE)
+                          suite=lab_suite())

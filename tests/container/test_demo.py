@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+from labsuite import lab_suite
 
 pytestmark = pytest.mark.container
 
@@ -30,15 +31,8 @@ sudo touch /var/run/reboot-required
 sudo systemctl start deskguard-agent.service"""
 
 
-def suite() -> str:
-    """The release this run's laptops are on (Debian 13 in CI; Debian 12 by hand: docs/lab-vm.md)."""
-    from deskguard.lab.image import DEFAULT_SUITE
-
-    return os.environ.get("DESKGUARD_LAB_SUITE") or DEFAULT_SUITE
-
-
 def demo(*args, timeout=1500, release=None):
-    return subprocess.run([sys.executable, "-m", "deskguard", "demo", *args, "--suite", release or suite()],
+    return subprocess.run([sys.executable, "-m", "deskguard", "demo", *args, "--suite", release or lab_suite()],
                           capture_output=True, text=True, timeout=timeout,
                           env={k: v for k, v in os.environ.items() if k != "DESKGUARD_SITE"})
 
@@ -100,9 +94,9 @@ def test_demo_exits_0_and_says_what_it_did(first_run):
     from deskguard.lab.state import LabState
 
     # The release it says is the release the laptop runs.
-    assert f"1 laptop container(s) on {SUITE_NAMES[suite()]}" in out, out
+    assert f"1 laptop container(s) on {SUITE_NAMES[lab_suite()]}" in out, out
     release = run_ssh(LabState.load().hosts["lab-ct1"], ". /etc/os-release; echo $VERSION_CODENAME", timeout=60)
-    assert release.stdout.strip() == suite(), release
+    assert release.stdout.strip() == lab_suite(), release
     # Honest about what a container cannot do: shown as not applicable, never as passed.
     na = next(line for line in out.splitlines() if line.startswith("  lab-ct1 (container, onboarded)"))
     assert all(c in na for c in ("ENC-001", "ENC-002", "USB-001")), na
@@ -565,7 +559,7 @@ def test_fleet_hosts_were_only_read(first_run):
 def test_the_printed_steps_are_the_documented_ones_in_an_order_that_works(steps_run):
     steps, _done, _cwd = steps_run
     commands = [command for _what, command in steps]
-    again = "deskguard demo" if suite() == "trixie" else f"deskguard demo --suite {suite()}"
+    again = "deskguard demo" if lab_suite() == "trixie" else f"deskguard demo --suite {lab_suite()}"
     assert [c.split(" --site")[0].split(" && ")[0] for c in commands] == [
         "deskguard lab ssh lab-ct1 sudo ufw --force disable", "deskguard netcheck lab-ct1", "deskguard comply",
         "deskguard lab down", again], commands
@@ -629,14 +623,14 @@ def test_a_demo_asking_for_other_counts_is_refused_and_the_lab_left_running(firs
     assert {n: (h.pid, h.pid_start) for n, h in LabState.load().hosts.items()} == before
     assert (folder / "report.json").read_bytes() == report
     # Nor is a demo on the other Debian release: it would say it ran on a release it did not run on.
-    other = "bookworm" if suite() == "trixie" else "trixie"
+    other = "bookworm" if lab_suite() == "trixie" else "trixie"
     proc = demo("--laptops", "0", "--containers", "1", "--fleet", "3", "--dir", str(folder), timeout=120,
                 release=other)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     from deskguard.lab.demo import SUITE_NAMES
 
-    assert f"the lab's laptops run {SUITE_NAMES[suite()]}, the demo asked for {SUITE_NAMES[other]}" in proc.stderr
-    assert f"or ask for --suite {suite()}" in proc.stderr, proc.stderr
+    assert f"the lab's laptops run {SUITE_NAMES[lab_suite()]}, the demo asked for {SUITE_NAMES[other]}" in proc.stderr
+    assert f"or ask for --suite {lab_suite()}" in proc.stderr, proc.stderr
     assert {n: (h.pid, h.pid_start) for n, h in LabState.load().hosts.items()} == before
     assert (folder / "report.json").read_bytes() == report
 

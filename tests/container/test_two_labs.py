@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 
 from deskguard.lab.access import run_ssh
+from labsuite import lab_suite
 
 pytestmark = pytest.mark.container
 
 REPO = Path(__file__).resolve().parents[2]
 # On the tier's release (Debian 13 in CI; Debian 12 by hand: docs/lab-vm.md).
-COUNTS = ("--containers", "1", "--fleet", "2", "--suite", os.environ.get("DESKGUARD_LAB_SUITE") or "trixie")
+COUNTS = ("--containers", "1", "--fleet", "2", "--suite", lab_suite())
 HOSTS = {"lab-ct1", "lab-f001", "lab-f002"}
 
 
