@@ -13,13 +13,20 @@ import time
 import urllib.request
 from pathlib import Path
 
+import clirun
+
 OFFICER_PASSPHRASE = "correct horse battery staple"
 
 
 def run_deskguard(site, *args, timeout=1800) -> subprocess.CompletedProcess:
-    """`deskguard ARGS --site SITE` in a subprocess, as an admin would run it."""
-    return subprocess.run([sys.executable, "-m", "deskguard", *args, "--site", str(site)],
-                          capture_output=True, text=True, timeout=timeout)
+    """`deskguard ARGS --site SITE` in a process of its own, as an admin would run it (clirun.py)."""
+    return clirun.deskguard(*args, "--site", site, timeout=timeout)
+
+
+def deskguard_sqlite(*args, site, timeout=300) -> subprocess.CompletedProcess:
+    """`deskguard ARGS --site SITE` on the site's own SQLite store: DESKGUARD_DB_URL and DESKGUARD_SITE unset."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_DB_URL", "DESKGUARD_SITE")}
+    return clirun.deskguard(*args, "--site", site, timeout=timeout, env=env)
 
 
 def onboard_lab(site, host: str, laptop, *extra, timeout=1800, run=None):
@@ -47,8 +54,7 @@ def deskguard(*args, site, stdin=None) -> subprocess.CompletedProcess:
     to run the same test on PostgreSQL."""
     env = {k: v for k, v in os.environ.items() if k != "DESKGUARD_SITE"}
     env["DESKGUARD_SITE"] = str(site)
-    return subprocess.run([sys.executable, "-m", "deskguard", *args], capture_output=True, text=True,
-                          timeout=180, env=env, input=stdin)
+    return clirun.deskguard(*args, timeout=180, env=env, input=stdin)
 
 
 def one_line_error(proc: subprocess.CompletedProcess, code: int, text: str = "") -> None:

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from labsuite import lab_suite
 
 pytestmark = pytest.mark.container
 
@@ -71,7 +72,7 @@ def test_etc_is_per_container_and_the_shared_tree_is_untouched(containers):
     assert ssh(a, f"sudo touch /etc/{name}").returncode == 0
     try:
         assert ssh(b, f"test -e /etc/{name}; echo $?").stdout.strip() == "1"
-        assert not (ensure_rootfs().tree / "etc" / name).exists()
+        assert not (ensure_rootfs(lab_suite()).tree / "etc" / name).exists()
     finally:
         ssh(a, f"sudo rm -f /etc/{name}")
 

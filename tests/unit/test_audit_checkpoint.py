@@ -4,12 +4,10 @@ and re-hashing the whole chain, passed `audit verify`; a checkpoint written outs
 from __future__ import annotations
 
 import json
-import os
 import stat
-import subprocess
-import sys
 
 import pytest
+from sitetools import deskguard_sqlite
 
 from deskguard.store import Store
 from deskguard.store.auditchain import GENESIS, row_hash
@@ -18,9 +16,7 @@ pytestmark = pytest.mark.unit
 
 
 def deskguard(site, *args):
-    env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_DB_URL", "DESKGUARD_SITE")}
-    return subprocess.run([sys.executable, "-m", "deskguard", *args, "--site", str(site)], capture_output=True,
-                          text=True, timeout=120, env=env)
+    return deskguard_sqlite(*args, site=site)
 
 
 @pytest.fixture

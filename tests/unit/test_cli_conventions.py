@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import clirun
 import pytest
 from click.testing import CliRunner
 from sitetools import cli_commands as _leaves
@@ -36,8 +37,7 @@ NO_DATA = {"completion": "prints a shell script", "demo": "a guided run of the l
 
 
 def deskguard(*args, env=None, **kw):
-    return subprocess.run([sys.executable, "-m", "deskguard", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})}, **kw)
+    return clirun.deskguard(*args, timeout=120, env={**os.environ, **(env or {})}, **kw)
 
 
 def test_version_names_the_kit_ansible_core_and_each_collection():

@@ -20,14 +20,12 @@ Which cells are covered where (a cell that needs a real laptop is not faked here
 from __future__ import annotations
 
 import base64
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from sitetools import OFFICER_PASSPHRASE, cli_commands
+from sitetools import deskguard_sqlite as deskguard
 
 from deskguard import term
 from deskguard.site import inventory
@@ -61,12 +59,6 @@ def refused(result, code: int, text: str = "") -> None:
     assert got == code, (got, out, err)
     assert err.count("\n") == 1 and err.startswith("deskguard: "), err
     assert text in err and "Traceback" not in err, err
-
-
-def deskguard(*args, site, timeout=300):
-    env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_DB_URL", "DESKGUARD_SITE")}
-    return subprocess.run([sys.executable, "-m", "deskguard", *args, "--site", str(site)], capture_output=True,
-                          text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 
+import clirun
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -44,15 +45,12 @@ paths = st.sampled_from(["/proc/self/mem", "/proc/1/no/such", "/nonexistent/fold
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """An initialised site whose store knows lt-1 (no agent, no escrow) and whose inventory has no laptop."""
-    import subprocess
-    import sys
 
     root = tmp_path_factory.mktemp("fuzz") / "site"
     secret = root.parent / "pw"
     secret.write_text(OFFICER_PASSPHRASE + "\n")
     env = {"PATH": "/usr/bin:/bin", "HOME": str(root.parent)}
-    proc = subprocess.run([sys.executable, "-m", "deskguard", "init", "--site", str(root),
-                           "--officer-passphrase-file", str(secret)], capture_output=True, text=True, env=env)
+    proc = clirun.deskguard("init", "--site", root, "--officer-passphrase-file", secret, env=env)
     assert proc.returncode == 0, proc.stderr
     from deskguard.store import Store
 

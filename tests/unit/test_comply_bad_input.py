@@ -6,22 +6,14 @@ non-zero exit; a run is recorded whole or not at all."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 
 import pytest
+from sitetools import deskguard_sqlite as deskguard
 
 from deskguard.site import inventory
 
 pytestmark = pytest.mark.unit
-
-
-def deskguard(*args, site, timeout=300):
-    env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_DB_URL", "DESKGUARD_SITE")}
-    return subprocess.run([sys.executable, "-m", "deskguard", *args, "--site", str(site)], capture_output=True,
-                          text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture

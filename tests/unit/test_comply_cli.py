@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 
 import pytest
+from sitetools import deskguard_sqlite as deskguard
 
 pytestmark = pytest.mark.unit
-
-
-def deskguard(*args, site):
-    env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_DB_URL", "DESKGUARD_SITE")}
-    return subprocess.run([sys.executable, "-m", "deskguard", *args, "--site", str(site)], capture_output=True,
-                          text=True, timeout=120, env=env)
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
+import clirun
 import pytest
 
 from deskguard.lab import demo
@@ -23,8 +23,7 @@ pytestmark = pytest.mark.unit
 
 def run_demo(*args, lab_run: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "DESKGUARD_LAB_RUN": str(lab_run)}
-    return subprocess.run([sys.executable, "-m", "deskguard", "demo", *args], capture_output=True, text=True,
-                          timeout=120, env=env)
+    return clirun.deskguard("demo", *args, timeout=120, env=env)
 
 
 def one_line(proc, code, text):

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from sitetools import deskguard
 
 pytestmark = pytest.mark.unit
 
 HV = dict(os="ubuntu", address="10.8.0.42", port=22, ssh_user="tanaka", operator="Tanaka Yui")
-
-
-def deskguard(*args, site, stdin=None):
-    # DESKGUARD_DB_URL is kept: with the PostgreSQL backend every command must find the store through it.
-    env = {k: v for k, v in os.environ.items() if k != "DESKGUARD_SITE"}
-    env["DESKGUARD_SITE"] = str(site)
-    return subprocess.run([sys.executable, "-m", "deskguard", *args], capture_output=True, text=True,
-                          timeout=180, env=env, input=stdin)
 
 
 def one_line_error(proc, code):

@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from sitetools import deskguard
 
 pytestmark = pytest.mark.unit
-
-
-def deskguard(*args, site):
-    env = {k: v for k, v in os.environ.items() if k != "DESKGUARD_SITE"}
-    env["DESKGUARD_SITE"] = str(site)
-    return subprocess.run([sys.executable, "-m", "deskguard", *args], capture_output=True, text=True, timeout=180,
-                          env=env)
 
 
 @pytest.fixture

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 from pathlib import Path
 
+import clirun
 import pytest
 
 pytestmark = pytest.mark.unit
@@ -19,8 +18,7 @@ def deskguard(*args, site=None, stdin=None, env_site=None):
     env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_DB_URL", "DESKGUARD_SITE")}
     if env_site:
         env["DESKGUARD_SITE"] = str(env_site)
-    argv = [sys.executable, "-m", "deskguard", *args] + (["--site", str(site)] if site else [])
-    return subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env, input=stdin)
+    return clirun.deskguard(*args, *(["--site", site] if site else []), timeout=180, env=env, input=stdin)
 
 
 def one_line_error(proc, code):

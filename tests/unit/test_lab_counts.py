@@ -4,10 +4,9 @@ Also the lab's address plan and host names (pure functions)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
+import clirun
 import pytest
 
 pytestmark = pytest.mark.unit
@@ -40,8 +39,7 @@ def lab_snapshot(own: Path) -> dict:
 def test_out_of_bounds_counts_are_refused_before_anything_starts(args, word, tmp_path):
     env = {**os.environ, "DESKGUARD_LAB_RUN": str(tmp_path / "run"), "DESKGUARD_LAB_CACHE": str(tmp_path / "cache")}
     before = lab_snapshot(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "deskguard", "lab", "up", *args], capture_output=True, text=True,
-                          timeout=60, env=env)
+    proc = clirun.deskguard("lab", "up", *args, timeout=60, env=env)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("deskguard: "), proc.stderr
     assert word in proc.stderr and "Traceback" not in proc.stderr

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 
+import clirun
 import pytest
 import sitetools
 
@@ -336,8 +337,7 @@ def test_read_only_store_answers_503_and_stores_nothing(tmp_path):
 def test_serve_bad_input(tmp_path, lab):
     def run(*args):
         env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_DB_URL", "DESKGUARD_SITE")}
-        return subprocess.run([sys.executable, "-m", "deskguard", "serve", *args], capture_output=True, text=True,
-                              timeout=60, env=env)
+        return clirun.deskguard("serve", *args, timeout=60, env=env)
 
     proc = run("--site", str(lab["site"]), "--bind", f"127.0.0.1:{lab['port']}")
     assert proc.returncode == 4 and proc.stderr.startswith("deskguard: cannot listen on 127.0.0.1:")

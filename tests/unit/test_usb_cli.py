@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import clirun
 import pytest
 
 pytestmark = pytest.mark.unit
@@ -20,8 +21,7 @@ HV = dict(os="debian", address="10.8.0.42", port=22, ssh_user="tanaka", operator
 def deskguard(*args, site):
     env = {k: v for k, v in os.environ.items() if k not in ("DESKGUARD_DB_URL", "DESKGUARD_SITE")}
     env["DESKGUARD_SITE"] = str(site)
-    return subprocess.run([sys.executable, "-m", "deskguard", *args], capture_output=True, text=True,
-                          timeout=180, env=env)
+    return clirun.deskguard(*args, timeout=180, env=env)
 
 
 @pytest.fixture
