@@ -64,12 +64,14 @@ def status(as_json):
         import json
 
         click.echo(json.dumps([{"name": h.name, "kind": h.kind, "address": h.address, "port": h.port,
-                                "running": alive} for h, alive in rows], indent=2))
+                                "release": h.extra.get("suite"), "running": alive} for h, alive in rows], indent=2))
         return
     if not rows:
         click.echo("lab: no hosts")
     for h, alive in rows:
-        click.echo(f"{h.name:12} {h.kind:10} {h.address}:{h.port:<6} {'running' if alive else 'DEAD'}")
+        # Fleet hosts share this machine's system; a laptop started before releases were recorded has none.
+        release = h.extra.get("suite") or ("-" if h.kind == "fleet" else "unrecorded")
+        click.echo(f"{h.name:12} {h.kind:10} {release:10} {h.address}:{h.port:<6} {'running' if alive else 'DEAD'}")
 
 
 @lab.command(context_settings={"ignore_unknown_options": True})

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EXIT_HOST_FAILED, EXIT_OK, EXIT_UNREACHABLE, LabError, UsageError
-from .image import DEFAULT_SUITE
+from .image import DEFAULT_SUITE, SUITE_NAMES
 
 OPERATOR = "tanaka"          # every lab laptop has this operator account (docs/lab.md)
 MARK = ".deskguard-demo"     # a folder holding this file was made by the demo and may be replaced by the next one
@@ -89,9 +89,6 @@ def check_request(req: DemoRequest) -> None:
     if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not (folder / MARK).exists())):
         raise UsageError(f"{folder} exists and is not a demo folder; give another --dir (the demo replaces only "
                          f"its own folder)")
-
-
-SUITE_NAMES = {"trixie": "Debian 13 (trixie)", "bookworm": "Debian 12 (bookworm)"}
 
 
 def running_hosts() -> list:

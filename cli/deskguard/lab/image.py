@@ -24,6 +24,7 @@ from .paths import cache_dir
 # Debian releases the lab builds laptops from; the first is the default (Debian 13, stable since 2025).
 SUITES = ("trixie", "bookworm")
 DEFAULT_SUITE = SUITES[0]
+SUITE_NAMES = {"trixie": "Debian 13 (trixie)", "bookworm": "Debian 12 (bookworm)"}
 # Everything a lab laptop needs is baked in: installing packages under TCG takes minutes.
 LAPTOP_PACKAGES = (
     "linux-image-amd64", "systemd-sysv", "udev", "dbus", "dbus-user-session", "kmod", "procps", "iproute2",

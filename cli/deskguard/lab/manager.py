@@ -7,7 +7,7 @@ from pathlib import Path
 from ..errors import UsageError
 from ..fsutil import atomic_write
 from . import container, fleet, identity, network, orders_server, vm
-from .image import DEFAULT_SUITE, ensure_rootfs, lab_key
+from .image import DEFAULT_SUITE, SUITE_NAMES, ensure_rootfs, lab_key
 from .sites import LAB_SSH_ARGS
 from .state import LabHost, LabState, is_alive, locked
 
@@ -50,6 +50,10 @@ def up(laptops: int = 0, containers: int = 0, fleet_hosts: int = 0, inventory_di
     with locked():
         state = LabState.load()
         forget_dead(state)
+        if laptops or containers:
+            mixed = other_release(state, suite)
+            if mixed:
+                log(mixed)
         if containers or fleet_hosts:
             network.ensure_bridge(state)
         rootfs = ensure_rootfs(suite) if (laptops or containers) else None
@@ -107,6 +111,22 @@ def down(inventory_dir: Path | None = None, log=print, names: list[str] | None =
             else:
                 write_inventory(state, inventory_dir)
         return stopped
+
+
+def other_release(state: LabState, suite: str) -> str | None:
+    """What to tell someone asking for laptops on `suite` while laptops of another release run (they are kept,
+    so counts already met start nothing new); None if every running laptop is on `suite`."""
+    kept: dict[str, list[str]] = {}
+    for host in sorted(state.hosts.values(), key=lambda h: h.name):
+        if host.kind in ("vm", "container") and host.extra.get("suite") != suite:
+            release = host.extra.get("suite")
+            kept.setdefault(SUITE_NAMES.get(release, release or "an unrecorded release"), []).append(host.name)
+    if not kept:
+        return None
+    running = "; ".join(f"{', '.join(names)} {'run' if len(names) > 1 else 'runs'} {release}"
+                        for release, names in kept.items())
+    return (f"{running}, not the {SUITE_NAMES[suite]} asked for: running laptops are kept "
+            f"(`deskguard lab down` first to have every laptop on {SUITE_NAMES[suite]})")
 
 
 def forget_dead(state: LabState) -> None:
