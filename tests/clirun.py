@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 
 # Imported once by the server; none reads the environment, working directory or clock on import.
 PRELOAD = ("deskguard.cli", "deskguard.store", "deskguard.site.policyfile", "deskguard.term", "jinja2", "yaml",
@@ -41,6 +42,7 @@ NEVER_PRELOADED = ("ansible", "ansible_runner", "deskguard.orders.httpproto", "d
 EARLY_IMPORT = 70
 
 _server: tuple[subprocess.Popen, str] | None = None
+_starting = threading.Lock()   # tests that run commands from several threads start one server
 
 
 def deskguard(*args, env: dict | None = None, input: str | None = None, timeout: float = 300,
@@ -80,14 +82,16 @@ def _read(path: str) -> str:
 def _server_socket() -> str:
     """The server's socket, started on first use; it ends when this process does (its stdin closes)."""
     global _server
-    if _server is None or _server[0].poll() is not None:
-        path = os.path.join(tempfile.mkdtemp(prefix="deskguard-clirun-"), "socket")
-        process = subprocess.Popen([sys.executable, __file__, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        if process.stdout.readline() != b"ready\n":
-            raise RuntimeError(f"clirun: the command server did not start (exit {process.wait()})")
-        atexit.register(process.stdin.close)
-        _server = (process, path)
-    return _server[1]
+    with _starting:
+        if _server is None or _server[0].poll() is not None:
+            path = os.path.join(tempfile.mkdtemp(prefix="deskguard-clirun-"), "socket")
+            process = subprocess.Popen([sys.executable, __file__, path], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE)
+            if process.stdout.readline() != b"ready\n":
+                raise RuntimeError(f"clirun: the command server did not start (exit {process.wait()})")
+            atexit.register(process.stdin.close)
+            _server = (process, path)
+        return _server[1]
 
 
 def _serve(path: str) -> None:
@@ -144,7 +148,6 @@ def _serve(path: str) -> None:
 def _command(argv, env, cwd, stdin, out, err) -> None:
     """In the new process: become what `python -m deskguard ARGV` would be, run it, exit with its code."""
     import locale
-    import threading
     import time
     import traceback
 
