@@ -21,11 +21,11 @@ from pathlib import Path
 
 from ..errors import EXIT_HOST_FAILED, EXIT_OK, EXIT_UNREACHABLE, LabError, UsageError
 from .image import DEFAULT_SUITE, SUITE_NAMES
+from .state import LAPTOP_KINDS, off_release
 
 OPERATOR = "tanaka"          # every lab laptop has this operator account (docs/lab.md)
 MARK = ".deskguard-demo"     # a folder holding this file was made by the demo and may be replaced by the next one
 PASSPHRASE_FILE = "officer-passphrase.txt"
-LAPTOP_KINDS = ("container", "vm")   # containers first: they take seconds, the VM minutes
 SERVER_LOG = "orders-server.log"
 FIRST_CHECKIN_TIMEOUT = 240.0        # seconds: one agent run on the TCG laptop VM takes 20-60 s
 
@@ -116,8 +116,7 @@ def check_lab(req: DemoRequest) -> bool:
         raise UsageError(f"the lab already runs {say(have)}, the demo asked for {say(want)}: run `deskguard lab down` "
                          f"first, or ask for exactly those counts")
     # Laptops started before the lab recorded their release have none: unknown is not taken for the one asked.
-    other = sorted({str(h.extra.get("suite") or "an unrecorded release") for h in hosts
-                    if h.kind in LAPTOP_KINDS and h.extra.get("suite") != req.suite})
+    other = sorted(release or "an unrecorded release" for release in off_release(hosts, req.suite))
     if other:
         instead = f", or ask for --suite {other[0]}" if len(other) == 1 and other[0] in SUITE_NAMES else ""
         raise UsageError(f"the lab's laptops run {' and '.join(SUITE_NAMES.get(o, o) for o in other)}, the demo "

@@ -9,7 +9,7 @@ from ..fsutil import atomic_write
 from . import container, fleet, identity, network, orders_server, vm
 from .image import DEFAULT_SUITE, SUITE_NAMES, ensure_rootfs, lab_key
 from .sites import LAB_SSH_ARGS
-from .state import LabHost, LabState, is_alive, locked
+from .state import LabHost, LabState, is_alive, locked, off_release
 
 # Bounds that keep a 2-core, 24 GiB machine usable; see docs/lab.md for the measurements behind them.
 MAX_LAPTOPS = 2  # CPU-bound under TCG: more than two busy VMs starve each other
@@ -116,14 +116,11 @@ def down(inventory_dir: Path | None = None, log=print, names: list[str] | None =
 def other_release(state: LabState, suite: str) -> str | None:
     """What to tell someone asking for laptops on `suite` while laptops of another release run (they are kept,
     so counts already met start nothing new); None if every running laptop is on `suite`."""
-    kept: dict[str, list[str]] = {}
-    for host in sorted(state.hosts.values(), key=lambda h: h.name):
-        if host.kind in ("vm", "container") and host.extra.get("suite") != suite:
-            release = host.extra.get("suite")
-            kept.setdefault(SUITE_NAMES.get(release, release or "an unrecorded release"), []).append(host.name)
+    kept = off_release(state.hosts.values(), suite)
     if not kept:
         return None
-    running = "; ".join(f"{', '.join(names)} {'run' if len(names) > 1 else 'runs'} {release}"
+    running = "; ".join(f"{', '.join(names)} {'run' if len(names) > 1 else 'runs'} "
+                        f"{SUITE_NAMES.get(release, release or 'an unrecorded release')}"
                         for release, names in kept.items())
     return (f"{running}, not the {SUITE_NAMES[suite]} asked for: running laptops are kept "
             f"(`deskguard lab down` first to have every laptop on {SUITE_NAMES[suite]})")

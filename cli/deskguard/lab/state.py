@@ -11,6 +11,8 @@ from pathlib import Path
 from ..fsutil import atomic_write_json, file_lock
 from .paths import runtime_dir, state_file
 
+LAPTOP_KINDS = ("container", "vm")   # containers first: they take seconds, the VM minutes
+
 
 @dataclass
 class LabHost:
@@ -44,6 +46,17 @@ class LabState:
 
     def of_kind(self, kind: str) -> list[LabHost]:
         return sorted((h for h in self.hosts.values() if h.kind == kind), key=lambda h: h.name)
+
+
+def off_release(hosts, suite: str) -> dict[str | None, list[str]]:
+    """The laptops among `hosts` not recorded as running Debian `suite`, by their recorded release (None: started
+    before the lab recorded releases), names in order."""
+    found: dict[str | None, list[str]] = {}
+    for host in sorted(hosts, key=lambda h: h.name):
+        release = host.extra.get("suite") or None
+        if host.kind in LAPTOP_KINDS and release != suite:
+            found.setdefault(release, []).append(host.name)
+    return found
 
 
 def locked():
