@@ -72,11 +72,12 @@ def test_garbage_and_a_hang_mid_collection_are_failures_and_the_run_completes(si
     assert runs_recorded(site) == 1
 
 
-def test_a_store_locked_by_another_run_records_nothing_half_way(site):
+def test_a_store_locked_by_another_run_records_nothing_half_way(site, monkeypatch):
     fake_laptop(site, "lt-garbage", "echo garbage")
     assert deskguard("comply", "--format", "json", site=site).returncode == 1   # creates the store
     lock = sqlite3.connect(site / ".deskguard" / "deskguard.db", timeout=1)
     lock.execute("BEGIN EXCLUSIVE")            # another writer holds the store for the whole run
+    monkeypatch.setenv("DESKGUARD_STORE_BUSY_TIMEOUT", "2")   # not the default 30 s: the same path, sooner
     try:
         proc = deskguard("comply", site=site)
     finally:
@@ -86,3 +87,11 @@ def test_a_store_locked_by_another_run_records_nothing_half_way(site):
     last = proc.stderr.strip().splitlines()[-1]   # the reason reaches the admin, in one line
     assert last.startswith("deskguard: the compliance run was NOT recorded") and "locked" in last, proc.stderr
     assert runs_recorded(site) == 1            # the second run is not in the store, not even in part
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5", "7200"])
+def test_a_busy_timeout_that_is_not_a_number_of_seconds_is_one_line_and_exit_2(site, monkeypatch, value):
+    monkeypatch.setenv("DESKGUARD_STORE_BUSY_TIMEOUT", value)
+    proc = deskguard("devices", "list", site=site)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"DESKGUARD_STORE_BUSY_TIMEOUT={value!r} is not a number of seconds between 0 and 3600" in proc.stderr

@@ -31,6 +31,9 @@ from .readahead import ReadAheadMixin
 from .vpnpeers import VpnPeersMixin
 
 DB_URL_ENV = "DESKGUARD_DB_URL"
+# How long a command waits for another writer to let go of a SQLite store before it gives up (seconds).
+BUSY_TIMEOUT_ENV = "DESKGUARD_STORE_BUSY_TIMEOUT"
+DEFAULT_BUSY_TIMEOUT = 30.0
 STATE_DIR = ".deskguard"
 DB_NAME = "deskguard.db"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -53,9 +56,24 @@ def db_url_for(site: Path) -> str:
     return os.environ.get(DB_URL_ENV) or f"sqlite:///{default_db_path(site)}"
 
 
+def busy_timeout() -> float:
+    """Seconds a SQLite writer waits for the lock: DESKGUARD_STORE_BUSY_TIMEOUT, else 30."""
+    raw = os.environ.get(BUSY_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_BUSY_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise UsageError(f"{BUSY_TIMEOUT_ENV}={raw!r} is not a number of seconds between 0 and 3600")
+    return value
+
+
 def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
+        wait = busy_timeout()
+        engine = create_engine(url, connect_args={"timeout": wait})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
@@ -64,7 +82,7 @@ def _make_engine(url: str) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
             cur.close()
 
         @event.listens_for(engine, "begin")
