@@ -70,9 +70,9 @@ def test_check_mode_changes_and_records_nothing(site, laptop):
     assert snapshot(laptop) == before
     assert HOST not in (site / "inventory" / "hosts.yml").read_text()
     assert json.loads(deskguard(site, "devices", "list", "--json").stdout) == []
-    # Nothing changed, so no lockout guard logs in again: 10 round trips (with the guards' logins after each
-    # "would change" control it was 14; the real run below makes 16).
-    assert out["module_calls"] == 10, out["module_calls"]
+    # Nothing changed, so no lockout guard logs in again, and the packages are in the image, so the package
+    # manager is not called: 9 round trips (14 with both; the real run below makes 15).
+    assert out["module_calls"] == 9, out["module_calls"]
 
 
 def test_onboard_applies_every_control(site, laptop):
@@ -89,7 +89,7 @@ def test_onboard_applies_every_control(site, laptop):
         **SW_DEFAULT}
     device = json.loads(deskguard(site, "devices", "show", HOST, "--json").stdout)
     assert device["state"] == "onboarded" and device["uuid"] == out["device"]["uuid"]
-    assert out["module_calls"] == 16, out["module_calls"]   # with a lockout guard's login after each changed control
+    assert out["module_calls"] == 15, out["module_calls"]   # with a lockout guard's login after each changed control
     # The interpreter found by preflight is recorded: later runs skip Ansible's discovery round trip.
     import yaml
 
