@@ -436,13 +436,14 @@ def _cold_boot(state, name: str, image, port: int, log=print):
 
 
 def boot_again(name: str, wait_ssh: bool = True, log=print, fresh_tpm: bool = False,
-               extra_args: tuple[str, ...] = (), console_input: bool = False):
+               extra_args: tuple[str, ...] = (), console_input: bool = False, tpm_log: bool = False):
     """Cold-boot a stopped laptop VM from *its own* disk overlay (kept, unlike `lab up`'s fresh start): what a
     wipe or lock test needs, since a snapshot would revert the LUKS header. The serial log is started afresh.
     With wait_ssh=False it returns as soon as qemu runs (a wiped laptop never answers). Returns the LabHost.
     The VM keeps its own TPM unless `fresh_tpm` (the disk moved into another machine); `extra_args` adds
     qemu arguments for this boot only (a tampered boot: hardware the firmware measures differently);
-    `console_input` lets console_type answer a prompt on the serial console."""
+    `console_input` lets console_type answer a prompt on the serial console; `tpm_log` logs this boot's TPM
+    commands and responses (`tpm.commands`: what the TPM refused)."""
     from .access import wait_for_ssh
     from .image import LaptopImage
     from .state import LabState, locked
@@ -462,7 +463,7 @@ def boot_again(name: str, wait_ssh: bool = True, log=print, fresh_tpm: bool = Fa
         (rundir / "serial.log").unlink(missing_ok=True)
         (rundir / "qmp.sock").unlink(missing_ok=True)
         t0 = time.monotonic()
-        tpm.start(rundir, fresh=fresh_tpm)
+        tpm.start(rundir, fresh=fresh_tpm, log_commands=tpm_log)
         argv = qemu_argv(name, image, disk, host.port, rundir, console_input=console_input)
         if extra_args:
             argv[argv.index("-kernel"):argv.index("-kernel")] = list(extra_args)
