@@ -101,6 +101,8 @@ class ActionModule(ActionBase):
                 files = list(args["files"]) + code + [{"path": args.get("config_path") or agent.CONFIG_PATH,
                                                        "content": text, "mode": "0600"}]
                 margs = {"files": files, "device_key": device_key}
+                if not windows:
+                    margs["bytecode_dir"] = args.get("code_dir") or LIB_DIR
                 if args.get("windows_task"):
                     margs["windows_task"] = dict(args["windows_task"])
                 res = self._execute_module(module_name="deskguard_agent_install_windows" if windows

@@ -14,13 +14,14 @@ import contextlib
 import os
 
 from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 # Imported here, not in run(): Ansible imports this class in ansible-playbook's main process before it forks
 # a worker per laptop, so the workers inherit the compliance code and the roles' defaults instead of each
 # loading them again (deskguard/compliance/preload.py; docs/compliance.md, "Performance").
 try:
-    from deskguard.compliance import evidence
+    from deskguard.compliance import collector, evidence
     from deskguard.compliance import policy as dgpolicy
     from deskguard.compliance.evaluate import PolicyError, host_summary
     from deskguard.compliance.judge import judge
@@ -70,12 +71,18 @@ class ActionModule(ActionBase):
                     checkin = evidence.latest_checkin(store, uuid, policy)
                     if checkin is not None and checkin.stale:
                         checkin = None
+                calls, how = 0, {}
                 if checkin is None:
                     try:
-                        collected = self._execute_module(module_name="deskguard_posture",
-                                                         module_args={"params": params}, task_vars=task_vars)
+                        got = self._collect(params, policy, task_vars, onboarded=bool(uuid))
                     except AnsibleConnectionFailure as exc:
                         collected = {"unreachable": True, "msg": str(exc)}
+                    else:
+                        collected, calls = got.result, got.module_calls
+                        how = {"collector": got.collector, **({"why_shipped": got.why_shipped} if got.why_shipped else {})}
+                        agent_facts = (collected.get("posture") or {}).get("agent")
+                        if got.agent_code_differs and isinstance(agent_facts, dict):
+                            agent_facts["code_differs"] = got.why_shipped   # AGT-001 warns of it
                     contacted = True
                 else:
                     collected, contacted = {"posture": checkin.posture, "errors": checkin.errors}, False
@@ -103,11 +110,27 @@ class ActionModule(ActionBase):
         summary = host_summary(results)
         result.update(
             # A check-in cost no round trip to the laptop.
-            changed=False, module_calls=0 if checkin else 1, timings=collected.get("timings"),
+            changed=False, module_calls=0 if checkin else calls, timings=collected.get("timings"),
             deskguard_compliance={"hostname": hostname, "device_uuid": uuid, "summary": summary,
-                                  "results": [r.to_dict() for r in results], **origin},
+                                  "results": [r.to_dict() for r in results], **origin, **how},
             deskguard_controls={r.id: {"state": STATE_FOR_RUNNER[r.status], "findings": r.evidence} for r in results})
         return result
+
+    def _collect(self, params: dict, policy: dict, task_vars: dict, onboarded: bool):
+        """The posture from the agent's installed collector where onboarding installed the agent (the policy
+        says so and the laptop has a device id) on a Linux laptop and its code is this kit's, else from the
+        shipped module (deskguard.compliance.collector)."""
+        windows = ".ps1" in self._connection.module_implementation_preferences
+
+        def shipped():
+            return self._execute_module(module_name="deskguard_posture", module_args={"params": params},
+                                        task_vars=task_vars)
+
+        def installed(command, stdin):
+            return self._low_level_execute_command(command, sudoable=True, in_data=stdin)
+
+        use = onboarded and not windows and boolean(policy.get("endpoint_agent_enabled"), strict=False)
+        return collector.collect(params, installed if use else None, shipped)
 
     @staticmethod
     def _checkin_first(policy: dict) -> bool:

@@ -451,7 +451,8 @@ USAGE = """usage: deskguard-agent run | ack --order FILE|- | execute --order FIL
   ack      verify an order given as a file (or stdin) and print the signed acknowledgement (nothing done)
   execute  carry out an order acknowledged by `ack` (verified again)
   pubkey   print the device's public key
-  status   print the agent's state (no secrets)"""
+  status   print the agent's state (no secrets)
+  posture  the nightly run's posture, for the controller's request on stdin (deskguard_agent_posture)"""
 
 
 def _read_order(args):

@@ -20,6 +20,11 @@ options:
     elements: dict
     required: true
   device_key: {description: Path of the device's private key., type: path, required: true}
+  bytecode_dir:
+    description:
+      - The agent's code folder. Its bytecode is written here once, by C(/usr/bin/python3) (the launcher's
+        interpreter), as checked-hash C(.pyc) files that Python uses only while they match their source.
+    type: path
 author: deskguard
 """
 
@@ -42,6 +47,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible.module_utils import deskguard_bytecode
 from ansible.module_utils.deskguard_agent import make_key
 from ansible.module_utils.deskguard_files import FilesError, apply
 
@@ -58,6 +64,7 @@ def main():
                 state=dict(type="str", choices=["present", "absent"], default="present"),
                 validate=dict(type="list", elements="str"))),
             device_key=dict(type="path", required=True),
+            bytecode_dir=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -68,6 +75,14 @@ def main():
         if module.check_mode:
             module.exit_json(changed=result["changed"] or key_missing, files=result["files"],
                              key_created=key_missing)
+        if p["bytecode_dir"]:
+            written, why_not = deskguard_bytecode.write(p["bytecode_dir"])
+            if why_not:
+                module.warn("the agent's bytecode was not written (%s): its code is compiled on every run" % why_not)
+            if written:
+                result["changed"] = True
+                result["files"].append({"path": os.path.join(p["bytecode_dir"], "__pycache__"),
+                                        "reason": "bytecode written: %s" % ", ".join(written)})
         result["public_key"] = make_key(p["device_key"])
         enabled = apply([], [], False, enable_units=[TIMER])
     except (FilesError, OSError) as exc:

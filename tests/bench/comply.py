@@ -22,7 +22,7 @@ over the connections of a warm-up run instead.
 
 Run as root from the checkout:
     .venv/bin/python tests/bench/comply.py [--hosts 50,200] [--baseline-hosts 50] [--forks 20] [--ping]
-        [--repeat N] [--env ANSIBLE_X=value ...] [--var name=value ...] [--warm] [--base DIR]
+        [--repeat N] [--env ANSIBLE_X=value ...] [--var name=value ...] [--warm] [--base DIR] [--agent]
 It leaves the fleet up (`deskguard lab down` to stop it).
 """
 
@@ -109,9 +109,10 @@ class Run:
 
 class Bench:
     def __init__(self, site: Path, forks: int, env: dict[str, str], warm: bool, extra_vars: list[str],
-                 base: Path | None = None):
+                 base: Path | None = None, inventories: tuple[Path, ...] = ()):
         self.site, self.forks, self.env, self.warm, self.base = site, forks, env, warm, base
         self.extra_vars = [a for v in extra_vars for a in ("-e", v)]
+        self.inventories = [a for i in inventories for a in ("-i", str(i))]
         self.cp_dir = None
 
     def playbook(self, kind: str, hosts: int, fresh: bool) -> tuple[float, int, float]:
@@ -130,7 +131,8 @@ class Bench:
                "DESKGUARD_SITE": str(self.site), "DESKGUARD_RUN_SOURCE": "bench", **self.env}
         start = time.monotonic()
         proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i",
-                               str(REPO / "inventory" / "lab" / "hosts.yml"), str(root / "playbooks" / "comply.yml" if kind == "base" else PLAYS[kind]), "-f", str(self.forks),
+                               str(REPO / "inventory" / "lab" / "hosts.yml"), *self.inventories,
+                               str(root / "playbooks" / "comply.yml" if kind == "base" else PLAYS[kind]), "-f", str(self.forks),
                                "-e", f"deskguard_hosts={limit}", "-e", "ansible_become=true", *self.extra_vars],
                               capture_output=True, text=True, env=env, cwd=REPO)
         took = time.monotonic() - start
@@ -189,15 +191,27 @@ def main() -> int:
                          "repeatable")
     ap.add_argument("--warm", action="store_true", help="measure over open SSH connections of a warm-up run")
     ap.add_argument("--base", type=Path, help="another checkout of the kit: its comply play measured in the same run")
+    ap.add_argument("--agent", action="store_true",
+                    help="the hosts as laptops onboarded with the check-in agent (tests/bench/fleetagent.py): the "
+                         "nightly run reads them through the agent's installed collector")
     args = ap.parse_args()
     sizes = sorted(int(s) for s in args.hosts.split(","))
     extra_env = dict(e.split("=", 1) for e in args.env)
     cores = os.cpu_count() or 1
     site = fleet_and_site(max(sizes))
-    bench = Bench(site, args.forks, extra_env, args.warm, args.var, args.base.resolve() if args.base else None)
+    inventories, extra_vars = (), list(args.var)
+    if args.agent:
+        import fleetagent
+
+        inventory, agent_vars = fleetagent.install(site, host_names(max(sizes)), Path(tempfile.mkdtemp(
+            prefix="deskguard-bench-agent-", dir="/var/tmp")))
+        inventories, extra_vars = (inventory,), extra_vars + agent_vars
+    bench = Bench(site, args.forks, extra_env, args.warm, extra_vars, args.base.resolve() if args.base else None,
+                  inventories)
     # Warm-up, not measured: page cache, Python bytecode caches, ARP entries (and, with --warm, the connections).
     bench.playbook("kit", max(sizes) if args.warm else min(sizes), fresh=True)
     print(f"settings: forks {args.forks}, {'warm' if args.warm else 'cold'} connections"
+          + (", hosts onboarded with the agent (its installed collector)" if args.agent else "")
           + (f", env {' '.join(args.env)}" if args.env else "") + (f", vars {' '.join(args.var)}" if args.var else ""))
     print(f"load average before the measured runs: {load()}")
     kinds = (["ping"] if args.ping else []) + (["base"] if args.base else []) + ["kit"]

@@ -611,6 +611,52 @@ def test_the_printed_netcheck_and_report_steps_work_as_printed(first_run, steps_
     assert str(cwd / "report.html") in report.stderr or "report.html" in report.stderr, report.stderr
 
 
+def test_the_nightly_run_reads_the_laptop_through_its_agents_installed_collector(first_run, steps_run):
+    """The demo's laptop has the agent: the nightly run asks `deskguard-agent posture` (one round trip), which
+    answers from the agent's installed code and its bytecode written at install. A file of that code altered by
+    hand: the run says which, ships the collector instead in the same task (two round trips, the same verdicts)
+    and AGT-001 fails until `comply --fix` installs the agent again, after which the installed one answers."""
+    from deskguard.lab.access import run_ssh
+    from deskguard.lab.state import LabState
+    from deskguard.runner import run_playbook
+    from deskguard.site import inventory
+
+    _proc, folder = first_run
+    site = folder / "site"
+    laptop = LabState.load().hosts["lab-ct1"]
+
+    def nightly():
+        result = run_playbook(site, "comply.yml", [inventory.hosts_file(site)], limit="lab-ct1", keep_events=True)
+        out = result.task_result("deskguard_comply")
+        assert out is not None, result.events[-3:]
+        report = out["deskguard_compliance"]
+        return result.hosts["lab-ct1"].module_calls, report, {r["id"]: r["status"] for r in report["results"]}
+
+    cached = run_ssh(laptop, "sudo python3 -c \"import glob; f = sorted(glob.glob('/usr/lib/deskguard-agent/"
+                             "__pycache__/deskguard_posture.*.pyc')); print(len(f), open(f[0], 'rb').read()[4:8].hex())\"")
+    assert cached.stdout.split() == ["1", "03000000"], cached.stdout + cached.stderr   # checked-hash bytecode
+
+    calls, report, before = nightly()
+    assert (calls, report["collector"], "why_shipped" in report) == (1, "installed", False), report
+    assert before["AGT-001"] == "pass", report
+
+    run_ssh(laptop, "echo '# altered by hand' | sudo tee -a /usr/lib/deskguard-agent/deskguard_network.py")
+    calls, report, after = nightly()
+    why = "the agent's installed code is not this kit's (deskguard_network.py differs)"
+    assert (calls, report["collector"], report["why_shipped"]) == (2, "shipped", why), report
+    agt = next(r for r in report["results"] if r["id"] == "AGT-001")
+    assert agt["status"] == "fail" and agt["evidence"] == [
+        f"{why}: `deskguard comply --fix` or onboarding installs the kit's agent again"], agt
+    assert {c: s for c, s in after.items() if c != "AGT-001"} == {c: s for c, s in before.items() if c != "AGT-001"}
+
+    fix = subprocess.run([sys.executable, "-m", "deskguard", "comply", "--site", str(site), "--limit", "lab-ct1",
+                          "--fix"], capture_output=True, text=True, timeout=900)
+    clean(fix)
+    assert fix.returncode == 0 and "fixed: lab-ct1: AGT-001" in fix.stdout, fix.stdout[-3000:] + fix.stderr[-2000:]
+    calls, report, again = nightly()
+    assert (calls, report["collector"], again) == (1, "installed", before), report
+
+
 def test_a_demo_asking_for_other_counts_is_refused_and_the_lab_left_running(first_run):
     from deskguard.lab.state import LabState
 

@@ -10,21 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deskguard.site.module_code import closure, imported
+
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 UTILS = ROOT / "plugins" / "module_utils"
-IMPORT = re.compile(r"^\s*(?:from\s+(?:ansible\.module_utils\s+import\s+\(?|ansible\.module_utils\.)?|import\s+)"
-                    r"([\w\s,()]*deskguard_\w+[\w\s,()]*)", re.M)
-
-
-def imported(name: str) -> set[str]:
-    text = (UTILS / f"{name}.py").read_text()
-    found = set(re.findall(r"\bdeskguard_\w+\b", " ".join(m.group(1) for m in IMPORT.finditer(text))))
-    # `from ansible.module_utils import (a, b,\n c)` spans lines: take every name inside the parentheses too.
-    for block in re.findall(r"from ansible\.module_utils import \(([^)]*)\)", text):
-        found |= set(re.findall(r"\bdeskguard_\w+\b", block))
-    return {n for n in found if (UTILS / f"{n}.py").exists()} - {name}
 
 
 def test_every_module_the_agent_imports_is_deployed():
@@ -34,17 +25,12 @@ def test_every_module_the_agent_imports_is_deployed():
 
 
 def test_the_check_finds_imports():
-    # The check itself must see the posture collector's imports, or it would pass on anything.
+    # The check itself must see the posture collector's imports, or it would pass on anything: the
+    # parenthesised `from ansible.module_utils import (…)` in a try, its plain fallback, and an import inside a
+    # function (deskguard_agent_posture imports the collector only after checking the files).
     assert {"deskguard_luks_inspect", "deskguard_usb_report"} <= imported("deskguard_posture")
-
-
-def closure(name: str) -> set[str]:
-    seen, todo = set(), [name]
-    while todo:
-        for dep in imported(todo.pop()) - seen:
-            seen.add(dep)
-            todo.append(dep)
-    return seen
+    assert imported("deskguard_agent_posture") == {"deskguard_posture"}
+    assert closure("deskguard_posture") < closure("deskguard_agent_posture")
 
 
 def test_the_posture_collector_carries_no_half_that_changes_a_laptop():

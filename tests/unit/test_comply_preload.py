@@ -27,12 +27,14 @@ import json, sys
 from deskguard.compliance.preload import preload
 preload()
 before = set(sys.modules)
-from deskguard.compliance import disk, policy as dgpolicy
+from deskguard.compliance import collector, disk, policy as dgpolicy
 from deskguard.compliance.evaluate import evaluate, host_summary
+from deskguard.site import module_code
+assert module_code.digests.cache_info().currsize == 1, "the collector's digests are not read by preload()"
 cases = json.load(sys.stdin)
 for posture, host_vars in cases:
     policy = dgpolicy.effective(host_vars)
-    dgpolicy.posture_params(policy)
+    collector.request(dgpolicy.posture_params(policy))   # the installed collector's request
     outcome = disk.verify(None, None, "lt-1", posture, policy)
     results = evaluate("lt-1", posture, {}, policy, outcome)
     assert len(results) > 20 and host_summary(results)["counts"]

@@ -49,7 +49,8 @@ CONTROLS = {c.id: c for c in (
             remediation="check the laptop's network and the gateway (deskguard vpn list); --fix restarts the tunnel"),
     Control("VPN-003", "VPN kill switch loaded (when the policy wants one)", "medium", "vpn",
             remediation="deskguard comply --fix (vpn role)"),
-    Control("AGT-001", "Check-in agent healthy: timer on, device key present, a recent successful check-in", "high",
+    Control("AGT-001", "Check-in agent healthy: timer on, device key present, a recent successful check-in, the kit's "
+            "own code", "high",
             "endpoint_agent", remediation="deskguard comply --fix (endpoint_agent role); check that the laptop can "
             "reach endpoint_agent_server_url"),
     Control("ACC-001", "Operator is a standard user: not in sudo/admin/wheel or Administrators, no sudo rule",

@@ -185,6 +185,11 @@ def agent(p: dict, policy: dict, _posture: dict | None = None) -> Result:
             problems.append("the agent has never checked in successfully")
         elif age > limit:
             problems.append(f"last successful check-in {age // 60} min ago (more than 3 intervals of {interval} min)")
+    # Set by the nightly run, not by the laptop: the agent's installed collector is not this kit's code (an
+    # older kit's, or altered), so the run shipped its own. An agent that is not the kit's is not healthy.
+    if p.get("code_differs") and p.get("installed"):
+        observed["code_differs"] = p["code_differs"]
+        problems.append(f"{p['code_differs']}: `deskguard comply --fix` or onboarding installs the kit's agent again")
     return _check("AGT-001", observed, expected, problems)
 
 
