@@ -11,6 +11,7 @@ import contextlib
 import os
 import threading
 import uuid as uuidlib
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator
 
@@ -70,9 +71,42 @@ def busy_timeout() -> float:
     return value
 
 
-def _make_engine(url: str) -> Engine:
+# One engine per database and busy timeout, kept for the process. In the nightly run ansible-playbook forks a
+# worker per laptop: each inherits its main process's engine with the compiled queries of judging a laptop
+# (deskguard.compliance.preload), where a new engine per laptop compiled each query again, ~25 ms of the
+# controller's CPU a laptop (docs/compliance.md, "Performance"). A forked child lets go of the parent's
+# pooled connections without closing them (SQLAlchemy's rule for fork); Store.close() still closes the
+# idle connections it pooled.
+_ENGINES: OrderedDict[tuple[str, float | None], Engine] = OrderedDict()
+_ENGINES_KEPT = 8
+_ENGINES_LOCK = threading.Lock()
+
+
+def _engine(url: str) -> Engine:
+    key = (url, busy_timeout() if url.startswith("sqlite") else None)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            engine = _ENGINES[key] = _make_engine(url, key[1])
+            while len(_ENGINES) > _ENGINES_KEPT:
+                _ENGINES.popitem(last=False)[1].dispose()
+        else:
+            _ENGINES.move_to_end(key)
+        return engine
+
+
+def _forget_parent_connections() -> None:
+    global _ENGINES_LOCK
+    _ENGINES_LOCK = threading.Lock()   # another thread of the parent may have held it at the fork
+    for engine in _ENGINES.values():
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_parent_connections)
+
+
+def _make_engine(url: str, wait: float | None) -> Engine:
     if url.startswith("sqlite"):
-        wait = busy_timeout()
         engine = create_engine(url, connect_args={"timeout": wait})
 
         @event.listens_for(engine, "connect")
@@ -130,7 +164,7 @@ class Store(VpnPeersMixin, OrdersMixin, CheckinsMixin, KeyslotBaselinesMixin, En
 
     def __init__(self, url: str, *, run_migrations: bool = True):
         self.url = url
-        self.engine = _make_engine(url)
+        self.engine = _engine(url)
         self._local = threading.local()
         if run_migrations:
             try:
