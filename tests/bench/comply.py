@@ -13,8 +13,9 @@ would be spent on the laptops), and the projection 2 cores / total CPU per host 
 reach if the run had the cores to itself, labelled as a projection. `--ping` adds a bare `ping` play over the
 same hosts with the same become and SSH settings: Ansible's floor for one module call per host, so the kit's
 own cost is the difference. `--base DIR` adds, in the same run, the kit's play from another checkout of the kit
-(e.g. `git worktree add /tmp/base main`): its playbooks and plugins through its own ansible.cfg, over the
-same hosts, so a change is measured before/after under the same load ("base").
+(e.g. `git worktree add /tmp/base main`): its playbooks and plugins through its own ansible.cfg and its own
+library (cli/ first on PYTHONPATH), over the same hosts, so a change is measured before/after under the same
+load ("base"). `--agent` makes the hosts laptops onboarded with the check-in agent (tests/bench/fleetagent.py).
 
 Every measured run is cold, as the nightly run is (no SSH connection left open from an earlier run): each
 gets its own ControlPath folder, and the masters it leaves are closed before the next run. `--warm` measures
@@ -129,6 +130,8 @@ class Bench:
                "ANSIBLE_CALLBACK_PLUGINS": f"{REPO / 'plugins' / 'callback'}:{BENCH / 'callback'}",
                "ANSIBLE_CALLBACKS_ENABLED": "deskguard_record,bench_cpu", "DESKGUARD_BENCH_CPU_FILE": str(main_cpu),
                "DESKGUARD_SITE": str(self.site), "DESKGUARD_RUN_SOURCE": "bench", **self.env}
+        if kind == "base":   # the other checkout's library too (the venv's deskguard is this checkout's)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root / "cli"), env.get("PYTHONPATH")]))
         start = time.monotonic()
         proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i",
                                str(REPO / "inventory" / "lab" / "hosts.yml"), *self.inventories,
