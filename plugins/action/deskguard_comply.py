@@ -82,7 +82,7 @@ class ActionModule(ActionBase):
                         how = {"collector": got.collector, **({"why_shipped": got.why_shipped} if got.why_shipped else {})}
                         agent_facts = (collected.get("posture") or {}).get("agent")
                         if got.agent_code_differs and isinstance(agent_facts, dict):
-                            agent_facts["code_differs"] = got.why_shipped   # AGT-001 warns of it
+                            agent_facts["code_differs"] = got.why_shipped   # AGT-001 fails with it
                     contacted = True
                 else:
                     collected, contacted = {"posture": checkin.posture, "errors": checkin.errors}, False

@@ -6,8 +6,8 @@ posture` as on an onboarded laptop.
 
 A fleet host shares this machine's /usr, so the code is a read-only overlay layer over /usr/lib mounted in
 each host's own mount namespace (the one its sshd runs in): nothing of this machine changes, and the mount
-goes with the host. What a fleet host lacks (the agent's configuration, its timer) fails AGT-001; the bench
-measures cost, not verdicts.
+goes with the host (the layer's folder, /var/tmp/deskguard-bench-agent-*, stays until removed). What a fleet
+host lacks (the agent's configuration, its timer) fails AGT-001; the bench measures cost, not verdicts.
 """
 
 from __future__ import annotations
