@@ -57,6 +57,8 @@ class ActionModule(ActionBase):
 
         policy = dgpolicy.host_policy(task_vars, self._templar.template)
         uuid = task_vars.get("deskguard_device_uuid")
+        # A PowerShell connection: a Windows laptop, read by the .ps1 module and judged as Windows.
+        windows = ".ps1" in self._connection.module_implementation_preferences
         try:
             params = dgpolicy.posture_params(policy)
         except PolicyError as exc:
@@ -74,7 +76,7 @@ class ActionModule(ActionBase):
                 calls, how = 0, {}
                 if checkin is None:
                     try:
-                        got = self._collect(params, policy, task_vars, onboarded=bool(uuid))
+                        got = self._collect(params, policy, task_vars, onboarded=bool(uuid), windows=windows)
                     except AnsibleConnectionFailure as exc:
                         collected = {"unreachable": True, "msg": str(exc)}
                     else:
@@ -101,8 +103,7 @@ class ActionModule(ActionBase):
                 elif collected.get("failed"):
                     raise AnsibleActionFail(f"collecting the posture failed: {collected.get('msg', 'no message')}")
                 origin = self._origin(checkin, contacted)
-                results = judge(store, hostname, uuid, policy, collected,
-                                ".ps1" in self._connection.module_implementation_preferences)
+                results = judge(store, hostname, uuid, policy, collected, windows)
         except PolicyError as exc:
             raise AnsibleActionFail(f"the policy's compliance settings are unusable: {exc}") from None
         except DeskguardError as exc:   # the store could not be opened or read, an escrow record is unusable
@@ -116,11 +117,10 @@ class ActionModule(ActionBase):
             deskguard_controls={r.id: {"state": STATE_FOR_RUNNER[r.status], "findings": r.evidence} for r in results})
         return result
 
-    def _collect(self, params: dict, policy: dict, task_vars: dict, onboarded: bool):
+    def _collect(self, params: dict, policy: dict, task_vars: dict, onboarded: bool, windows: bool):
         """The posture from the agent's installed collector where onboarding installed the agent (the policy
         says so and the laptop has a device id) on a Linux laptop and its code is this kit's, else from the
         shipped module (deskguard.compliance.collector)."""
-        windows = ".ps1" in self._connection.module_implementation_preferences
 
         def shipped():
             return self._execute_module(module_name="deskguard_posture", module_args={"params": params},

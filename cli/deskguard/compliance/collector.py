@@ -14,11 +14,13 @@ import json
 from dataclasses import dataclass
 from typing import Callable
 
+from ..site import module_utils
 from ..site.module_code import digests
 
-LAUNCHER = "/usr/lib/deskguard-agent/deskguard-agent"
-COMMAND = f"{LAUNCHER} posture"
-STALE = 3            # deskguard_agent_posture.STALE: the installed files are not this kit's
+CODE = "deskguard_agent_posture"   # the laptop's half: it checks the files, then runs the collector
+# The launcher where AGT-001's facts look for it, and the laptop's exit code for "not this kit's code".
+COMMAND = "/%s posture" % module_utils("deskguard_agent_health").AGENT_BIN
+STALE = module_utils(CODE).STALE
 NOT_FOUND = (126, 127)   # the shell's "cannot execute" and "not found"
 
 
@@ -32,7 +34,7 @@ class Collected:
 
 
 def request(params: dict) -> bytes:
-    return json.dumps({"modules": digests("deskguard_agent_posture"), "params": params}).encode()
+    return json.dumps({"modules": digests(CODE), "params": params}).encode()
 
 
 def _answer(res: dict) -> tuple[dict | None, str, bool]:

@@ -20,6 +20,7 @@ MODULE_UTILS = ("deskguard_browser_policy", "deskguard_network", "deskguard_netw
 
 def preload() -> None:
     from ..site import module_utils
+    from ..site.module_code import digests
     from ..store import Store  # noqa: F401  (opened per host by the action plugin)
     from . import collector, disk, evidence, policy  # noqa: F401
     from .evaluate import evaluate  # noqa: F401
@@ -27,7 +28,7 @@ def preload() -> None:
     policy.role_defaults()
     for name in MODULE_UTILS:
         module_utils(name)
-    collector.request({})   # the digests of the agent's collector, read and hashed once
+    digests(collector.CODE)   # the agent's collector files, read and hashed once
     warm_store()
 
 

@@ -73,8 +73,8 @@ def busy_timeout() -> float:
 
 # One engine per database and busy timeout, kept for the process. In the nightly run ansible-playbook forks a
 # worker per laptop: each inherits its main process's engine with the compiled queries of judging a laptop
-# (deskguard.compliance.preload), where a new engine per laptop compiled each query again, ~25 ms of the
-# controller's CPU a laptop (docs/compliance.md, "Performance"). A forked child lets go of the parent's
+# (deskguard.compliance.preload), where a new engine per laptop compiled each query again: ~50 ms of the
+# controller's CPU a laptop before, ~15 ms after, in a forked child (docs/compliance.md, "Performance"). A forked child lets go of the parent's
 # pooled connections without closing them (SQLAlchemy's rule for fork); Store.close() still closes the
 # idle connections it pooled.
 _ENGINES: OrderedDict[tuple[str, float | None], Engine] = OrderedDict()
